@@ -1,0 +1,27 @@
+# tunebench: fine-tuned small models against prompted large ones, on the case-study tasks.
+#   snakemake --cores all                                   the paper matrix (config/config.yaml)
+#   snakemake --cores all --configfile config/demo.yaml     the CPU demo
+#   snakemake --profile profiles/slurm                      the same on a SLURM GPU cluster
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/results.smk"
+include: "workflow/rules/paper.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

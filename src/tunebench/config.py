@@ -1,0 +1,296 @@
+"""Experiment configuration: loading, schema validation, cross-key checks and run resolution.
+
+The JSON schema in ``workflow/schemas/config.schema.yaml`` is the single description of every key;
+the workflow validates with ``snakemake.utils.validate`` and the CLI with :func:`load`, both against
+that file. What a schema cannot express (a model named in an experiment must exist, a LoRA preset
+must be defined, ...) is checked by :func:`check`. Every failure is a :class:`ConfigError` whose
+message is one sentence naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+ACCELERATE_DIR = ROOT / "config" / "accelerate"
+
+SCORED_TASKS = ("viggo", "sql", "gsm8k", "multiplication")
+MIRROR_ENV = "TUNEBENCH_DATA_MIRROR"
+
+
+def _schema() -> dict:
+    with open(SCHEMA_PATH) as handle:
+        return yaml.safe_load(handle)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One sentence for a schema violation, naming the offending key."""
+    key = _key_path(error)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        where = key if error.absolute_path else "the top level"
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return f"unknown key {'/'.join(extra)!s} under {where}; allowed keys are: {allowed}"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        prefix = f"{key}." if error.absolute_path else ""
+        return f"required key {prefix}{missing} is missing"
+    if error.validator == "enum":
+        return f"{key} is {error.instance!r} but must be one of {', '.join(map(str, error.validator_value))}"
+    if error.validator == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"{key} is {error.instance!r} but must be of type {expected}"
+    if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        relation = {"minimum": "at least", "exclusiveMinimum": "greater than",
+                    "maximum": "at most", "exclusiveMaximum": "less than"}[error.validator]
+        return f"{key} is {error.instance!r} but must be {relation} {error.validator_value}"
+    return f"{key}: {error.message}"
+
+
+def _with_defaults(validator_class):
+    """A validator that fills in schema defaults while validating (as Snakemake's validate does)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def validate(config: dict) -> dict:
+    """Validate ``config`` in place against the schema (filling defaults) and check cross-key rules."""
+    schema = _schema()
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise ConfigError(f"invalid configuration: {_describe(best)}.")
+    check(config)
+    return config
+
+
+def _merge(base: dict, override: Mapping) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> dict:
+    """Read one or more YAML files (later ones override earlier ones), validate, return the config."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    config: dict = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file such as config/demo.yaml.")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}).") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys at the top level.")
+        config = _merge(config, loaded)
+    return validate(config)
+
+
+def check(config: Mapping) -> None:
+    """Rules across keys that the schema cannot state."""
+    models = config.get("models", {})
+    for name, model in models.items():
+        for role in ("base", "chat"):
+            source = model.get(role)
+            if source is None:
+                continue
+            kinds = [k for k in ("hub", "local", "gguf_package", "random_llama") if source.get(k)]
+            if len(kinds) != 1:
+                raise ConfigError(
+                    f"models.{name}.{role} must name exactly one of hub, local, gguf_package or random_llama (found {', '.join(kinds) or 'none'})."
+                )
+            if "random_llama" in source and not any(source.get("tokenizer", {}).get(k) for k in ("hub", "local", "gguf_package")):
+                raise ConfigError(f"models.{name}.{role}.tokenizer must name a tokenizer source for a random_llama model.")
+    presets = config.get("lora_presets", {})
+    for method in ("lora", "qlora"):
+        preset = config.get("methods", {}).get(method, {}).get("lora")
+        if preset is not None and preset not in presets:
+            raise ConfigError(f"methods.{method}.lora names preset {preset!r}, which lora_presets does not define.")
+    accel = config.get("methods", {}).get("full", {}).get("accelerate_config")
+    if accel is not None and not (ACCELERATE_DIR / f"{accel}.yaml").is_file():
+        raise ConfigError(
+            f"methods.full.accelerate_config is {accel!r} but config/accelerate/{accel}.yaml does not exist."
+        )
+    experiments = config.get("experiments", {})
+    seen: set[tuple[str, str, str]] = set()
+    for kind in ("finetune", "baselines"):
+        for i, entry in enumerate(experiments.get(kind, [])):
+            for model in entry.get("models", []):
+                if model not in models:
+                    raise ConfigError(
+                        f"experiments.{kind}[{i}].models names {model!r}, which is not defined under models."
+                    )
+    for i, entry in enumerate(experiments.get("finetune", [])):
+        for method in entry["methods"]:
+            run = run_name(method, entry.get("tag"))
+            for model in entry["models"]:
+                key = (entry["task"], model, run)
+                if key in seen:
+                    raise ConfigError(
+                        f"experiments.finetune[{i}] repeats run {entry['task']}/{model}/{run}; give one of them a tag."
+                    )
+                seen.add(key)
+        if entry.get("task") == "mathqa" and entry.get("evaluate", True):
+            raise ConfigError(f"experiments.finetune[{i}] evaluates mathqa, which has no scorer; set evaluate: false.")
+    for i, entry in enumerate(experiments.get("finetune", [])):
+        init = entry.get("init_from")
+        if init:
+            for method in entry["methods"]:
+                for model in entry["models"]:
+                    first = (init["task"], model, run_name(method, init.get("tag")))
+                    if first not in seen:
+                        raise ConfigError(
+                            f"experiments.finetune[{i}].init_from needs the run {'/'.join(first)}, which no finetune entry trains."
+                        )
+
+
+def run_name(method: str, tag: str | None) -> str:
+    return f"{method}-{tag}" if tag else method
+
+
+def data_mirror(config: Mapping) -> Path | None:
+    """The mirror directory: the environment variable wins over the config key; None means the hub."""
+    value = os.environ.get(MIRROR_ENV) or config.get("data", {}).get("mirror")
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        source = MIRROR_ENV if os.environ.get(MIRROR_ENV) else "data.mirror"
+        raise ConfigError(f"{source} is {value!r}, which is not a directory; point it at the dataset mirror or unset it to read the hub.")
+    return path.resolve()
+
+
+@dataclass(frozen=True)
+class FinetuneRun:
+    """One model fine-tuned with one method on one task."""
+
+    task: str
+    model: str
+    method: str
+    run: str  # directory name: METHOD or METHOD-TAG
+    format: str
+    training: dict
+    evaluate: bool
+    init_from: tuple[str, str] | None = None  # (task, run) of the first stage, same model
+
+    @property
+    def stage(self) -> str:
+        return "two_stage" if self.init_from else "finetuned"
+
+
+@dataclass(frozen=True)
+class BaselineRun:
+    """A chat model prompted on a task with one prompt variant."""
+
+    task: str
+    model: str
+    variant: str
+    run: str = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "run", "baseline" if self.variant == "default" else f"baseline-{self.variant}")
+
+    stage = "baseline"
+
+
+def finetune_runs(config: Mapping) -> list[FinetuneRun]:
+    runs = []
+    for entry in config["experiments"].get("finetune", []):
+        training = _merge(config.get("training", {}), entry.get("training") or {})
+        init = entry.get("init_from")
+        for model in entry["models"]:
+            for method in entry["methods"]:
+                runs.append(
+                    FinetuneRun(
+                        task=entry["task"],
+                        model=model,
+                        method=method,
+                        run=run_name(method, entry.get("tag")),
+                        format=entry.get("format", "special_tokens"),
+                        training=training,
+                        evaluate=entry.get("evaluate", True),
+                        init_from=(init["task"], run_name(method, init.get("tag"))) if init else None,
+                    )
+                )
+    return runs
+
+
+def baseline_runs(config: Mapping) -> list[BaselineRun]:
+    return [
+        BaselineRun(task=entry["task"], model=model, variant=variant)
+        for entry in config["experiments"].get("baselines", [])
+        for model in entry["models"]
+        for variant in entry.get("variants", ["default"])
+    ]
+
+
+def find_finetune(config: Mapping, task: str, model: str, run: str) -> FinetuneRun:
+    for item in finetune_runs(config):
+        if (item.task, item.model, item.run) == (task, model, run):
+            return item
+    raise ConfigError(f"no finetune experiment trains {task}/{model}/{run}; add it to experiments.finetune.")
+
+
+def find_baseline(config: Mapping, task: str, model: str, run: str) -> BaselineRun:
+    for item in baseline_runs(config):
+        if (item.task, item.model, item.run) == (task, model, run):
+            return item
+    raise ConfigError(f"no baseline experiment evaluates {task}/{model}/{run}; add it to experiments.baselines.")
+
+
+def method_settings(config: Mapping, run: FinetuneRun) -> dict:
+    """The method's settings with its LoRA preset expanded and the learning rate resolved."""
+    settings = copy.deepcopy(config["methods"][run.method])
+    if "lora" in settings:
+        settings["lora"] = copy.deepcopy(config["lora_presets"][settings["lora"]])
+    if run.training.get("learning_rate") is not None:
+        settings["learning_rate"] = run.training["learning_rate"]
+    return settings
+
+
+def resources(config: Mapping, kind: str, model: str, method: str | None = None) -> dict:
+    """Scheduler resources of a job: the per-size (and per-method) row over the defaults."""
+    table = config.get("resources", {})
+    merged = dict(table.get("default", {}))
+    size = config["models"][model].get("resources_size") or config["models"][model]["size"]
+    row = table.get(kind, {}).get(size, {})
+    if kind == "train":
+        row = row.get(method, {}) if method else {}
+    merged.update(row)
+    if merged.get("processes") is None:
+        merged["processes"] = max(1, merged.get("gpu", 0))
+    return merged

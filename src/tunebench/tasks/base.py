@@ -1,0 +1,92 @@
+"""The small interface every task module implements.
+
+A task is one module in this package that defines ``TASK``, an instance of a :class:`Task`
+subclass. Adding a task means adding its module, registering it in ``tasks/__init__.py`` and giving
+it a config section; no other code names tasks.
+
+Prepared rows (``results/data/{task}/{split}.jsonl``) are dicts with at least:
+
+``id``          stable identifier, the same on every run (e.g. ``viggo-test-00042``)
+``prompt``      the task input as plain text (no format markers)
+``completion``  the target text the model learns to write (no format markers)
+``answer``      what the scorer compares a prediction with
+plus the task's own fields (``context`` for SQL, ``a``/``b`` for multiplication, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ..errors import DataError, DataUnavailable  # noqa: F401  (re-exported for task modules)
+
+
+class BadRow(ValueError):
+    """A source row that cannot become an example; the message is the reason counted in the manifest."""
+
+
+@dataclass
+class Filter:
+    """A deliberate filter applied to well-formed rows, reported in the manifest."""
+
+    name: str
+    reason: str
+    dropped: dict[str, int] = field(default_factory=dict)  # per split
+
+
+@dataclass
+class Prepared:
+    """A task's dataset after loading and formatting, before it is written."""
+
+    splits: dict[str, list[dict]]
+    source: dict[str, Any]  # hub id + revision, or mirror files with their sha256, or generator settings
+    filters: list[Filter] = field(default_factory=list)
+    bad_rows: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> reason -> count
+    notes: list[str] = field(default_factory=list)  # what a reader of the manifest must know
+
+
+class Task:
+    """Base class of the task modules. Subclasses set the class attributes and override methods."""
+
+    name: str = ""
+    #: The natural-language instruction used by the ``instruction`` and ``chat`` prompt formats.
+    instruction: str = ""
+    #: Metric names, in display order; ``primary_metric`` is the one figures and headlines use.
+    metrics: tuple[str, ...] = ()
+    primary_metric: str = ""
+    #: Generation limit when the config gives none.
+    max_new_tokens: int = 256
+    #: Baseline prompt variants this task offers (``default`` first).
+    baseline_variants: tuple[str, ...] = ("default",)
+
+    def prepare(self, options: Mapping[str, Any], mirror: Path | None, seed: int) -> Prepared:
+        """Load (hub or ``mirror``), validate and format every split."""
+        raise NotImplementedError
+
+    def score(self, prediction: str, gold: Mapping[str, Any], **options: Any) -> dict[str, bool | None]:
+        """Verdict per metric for one raw model output; ``None`` marks a row that cannot be scored.
+
+        Task modules delegate to ``tunebench.scoring.<task>.score``; ``options`` come from the
+        ``evaluation`` config section (e.g. ``sql_databases``, ``sql_timeout_s``).
+        """
+        raise NotImplementedError
+
+    def baseline_messages(
+        self, row: Mapping[str, Any], train: list[Mapping[str, Any]], variant: str, options: Mapping[str, Any]
+    ) -> list[dict[str, str]]:
+        """Chat messages (``role``/``content``) of the prompted baseline for ``row``.
+
+        ``train`` is the task's training split, from which few-shot examples are picked
+        deterministically; ``options`` is the ``evaluation`` config section.
+        """
+        raise NotImplementedError
+
+
+def iter_jsonl(path: Path) -> Iterable[dict]:
+    import json
+
+    with open(path) as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
