@@ -128,12 +128,12 @@ def check(config: Mapping) -> None:
             source = model.get(role)
             if source is None:
                 continue
-            kinds = [k for k in ("hub", "local", "gguf_package", "random_llama") if source.get(k)]
+            kinds = [k for k in ("hub", "local", "gguf_package", "random_llama") if source.get(k) not in (None, "")]
             if len(kinds) != 1:
                 raise ConfigError(
                     f"models.{name}.{role} must name exactly one of hub, local, gguf_package or random_llama (found {', '.join(kinds) or 'none'})."
                 )
-            if "random_llama" in source and not any(source.get("tokenizer", {}).get(k) for k in ("hub", "local", "gguf_package")):
+            if kinds == ["random_llama"] and not any((source.get("tokenizer") or {}).get(k) for k in ("hub", "local", "gguf_package")):
                 raise ConfigError(f"models.{name}.{role}.tokenizer must name a tokenizer source for a random_llama model.")
     presets = config.get("lora_presets", {})
     for method in ("lora", "qlora"):
