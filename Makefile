@@ -1,0 +1,31 @@
+# Two entry points: `make demo` (the CPU demo, end to end) and `make test` (the test suite).
+# Both create .venv from the lock files first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= all
+
+.PHONY: venv demo test lint clean-results
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -r requirements-nodeps.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml --rerun-incomplete
+	$(BIN)/snakemake --cores 1 --configfile config/demo.yaml --report results/report.html
+	@$(BIN)/python -m tunebench.demo_summary results
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint --configfile config/demo.yaml
+	$(BIN)/snakefmt --check Snakefile workflow/rules
