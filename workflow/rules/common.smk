@@ -8,15 +8,18 @@ from tunebench import config as tb_config
 from tunebench import tasks as tb_tasks
 from tunebench.errors import ConfigError
 
-# The schema check gives Snakemake's report of the raw violation; tunebench's check then
-# names the key in one sentence and adds the rules a schema cannot state.
+# tunebench's validation fills the schema's defaults (also inside nullable objects, which
+# Snakemake's default filling cannot enter), names a wrong key in one sentence and checks the
+# rules a schema cannot state; Snakemake's validate then confirms the completed config.
 try:
     tb_config.validate(config)
 except ConfigError as error:
     sys.exit(f"tunebench: {error}")
-validate(config, "../schemas/config.schema.yaml")
+validate(config, "../schemas/config.schema.yaml", set_default=False)
 
-CONFIGFILES = " ".join(str(path) for path in workflow.configfiles)
+CONFIGFILES = " ".join(
+    str(path) for path in (workflow.overwrite_configfiles or workflow.configfiles)
+)
 FINETUNE = tb_config.finetune_runs(config)
 BASELINES = tb_config.baseline_runs(config)
 DATA_TASKS = sorted(

@@ -1,0 +1,30 @@
+"""Shared fixtures: where the repository and the dataset mirror are."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tunebench.config import MIRROR_ENV, ROOT
+
+MIRROR = Path(os.environ.get(MIRROR_ENV) or ROOT.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    if not (MIRROR / "SOURCES.md").is_file():
+        raise RuntimeError(f"the dataset mirror is expected at {MIRROR}; set {MIRROR_ENV} to its directory")
+    return MIRROR
+
+
+@pytest.fixture
+def with_mirror(monkeypatch, mirror):
+    monkeypatch.setenv(MIRROR_ENV, str(mirror))
+    return mirror

@@ -1,0 +1,114 @@
+"""The experiment configs validate, and malformed ones fail with one sentence naming the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from tunebench import config as tb_config
+from tunebench.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def demo(repo_root):
+    return yaml.safe_load((repo_root / "config" / "demo.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])
+def test_shipped_configs_validate(repo_root, name):
+    cfg = tb_config.load(repo_root / "config" / name)
+    assert cfg["training"]["epochs"] >= 1
+    assert tb_config.finetune_runs(cfg) and tb_config.baseline_runs(cfg)
+
+
+def test_paper_config_holds_the_matrix(repo_root):
+    cfg = tb_config.load(repo_root / "config" / "config.yaml")
+    runs = {(r.task, r.model, r.run) for r in tb_config.finetune_runs(cfg)}
+    for task in ("viggo", "sql", "gsm8k"):
+        for size in ("7b", "13b", "70b"):
+            for method in ("full", "lora", "qlora"):
+                assert (task, f"llama2-{size}", method) in runs
+    assert ("gsm8k", "llama2-13b", "full-two_stage") in runs
+    assert ("viggo", "llama2-7b", "lora-instruction") in runs
+
+
+def test_defaults_are_filled(demo):
+    cfg = tb_config.validate(copy.deepcopy(demo))
+    assert cfg["evaluation"]["sql_databases"] == 3
+    assert cfg["tasks"]["gsm8k"]["strip_calculator_notes"] is False
+
+
+def _set(cfg, path, value):
+    keys = path.split(".")
+    node = cfg
+    for key in keys[:-1]:
+        node = node.setdefault(key, {}) if not key.isdigit() else node[int(key)]
+    last = keys[-1]
+    if value is _DELETE:
+        del node[last]
+    elif last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+_DELETE = object()
+
+MALFORMED = [
+    # (description, path, value, words the message must contain)
+    ("unknown task", "tasks.summarise", {}, ["summarise", "tasks"]),
+    ("unknown method in an experiment", "experiments.finetune.0.methods", ["prefix_tuning"], ["experiments.finetune.0.methods.0", "prefix_tuning"]),
+    ("unknown model in an experiment", "experiments.finetune.0.models", ["gpt-5"], ["experiments.finetune[0].models", "gpt-5"]),
+    ("negative learning rate", "methods.lora.learning_rate", -0.001, ["methods.lora.learning_rate", "greater than 0"]),
+    ("missing required models", "models", _DELETE, ["models", "missing"]),
+    ("wrong type of epochs", "training.epochs", "ten", ["training.epochs", "integer"]),
+    ("unknown top-level key", "trainer", {}, ["trainer"]),
+    ("unknown batching mode", "training.batching", "bucket", ["training.batching", "packing"]),
+    ("bad fraction", "data.max_bad_fraction", 1.5, ["data.max_bad_fraction", "at most 1"]),
+    ("undefined LoRA preset", "methods.lora.lora", "huge", ["methods.lora.lora", "huge"]),
+    ("missing accelerate file", "methods.full.accelerate_config", "zero9", ["methods.full.accelerate_config", "zero9"]),
+    ("unknown task in an experiment", "experiments.baselines.0.task", "translation", ["experiments.baselines.0.task", "translation"]),
+    ("model without base", "models.smollm2-135m.base", _DELETE, ["models.smollm2-135m", "base"]),
+    ("two weight sources", "models.smollm2-135m.base.hub", "org/model", ["models.smollm2-135m.base", "exactly one"]),
+    ("wrong type of digits", "tasks.multiplication.digits", [4], ["tasks.multiplication.digits"]),
+    ("evaluating mathqa", "experiments.finetune.4.evaluate", True, ["experiments.finetune[4]", "mathqa"]),
+    ("unknown key in training", "training.lr", 0.1, ["lr", "training"]),
+]
+
+
+@pytest.mark.parametrize("description,path,value,words", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_config_names_the_key(demo, description, path, value, words):
+    cfg = copy.deepcopy(demo)
+    _set(cfg, path, value)
+    with pytest.raises(ConfigError) as info:
+        tb_config.validate(cfg)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, f"{description}: {word!r} not in {message!r}"
+
+
+def test_two_stage_needs_its_first_stage(demo):
+    cfg = copy.deepcopy(demo)
+    cfg["experiments"]["finetune"] = [e for e in cfg["experiments"]["finetune"] if e["task"] != "mathqa"]
+    with pytest.raises(ConfigError, match="init_from needs the run mathqa/smollm2-135m/lora"):
+        tb_config.validate(cfg)
+
+
+def test_resources_by_size_and_method(repo_root):
+    cfg = tb_config.load(repo_root / "config" / "config.yaml")
+    full70 = tb_config.resources(cfg, "train", "llama2-70b", "full")
+    assert full70["gpu"] == 32 and full70["gpu_model"] == "a10g" and full70["processes"] == 32
+    assert tb_config.resources(cfg, "evaluate", "llama2-7b")["gpu"] == 1
+
+
+def test_mirror_env_wins_and_bad_path_is_one_sentence(monkeypatch, tmp_path):
+    monkeypatch.setenv(tb_config.MIRROR_ENV, str(tmp_path))
+    assert tb_config.data_mirror({"data": {"mirror": "/elsewhere"}}) == tmp_path.resolve()
+    monkeypatch.setenv(tb_config.MIRROR_ENV, str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="TUNEBENCH_DATA_MIRROR"):
+        tb_config.data_mirror({})
+    monkeypatch.delenv(tb_config.MIRROR_ENV)
+    assert tb_config.data_mirror({"data": {"mirror": None}}) is None
