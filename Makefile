@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
+# Rules call the `tunebench` command of the venv.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: venv demo test lint clean-results
 
@@ -21,7 +23,7 @@ $(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml --rerun-incomplete
 	$(BIN)/snakemake --cores 1 --configfile config/demo.yaml --report results/report.html
-	@$(BIN)/python -m tunebench.demo_summary results
+	@$(BIN)/tunebench summary --results results
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
