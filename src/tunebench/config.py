@@ -89,6 +89,15 @@ def validate(config: dict) -> dict:
     return config
 
 
+def defaults() -> dict:
+    """Every key at its schema default: the settings a command uses when it is given no config file."""
+    config: dict = {}
+    validator = _with_defaults(jsonschema.Draft202012Validator)(_schema())
+    for _ in validator.iter_errors(config):  # filling happens while validating; only `models` is missing
+        pass
+    return config
+
+
 def _merge(base: dict, override: Mapping) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
@@ -140,11 +149,12 @@ def check(config: Mapping) -> None:
         preset = config.get("methods", {}).get(method, {}).get("lora")
         if preset is not None and preset not in presets:
             raise ConfigError(f"methods.{method}.lora names preset {preset!r}, which lora_presets does not define.")
-    accel = config.get("methods", {}).get("full", {}).get("accelerate_config")
-    if accel is not None and not (ACCELERATE_DIR / f"{accel}.yaml").is_file():
-        raise ConfigError(
-            f"methods.full.accelerate_config is {accel!r} but config/accelerate/{accel}.yaml does not exist."
-        )
+    for method in ("full", "lora", "qlora"):
+        accel = config.get("methods", {}).get(method, {}).get("accelerate_config")
+        if accel is not None and not (ACCELERATE_DIR / f"{accel}.yaml").is_file():
+            raise ConfigError(
+                f"methods.{method}.accelerate_config is {accel!r} but config/accelerate/{accel}.yaml does not exist."
+            )
     experiments = config.get("experiments", {})
     seen: set[tuple[str, str, str]] = set()
     for kind in ("finetune", "baselines"):

@@ -14,6 +14,9 @@ completion part carries the end marker, so a model trained on it learns to stop.
 the text a model continues at evaluation time and equals the ``prompt_text`` of ``render``. Rendered
 text may contain the tokenizer's own special tokens (the chat template writes them), so the text is
 tokenised without adding a second BOS where the template already writes one.
+
+``task`` is a task name or a :class:`~tunebench.tasks.base.Task`; its ``instruction`` fills the
+instruction and chat formats.
 """
 
 from __future__ import annotations
@@ -70,7 +73,14 @@ def _apply_template(tokenizer: Any, messages: list[dict[str, str]], generation_p
             f"prompt format 'chat' needs a tokenizer with a chat template, and {name} has none; "
             "use format special_tokens or instruction for this model."
         )
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    except Exception as exc:  # templates raise their own errors, e.g. when they allow no system turn
+        name = getattr(tokenizer, "name_or_path", None) or "the model"
+        raise ConfigError(
+            f"the chat template of {name} cannot render a system, user and assistant turn ({exc}); "
+            "use format special_tokens or instruction for this model."
+        ) from None
 
 
 def _skeleton(tokenizer: Any) -> tuple[str, str, str]:

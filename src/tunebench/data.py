@@ -1,0 +1,379 @@
+"""The data stage's plumbing: where raw rows come from, how bad ones are counted, how splits and
+limits are drawn, and how prepared splits and their manifest are written.
+
+A task module reads its raw splits through a :class:`Source` (the mirror directory or the Hugging
+Face hub), turns each raw record into a prepared row with a function that raises
+:class:`~tunebench.tasks.base.BadRow` for a record it cannot use, and returns a
+:class:`~tunebench.tasks.base.Prepared`. :func:`prepare` then checks the share of bad rows, applies
+the configured limits and :func:`write` produces ``{split}.jsonl`` plus ``manifest.json``, with
+fixed key order so that the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from . import config as tb_config
+from .errors import DataError, DataUnavailable
+from .formats import FORMATS
+from .tasks.base import BadRow, Prepared
+
+SPLITS = ("train", "validation", "test")
+LEADING_FIELDS = ("id", "prompt", "completion", "answer")
+MANIFEST_VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stable_int(*parts: Any) -> int:
+    """A 64-bit integer fixed by ``parts`` (unlike ``hash()``, the same in every process)."""
+    text = "\x1f".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+
+
+def stable_fraction(*parts: Any) -> float:
+    """A number in [0, 1) fixed by ``parts``; used to assign rows to splits by their content."""
+    return stable_int(*parts) / 2**64
+
+
+def rng(seed: int, *labels: Any) -> random.Random:
+    """A generator seeded by the experiment seed and what it is used for, so uses never share a stream."""
+    return random.Random(stable_int(seed, *labels))
+
+
+def split_by_content(
+    rows: list[dict], key: Callable[[dict], Iterable[Any]], validation_fraction: float, test_fraction: float
+) -> dict[str, list[dict]]:
+    """Assign each row to a split by a hash of its content: independent of row order and reproducible."""
+    if validation_fraction + test_fraction >= 1:
+        raise DataError(
+            f"validation_fraction ({validation_fraction}) plus test_fraction ({test_fraction}) leave no training rows; lower them."
+        )
+    out: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    for row in rows:
+        u = stable_fraction(*key(row))
+        split = "test" if u < test_fraction else "validation" if u < test_fraction + validation_fraction else "train"
+        out[split].append(row)
+    return out
+
+
+def limit_rows(rows: list[dict], limit: int | None, seed: int, *labels: Any) -> list[dict]:
+    """At most ``limit`` rows chosen by a seeded shuffle, kept in their original order."""
+    if limit is None or len(rows) <= limit:
+        return list(rows)
+    chosen = set(rng(seed, "limit", *labels).sample(range(len(rows)), limit))
+    return [row for i, row in enumerate(rows) if i in chosen]
+
+
+class Source:
+    """Reads one task's raw records from the mirror or the hub and keeps the manifest's account of them.
+
+    Every part read (a mirror file or a hub split) is listed in :attr:`info` with its size, and its
+    malformed records are counted by reason in :attr:`bad`. ``mirror=None`` reads the hub.
+    """
+
+    def __init__(self, task: str, mirror: Path | None, hub: Mapping[str, Any] | None = None):
+        self.task = task
+        self.mirror = mirror
+        self.hub = dict(hub or {})
+        self.bad: dict[str, Counter] = {}
+        self.read: dict[str, int] = {}
+        if mirror is not None:
+            self.info: dict[str, Any] = {"kind": "mirror", "mirror": str(mirror), "files": {}}
+        else:
+            self.info = {"kind": "hub", "id": self.hub.get("id"), "config": self.hub.get("config"),
+                         "revision": self.hub.get("revision"), "splits": {}}
+
+    # -- mirror ---------------------------------------------------------------------------
+    def has(self, relpath: str) -> bool:
+        return self.mirror is not None and (self.mirror / relpath).is_file()
+
+    def _mirror_path(self, relpath: str) -> Path:
+        path = self.mirror / relpath
+        if not path.is_file():
+            raise DataError(
+                f"the data mirror {self.mirror} has no {relpath}; copy that file into it or unset "
+                f"data.mirror and {tb_config.MIRROR_ENV} to read {self.task} from the hub."
+            )
+        self.info["files"][relpath] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        return path
+
+    def _account(self, part: str, records: list[Any], bad: Counter) -> None:
+        self.read[part] = len(records) + sum(bad.values())
+        self.bad[part] = bad
+        if self.mirror is not None:
+            self.info["files"][part]["records"] = self.read[part]
+        else:
+            self.info["splits"][part] = self.read[part]
+
+    def jsonl(self, relpath: str) -> list[Any]:
+        """Records of a JSON Lines file; blank lines are skipped, unparsable ones counted as bad."""
+        path = self._mirror_path(relpath)
+        records, bad = [], Counter()
+        with open(path, encoding="utf-8", errors="strict") as handle:
+            try:
+                for line in handle:
+                    if not line.strip():
+                        continue
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        bad["line is not valid JSON"] += 1
+            except UnicodeDecodeError:
+                raise DataError(f"{path} is not UTF-8 text; replace it with the original file.") from None
+        self._account(relpath, records, bad)
+        return records
+
+    def csv(self, relpath: str) -> list[dict]:
+        """Rows of a CSV file with a header, as dicts; rows with the wrong number of fields are bad."""
+        path = self._mirror_path(relpath)
+        records, bad = [], Counter()
+        try:
+            with open(path, encoding="utf-8", newline="") as handle:
+                reader = csv.reader(handle)
+                header = next(reader, None)
+                if not header:
+                    raise DataError(f"{path} has no header row; replace it with the original CSV file.")
+                for fields in reader:
+                    if not fields:
+                        continue
+                    if len(fields) != len(header):
+                        bad[f"row has {len(fields)} fields, the header {len(header)}"] += 1
+                        continue
+                    records.append(dict(zip(header, fields)))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{path} cannot be read as UTF-8 CSV ({exc}); replace it with the original file.") from None
+        self._account(relpath, records, bad)
+        return records
+
+    def json_array(self, relpath: str) -> list[Any]:
+        """Elements of a file holding one JSON array."""
+        path = self._mirror_path(relpath)
+        try:
+            records = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{path} is not a JSON document ({exc}); replace it with the original file.") from None
+        if not isinstance(records, list):
+            raise DataError(f"{path} should hold one JSON array of records; replace it with the original file.")
+        self._account(relpath, records, Counter())
+        return records
+
+    # -- hub ------------------------------------------------------------------------------
+    def hub_split(self, split: str) -> list[dict]:
+        """Records of one split of the configured hub dataset (``datasets.load_dataset``)."""
+        hub_id = self.hub.get("id")
+        if not hub_id:
+            raise DataUnavailable(
+                f"tasks.{self.task}.hub.id is empty and no mirror is set; name the hub dataset or set "
+                f"data.mirror (or {tb_config.MIRROR_ENV}) to a local mirror directory."
+            )
+        try:
+            import datasets
+
+            dataset = datasets.load_dataset(hub_id, self.hub.get("config"), revision=self.hub.get("revision"), split=split)
+        except Exception as exc:  # offline, unknown id, gated, ...: all mean "not available from the hub"
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataUnavailable(
+                f"{self.task}: the hub dataset {hub_id} (split {split}) could not be loaded ({reason}); set data.mirror "
+                f"in the config or the environment variable {tb_config.MIRROR_ENV} to a local dataset mirror, "
+                "or make the Hugging Face hub reachable."
+            ) from None
+        if "resolved_revision" not in self.info:
+            self.info["resolved_revision"] = _hub_sha(hub_id, self.hub.get("revision"))
+        records = [dict(record) for record in dataset]
+        self._account(split, records, Counter())
+        return records
+
+    # -- conversion -----------------------------------------------------------------------
+    def convert(self, part: str, records: Iterable[Any], make: Callable[[int, Mapping[str, Any]], dict]) -> list[dict]:
+        """``make(index, record)`` for every record of ``part``; records it rejects are counted, not kept."""
+        rows = []
+        for index, record in enumerate(records):
+            try:
+                if not isinstance(record, Mapping):
+                    raise BadRow("record is not an object")
+                rows.append(make(index, record))
+            except BadRow as exc:
+                self.bad[part][str(exc)] += 1
+        return rows
+
+    def prepared(self, splits: dict[str, list[dict]], **kwargs: Any) -> Prepared:
+        source = dict(self.info, rows_read=dict(self.read))
+        bad = {part: dict(sorted(counts.items())) for part, counts in self.bad.items()}
+        return Prepared(splits=splits, source=source, bad_rows=bad, **kwargs)
+
+
+def _hub_sha(hub_id: str, revision: str | None) -> str | None:
+    """The commit the hub resolved ``revision`` to, so the manifest pins what was read."""
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(hub_id, revision=revision).sha
+    except Exception:  # the data was read; only the pin is missing, and the manifest says so with null
+        return None
+
+
+def text_field(record: Mapping[str, Any], key: str, what: str | None = None) -> str:
+    """A non-empty string field of a raw record, stripped; anything else is a bad row."""
+    value = record.get(key)
+    if value is None:
+        raise BadRow(f"missing {what or key}")
+    if not isinstance(value, str):
+        raise BadRow(f"{what or key} is not text")
+    value = value.strip()
+    if not value:
+        raise BadRow(f"empty {what or key}")
+    return value
+
+
+def check_bad_rows(task: str, prepared: Prepared, max_bad_fraction: float) -> None:
+    """Refuse a part whose share of malformed records exceeds ``data.max_bad_fraction``."""
+    read = prepared.source.get("rows_read", {})
+    for part, reasons in prepared.bad_rows.items():
+        bad = sum(reasons.values())
+        total = read.get(part, 0)
+        if total and bad / total > max_bad_fraction:
+            worst = max(reasons, key=reasons.get)
+            raise DataError(
+                f"{task}: {bad} of {total} records of {part} are malformed ({bad / total:.1%}, most often: {worst}), "
+                f"more than data.max_bad_fraction = {max_bad_fraction}; repair the source or raise that limit."
+            )
+
+
+def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, **overrides: Any) -> tuple[Prepared, dict]:
+    """Load and format one task as ``config`` says; returns the limited splits and the manifest.
+
+    ``overrides`` replace keys of ``tasks.<task_name>`` (the CLI's ``--rows``/``--digits``).
+    """
+    from . import tasks
+
+    task = tasks.get(task_name)
+    seed = config.get("seed", 42) if seed is None else seed
+    options = dict(config.get("tasks", {}).get(task_name, {}), **overrides)
+    mirror = tb_config.data_mirror(config)
+    prepared = task.prepare(options, mirror, seed)
+    max_bad = config.get("data", {}).get("max_bad_fraction", 0.01)
+    check_bad_rows(task_name, prepared, max_bad)
+
+    limit = options.get("limit") or {}
+    full_sizes = {split: len(prepared.splits.get(split, [])) for split in SPLITS}
+    prepared.splits = {
+        split: limit_rows(prepared.splits.get(split, []), limit.get(split), seed, task_name, split) for split in SPLITS
+    }
+    for split in SPLITS:
+        ids = [row["id"] for row in prepared.splits[split]]
+        if len(set(ids)) != len(ids):
+            raise DataError(f"{task_name}: the {split} split repeats row ids; this is a bug in the task module.")
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "task": task_name,
+        "seed": seed,
+        "source": prepared.source,
+        "options": {key: value for key, value in sorted(options.items()) if key not in ("hub", "limit")},
+        "bad_rows": prepared.bad_rows,
+        "bad_rows_total": sum(sum(reasons.values()) for reasons in prepared.bad_rows.values()),
+        "max_bad_fraction": max_bad,
+        "filters": [
+            {"name": f.name, "reason": f.reason, "dropped": {split: f.dropped.get(split, 0) for split in SPLITS},
+             "dropped_total": sum(f.dropped.values())}
+            for f in prepared.filters
+        ],
+        "rows_before_limit": full_sizes,
+        "limit": {split: limit.get(split) for split in SPLITS},
+        "rows": {split: len(prepared.splits[split]) for split in SPLITS},
+        "notes": prepared.notes,
+        "format": {
+            "files": {split: f"{split}.jsonl" for split in SPLITS},
+            "encoding": "JSON Lines, UTF-8, one row per line, keys in a fixed order",
+            "fields": _fields(prepared.splits),
+            "prompt_formats": list(FORMATS),
+            "markers": "prompt and completion hold plain text; tunebench.formats adds the markers of the chosen prompt format",
+        },
+    }
+    return prepared, manifest
+
+
+def _fields(splits: Mapping[str, list[dict]]) -> list[str]:
+    keys: set[str] = set()
+    for rows in splits.values():
+        for row in rows:
+            keys.update(row)
+    return list(LEADING_FIELDS) + sorted(keys - set(LEADING_FIELDS))
+
+
+def dumps_row(row: Mapping[str, Any]) -> str:
+    """One JSON line: the contract's fields first, then the task's own fields in sorted order."""
+    ordered = {key: row[key] for key in LEADING_FIELDS if key in row}
+    ordered.update((key, row[key]) for key in sorted(row) if key not in ordered)
+    return json.dumps(ordered, ensure_ascii=False)
+
+
+def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> str:
+    """Write rows and return the file's sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(dumps_row(row) + "\n" for row in rows).encode("utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return hashlib.sha256(data).hexdigest()
+
+
+def write(out_dir: Path, prepared: Prepared, manifest: dict) -> dict:
+    """Write the three splits and the manifest (with each file's sha256) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    hashes = {split: write_jsonl(out_dir / f"{split}.jsonl", prepared.splits[split]) for split in SPLITS}
+    manifest = dict(manifest)
+    manifest["format"] = dict(manifest["format"], sha256=hashes)
+    tmp = out_dir / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(out_dir / "manifest.json")
+    return manifest
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a prepared split file, each checked for the contract's fields."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; run the data stage first (tunebench data TASK).")
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise DataError(f"{path} line {number} is not valid JSON; rebuild the file with tunebench data.") from None
+            missing = [key for key in LEADING_FIELDS if not isinstance(row, dict) or key not in row]
+            if missing:
+                raise DataError(f"{path} line {number} lacks {', '.join(missing)}; rebuild the file with tunebench data.")
+            rows.append(row)
+    return rows
+
+
+def read_split(data_dir: Path, split: str) -> list[dict]:
+    """Rows of ``{data_dir}/{split}.jsonl``."""
+    return read_rows(Path(data_dir) / f"{split}.jsonl")
+
+
+def export_openai(task: Any, rows: Iterable[Mapping[str, Any]], fmt: str, tokenizer: Any = None) -> list[dict]:
+    """Rows in OpenAI's legacy fine-tuning layout: ``{"prompt", "completion"}`` rendered in ``fmt``."""
+    from . import formats
+
+    out = []
+    for row in rows:
+        prompt_text, completion_text = formats.render(fmt, task, row, tokenizer)
+        out.append({"prompt": prompt_text, "completion": completion_text})
+    return out

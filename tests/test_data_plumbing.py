@@ -1,0 +1,200 @@
+"""Data-stage plumbing: bad rows counted or refused, source errors, limits, manifest, export."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tunebench import cli, config, data, formats
+from tunebench.errors import DataError
+
+GOOD_MR = "inform(name[Tetris], rating[good])"
+
+
+def _config(mirror, max_bad=0.01, **tasks):
+    cfg = config.defaults()
+    cfg["data"] = {"mirror": str(mirror), "max_bad_fraction": max_bad}
+    for name, options in tasks.items():
+        cfg["tasks"][name].update(options)
+    return cfg
+
+
+def _viggo_mirror(root, train_rows, extra_lines=()):
+    folder = root / "viggo"
+    folder.mkdir(parents=True)
+    for name, rows in (("train.csv", train_rows), ("valid.csv", [(GOOD_MR, "Tetris is good.")]),
+                       ("test.csv", [(GOOD_MR, "Tetris is rated good.")])):
+        with open(folder / name, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["mr", "ref"])
+            writer.writerows(rows)
+            for line in extra_lines if name == "train.csv" else ():
+                handle.write(line + "\n")
+    return root
+
+
+def test_bad_rows_are_dropped_and_counted_by_reason(tmp_path, monkeypatch):
+    monkeypatch.delenv(config.MIRROR_ENV, raising=False)
+    good = [(GOOD_MR, f"Tetris is good, says reviewer {i}.") for i in range(96)]
+    bad = [(GOOD_MR, "   "), ("not a meaning representation", "Some sentence."), ("shout(name[X])", "X!")]
+    mirror = _viggo_mirror(tmp_path, good + bad, extra_lines=['"inform(name[A])","a sentence","an extra field"'])
+    prepared, manifest = data.prepare("viggo", _config(mirror, max_bad=0.05))
+    assert manifest["rows"]["train"] == 96
+    assert manifest["bad_rows"]["viggo/train.csv"] == {
+        "empty sentence": 1,
+        "meaning representation has an unknown function": 1,
+        "meaning representation is not function(attributes)": 1,
+        "row has 3 fields, the header 2": 1,
+    }
+    assert manifest["bad_rows_total"] == 4
+    assert manifest["source"]["rows_read"]["viggo/train.csv"] == 100
+
+
+def test_too_many_bad_rows_stop_the_stage_with_one_sentence(tmp_path, monkeypatch):
+    monkeypatch.delenv(config.MIRROR_ENV, raising=False)
+    rows = [(GOOD_MR, f"Tetris {i}.") for i in range(90)] + [("", f"empty {i}") for i in range(10)]
+    mirror = _viggo_mirror(tmp_path, rows)
+    with pytest.raises(DataError) as error:
+        data.prepare("viggo", _config(mirror, max_bad=0.05))
+    message = str(error.value)
+    assert "10 of 100 records of viggo/train.csv" in message and "data.max_bad_fraction = 0.05" in message
+    assert "empty meaning representation" in message and message.count(". ") == 0 and "\n" not in message
+    # At the CLI: exit status 2 and the sentence on stderr, nothing written.
+    out = tmp_path / "out"
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(
+        f"data: {{mirror: {mirror}, max_bad_fraction: 0.05}}\nmodels: {{m: {{size: 1M, base: {{hub: x/y}}}}}}\nexperiments: {{}}\n"
+    )
+    assert cli.main(["data", "viggo", "--config", str(config_file), "--out-dir", str(out)]) == 2
+    assert not (out / "train.jsonl").exists()
+
+
+def test_unparsable_json_lines_are_counted(tmp_path, monkeypatch):
+    monkeypatch.delenv(config.MIRROR_ENV, raising=False)
+    folder = tmp_path / "gsm8k"
+    folder.mkdir()
+    good = [json.dumps({"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"}) for i in range(200)]
+    (folder / "train.jsonl").write_text("\n".join(good + ["{not json", '{"question": "q", "answer": "no final line"}']) + "\n")
+    (folder / "test.jsonl").write_text("\n".join(good[:10]) + "\n")
+    prepared, manifest = data.prepare("gsm8k", _config(tmp_path, gsm8k={"validation_rows": 20}))
+    assert manifest["bad_rows"]["gsm8k/train.jsonl"] == {
+        "line is not valid JSON": 1,
+        "solution does not end with #### <number>": 1,
+    }
+    assert manifest["rows"] == {"train": 180, "validation": 20, "test": 10}
+
+
+def test_missing_mirror_file_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv(config.MIRROR_ENV, raising=False)
+    (tmp_path / "viggo").mkdir()
+    with pytest.raises(DataError, match=r"has no viggo/train\.csv"):
+        data.prepare("viggo", _config(tmp_path))
+
+
+def test_mirror_that_is_not_a_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv(config.MIRROR_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(config.ConfigError, match="TUNEBENCH_DATA_MIRROR"):
+        data.prepare("viggo", config.defaults())
+
+
+def test_no_mirror_and_no_hub_names_both_ways(tmp_path):
+    # A separate process: the hub client reads its offline switch when first imported.
+    env = {k: v for k, v in os.environ.items() if k != config.MIRROR_ENV}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    code = (
+        "from tunebench import config, data\n"
+        "try:\n    data.prepare('viggo', config.defaults())\n"
+        "except data.DataUnavailable as e:\n    print(e)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    message = result.stdout.strip()
+    assert "GEM/viggo" in message and "data.mirror" in message and config.MIRROR_ENV in message, result.stderr[-2000:]
+    assert "\n" not in message
+
+
+def test_limits_are_seeded_subsets_in_source_order():
+    rows = [{"id": f"r{i}"} for i in range(100)]
+    picked = data.limit_rows(rows, 10, 42, "t", "train")
+    assert picked == data.limit_rows(rows, 10, 42, "t", "train")
+    assert picked != data.limit_rows(rows, 10, 43, "t", "train")
+    assert [int(r["id"][1:]) for r in picked] == sorted(int(r["id"][1:]) for r in picked)
+    assert data.limit_rows(rows, None, 42) == rows and data.limit_rows(rows, 500, 42) == rows
+
+
+def test_rows_are_written_with_a_fixed_key_order(tmp_path):
+    path = tmp_path / "x.jsonl"
+    data.write_jsonl(path, [{"b": 1, "answer": "4", "id": "x", "a": 2, "completion": "c", "prompt": "p"}])
+    assert path.read_text() == '{"id": "x", "prompt": "p", "completion": "c", "answer": "4", "a": 2, "b": 1}\n'
+    with pytest.raises(DataError, match="lacks prompt"):
+        (tmp_path / "bad.jsonl").write_text('{"id": "x", "completion": "c", "answer": "a"}\n')
+        data.read_rows(tmp_path / "bad.jsonl")
+
+
+def test_manifest_lists_source_filters_and_hashes(tmp_path, with_mirror):
+    out = tmp_path / "sql"
+    assert cli.main(["data", "sql", "--out-dir", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["task"] == "sql" and manifest["seed"] == 42
+    assert manifest["source"]["kind"] == "mirror"
+    assert manifest["source"]["files"]["sql-create-context/sample.jsonl"]["sha256"] == (
+        "95f5c0bffa10cbb5ccbf8b5e06c28d382b772823700f671d3d044a1aaa084029"
+    )
+    assert {f["name"] for f in manifest["filters"]} == {"duplicate", "varchar_numeric"}
+    assert manifest["options"]["drop_varchar_numeric"] is True
+    for split in data.SPLITS:
+        body = (out / f"{split}.jsonl").read_bytes()
+        assert len(body.splitlines()) == manifest["rows"][split]
+        assert hashlib.sha256(body).hexdigest() == manifest["format"]["sha256"][split]
+
+
+def test_export_to_openai_prompt_completion(tmp_path, with_mirror, capsys):
+    out = tmp_path / "mult"
+    assert cli.main(["data", "multiplication", "--rows", "200", "--out-dir", str(out)]) == 0
+    exported = tmp_path / "openai.jsonl"
+    assert cli.main(["export", str(out / "validation.jsonl"), "--format", "special_tokens", "--out", str(exported)]) == 0
+    rows = data.read_rows(out / "validation.jsonl")
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert len(lines) == len(rows) == 10
+    for row, line in zip(rows, lines):
+        assert list(line) == ["prompt", "completion"]
+        assert formats.parse("special_tokens", line["prompt"] + line["completion"], "multiplication") == (row["prompt"], row["completion"])
+    # The instruction and chat formats need a tokenizer: the command says how to give one.
+    assert cli.main(["export", str(out / "test.jsonl"), "--format", "chat", "--out", str(exported)]) == 2
+    assert "--config FILE and --model NAME" in capsys.readouterr().err
+    # Without a manifest beside the split the task must be named.
+    lone = tmp_path / "lone.jsonl"
+    lone.write_bytes((out / "test.jsonl").read_bytes())
+    assert cli.main(["export", str(lone), "--out", str(exported)]) == 2
+    assert cli.main(["export", str(lone), "--task", "multiplication", "--out", str(exported)]) == 0
+
+
+def test_hub_path_reads_gem_column_names(tmp_path):
+    """The hub branch, run on a local dataset directory laid out like GEM/viggo (its column names)."""
+    hub = tmp_path / "gem_viggo"
+    hub.mkdir()
+    for split in data.SPLITS:
+        with open(hub / f"{split}.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["gem_id", "meaning_representation", "target", "references"])
+            for i in range(3):
+                writer.writerow([f"viggo-{split}-{i}", GOOD_MR, f"Tetris is good ({split} {i}).", "[]"])
+    env = {k: v for k, v in os.environ.items() if k != config.MIRROR_ENV}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    code = (
+        "import json, sys\nfrom tunebench import config, data\n"
+        "cfg = config.defaults()\ncfg['tasks']['viggo']['hub']['id'] = sys.argv[1]\n"
+        "prepared, manifest = data.prepare('viggo', cfg)\n"
+        "print(json.dumps({'manifest': manifest, 'first': prepared.splits['test'][0]}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(hub)], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["manifest"]["rows"] == {"train": 3, "validation": 3, "test": 3}
+    assert out["manifest"]["source"]["kind"] == "hub" and out["manifest"]["source"]["splits"] == {s: 3 for s in data.SPLITS}
+    assert out["first"]["prompt"] == "Tetris is good (test 0)." and out["first"]["answer"] == GOOD_MR

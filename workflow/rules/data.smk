@@ -1,0 +1,19 @@
+# Data stage: one rule per dataset. Each reads the mirror (data.mirror or TUNEBENCH_DATA_MIRROR)
+# or the hub, or generates its rows (multiplication), and writes three splits and a manifest.
+for _task in tb_tasks.NAMES:
+
+    rule:
+        name:
+            f"data_{_task}"
+        output:
+            splits=data_files(_task),
+            manifest=f"results/data/{_task}/manifest.json",
+        log:
+            f"results/logs/data/{_task}.log",
+        benchmark:
+            f"results/benchmarks/data/{_task}.tsv"
+        params:
+            task=_task,
+            configfiles=CONFIGFILES,
+        shell:
+            "tunebench data {params.task} --config {params.configfiles} --out-dir $(dirname {output.manifest}) > {log} 2>&1"
