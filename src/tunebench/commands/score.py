@@ -1,0 +1,132 @@
+"""``tunebench score``: score raw model outputs from a JSON Lines file with a task's scorer.
+
+Each non-blank input line is a JSON object with ``prediction`` (the raw model text) and ``answer``
+(the gold answer; for SQL also ``context``, the CREATE TABLE statements). Blank lines are skipped;
+any other line that does not fit stops the command with an error naming the line, before anything is
+scored or written, so no row is ever dropped silently. The command prints one JSON object
+``{"task", "n", "metrics": {name: value}}`` where a value is the share of scorable rows judged
+correct; ``--per-example`` also writes every input object, in order, with a ``verdict`` added
+(``null`` marks an unscorable row, counted on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .. import config as tb_config
+from .. import scoring
+from ..errors import UserError
+from ..scoring.sqlsuite import EXECUTORS
+
+SQL_KEYS = ("sql_databases", "sql_timeout_s", "sql_executor")
+
+
+def sql_defaults() -> dict:
+    """The SQL settings of the ``evaluation`` config section at their schema defaults."""
+    evaluation = tb_config.defaults()["evaluation"]
+    return {key: evaluation[key] for key in SQL_KEYS}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "score",
+        help="score raw model outputs against gold answers",
+        description=__doc__.split("\n\n")[1].replace("\n", " "),
+    )
+    parser.add_argument("task", choices=scoring.TASKS, help="task whose scorer is used")
+    parser.add_argument("file", type=Path, metavar="FILE.jsonl", help="one JSON object per line with prediction and answer")
+    parser.add_argument("--per-example", type=Path, metavar="OUT.jsonl", help="also write each input line with its verdict")
+    defaults = sql_defaults()
+    sql = parser.add_argument_group("SQL only")
+    sql.add_argument("--databases", type=int, metavar="K",
+                     help=f"synthesised databases per example (default {defaults['sql_databases']})")
+    sql.add_argument("--timeout", type=float, metavar="SECONDS",
+                     help=f"time limit of one query in seconds (default {defaults['sql_timeout_s']})")
+    sql.add_argument("--executor", choices=EXECUTORS,
+                     help=f"engine that runs the queries; sqlglot replays the study's scorer (default {defaults['sql_executor']})")
+    parser.set_defaults(func=run)
+
+
+def sql_options(args: argparse.Namespace) -> dict:
+    given = {"sql_databases": args.databases, "sql_timeout_s": args.timeout, "sql_executor": args.executor}
+    given = {key: value for key, value in given.items() if value is not None}
+    if args.task != "sql":
+        if given:
+            raise UserError(f"--databases, --timeout and --executor apply to the sql task only, not to {args.task}.")
+        return {}
+    if given.get("sql_databases", 1) < 1:
+        raise UserError(f"--databases is {args.databases} but must be at least 1.")
+    if given.get("sql_timeout_s", 1.0) <= 0:
+        raise UserError(f"--timeout is {args.timeout} but must be greater than 0.")
+    return {**sql_defaults(), **given}
+
+
+def read_lines(path: Path, task: str) -> list[dict]:
+    """The input objects, checked; a :class:`UserError` naming the first line that does not fit."""
+    if not path.is_file():
+        raise UserError(f"input file {path} does not exist; pass a JSON Lines file of predictions and answers.")
+    needs = 'a string "prediction" and an "answer"' + (' and a string "context"' if task == "sql" else "")
+    rows = []
+    with open(path, encoding="utf-8", errors="strict") as handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path} line {number} is not valid JSON ({exc.msg}); fix or remove that line.") from None
+                problem = _problem(row, task)
+                if problem:
+                    raise UserError(f"{path} line {number} {problem}; every line must be a JSON object with {needs}.")
+                rows.append(row)
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is not UTF-8 text; write the predictions as UTF-8 JSON Lines.") from None
+    return rows
+
+
+def _problem(row: object, task: str) -> str | None:
+    if not isinstance(row, dict):
+        return f"is a JSON {type(row).__name__}, not an object"
+    if not isinstance(row.get("prediction"), str):
+        return "has no string \"prediction\""
+    answer = row.get("answer")
+    if answer is None or isinstance(answer, (bool, list, dict)):
+        return "has no \"answer\" (a string or number)"
+    if task == "sql" and not isinstance(row.get("context"), str):
+        return "has no string \"context\""
+    return None
+
+
+def score_file(task: str, rows: list[dict], **options) -> tuple[list[dict], dict]:
+    """Verdicts of every row and the summary object the command prints."""
+    scorer = scoring.get(task)
+    verdicts = [scorer.score(row["prediction"], row, **options) for row in rows]
+    metrics = {}
+    for name in scorer.METRICS:
+        values = [v[name] for v in verdicts if v[name] is not None]
+        metrics[name] = sum(values) / len(values) if values else None
+    return verdicts, {"task": task, "n": len(rows), "metrics": metrics}
+
+
+def run(args: argparse.Namespace) -> int:
+    options = sql_options(args)
+    if args.per_example is not None and args.per_example.resolve() == args.file.resolve():
+        raise UserError(f"--per-example {args.per_example} is the input file; choose another path.")
+    rows = read_lines(args.file, args.task)
+    verdicts, summary = score_file(args.task, rows, **options)
+    if args.per_example is not None:
+        args.per_example.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.per_example, "w", encoding="ascii") as out:  # escaped: lone surrogates survive
+            for row, verdict in zip(rows, verdicts):
+                out.write(json.dumps({**row, "verdict": verdict}) + "\n")
+    for name in summary["metrics"]:
+        unscorable = sum(v[name] is None for v in verdicts)
+        if unscorable:
+            print(f"tunebench score: {unscorable} of {len(rows)} rows are unscorable for {name} and left out of its value.",
+                  file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
