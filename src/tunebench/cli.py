@@ -1,7 +1,8 @@
 """The ``tunebench`` command: a thin dispatcher over one module per subcommand.
 
 Each module in :mod:`tunebench.commands` defines ``add_parser(subparsers)`` and ``run(args)``;
-the logic lives in the library so that tests import it directly.
+the logic lives in the library so that tests import it directly. Only the module of the chosen
+subcommand is imported, so ``tunebench data`` does not pay for torch.
 """
 
 from __future__ import annotations
@@ -12,20 +13,36 @@ from importlib import import_module
 
 from .errors import UserError
 
-COMMANDS = ("data", "export", "train", "evaluate", "score", "aggregate", "tables", "figures", "paper")
+COMMANDS = {
+    "data": "prepare a task's dataset (or generate the multiplication rows)",
+    "export": "export a prepared split as OpenAI prompt/completion JSONL",
+    "train": "fine-tune a model on a task with one method",
+    "evaluate": "generate and score a baseline or fine-tuned model on a task's test split",
+    "score": "score model outputs in a JSONL file",
+    "aggregate": "collect every run's metrics into results/metrics.csv",
+    "tables": "write the result tables (CSV, Markdown, LaTeX)",
+    "figures": "draw the result figures (PNG, PDF)",
+    "paper": "build the paper PDF from the results",
+    "summary": "print where the paper, report and tables are, and the main comparison",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with ``command`` fully defined (every command when None), the others by name only."""
     parser = argparse.ArgumentParser(prog="tunebench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        module = import_module(f"tunebench.commands.{name}")
-        module.add_parser(sub)
+    for name, summary in COMMANDS.items():
+        if command is None or name == command:
+            import_module(f"tunebench.commands.{name}").add_parser(sub)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    parser = build_parser(chosen if chosen in COMMANDS else "")
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
