@@ -112,3 +112,12 @@ def test_mirror_env_wins_and_bad_path_is_one_sentence(monkeypatch, tmp_path):
         tb_config.data_mirror({})
     monkeypatch.delenv(tb_config.MIRROR_ENV)
     assert tb_config.data_mirror({"data": {"mirror": None}}) is None
+
+
+def test_experiment_overrides_only_what_they_name(repo_root):
+    cfg = tb_config.load(repo_root / "config" / "demo.yaml")
+    run = tb_config.find_finetune(cfg, "multiplication", "smollm2-135m", "lora")
+    assert run.training["max_length"] == 512  # the override
+    assert run.training["epochs"] == cfg["training"]["epochs"] == 3  # the top level, not the schema default
+    assert run.training["batching"] == "packing"
+    assert "training" not in cfg["experiments"]["finetune"][0] or cfg["experiments"]["finetune"][0]["training"] is None

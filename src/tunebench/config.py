@@ -63,12 +63,17 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{key}: {error.message}"
 
 
+class _Override(dict):
+    """A partial section that overrides another (an experiment's training keys): never default-filled,
+    or the defaults would replace the top-level settings it is merged over."""
+
+
 def _with_defaults(validator_class):
     """A validator that fills in schema defaults while validating (as Snakemake's validate does)."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
+        if isinstance(instance, dict) and not isinstance(instance, _Override):
             for name, sub in properties.items():
                 if isinstance(sub, dict) and "default" in sub and name not in instance:
                     instance[name] = copy.deepcopy(sub["default"])
@@ -81,7 +86,14 @@ def validate(config: dict) -> dict:
     """Validate ``config`` in place against the schema (filling defaults) and check cross-key rules."""
     schema = _schema()
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    entries = (config.get("experiments") or {}).get("finetune") if isinstance(config.get("experiments"), dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("training"), dict):
+            entry["training"] = _Override(entry["training"])
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("training"), _Override):
+            entry["training"] = dict(entry["training"])
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         raise ConfigError(f"invalid configuration: {_describe(best)}.")

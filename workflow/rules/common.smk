@@ -1,11 +1,13 @@
 # Helpers shared by the stage files: config validation, run tables and target lists.
 import json
+from pathlib import Path
 import sys
 
 from snakemake.utils import validate
 
 from tunebench import config as tb_config
 from tunebench import tasks as tb_tasks
+from tunebench.results import plan as results_plan
 from tunebench.errors import ConfigError
 
 # tunebench's validation fills the schema's defaults (also inside nullable objects, which
@@ -68,6 +70,17 @@ def train_resources(wildcards, attempt):
     return tb_config.resources(config, "train", run.model, run.method)
 
 
+def train_resource(name, unset):
+    """A function giving one entry of the training job's row of resources.train (``unset`` if null)."""
+
+    def value(wildcards):
+        entry = train_resources(wildcards, 1).get(name)
+        return unset if entry is None else entry
+
+    value.__name__ = f"train_{name}"
+    return value
+
+
 def eval_inputs(wildcards):
     inputs = {"data": data_files(wildcards.task)}
     if not wildcards.run.startswith("baseline"):
@@ -79,6 +92,17 @@ def eval_resources(wildcards, attempt):
     return tb_config.resources(config, "evaluate", wildcards.model)
 
 
+def eval_resource(name, unset):
+    """A function giving one entry of the evaluation job's row of resources.evaluate (``unset`` if null)."""
+
+    def value(wildcards):
+        entry = eval_resources(wildcards, 1).get(name)
+        return unset if entry is None else entry
+
+    value.__name__ = f"eval_{name}"
+    return value
+
+
 def metrics_files():
     return [f"{eval_dir(run)}/metrics.json" for run in EVALUATED]
 
@@ -87,10 +111,88 @@ def train_summaries():
     return [f"{train_dir(run)}/best.json" for run in FINETUNE]
 
 
+# Tables and figures this config produces, named before any run has finished.
+RESULTS = results_plan(config)
+
+
+def train_records():
+    """Every training run's records, first stages of two-stage runs included."""
+    return [
+        f"{train_dir(run)}/{name}"
+        for run in FINETUNE
+        for name in ("run.json", "best.json", "history.jsonl")
+    ]
+
+
+def table_files():
+    return expand(
+        "results/tables/{name}.{ext}", name=RESULTS.tables, ext=("csv", "md", "tex")
+    )
+
+
+def figure_files():
+    return expand(
+        "results/figures/{name}.{ext}", name=RESULTS.figures, ext=("png", "pdf")
+    )
+
+
+def _caption(kind, name):
+    """Caption file of a table or figure: one per kind (tasks share theirs)."""
+    for prefix in ("ablation_format", "two_stage"):
+        if name.startswith(prefix):
+            return f"../report/{kind}_{prefix}.rst"
+    if name in RESULTS.tasks or name.removesuffix("_accuracy") in RESULTS.tasks:
+        return f"../report/{kind}_task.rst"
+    return f"../report/{kind}_{name}.rst"
+
+
+def report_tables():
+    """Every table file; the CSV of each is shown in the Snakemake report."""
+    files = []
+    for name in RESULTS.tables:
+        shown = report(
+            f"results/tables/{name}.csv",
+            caption=_caption("table", name),
+            category="Tables",
+            labels={"table": name.replace("_", " ")},
+        )
+        files.append(shown)
+        files += [f"results/tables/{name}.md", f"results/tables/{name}.tex"]
+    return files
+
+
+def report_figures():
+    """Every figure file; the PNG of each is shown in the Snakemake report."""
+    files = []
+    for name in RESULTS.figures:
+        shown = report(
+            f"results/figures/{name}.png",
+            caption=_caption("figure", name),
+            category="Figures",
+            labels={"figure": name.replace("_", " ")},
+        )
+        files.append(shown)
+        files.append(f"results/figures/{name}.pdf")
+    return files
+
+
+def paper_inputs():
+    return {
+        "tables": expand("results/tables/{name}.tex", name=RESULTS.tables),
+        "figures": expand("results/figures/{name}.pdf", name=RESULTS.figures),
+        "sources": sorted(
+            str(path) for path in Path(workflow.basedir, "paper").glob("*.tex")
+        ),
+    }
+
+
 def all_targets():
     return (
         expand("results/data/{task}/manifest.json", task=DATA_TASKS)
         + train_summaries()
         + metrics_files()
-        + ["results/metrics.csv", "results/paper/tunebench.pdf"]
+        + ["results/metrics.csv"]
+        + table_files()
+        + figure_files()
+        + ["results/paper/tunebench.pdf"]
     )

@@ -1,0 +1,35 @@
+"""``tunebench figures``: PNG and PDF figures from results/metrics.csv and learning_curves.csv."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import config as tb_config
+from ..errors import UserError
+from ..results import aggregate, figures, plan
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("figures", help="draw the result figures (PNG and PDF)")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help="figures to draw: TASK_accuracy, learning_curves, two_stage_TASK, gain_vs_cost, "
+                             "ablation_format_TASK (default: all the config has)")
+    parser.add_argument("--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)")
+    parser.add_argument("--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate")
+    parser.add_argument("--curves", type=Path, default=Path("results/learning_curves.csv"), help="output of tunebench aggregate")
+    parser.add_argument("--out-dir", type=Path, default=Path("results/figures"), help="directory of the figure files")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    available = plan(tb_config.load(args.config)).figures
+    unknown = [name for name in args.names if name not in available]
+    if unknown:
+        raise UserError(f"this config has no figure named {', '.join(unknown)}; its figures are {', '.join(available)}.")
+    names = args.names or available
+    metrics = aggregate.read_metrics(args.metrics)
+    curves = aggregate.read_curves(args.curves) if "learning_curves" in names else None
+    written = figures.write_all(names, metrics, curves, args.out_dir)
+    print(f"{len(written)} files in {args.out_dir}")
+    return 0

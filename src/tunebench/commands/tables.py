@@ -1,0 +1,30 @@
+"""``tunebench tables``: CSV, Markdown and LaTeX tables from results/metrics.csv."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import config as tb_config
+from ..errors import UserError
+from ..results import aggregate, plan, tables
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("tables", help="write the result tables (CSV, Markdown, LaTeX booktabs)")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help="tables to write: main, a task name, published, cost, ablation_format_TASK (default: all the config has)")
+    parser.add_argument("--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)")
+    parser.add_argument("--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate")
+    parser.add_argument("--out-dir", type=Path, default=Path("results/tables"), help="directory of the table files")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    available = plan(tb_config.load(args.config)).tables
+    unknown = [name for name in args.names if name not in available]
+    if unknown:
+        raise UserError(f"this config has no table named {', '.join(unknown)}; its tables are {', '.join(available)}.")
+    written = tables.write_all(args.names or available, aggregate.read_metrics(args.metrics), args.out_dir)
+    print(f"{len(written)} files in {args.out_dir}")
+    return 0

@@ -1,0 +1,25 @@
+# Paper stage: the LaTeX write-up, with every number, table and figure generated from results/.
+# Needs latexmk and pdflatex (Debian: latexmk texlive-latex-base texlive-latex-recommended
+# texlive-fonts-recommended); without them the rule stops with one sentence saying so.
+
+
+rule paper:
+    input:
+        **paper_inputs(),
+        metrics="results/metrics.csv",
+        curves="results/learning_curves.csv",
+    output:
+        report(
+            "results/paper/tunebench.pdf",
+            caption="../report/paper.rst",
+            category="Paper",
+            labels={"document": "paper"},
+        ),
+    log:
+        "results/logs/paper/paper.log",
+    params:
+        configfiles=CONFIGFILES,
+    shell:
+        "tunebench paper --config {params.configfiles} --metrics {input.metrics} --curves {input.curves}"
+        " --tables-dir results/tables --figures-dir results/figures --build-dir results/paper/build"
+        " --out {output} > {log} 2>&1"

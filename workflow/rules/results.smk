@@ -1,0 +1,48 @@
+# Results stage: one tidy table of every run, then the tables and figures drawn from it.
+# Their names come from RESULTS (common.smk), which the config alone determines; one job
+# writes all tables and one all figures, since each job's start-up costs more than its drawing.
+
+
+rule aggregate:
+    input:
+        metrics=metrics_files(),
+        train=train_records(),
+    output:
+        metrics="results/metrics.csv",
+        curves="results/learning_curves.csv",
+    log:
+        "results/logs/results/aggregate.log",
+    params:
+        configfiles=CONFIGFILES,
+    shell:
+        "tunebench aggregate --config {params.configfiles} --results results"
+        " --out {output.metrics} --curves {output.curves} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        "results/metrics.csv",
+    output:
+        report_tables(),
+    log:
+        "results/logs/results/tables.log",
+    params:
+        configfiles=CONFIGFILES,
+    shell:
+        "tunebench tables --config {params.configfiles} --metrics {input}"
+        " --out-dir results/tables > {log} 2>&1"
+
+
+rule figures:
+    input:
+        metrics="results/metrics.csv",
+        curves="results/learning_curves.csv",
+    output:
+        report_figures(),
+    log:
+        "results/logs/results/figures.log",
+    params:
+        configfiles=CONFIGFILES,
+    shell:
+        "tunebench figures --config {params.configfiles} --metrics {input.metrics}"
+        " --curves {input.curves} --out-dir results/figures > {log} 2>&1"
