@@ -1,0 +1,425 @@
+"""The paper: LaTeX sources in ``paper/`` plus include files generated here from ``results/``.
+
+The hand-written sources hold prose only; every number reaches the PDF through a generated file:
+``generated/numbers.tex`` defines ``\\tbset{key}{value}`` for the values the prose names with
+``\\tb{key}`` (an unknown key stops the build), and the other generated files carry the sentences,
+tables and figures that depend on which runs exist. :func:`write_sources` assembles a build
+directory; :func:`compile_pdf` runs ``latexmk`` on it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import pandas as pd
+
+from .. import config as tb_config
+from ..errors import UserError
+from . import METHODS, labels, plan
+from . import published as tb_published
+from . import tables as tb_tables
+
+SOURCE_DIR = tb_config.ROOT / "paper"
+MAIN = "tunebench.tex"
+TEX_PACKAGES = "latexmk texlive-latex-base texlive-latex-recommended texlive-fonts-recommended"
+
+
+class LatexError(UserError, RuntimeError):
+    """LaTeX is missing or failed; the message says what to install or which log to read."""
+
+
+def tex(text) -> str:
+    return tb_tables.latex_escape(str(text))
+
+
+def pct(value: float) -> str:
+    return r"n/a" if value is None or not math.isfinite(value) else f"{value * 100:.1f}\\,\\%"
+
+
+def points(value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return ("+" if value >= 0 else "$-$") + f"{abs(value):.1f}"
+
+
+def interval(row: pd.Series) -> str:
+    if pd.isna(row["ci_low"]) or pd.isna(row["ci_high"]):
+        return pct(row["value"])
+    return f"{pct(row['value'])} [{row['ci_low'] * 100:.1f}, {row['ci_high'] * 100:.1f}]"
+
+
+def join(items: list[str]) -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def number_word(n: int) -> str:
+    words = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+    return words[n] if 0 <= n < len(words) else str(n)
+
+
+def _sizes(metrics: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(metrics.sort_values("params_b", kind="stable")["size"]))
+
+
+# -- values named by the hand-written prose ------------------------------------------------------
+
+def _comparisons(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Each single-stage special-token fine-tuned run beside the default prompted run of its model."""
+    primary = metrics[metrics["primary"]]
+    base = primary[(primary["stage"] == "baseline") & (primary["variant"] == "default")]
+    tuned = primary[(primary["stage"] == "finetuned") & (primary["format"] == "special_tokens")]
+    pairs = tuned.merge(base[["task", "model", "value", "ci_low", "ci_high", "prompt_tokens_mean"]],
+                        on=["task", "model"], suffixes=("", "_base"))
+    pairs["gain"] = (pairs["value"] - pairs["value_base"]) * 100
+    return pairs
+
+
+def numbers(config: Mapping, config_files: Iterable[str], metrics: pd.DataFrame) -> dict[str, str]:
+    values: dict[str, str] = {}
+    published = tb_published.load()
+    for _, row in published.iterrows():
+        value = row["value"]
+        values[f"pub-{row['id']}"] = f"{value:,.0f}" if value >= 1000 else f"{value:g}"
+        if row["model"]:
+            values[f"pubmodel-{row['id']}"] = tex(row["model"])
+    evaluation = config.get("evaluation", {})
+    finetune = tb_config.finetune_runs(config)
+    values |= {
+        "config": tex(", ".join(str(Path(f)) for f in config_files)),
+        "seed": str(config.get("seed", 42)),
+        "bootstrap-samples": f"{evaluation.get('bootstrap_samples', 1000):,}",
+        "confidence": f"{evaluation.get('confidence', 0.95) * 100:g}",
+        "n-tasks": number_word(metrics["task"].nunique()),
+        "models": (f"{number_word(metrics['model'].nunique())} model size" + ("s" if metrics["model"].nunique() > 1 else "")),
+        "n-finetuned": str(len(metrics.drop_duplicates(["task", "model", "run"]).query("stage != 'baseline'"))),
+        "n-baselines": str(len(metrics.drop_duplicates(["task", "model", "run"]).query("stage == 'baseline'"))),
+        "n-trained": str(len(finetune)),
+        "sizes": tex(join(_sizes(metrics))),
+        "max-epochs": str(max((run.training["epochs"] for run in finetune), default=0)),
+        "test-examples": f"{int(metrics.drop_duplicates(['task', 'model', 'run'])['n_examples'].sum()):,}",
+    }
+    runs = metrics.drop_duplicates(["task", "model", "run"])
+    trained = runs[runs["stage"] != "baseline"]
+    values["train-device-hours"] = tb_tables.hours(float(trained["device_hours"].sum())) if not trained.empty else "0"
+    values["train-unit"] = tb_tables.cost_unit(trained["device_kind"]) if not trained.empty else "device-hours"
+    values["eval-hours"] = tb_tables.hours(float(runs["eval_wall_time_s"].fillna(0).sum()) / 3600)
+    return values
+
+
+def numbers_tex(values: Mapping[str, str]) -> str:
+    lines = ["% Generated by `tunebench paper` from results/; every value the prose names with \\tb{key}."]
+    lines += [f"\\tbset{{{key}}}{{{value}}}" for key, value in sorted(values.items())]
+    return "\n".join(lines) + "\n"
+
+
+# -- generated prose -----------------------------------------------------------------------------
+
+def headline(metrics: pd.DataFrame) -> str:
+    pairs = _comparisons(metrics).dropna(subset=["gain"])
+    if pairs.empty:
+        return "No fine-tuned model in these results has a prompted baseline of the same model to compare with."
+    better = int((pairs["gain"] > 0).sum())
+    clear = int((pairs["ci_low"] > pairs["ci_high_base"]).sum())
+    best = pairs.loc[pairs["gain"].idxmax()]
+    if better == 0:
+        return (f"Over {len(pairs)} pairs of a fine-tuned model and the same model prompted, fine-tuning raised the "
+                f"task's primary metric in none; the median change was {points(pairs['gain'].median())} points.")
+    return (
+        f"Over {len(pairs)} pairs of a fine-tuned model and the same model prompted, fine-tuning raised the "
+        f"task's primary metric in {better}, with intervals that do not overlap in {clear}; the median change was "
+        f"{points(pairs['gain'].median())} points, and the largest, {points(best['gain'])} points, came from "
+        f"{tex(labels.method(best['method']))} on {tex(labels.task(best['task']))} "
+        f"({pct(best['value_base'])} to {pct(best['value'])})."
+    )
+
+
+def task_findings(metrics: pd.DataFrame, task: str) -> str:
+    frame = metrics[(metrics["task"] == task) & metrics["primary"]]
+    metric = labels.metric(frame["metric"].iloc[0]).lower()
+    sentences = [f"The primary metric of {tex(labels.task(task))} is {tex(metric)}."]
+    pairs = _comparisons(metrics)
+    pairs = pairs[pairs["task"] == task]
+    for model in frame.drop_duplicates("model").sort_values("params_b", kind="stable")["model"]:
+        own = frame[frame["model"] == model]
+        name = f"{tex(model)} ({tex(own['size'].iloc[0])})"
+        base = own[(own["stage"] == "baseline") & (own["variant"] == "default")]
+        tuned = pairs[pairs["model"] == model].sort_values("method", key=lambda s: s.map(METHODS.index), kind="stable")
+        parts = [f"{tex(labels.method(r['method']))} reaches {interval(r)} ({points(r['gain'])} points)" for _, r in tuned.iterrows()]
+        if not base.empty and parts:
+            sentences.append(f"Prompted, {name} scores {interval(base.iloc[0])}; after fine-tuning, {join(parts)}.")
+        elif not base.empty:
+            sentences.append(f"{name[0].upper() + name[1:]} was only prompted and scores {interval(base.iloc[0])}.")
+        for _, variant in own[(own["stage"] == "baseline") & (own["variant"] != "default")].iterrows():
+            sentences.append(f"With the {tex(variant['variant'].replace('_', ' '))} prompt it scores {interval(variant)}.")
+        if base.empty:
+            solo = own[own["stage"] == "finetuned"]
+            if not solo.empty:
+                listed = [f"{interval(r)} with {tex(labels.method(r['method']))}" for _, r in solo.iterrows()]
+                sentences.append(f"{name} has no prompted baseline; fine-tuned, it scores {join(listed)}.")
+    pairs = pairs.dropna(subset=["value", "value_base"])
+    if not pairs.empty:
+        clear = int((pairs["ci_low"] > pairs["ci_high_base"]).sum())
+        sentences.append(f"In {clear} of {len(pairs)} comparisons the fine-tuned interval lies wholly above the prompted one.")
+        best = pairs.loc[pairs["value"].idxmax()]
+        refs = tb_published.reference_lines(tb_published.load(), task, frame["metric"].iloc[0])
+        for _, ref in refs.iterrows():
+            side = "above" if best["value"] * 100 > ref["value"] else "below"
+            sentences.append(f"The study put {tex(ref['model'])} at about {ref['value']:g}\\,\\% on this metric; our best "
+                             f"fine-tuned run ({pct(best['value'])}) is {side} that line.")
+    return " ".join(sentences)
+
+
+def _figure(name: str, caption: str, label: str) -> str:
+    return (f"\\begin{{figure}}[tbp]\n\\centering\n\\fitbox{{\\includegraphics{{generated/figures/{name}.pdf}}}}\n"
+            f"\\caption{{{caption}}}\n\\label{{fig:{label}}}\n\\end{{figure}}\n")
+
+
+def _table(name: str, caption: str, rows: int) -> str:
+    size = "\\footnotesize" if rows > 24 else "\\small"
+    return (f"\\begin{{table}}[tbp]\n\\centering\n\\caption{{{tex(caption)}}}\n\\label{{tab:{name}}}\n{size}\n"
+            f"\\fitbox{{\\input{{generated/tables/{name}.tex}}}}\n\\end{{table}}\n")
+
+
+def results_tex(metrics: pd.DataFrame, tasks: Iterable[str]) -> str:
+    parts = []
+    for task in tasks:
+        table = tb_tables.build(task, metrics)
+        name = tex(labels.task(task))
+        parts.append(f"\\subsection{{{name}}}\\label{{sec:{task}}}\n{task_findings(metrics, task)} "
+                     f"Figure~\\ref{{fig:{task}}} shows every metric and Table~\\ref{{tab:{task}}} lists the values.\n")
+        parts.append(_figure(f"{task}_accuracy",
+                             f"{name}, one panel per metric. The dark part of a bar is the prompted chat model; the "
+                             "light part stacked on it is what fine-tuning with that method adds (hatched where it "
+                             "lost accuracy instead). Whiskers are bootstrap intervals; a dashed purple line marks a "
+                             "published GPT-4 figure where the study gives one.", task))
+        parts.append(_table(task, table.caption, len(table.rows)))
+    return "\n".join(parts)
+
+
+def published_tex(metrics: pd.DataFrame) -> str:
+    table = tb_tables.build("published", metrics)
+    compared = table.data
+    same = int((compared["match"] == "same setting").sum())
+    sizes = _sizes(metrics)
+    text = (f"Table~\\ref{{tab:published}} sets {len(compared)} figures stated by the case studies beside the same "
+            f"quantity measured here; {same} of them were measured in the study's own setting. The others differ in "
+            "model size, method or hardware, as the last column says, and show the direction of an effect rather "
+            "than replicate its size.")
+    if not any(size in set(tb_published.load()["size"]) for size in sizes):
+        text += (f" None of our model sizes ({tex(join(sizes))}) is one the studies used, so every difference in "
+                 "accuracy mixes the effect of scale with that of the method.")
+    return text + "\n\n" + _table("published", table.caption, len(table.rows)) + f"\n{tex(table.note)}\n"
+
+
+def cost_tex(metrics: pd.DataFrame, figures: Iterable[str]) -> str:
+    table = tb_tables.build("cost", metrics)
+    pairs = _comparisons(metrics)
+    text = ("Table~\\ref{tab:cost} lists what each model cost to train and what each query costs to answer. ")
+    if not pairs.empty and pairs["prompt_tokens_mean"].notna().any():
+        base_tokens = pairs.drop_duplicates(["task", "model"])["prompt_tokens_mean_base"].mean()
+        tuned_tokens = pairs["prompt_tokens_mean"].mean()
+        text += (f"The prompted baselines carry their instructions and worked examples in every query, "
+                 f"{base_tokens:,.0f} prompt tokens on average, against {tuned_tokens:,.0f} for the fine-tuned models, "
+                 f"which have learned the task and need only its input: {base_tokens / tuned_tokens:.1f} times fewer "
+                 "tokens to read per answer. ")
+    parts = [text + f"{tex(table.note)}\n", _table("cost", table.caption, len(table.rows))]
+    if "gain_vs_cost" in figures:
+        parts.append("Figure~\\ref{fig:gain_vs_cost} plots each model's gain against its training cost.\n")
+        parts.append(_figure("gain_vs_cost", "Gain of each fine-tuned model over the same model prompted, on the "
+                             "task's primary metric, against the device-hours spent training it.", "gain_vs_cost"))
+    return "\n".join(parts)
+
+
+def extras_tex(metrics: pd.DataFrame, curves: pd.DataFrame, chosen) -> str:
+    parts = []
+    for task in chosen.two_stage:
+        primary = metrics[(metrics["task"] == task) & metrics["primary"]]
+        staged = primary[primary["stage"] == "two_stage"]
+        sentences = []
+        for _, run in staged.iterrows():
+            single = primary[(primary["model"] == run["model"]) & (primary["stage"] == "finetuned")
+                             & (primary["method"] == run["method"]) & (primary["format"] == run["format"])]
+            first = labels.task(run["init_from"].split("/")[0])
+            if not single.empty:
+                delta = (run["value"] - single["value"].iloc[0]) * 100
+                sentences.append(f"For {tex(run['model'])} with {tex(labels.method(run['method']))}, training on "
+                                 f"{tex(first)} first gives {interval(run)} against {interval(single.iloc[0])} "
+                                 f"from {tex(labels.task(task))} alone ({points(delta)} points).")
+        parts.append(f"\\subsection{{Two-stage training on {tex(labels.task(task))}}}\n"
+                     + " ".join(sentences) + f" Figure~\\ref{{fig:two_stage_{task}}} shows the three stages side by side.\n")
+        parts.append(_figure(f"two_stage_{task}", f"{tex(labels.task(task))}: the prompted model, the model fine-tuned on "
+                             "the task alone, and the model fine-tuned on a related task first; whiskers are bootstrap "
+                             "intervals.", f"two_stage_{task}"))
+    for task in chosen.ablations:
+        table = tb_tables.build(f"ablation_format_{task}", metrics)
+        frame = metrics[(metrics["task"] == task) & (metrics["stage"] == "finetuned") & metrics["primary"]]
+        sentences = []
+        for (model, method), part in frame.groupby(["model", "method"], sort=False):
+            if part["format"].nunique() < 2:
+                continue
+            by_format = {row["format"]: row for _, row in part.iterrows()}
+            listed = [f"{interval(row)} with the {tex(labels.fmt(fmt))} format" for fmt, row in by_format.items()]
+            sentences.append(f"{tex(model)} with {tex(labels.method(method))} scores {join(listed)} on "
+                             f"{tex(labels.metric(part['metric'].iloc[0]).lower())}.")
+        parts.append(f"\\subsection{{Special tokens or an instruction?}}\nA reader of the first study asked whether its "
+                     "special tokens still matter once the task is described in plain words. We trained the same model "
+                     "and method both ways. " + " ".join(sentences)
+                     + f" Figure~\\ref{{fig:ablation_format_{task}}} and Table~\\ref{{tab:ablation_format_{task}}} give every metric.\n")
+        parts.append(_figure(f"ablation_format_{task}", f"{tex(labels.task(task))}: special-token format against an "
+                             "instruction format, same model and method; whiskers are bootstrap intervals.",
+                             f"ablation_format_{task}"))
+        parts.append(_table(f"ablation_format_{task}", table.caption, len(table.rows)))
+    if "learning_curves" in chosen.figures and not curves.empty:
+        runs = curves.groupby(["task", "model", "run"], sort=False)
+        first = runs["validation_perplexity"].first()
+        best = curves[curves["selected"]].set_index(["task", "model", "run"])["validation_perplexity"]
+        last_epoch = runs["epoch"].max()
+        chosen_epoch = curves[curves["selected"]].set_index(["task", "model", "run"])["epoch"]
+        at_end = int((chosen_epoch.reindex(last_epoch.index) == last_epoch).sum())
+        hint = (", which suggests that more epochs would have helped them" if at_end else
+                "; every run passed its lowest validation perplexity before training ended")
+        parts.append("\\subsection{Learning curves}\nAfter every epoch the validation perplexity is measured and the "
+                     "checkpoint with the lowest value is the one evaluated. Across the "
+                     f"{len(first)} training runs, the perplexity after the first epoch averages "
+                     f"{first.mean():.2f} and at the selected checkpoint {best.reindex(first.index).mean():.2f}; "
+                     f"{at_end} of the {len(first)} runs selected their last epoch{hint}. "
+                     "Figure~\\ref{fig:learning_curves} shows every run.\n")
+        parts.append(_figure("learning_curves", "Validation perplexity after each epoch; the star marks the checkpoint "
+                             "that was evaluated (the lowest perplexity).", "learning_curves"))
+    return "\n".join(parts)
+
+
+def _describe_source(source: Mapping | None) -> str:
+    if not source:
+        return "same as base"
+    if source.get("hub"):
+        return f"hub {source['hub']}"
+    if source.get("local"):
+        return "local directory"
+    if source.get("gguf_package"):
+        return f"GGUF in {source['gguf_package']}"
+    return "random tiny Llama"
+
+
+def setup_tex(config: Mapping, metrics: pd.DataFrame) -> str:
+    used = list(dict.fromkeys(metrics["model"]))
+    model_rows = [[tex(name), tex(config["models"][name]["size"]),
+                   tex(f"{config['models'][name].get('params_b'):g}" if config["models"][name].get("params_b") is not None else "–"),
+                   tex(_describe_source(config["models"][name].get("base"))),
+                   tex(_describe_source(config["models"][name].get("chat")))] for name in used]
+    finetune = tb_config.finetune_runs(config)
+    methods = [m for m in METHODS if any(run.method == m for run in finetune)]
+    method_rows = []
+    for method in methods:
+        settings = tb_config.method_settings(config, next(run for run in finetune if run.method == method))
+        lora = settings.get("lora")
+        quant = (f"4-bit {settings['quant_type']}" + (", double" if settings.get("double_quant") else "")) if method == "qlora" else "–"
+        method_rows.append([tex(labels.method(method)), f"{settings['learning_rate']:g}",
+                            str(lora["r"]) if lora else "–", f"{lora['alpha']:g}" if lora else "–",
+                            tex(", ".join(lora["target_modules"])) if lora else tex("all weights"), tex(quant)])
+    training = config.get("training", {})
+    keys = [("epochs", "Most epochs"), ("early_stop_patience", "Early-stop patience (epochs)"), ("batch_size", "Batch size per device"),
+            ("gradient_accumulation", "Gradient accumulation"), ("max_length", "Longest example (tokens)"),
+            ("batching", "Batching"), ("loss_on", "Tokens in the loss"), ("dtype", "Weights dtype"),
+            ("warmup_steps_per_device", "Warm-up steps per device"), ("lr_schedule", "Schedule")]
+    train_rows = [[tex(label), tex(str(training.get(key)).replace("_", " ") if training.get(key) is not None else "none")]
+                  for key, label in keys if key in training]
+    overrides = sorted({f"{run.task} on {run.model}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in run.training.items()
+                                                                  if training.get(k) != v)
+                        for run in finetune if any(training.get(k) != v for k, v in run.training.items())})
+
+    def tabular(spec, header, rows):
+        body = "\n".join(" & ".join(row) + r" \\" for row in rows)
+        return (f"\\begin{{tabular}}{{@{{}}{spec}@{{}}}}\n\\toprule\n" + " & ".join(header) + " \\\\\n\\midrule\n"
+                + body + "\n\\bottomrule\n\\end{tabular}")
+
+    out = ["\\begin{table}[tbp]\n\\centering\n\\caption{Models: the base model is fine-tuned, the chat model is "
+           "prompted as the baseline.}\n\\label{tab:models}\n\\small\n\\fitbox{"
+           + tabular("llrll", ["Name", "Size", "Parameters (B)", "Fine-tuned from", "Prompted model"], model_rows)
+           + "}\n\\end{table}\n"]
+    if method_rows:
+        out.append("\\begin{table}[tbp]\n\\centering\n\\caption{Fine-tuning methods as configured.}\n\\label{tab:methods}\n"
+                   "\\small\n\\fitbox{" + tabular("lrrrll", ["Method", "Learning rate", "LoRA rank", "LoRA alpha",
+                                                           "Trained weights", "Quantisation"], method_rows)
+                   + "}\n\\end{table}\n")
+        note = (" Per-run overrides: " + tex("; ".join(overrides)) + ".") if overrides else ""
+        out.append("\\begin{table}[tbp]\n\\centering\n\\caption{Training settings shared by every run." + note
+                   + "}\n\\label{tab:training}\n\\small\n" + tabular("lr", ["Setting", "Value"], train_rows) + "\n\\end{table}\n")
+    return "\n".join(out)
+
+
+# -- assembly and build --------------------------------------------------------------------------
+
+def write_sources(config: Mapping, config_files: Iterable[str], metrics: pd.DataFrame, curves: pd.DataFrame,
+                  tables_dir: Path, figures_dir: Path, build_dir: Path) -> Path:
+    """Copy the hand-written sources and write the generated includes; returns the main .tex file."""
+    chosen = plan(config)
+    build_dir = Path(build_dir)
+    generated = build_dir / "generated"
+    if generated.exists():
+        shutil.rmtree(generated)
+    (generated / "tables").mkdir(parents=True)
+    (generated / "figures").mkdir(parents=True)
+    for source in SOURCE_DIR.glob("*.tex"):
+        shutil.copyfile(source, build_dir / source.name)
+    for name in chosen.tables:
+        path = Path(tables_dir) / f"{name}.tex"
+        if not path.is_file():
+            raise UserError(f"{path} is missing; run `tunebench tables` (or the workflow's table rules) first.")
+        shutil.copyfile(path, generated / "tables" / path.name)
+    for name in chosen.figures:
+        path = Path(figures_dir) / f"{name}.pdf"
+        if not path.is_file():
+            raise UserError(f"{path} is missing; run `tunebench figures` (or the workflow's figure rules) first.")
+        shutil.copyfile(path, generated / "figures" / path.name)
+    files = {
+        "numbers.tex": numbers_tex(numbers(config, config_files, metrics)),
+        "headline.tex": headline(metrics) + "\n",
+        "setup.tex": setup_tex(config, metrics),
+        "results.tex": results_tex(metrics, chosen.tasks),
+        "published.tex": published_tex(metrics),
+        "cost.tex": cost_tex(metrics, chosen.figures) if "cost" in chosen.tables else "No model was fine-tuned.\n",
+        "extras.tex": extras_tex(metrics, curves, chosen),
+    }
+    for name, text in files.items():
+        (generated / name).write_text(text)
+    return build_dir / MAIN
+
+
+def _first_error(log: str) -> str:
+    for line in log.splitlines():
+        if line.startswith("!") or re.match(r"^\S+\.tex:\d+: ", line):
+            return line.strip()
+    return "see the log for the first error"
+
+
+def compile_pdf(main: Path, out: Path) -> Path:
+    missing = [tool for tool in ("latexmk", "pdflatex") if shutil.which(tool) is None]
+    if missing:
+        raise LatexError(f"{' and '.join(missing)} not found; install LaTeX with `apt-get install {TEX_PACKAGES}` "
+                         "(Debian/Ubuntu) and run the paper step again.")
+    main = Path(main)
+    # A fixed source date makes the PDF depend on the results only, not on when it was built;
+    # long log lines keep an error message on one line for the report below.
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "0", "FORCE_SOURCE_DATE": "1", "max_print_line": "10000"}
+    result = subprocess.run(
+        ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", main.name],
+        cwd=main.parent, capture_output=True, text=True, env=env,
+    )
+    log_path = main.with_suffix(".log")
+    if result.returncode != 0:
+        log = log_path.read_text(errors="replace") if log_path.is_file() else result.stdout
+        raise LatexError(f"LaTeX could not build {main} ({_first_error(log)}); the full log is {log_path}.")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(main.with_suffix(".pdf"), out)
+    return out
