@@ -16,6 +16,11 @@ if not workflow.overwrite_configfiles:
 report: "workflow/report/workflow.rst"
 
 
+# With --sdm apptainer every job runs in the suite's pinned image, built from the Dockerfile
+# (docker build -t tunebench:0.1.0 .); without it, jobs use the current environment.
+container: "docker-daemon://tunebench:0.1.0"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
@@ -25,6 +30,6 @@ include: "workflow/rules/paper.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

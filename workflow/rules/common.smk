@@ -40,7 +40,11 @@ wildcard_constraints:
 
 
 def data_files(task):
-    return expand("results/data/{task}/{split}.jsonl", task=task, split=("train", "validation", "test"))
+    return expand(
+        "results/data/{task}/{split}.jsonl",
+        task=task,
+        split=("train", "validation", "test"),
+    )
 
 
 def train_dir(run):
@@ -52,7 +56,9 @@ def eval_dir(run):
 
 
 def finetune_run(wildcards):
-    return tb_config.find_finetune(config, wildcards.task, wildcards.model, wildcards.run)
+    return tb_config.find_finetune(
+        config, wildcards.task, wildcards.model, wildcards.run
+    )
 
 
 def train_inputs(wildcards):
@@ -84,7 +90,9 @@ def train_resource(name, unset):
 def eval_inputs(wildcards):
     inputs = {"data": data_files(wildcards.task)}
     if not wildcards.run.startswith("baseline"):
-        inputs["trained"] = f"results/train/{wildcards.task}/{wildcards.model}/{wildcards.run}/best.json"
+        inputs["trained"] = (
+            f"results/train/{wildcards.task}/{wildcards.model}/{wildcards.run}/best.json"
+        )
     return inputs
 
 
