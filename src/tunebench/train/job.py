@@ -1,0 +1,119 @@
+"""Resolve one training run from the config: every setting the run uses, checked before any work.
+
+The result is a plain dict, written as the run's ``config.json``; its hash (with the data files')
+decides whether an existing resume state belongs to this run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+
+from .. import config as tb_config
+from .. import models
+from ..errors import ConfigError, DataError
+
+SPLITS = ("train", "validation")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def accelerate_file(name: str) -> Path:
+    return tb_config.ACCELERATE_DIR / f"{name}.yaml"
+
+
+def _check_hardware(job: Mapping[str, Any]) -> None:
+    """GPU-only settings fail here, in one sentence, instead of deep inside a library."""
+    training = job["training"]
+    cuda = torch.cuda.is_available()
+    if training["attn_implementation"] == "flash_attention_2" and not cuda:
+        raise ConfigError("training.attn_implementation is flash_attention_2, which needs a CUDA GPU; use sdpa on this machine.")
+    if training["dtype"] == "float16" and not cuda:
+        raise ConfigError("training.dtype is float16, which needs a CUDA GPU for mixed precision; use float32 or bfloat16 on this machine.")
+    if job["launch"]:
+        launch = job["launcher"]["accelerate"]
+        if not launch.get("use_cpu", False) and not cuda:
+            raise ConfigError(
+                f"methods.{job['method']}.accelerate_config is {job['accelerate_config']!r}, which runs on GPUs, but none is visible; "
+                "use zero3_cpu for full fine-tuning on a CPU-only machine."
+            )
+        if not launch.get("use_cpu", False) and job["processes"] > torch.cuda.device_count():
+            raise ConfigError(
+                f"the resources table asks for {job['processes']} training processes but {torch.cuda.device_count()} GPUs are visible; "
+                "lower resources.train gpu/processes for this size and method."
+            )
+
+
+def resolve(config: Mapping[str, Any], task: str, model: str, run: str, out_dir: Path, data_dir: Path) -> dict:
+    item = tb_config.find_finetune(config, task, model, run)
+    training = dict(item.training)
+    if training.get("seed") is None:
+        training["seed"] = config.get("seed", 42)
+    settings = tb_config.method_settings(config, item)
+    if training["batching"] == "pad_to" and training["pad_to"] < training["max_length"]:
+        raise ConfigError(
+            f"training.pad_to is {training['pad_to']} but max_length is {training['max_length']}; "
+            "rows cannot be padded to less than the longest example, so raise pad_to or lower max_length."
+        )
+    processes = tb_config.resources(config, "train", model, item.method)["processes"]
+    out_dir = Path(out_dir)
+    init_checkpoint = None
+    if item.init_from:
+        first_task, first_run = item.init_from
+        first = out_dir.parent.parent.parent / first_task / model / first_run
+        if not (first / "best.json").is_file():
+            raise ConfigError(f"this run starts from {first}, which has not finished training; train {first_task}/{model}/{first_run} first.")
+        init_checkpoint = str(first / "checkpoint")
+    data = {}
+    for split in SPLITS:
+        path = Path(data_dir) / f"{split}.jsonl"
+        if not path.is_file():
+            raise DataError(f"{path} does not exist; run `tunebench data` (or the workflow's data rule) for task {task} first.")
+        data[split] = {"path": str(path), "sha256": _sha256(path)}
+    job = {
+        "task": task,
+        "model": model,
+        "method": item.method,
+        "run": run,
+        "format": item.format,
+        "stage": item.stage,
+        "seed": training["seed"],
+        "base_source": models.model_source(config, model, "base"),
+        "training": training,
+        "method_settings": settings,
+        "init_from": {"task": item.init_from[0], "run": item.init_from[1]} if item.init_from else None,
+        "init_checkpoint": init_checkpoint,
+        "processes": processes,
+        # full fine-tuning always runs under its DeepSpeed file; LoRA/QLoRA only when data-parallel
+        "accelerate_config": settings.get("accelerate_config"),
+        "launch": item.method == "full" or processes > 1,
+        "data": data,
+    }
+    if job["launch"]:
+        job["launcher"] = _launcher_settings(job["accelerate_config"])
+    _check_hardware(job)
+    return job
+
+
+def _launcher_settings(name: str) -> dict:
+    """The accelerate file and the DeepSpeed file it names, recorded with the run's settings."""
+    path = accelerate_file(name)
+    launch = yaml.safe_load(path.read_text()) or {}
+    deepspeed_file = (launch.get("deepspeed_config") or {}).get("deepspeed_config_file")
+    deepspeed = json.loads((tb_config.ROOT / deepspeed_file).read_text()) if deepspeed_file else None
+    return {"accelerate": launch, "deepspeed": deepspeed}
+
+
+def fingerprint(job: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,140 @@
+"""The three fine-tuning methods: what is loaded, what is trained, what the checkpoint holds.
+
+``full``   every parameter is trained (the loop runs it under DeepSpeed ZeRO-3)
+``lora``   PEFT LoRA adapters on a frozen base model
+``qlora``  the same adapters on a base model quantised to 4-bit NF4 by bitsandbytes
+
+When the prompt format adds tokens, the embedding (and untied output) rows of those tokens are
+trained as well under LoRA/QLoRA through PEFT's ``trainable_token_indices``; otherwise the new tokens
+would keep the random rows the resize gave them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .. import formats, models
+
+
+@dataclass
+class Built:
+    model: Any
+    tokenizer: Any
+    new_token_ids: list[int]
+    trainable_params: int
+    total_params: int
+
+
+def _count(model) -> tuple[int, int]:
+    if hasattr(model, "get_nb_trainable_parameters"):  # PEFT counts 4-bit weights at their real size
+        return model.get_nb_trainable_parameters()
+    numel = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+    return sum(n for n, trained in numel if trained), sum(n for n, _ in numel)
+
+
+def _module_name(model, module) -> str:
+    return next(name for name, candidate in model.named_modules() if candidate is module)
+
+
+def token_row_targets(model, new_ids: list[int]) -> dict[str, list[int]]:
+    """PEFT ``trainable_token_indices`` for the new tokens: input embedding, and output rows if untied."""
+    targets = {_module_name(model, model.get_input_embeddings()).split(".")[-1]: list(new_ids)}
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is not model.get_input_embeddings().weight:
+        targets[_module_name(model, output).split(".")[-1]] = list(new_ids)
+    return targets
+
+
+def lora_config(preset: Mapping[str, Any], token_targets: dict[str, list[int]] | None):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=preset["r"],
+        lora_alpha=preset["alpha"],
+        lora_dropout=preset["dropout"],
+        bias=preset.get("bias", "none"),
+        target_modules=list(preset["target_modules"]),
+        task_type="CAUSAL_LM",
+        trainable_token_indices=token_targets or None,
+    )
+
+
+def build(job: Mapping[str, Any], device: torch.device) -> Built:
+    """Tokenizer and model of a resolved training job (see :mod:`tunebench.train.job`), ready to train."""
+    method, settings, training = job["method"], job["method_settings"], job["training"]
+    dtype = models.DTYPES[training["dtype"]]
+    init_dir = job.get("init_checkpoint")
+    tokenizer = models.load_tokenizer({"local": init_dir} if init_dir else job["base_source"])
+    added = formats.added_tokens(job["format"])
+    tokenizer.add_tokens(added, special_tokens=True)  # a no-op for tokens a first stage already added
+    new_ids = tokenizer.convert_tokens_to_ids(added)
+
+    quantization = models.bnb_config(settings) if method == "qlora" else None
+    if method == "full" and init_dir:
+        source = {"local": init_dir}
+    else:
+        source = job["base_source"]
+    model = models.load_model(source, dtype=dtype, quantization=quantization,
+                              attn_implementation=training["attn_implementation"], device=device)
+    if model.get_input_embeddings().num_embeddings != len(tokenizer):
+        torch.manual_seed(job["seed"])  # the resize draws the new rows around the mean of the old ones
+        model.resize_token_embeddings(len(tokenizer))
+    if training["gradient_checkpointing"]:
+        model.config.use_cache = False
+
+    if method == "full":
+        if training["gradient_checkpointing"]:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return Built(model, tokenizer, new_ids, *_count(model))
+
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    if quantization is not None:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=training["gradient_checkpointing"],
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif training["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if init_dir:
+        # Two-stage: the first stage's adapter (and its token rows) keeps training.
+        model = PeftModel.from_pretrained(model, init_dir, is_trainable=True)
+    else:
+        preset = settings["lora"]
+        train_rows = preset.get("train_new_token_rows", True) and new_ids
+        model = get_peft_model(model, lora_config(preset, token_row_targets(model, new_ids) if train_rows else None))
+    return Built(model, tokenizer, new_ids, *_count(model))
+
+
+def checkpoint_meta(job: Mapping[str, Any], new_ids: list[int]) -> dict:
+    """What :func:`tunebench.models.load_for_inference` needs to rebuild the model around a checkpoint."""
+    return {
+        "method": job["method"],
+        "format": job["format"],
+        "base_source": job["base_source"],
+        "quantization": {k: job["method_settings"][k] for k in ("quant_type", "double_quant", "compute_dtype")}
+        if job["method"] == "qlora" else None,
+        "added_tokens": formats.added_tokens(job["format"]),
+        "new_token_ids": new_ids,
+    }
+
+
+def export(unwrapped, tokenizer, directory: Path, meta: Mapping[str, Any], state_dict=None, is_main: bool = True, save_function=torch.save) -> None:
+    """Write the selected checkpoint: full weights (safetensors) or the adapter, plus the tokenizer.
+
+    ``state_dict`` is the gathered full state under ZeRO-3 (every rank calls; only the main one writes).
+    """
+    if meta["method"] == "full":
+        unwrapped.save_pretrained(directory, state_dict=state_dict, is_main_process=is_main, save_function=save_function, safe_serialization=True)
+    elif is_main:
+        trained_rows = any("trainable_tokens" in name for name, _ in unwrapped.named_parameters())
+        # Untrained new-token rows are random: keep the whole resized embeddings so inference sees the same ones.
+        unwrapped.save_pretrained(directory, save_embedding_layers=bool(meta["new_token_ids"]) and not trained_rows)
+    if is_main:
+        tokenizer.save_pretrained(directory)
+        (directory / models.CHECKPOINT_META).write_text(json.dumps(dict(meta), indent=2) + "\n")

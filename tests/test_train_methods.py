@@ -1,0 +1,168 @@
+"""Each method for two optimizer steps on a tiny random Llama on CPU, with its first losses pinned.
+
+The pinned values are what this code computes for the seeded model and data; a change in batching,
+masking, loss normalisation, initialisation or optimisation shows up as a different number.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tunebench import formats, models
+from tunebench.commands import train as train_command
+from tunebench.errors import ConfigError
+from tunebench.train import methods
+
+from train_support import (  # noqa: F401
+    read_history, resolved, run_cli, step_losses, tiny_config, tokenizer_dir, train_in_process, write_config, write_data,
+)
+
+
+def _check_outputs(out_dir, method: str, processes: int = 1) -> dict:
+    run = json.loads((out_dir / "run.json").read_text())
+    best = json.loads((out_dir / "best.json").read_text())
+    assert run["method"] == method and run["num_processes"] == processes and run["device"] == "cpu"
+    assert run["epochs_run"] == 1 and best["epoch"] == 1 and best["checkpoint"] == "checkpoint"
+    assert best["validation_perplexity"] == pytest.approx(torch.tensor(best["validation_loss"]).exp().item(), rel=1e-6)
+    epoch = [h for h in read_history(out_dir) if h["kind"] == "epoch"]
+    assert len(epoch) == 1 and epoch[0]["peak_memory_mb"] > 0 and epoch[0]["tokens_per_s"] > 0
+    assert json.loads((out_dir / "config.json").read_text())["method"] == method
+    meta = json.loads((out_dir / "checkpoint" / models.CHECKPOINT_META).read_text())
+    assert meta["method"] == method and meta["added_tokens"] == list(formats.SPECIAL_TOKENS)
+    assert not (out_dir.parent / f"{out_dir.name}.resume").exists()  # removed once the outputs are written
+    return run
+
+
+def test_lora_two_steps(tokenizer_dir, tmp_path):
+    config = tiny_config(tokenizer_dir, training={"batch_size": 8}, methods=["lora"])
+    out = tmp_path / "lora"
+    train_in_process(config, "lora", out, write_data(tmp_path / "data", train=16))
+    assert step_losses(out) == [10.8616, 10.7918]
+    run = _check_outputs(out, "lora")
+    assert 0 < run["trainable_params"] < run["total_params"] / 100
+    assert (out / "checkpoint" / "adapter_model.safetensors").is_file()
+
+
+def test_qlora_two_steps_on_4bit_linear_layers(tokenizer_dir, tmp_path):
+    import bitsandbytes as bnb
+
+    config = tiny_config(tokenizer_dir, training={"batch_size": 8}, methods=["qlora"])
+    data = write_data(tmp_path / "data", train=16)
+    out = tmp_path / "qlora"
+    built = methods.build(resolved(config, "qlora", out, data), torch.device("cpu"))
+    linear = {name: type(module) for name, module in built.model.named_modules()
+              if name.endswith(("q_proj.base_layer", "k_proj", "o_proj", "up_proj"))}
+    assert linear and all(kind is bnb.nn.Linear4bit for kind in linear.values())
+    weight = built.model.get_submodule("base_model.model.model.layers.0.self_attn.k_proj").weight
+    assert weight.dtype == torch.uint8 and weight.quant_type == "nf4"
+    del built
+    train_in_process(config, "qlora", out, data)
+    assert step_losses(out) == [10.8642, 10.7922]
+    _check_outputs(out, "qlora")
+
+
+@pytest.mark.slow
+def test_full_two_steps_under_deepspeed_zero3_on_two_cpu_processes(tokenizer_dir, tmp_path):
+    config = tiny_config(tokenizer_dir, training={"batch_size": 4}, methods=["full"])
+    config_path = write_config(tmp_path / "config.yaml", config)
+    out = tmp_path / "full"
+    result = run_cli(config_path, "full", out, write_data(tmp_path / "data", train=16))
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Before the first update the model equals the LoRA run's (LoRA starts as a no-op) and the 2 × 4 rows
+    # are the LoRA run's first 8: the token-mean loss over both processes must match it.
+    assert step_losses(out) == [10.8616, 10.7641]
+    run = _check_outputs(out, "full", processes=2)
+    assert run["distributed"] == {"type": "deepspeed", "zero_stage": 3, "offload_optimizer": "cpu", "offload_param": "none"}
+    assert run["trainable_params"] == run["total_params"]
+    assert (out / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_special_token_rows_change_under_lora_and_nothing_else_in_the_embeddings(tokenizer_dir, tmp_path):
+    config = tiny_config(tokenizer_dir, training={"batch_size": 8, "epochs": 2}, methods=["lora"])
+    data = write_data(tmp_path / "data", train=16)
+    out = tmp_path / "lora"
+    initial = methods.build(resolved(config, "lora", out, data), torch.device("cpu"))
+    new_ids = initial.new_token_ids
+    assert new_ids == initial.tokenizer.convert_tokens_to_ids(list(formats.SPECIAL_TOKENS))
+    base = initial.model.get_base_model()
+    before_in = base.get_input_embeddings().weight.detach().clone()
+    before_out = base.get_output_embeddings().weight.detach().clone()
+    assert before_out.data_ptr() != before_in.data_ptr()  # untied: both matrices need their new rows trained
+
+    train_in_process(config, "lora", out, data)
+    trained, _ = models.load_for_inference(config, "tiny", checkpoint_dir=out / "checkpoint")
+    after_in = trained.get_input_embeddings().weight.detach()
+    after_out = trained.get_output_embeddings().weight.detach()
+    old = [i for i in range(before_in.shape[0]) if i not in new_ids]
+    for before, after in ((before_in, after_in), (before_out, after_out)):
+        assert after.shape == before.shape
+        assert torch.equal(after[old], before[old])
+    moved = lambda before, after: (after[new_ids] - before[new_ids]).abs().amax(dim=1) > 1e-4  # noqa: E731
+    # Every new output row is trained (the softmax reaches all of them); the input rows of the three
+    # prompt markers are too. <END_A> is only ever the last input token, which predicts nothing.
+    assert moved(before_out, after_out).tolist() == [True, True, True, True]
+    assert moved(before_in, after_in).tolist() == [True, True, True, False]
+
+
+def test_gpu_only_settings_fail_in_one_sentence_on_this_machine(tokenizer_dir, tmp_path):
+    data = write_data(tmp_path / "data")
+    flash = tiny_config(tokenizer_dir, training={"attn_implementation": "flash_attention_2"}, methods=["lora"])
+    with pytest.raises(ConfigError, match="flash_attention_2, which needs a CUDA GPU"):
+        resolved(flash, "lora", tmp_path / "o", data)
+    offload = tiny_config(tokenizer_dir, methods=["full"])
+    offload["methods"]["full"]["accelerate_config"] = "zero3_offload"
+    with pytest.raises(ConfigError, match="zero3_offload', which runs on GPUs"):
+        resolved(offload, "full", tmp_path / "o", data)
+
+
+def test_full_relaunches_through_accelerate_with_the_named_files(tokenizer_dir, tmp_path):
+    config = tiny_config(tokenizer_dir, methods=["full", "lora"])
+    data = write_data(tmp_path / "data")
+    job = resolved(config, "full", tmp_path / "full", data)
+    assert job["launch"] and job["processes"] == 2
+    assert not resolved(config, "lora", tmp_path / "lora", data)["launch"]
+    args = train_command.argparse.Namespace(config=[tmp_path / "c.yaml"], task="multiplication", model="tiny", run="full")
+    command = train_command.launch_command(job, args, tmp_path / "full", data)
+    assert command[1:3] == ["-m", "accelerate.commands.launch"]
+    assert command[command.index("--config_file") + 1].endswith("config/accelerate/zero3_cpu.yaml")
+    assert command[command.index("--num_processes") + 1] == "2"
+    assert command[command.index("--deepspeed_config_file") + 1].endswith("config/deepspeed/zero3_cpu.json")
+    assert command[command.index("-m", 3) + 1: command.index("-m", 3) + 3] == ["tunebench.cli", "train"]
+
+
+def test_two_stage_run_starts_from_the_first_stages_selected_checkpoint(tokenizer_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    config = tiny_config(tokenizer_dir, methods=["lora"])
+    config["experiments"]["finetune"] = [
+        {"task": "mathqa", "models": ["tiny"], "methods": ["lora"], "evaluate": False},
+        {"task": "gsm8k", "models": ["tiny"], "methods": ["lora"], "tag": "two_stage", "init_from": {"task": "mathqa"}},
+    ]
+    data = write_data(tmp_path / "data")
+    results = tmp_path / "results" / "train"
+    second = results / "gsm8k" / "tiny" / "lora-two_stage"
+    with pytest.raises(ConfigError, match="has not finished training"):
+        resolved(config, "lora-two_stage", second, data, task="gsm8k")
+
+    train_in_process(config, "lora", results / "mathqa" / "tiny" / "lora", data, task="mathqa")
+    job = resolved(config, "lora-two_stage", second, data, task="gsm8k")
+    assert job["stage"] == "two_stage" and job["init_checkpoint"] == str(results / "mathqa" / "tiny" / "lora" / "checkpoint")
+    first = load_file(results / "mathqa" / "tiny" / "lora" / "checkpoint" / "adapter_model.safetensors")
+    built = methods.build(job, torch.device("cpu"))
+    start = {name: p.detach() for name, p in built.model.named_parameters() if p.requires_grad}
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
+    assert first[key].abs().sum() > 0  # trained away from LoRA's zero start
+    assert torch.equal(start[key.replace(".weight", ".default.weight")], first[key])
+    del built
+    train_in_process(config, "lora-two_stage", second, data, task="gsm8k")
+    assert json.loads((second / "run.json").read_text())["stage"] == "two_stage"
+
+
+def test_the_jobs_threads_are_shared_among_its_processes():
+    env = train_command.launch_env({"OMP_NUM_THREADS": "8", "PATH": "/bin"}, processes=2)
+    assert env["OMP_NUM_THREADS"] == "4" and env["PATH"] == "/bin" and env[train_command.LAUNCHED_ENV] == "1"
+    assert train_command.launch_env({"OMP_NUM_THREADS": "1"}, processes=2)["OMP_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in train_command.launch_env({}, processes=2)  # torchrun's default applies

@@ -1,0 +1,90 @@
+"""A training run killed with SIGKILL and re-run ends exactly where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from train_support import cli_command, read_history, run_cli, tiny_config, tokenizer_dir, write_config, write_data  # noqa: F401
+
+TIMING = ("tokens_per_s", "wall_time_s", "peak_memory_mb")
+
+
+def _kill_when_saved(command: list[str], resume: Path, state_marker: str, timeout: float = 300) -> None:
+    """Start ``command`` and SIGKILL it as soon as the resume state named by ``state_marker`` is current."""
+    env = {k: v for k, v in os.environ.items() if k != "TUNEBENCH_LAUNCHED"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            latest = resume / "LATEST"
+            if latest.is_file() and state_marker in latest.read_text():
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                return
+            if process.poll() is not None:
+                raise AssertionError(f"the run ended before it could be killed:\n{process.stderr.read()[-3000:]}")
+            time.sleep(0.02)
+        raise AssertionError(f"no state {state_marker} appeared in {resume} within {timeout} s")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in line.items() if k not in TIMING} for line in history]
+
+
+@pytest.mark.slow
+def test_sigkill_after_epoch_one_and_again_in_epoch_two_then_rerun_matches_an_uninterrupted_run(tokenizer_dir, tmp_path):
+    # 12 rows in batches of 4: 3 steps an epoch, a state after every step and at every epoch's end;
+    # LoRA dropout draws random numbers, so the RNG state must come back too.
+    config = tiny_config(tokenizer_dir, training={"epochs": 3, "checkpoint_every_steps": 1}, methods=["lora"])
+    config_path = write_config(tmp_path / "config.yaml", config)
+    data = write_data(tmp_path / "data", train=12)
+
+    straight = tmp_path / "straight" / "lora"
+    result = run_cli(config_path, "lora", straight, data)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    killed = tmp_path / "killed" / "lora"
+    resume = killed.parent / "lora.resume"
+    command = cli_command(config_path, "lora", killed, data)
+    _kill_when_saved(command, resume, "-e002s000000")  # epoch 1 finished, epoch 2 not started
+    assert not (killed / "best.json").exists() and resume.is_dir()
+    _kill_when_saved(command, resume, "-e002s000001")  # one step into epoch 2
+    result = run_cli(config_path, "lora", killed, data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming at epoch 2, step 1" in result.stderr
+
+    assert _without_timing(read_history(killed)) == _without_timing(read_history(straight))
+    assert len([h for h in read_history(killed) if h["kind"] == "epoch"]) == 3
+    assert json.loads((killed / "best.json").read_text()) == json.loads((straight / "best.json").read_text())
+    ours = load_file(killed / "checkpoint" / "adapter_model.safetensors")
+    theirs = load_file(straight / "checkpoint" / "adapter_model.safetensors")
+    assert ours.keys() == theirs.keys()
+    assert all((ours[k] == theirs[k]).all() for k in ours)
+    assert not resume.exists()
+
+
+def test_resume_state_of_other_settings_is_discarded(tokenizer_dir, tmp_path):
+    from accelerate import Accelerator
+
+    from tunebench.train.checkpoint import FINGERPRINT, ResumeDir
+
+    directory = tmp_path / "lora.resume"
+    directory.mkdir()
+    (directory / FINGERPRINT).write_text(json.dumps({"fingerprint": "old"}))
+    (directory / "state-0000002-e001s000002").mkdir()
+    message = ResumeDir(directory, Accelerator(), "new").prepare()
+    assert message and "other settings" in message
+    assert [p.name for p in directory.iterdir()] == [FINGERPRINT]
+    assert ResumeDir(directory, Accelerator(), "new").prepare() is None

