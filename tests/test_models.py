@@ -82,7 +82,10 @@ def test_smollm2_loads_from_the_gguf_package():
     tokenizer = models.load_tokenizer(source)
     model = models.load_model(source)
     assert (model.config.num_hidden_layers, model.config.hidden_size, model.config.vocab_size) == (30, 576, 49152)
-    assert getattr(model.config, "quantization_config", None) is None and not model.is_quantized  # plain weights
+    assert getattr(model.config, "quantization_config", None) is None  # plain weights
+    assert getattr(model, "hf_quantizer", None) is None
+    converted = models.gguf_converted(source)  # the cached Hugging Face copy, converted once
+    assert models.gguf_converted(source) == converted and (converted / "tokenizer.json").is_file()
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.chat_template
     ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
     with torch.no_grad():

@@ -79,6 +79,48 @@ def gguf_location(source: Mapping[str, Any]) -> tuple[Path, str]:
     return directory, files[0]
 
 
+CACHE_ENV = "TUNEBENCH_CACHE"
+
+
+def gguf_converted(source: Mapping[str, Any]) -> Path:
+    """A Hugging Face copy of the GGUF file of ``source``, converted once and cached.
+
+    Reading a GGUF file means dequantising every tensor and rebuilding the tokenizer, about 20 s
+    for SmolLM2; every training and evaluation job would pay it. The copy is keyed by the file's
+    path, size and modification time, written under a temporary name and renamed into place, so
+    concurrent jobs never see half a copy. ``TUNEBENCH_CACHE`` moves the cache (default
+    ``~/.cache/tunebench``).
+    """
+    import hashlib
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory, name = gguf_location(source)
+    stat = (directory / name).stat()
+    key = hashlib.sha256(f"{directory / name}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tunebench") / "gguf"
+    target = root / f"{Path(name).stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+    # The weights are dequantised on load; without the GGUF marker transformers saves them as plain tensors.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    with tempfile.TemporaryDirectory(prefix=f"{target.name}.", dir=root) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another job finished the same conversion first
+            if not (target / "config.json").is_file():
+                raise
+        else:
+            os.mkdir(tmp)  # leave the context manager a directory to remove
+    return target
+
+
 def _finish_tokenizer(tokenizer):
     # Padding positions never enter the loss or attention, so any existing token can stand in.
     if tokenizer.pad_token is None:
@@ -100,8 +142,7 @@ def load_tokenizer(source: Mapping[str, Any]):
     elif kind == "local":
         tokenizer = AutoTokenizer.from_pretrained(_local_dir(source["local"], "tokenizer directory"))
     else:
-        directory, name = gguf_location(source)
-        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_converted(source))
     return _finish_tokenizer(tokenizer)
 
 
@@ -142,12 +183,7 @@ def load_model(
     if kind == "local":
         return AutoModelForCausalLM.from_pretrained(_local_dir(source["local"], "model directory"), **common)
     if kind == "gguf_package":
-        directory, name = gguf_location(source)
-        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=dtype, attn_implementation=attn_implementation)
-        # The GGUF weights are dequantised on load: plain tensors from here on. Left in place, the GGUF
-        # markers would make transformers refuse to save the model and skip ZeRO-3 gathering.
-        if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer.remove_quantization_config(model)
+        return AutoModelForCausalLM.from_pretrained(gguf_converted(source), **common)
     else:
         model = random_llama(source["random_llama"], load_tokenizer(source), dtype)
         model.config._attn_implementation = attn_implementation
