@@ -1,0 +1,59 @@
+"""``tunebench evaluate``: generate for one run on a task's test split and score the outputs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import config as tb_config
+from ..errors import UserError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "evaluate",
+        help="generate on a task's test split and score it",
+        description=(
+            "Evaluate one run of the config: a prompted baseline (--run baseline or baseline-VARIANT) or a "
+            "fine-tuned run (--run METHOD[-TAG]). Writes predictions.jsonl and metrics.json into the output directory."
+        ),
+    )
+    parser.add_argument("--config", nargs="+", type=Path, required=True, metavar="FILE",
+                        help="config files, later ones overriding earlier ones")
+    parser.add_argument("--task", required=True, help="task to evaluate on")
+    parser.add_argument("--model", required=True, help="model name from the config's models")
+    parser.add_argument("--run", required=True, metavar="RUN", help="baseline[-VARIANT] or METHOD[-TAG]")
+    parser.add_argument("--out-dir", type=Path, metavar="DIR", help="output directory (default: results/eval/TASK/MODEL/RUN)")
+    parser.add_argument("--data-dir", type=Path, metavar="DIR", help="prepared splits (default: results/data/TASK)")
+    parser.add_argument("--train-dir", type=Path, metavar="DIR",
+                        help="training output of a fine-tuned run (default: results/train/TASK/MODEL/RUN)")
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads of the model (default: torch's choice)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch  # the model stack loads only when a run is evaluated, not for `tunebench --help`
+
+    from .. import evaluate as tb_evaluate
+
+    config = tb_config.load(args.config)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads is {args.threads} but must be at least 1.")
+        torch.set_num_threads(args.threads)
+    parts = (args.task, args.model, args.run)
+    metrics = tb_evaluate.evaluate(
+        config, *parts,
+        data_dir=args.data_dir or Path("results", "data", args.task),
+        out_dir=args.out_dir or Path("results", "eval", *parts),
+        train_dir=args.train_dir or Path("results", "train", *parts),
+        progress=lambda message: print(message, file=sys.stderr, flush=True),
+    )
+    values = ", ".join(
+        f"{name} {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m["value"] is not None else f"{name} n/a"
+        for name, m in metrics["metrics"].items()
+    )
+    print(f"{args.task}/{args.model}/{args.run}: n={metrics['n']} (unscorable {metrics['unscorable']}); {values}; "
+          f"{metrics['tokens_per_s']:.1f} tokens/s")
+    return 0

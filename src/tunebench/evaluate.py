@@ -1,0 +1,239 @@
+"""The evaluation stage: generate for one run on a task's test split and score every output.
+
+A run is either a prompted baseline (``baseline`` or ``baseline-VARIANT``: the model's chat source,
+prompted through its chat template with the task's baseline messages) or a fine-tuned run
+(``METHOD[-TAG]``: the selected checkpoint, prompted in the run's format exactly as in training).
+:func:`evaluate` writes ``predictions.jsonl`` (one line per test row, in test-split order) and then
+``metrics.json`` (every metric with a seeded bootstrap interval). Rows the scorer cannot judge
+(``None`` verdicts) stay in the predictions with their ``null`` verdicts and are counted as
+``unscorable``; they are left out of that metric's ``n``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from . import config as tb_config
+from . import data, formats, scoring, stats, tasks
+from .errors import ConfigError, DataError, UserError
+from .generate import Generation, generate
+
+#: The ``method`` of prompted baselines in metrics.json (the same word results/metrics.csv uses).
+PROMPTED = "prompted"
+#: Prompt format of the baselines: the chat model's own template.
+BASELINE_FORMAT = "chat"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What is evaluated: the identity columns of metrics.json and where the model comes from."""
+
+    task: str
+    model: str
+    run: str
+    method: str
+    stage: str  # baseline, finetuned or two_stage
+    format: str
+    variant: str | None  # baseline prompt variant; None for fine-tuned runs
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.stage == "baseline"
+
+
+def resolve(config: Mapping[str, Any], task: str, model: str, run: str) -> RunSpec:
+    """The run named by (task, model, run) in the config's experiments."""
+    if run == "baseline" or run.startswith("baseline-"):
+        found = tb_config.find_baseline(config, task, model, run)
+        if found.variant not in tasks.get(task).baseline_variants:
+            known = ", ".join(tasks.get(task).baseline_variants)
+            raise ConfigError(f"experiments.baselines asks for {task} variant {found.variant!r}, which the task does not offer ({known}).")
+        return RunSpec(task, model, run, PROMPTED, "baseline", BASELINE_FORMAT, found.variant)
+    found = tb_config.find_finetune(config, task, model, run)
+    if not found.evaluate:
+        raise ConfigError(f"experiments.finetune sets evaluate: false for {task}/{model}/{run}, so it has nothing to evaluate.")
+    return RunSpec(task, model, run, found.method, found.stage, found.format, None)
+
+
+def test_rows(config: Mapping[str, Any], task: str, data_dir: Path) -> list[dict]:
+    """The test split, cut to ``tasks.<task>.limit.test`` when the data stage wrote more rows.
+
+    The cut draws the same rows the data stage would have drawn, so a test split prepared without a
+    limit and one prepared with it give the same subset.
+    """
+    rows = data.read_split(data_dir, "test")
+    limit = ((config.get("tasks", {}).get(task) or {}).get("limit") or {}).get("test")
+    rows = data.limit_rows(rows, limit, config.get("seed", 42), task, "test")
+    if not rows:
+        raise DataError(f"{Path(data_dir) / 'test.jsonl'} has no rows; rebuild it with tunebench data {task}.")
+    return rows
+
+
+def max_new_tokens(config: Mapping[str, Any], task: str) -> int:
+    return (config.get("evaluation", {}).get("max_new_tokens") or {}).get(task, tasks.get(task).max_new_tokens)
+
+
+def prompt_texts(spec: RunSpec, rows: Sequence[Mapping[str, Any]], tokenizer, train: Sequence[Mapping[str, Any]],
+                 options: Mapping[str, Any]) -> list[str]:
+    """The text each row's generation continues: baseline messages through the chat template, or the run's format."""
+    task = tasks.get(spec.task)
+    if not spec.is_baseline:
+        return [formats.render_prompt(spec.format, task, row, tokenizer) for row in rows]
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"models.{spec.model}.chat has no chat template, which the prompted baseline needs; point it at a chat model.")
+    texts = []
+    for row in rows:
+        messages = task.baseline_messages(row, list(train), spec.variant, options)
+        texts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    return texts
+
+
+def _context_length(model) -> int | None:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(inner.config, "max_position_embeddings", None)
+
+
+def score_rows(spec: RunSpec, rows: Sequence[Mapping[str, Any]], generations: Sequence[Generation],
+               options: Mapping[str, Any]) -> list[dict]:
+    """One predictions.jsonl record per row: the output, what the scorer extracted and its verdicts."""
+    task = tasks.get(spec.task)
+    scorer = scoring.get(spec.task)
+    records = []
+    for row, gen in zip(rows, generations):
+        verdict = task.score(gen.text, row, **options)
+        records.append({
+            "id": row["id"],
+            "prompt": row["prompt"],
+            "output": gen.text,
+            "extracted": scorer.extract(gen.text),
+            "answer": row["answer"],
+            "verdict": {metric: verdict[metric] for metric in task.metrics},
+            "prompt_tokens": gen.prompt_tokens,
+            "generated_tokens": gen.generated_tokens,
+            "stopped": gen.stopped,
+        })
+    return records
+
+
+def summary(spec: RunSpec, records: Sequence[Mapping[str, Any]], config: Mapping[str, Any], *, wall_time_s: float,
+            tokens_per_s: float, batch_size: int, limit: int, device: str) -> dict:
+    """The metrics.json document of a run."""
+    task = tasks.get(spec.task)
+    evaluation = config.get("evaluation", {})
+    verdicts = [record["verdict"] for record in records]
+    n = len(records)
+    return {
+        "task": spec.task,
+        "model": spec.model,
+        "run": spec.run,
+        "method": spec.method,
+        "stage": spec.stage,
+        "format": spec.format,
+        "variant": spec.variant,
+        "n": n,
+        "unscorable": sum(any(v is None for v in verdict.values()) for verdict in verdicts),
+        "metrics": stats.summarize(
+            verdicts,
+            task.metrics,
+            samples=evaluation.get("bootstrap_samples", 1000),
+            confidence=evaluation.get("confidence", 0.95),
+            seed=config.get("seed", 42),
+        ),
+        "prompt_tokens_mean": sum(r["prompt_tokens"] for r in records) / n,
+        "generated_tokens_mean": sum(r["generated_tokens"] for r in records) / n,
+        "wall_time_s": round(wall_time_s, 3),
+        "tokens_per_s": round(tokens_per_s, 2),
+        "batch_size": batch_size,
+        "max_new_tokens": limit,
+        "truncated": sum(r["stopped"] == "length" for r in records),
+        "device": device,
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_model(config: Mapping[str, Any], spec: RunSpec, train_dir: Path | None):
+    """``(model, tokenizer)`` of the run: the chat source for a baseline, the selected checkpoint otherwise."""
+    from . import models
+
+    if spec.is_baseline:
+        return models.load_for_inference(config, spec.model, role="chat")
+    if train_dir is None:
+        raise UserError(f"{spec.task}/{spec.model}/{spec.run} is a fine-tuned run; pass its training directory.")
+    best_path = Path(train_dir) / "best.json"
+    if not best_path.is_file():
+        raise UserError(f"{best_path} does not exist; train the run first (tunebench train --run {spec.run}).")
+    try:
+        best = json.loads(best_path.read_text())
+        checkpoint = Path(train_dir) / best["checkpoint"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise DataError(f"{best_path} is not a best.json written by tunebench train; delete it and train the run again.") from None
+    return models.load_for_inference(config, spec.model, role="base", checkpoint_dir=checkpoint)
+
+
+def evaluate(
+    config: Mapping[str, Any],
+    task: str,
+    model_name: str,
+    run: str,
+    *,
+    data_dir: Path,
+    out_dir: Path,
+    train_dir: Path | None = None,
+    loaded: tuple[Any, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Generate and score one run; write predictions.jsonl and metrics.json into ``out_dir``; return the metrics.
+
+    ``loaded`` is an already loaded ``(model, tokenizer)`` to use instead of loading the run's model.
+    """
+    if task not in scoring.TASKS:
+        raise ConfigError(f"task {task!r} has no scorer; scored tasks are {', '.join(scoring.TASKS)}.")
+    spec = resolve(config, task, model_name, run)
+    options = config.get("evaluation", {})
+    rows = test_rows(config, task, data_dir)
+    train = data.read_split(data_dir, "train") if spec.is_baseline else []
+    model, tokenizer = loaded if loaded is not None else load_model(config, spec, train_dir)
+
+    from .train.batching import encode_prompt
+
+    texts = prompt_texts(spec, rows, tokenizer, train, options)
+    prompts = [encode_prompt(tokenizer, text) for text in texts]
+    limit = max_new_tokens(config, task)
+    context = _context_length(model)
+    too_long = sum(len(p) + limit > context for p in prompts) if context else 0
+    if too_long:
+        raise ConfigError(
+            f"{too_long} of {len(prompts)} {task} prompts plus evaluation.max_new_tokens ({limit}) exceed the model's "
+            f"context of {context} tokens; lower evaluation.max_new_tokens or evaluation.few_shot."
+        )
+    batch_size = options.get("batch_size", 8)
+    report = progress or (lambda message: None)
+    report(f"{task}/{model_name}/{run}: {len(rows)} rows, batch size {batch_size}, up to {limit} new tokens")
+    generations, throughput = generate(
+        model, tokenizer, prompts, max_new_tokens=limit, batch_size=batch_size, stop_strings=formats.stop_strings(spec.format, tokenizer),
+        progress=lambda done: report(f"generated {done}/{len(rows)}"),
+    )
+    report(f"generated {throughput.generated_tokens} tokens in {throughput.wall_time_s:.1f} s "
+           f"({throughput.prompt_tokens_computed} of {throughput.prompt_tokens} prompt tokens computed, the rest shared)")
+    began = time.perf_counter()
+    records = score_rows(spec, rows, generations, options)
+    report(f"scored {len(records)} rows in {time.perf_counter() - began:.1f} s")
+    device = str(next(model.parameters()).device)
+    metrics = summary(spec, records, config, wall_time_s=throughput.wall_time_s, tokens_per_s=throughput.tokens_per_s,
+                      batch_size=batch_size, limit=limit, device=device)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out_dir / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    # metrics.json last: it is the file downstream rules wait for.
+    _write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics

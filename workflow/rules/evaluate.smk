@@ -1,0 +1,28 @@
+# Evaluation stage: one job per evaluated run (task × model × baseline[-VARIANT] or METHOD[-TAG]).
+# A prompted baseline needs only the data; a fine-tuned run also waits for its best.json and reads
+# the checkpoint next to it (results/train/{task}/{model}/{run}/, the command's default).
+# Threads, memory, wall time and GPUs come from the config's per-size resources.evaluate table.
+
+
+rule evaluate:
+    input:
+        unpack(eval_inputs),
+    output:
+        predictions="results/eval/{task}/{model}/{run}/predictions.jsonl",
+        metrics="results/eval/{task}/{model}/{run}/metrics.json",
+    log:
+        "results/logs/eval/{task}/{model}/{run}.log",
+    benchmark:
+        "results/benchmarks/eval/{task}/{model}/{run}.tsv"
+    threads: eval_resource("threads", 1)
+    resources:
+        mem_mb=eval_resource("mem_mb", 8000),
+        runtime=eval_resource("runtime", 240),
+        gpu=eval_resource("gpu", 0),
+        gpu_model=eval_resource("gpu_model", ""),
+    params:
+        configfiles=CONFIGFILES,
+    shell:
+        "tunebench evaluate --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
+        " --run {wildcards.run} --data-dir $(dirname {input.data[0]})"
+        " --out-dir $(dirname {output.metrics}) --threads {threads} > {log} 2>&1"
