@@ -73,7 +73,7 @@ MALFORMED = [
     ("model without base", "models.smollm2-135m.base", _DELETE, ["models.smollm2-135m", "base"]),
     ("two weight sources", "models.smollm2-135m.base.hub", "org/model", ["models.smollm2-135m.base", "exactly one"]),
     ("wrong type of digits", "tasks.multiplication.digits", [4], ["tasks.multiplication.digits"]),
-    ("evaluating mathqa", "experiments.finetune.4.evaluate", True, ["experiments.finetune[4]", "mathqa"]),
+    ("evaluating mathqa", "experiments.finetune.6.evaluate", True, ["experiments.finetune[6]", "mathqa"]),
     ("unknown key in training", "training.lr", 0.1, ["lr", "training"]),
 ]
 
@@ -116,8 +116,9 @@ def test_mirror_env_wins_and_bad_path_is_one_sentence(monkeypatch, tmp_path):
 
 def test_experiment_overrides_only_what_they_name(repo_root):
     cfg = tb_config.load(repo_root / "config" / "demo.yaml")
-    run = tb_config.find_finetune(cfg, "multiplication", "smollm2-135m", "lora")
-    assert run.training["max_length"] == 512  # the override
-    assert run.training["epochs"] == cfg["training"]["epochs"] == 3  # the top level, not the schema default
+    run = tb_config.find_finetune(cfg, "viggo", "smollm2-135m", "full")
+    assert run.training["epochs"] == 1  # the override
+    assert cfg["training"]["epochs"] == 2 != 10  # the top level differs from the schema default ...
+    assert run.training["batch_size"] == cfg["training"]["batch_size"] == 2  # ... and is kept where not overridden
     assert run.training["batching"] == "packing"
-    assert "training" not in cfg["experiments"]["finetune"][0] or cfg["experiments"]["finetune"][0]["training"] is None
+    assert tb_config.find_finetune(cfg, "viggo", "smollm2-135m", "lora").training["epochs"] == 2
