@@ -7,6 +7,7 @@ import random
 import re
 
 import pytest
+import yaml
 
 from tunebench import cli, config, data
 from tunebench.tasks import gsm8k, mathqa, sql, viggo
@@ -191,12 +192,13 @@ def test_demo_config_limits_are_seeded_and_recorded(tmp_path, with_mirror):
     for name in ("train.jsonl", "validation.jsonl", "test.jsonl", "manifest.json"):
         assert (out[0] / name).read_bytes() == (out[1] / name).read_bytes()
     manifest = json.loads((out[0] / "manifest.json").read_text())
-    assert manifest["rows"] == {"train": 600, "validation": 60, "test": 100}
+    limit = yaml.safe_load(DEMO.read_text())["tasks"]["viggo"]["limit"]
+    assert manifest["rows"] == limit
     assert manifest["rows_before_limit"] == {"train": 5103, "validation": 714, "test": 1083}
-    assert manifest["limit"] == {"train": 600, "validation": 60, "test": 100}
+    assert manifest["limit"] == limit
     assert manifest["seed"] == 42
     test_rows = data.read_split(out[0], "test")
-    assert len(test_rows) == 100
+    assert len(test_rows) == limit["test"]
     # A different seed draws a different subset.
     assert cli.main(["data", "viggo", "--config", str(DEMO), "--seed", "1", "--out-dir", str(tmp_path / "three")]) == 0
     assert (tmp_path / "three" / "test.jsonl").read_bytes() != (out[0] / "test.jsonl").read_bytes()
