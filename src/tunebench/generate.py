@@ -19,9 +19,11 @@ size (or next to other prompts):
   (4 with MKL on x86).
 
 Reading a prompt in fixed chunks makes its cache a function of its own tokens only, whatever else
-is evaluated with it. With both measures a row's logits are bitwise the same at every batch size
-(the tests check it). Where no invariant row multiple exists (:func:`row_multiple` returns None)
-decoding still works and a warning says that batch invariance is not guaranteed.
+is evaluated with it. With these measures a row's logits are bitwise the same at every batch size
+and thread count measured here, so near-ties break the same way (the tests engineer near-ties to
+check it). The row multiple is probed on one square matrix; a BLAS library (or GPU) whose kernel
+choice also depends on other shapes may still differ, and where no multiple passes the probe
+(:func:`row_multiple` returns None) decoding works but a warning says invariance is not guaranteed.
 """
 
 from __future__ import annotations
