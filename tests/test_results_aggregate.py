@@ -115,9 +115,10 @@ def test_one_row_per_run_and_metric_with_run_facts(demo_config, tmp_path):
     row = viggo_lora.iloc[0]
     assert row["train_tokens"] == record["train_tokens"]
     assert row["size"] == "135M" and row["params_b"] == 0.135
-    # LoRA on the demo runs one process on the 2 cores the resources table grants the job.
+    # A CPU job's device hours are its wall time × the cores the resources table grants it.
+    cores = tb_config.resources(tb_config.load(tb_config.ROOT / "config" / "demo.yaml"), "train", "smollm2-135m", "lora")["threads"]
     assert row["device_kind"] == "CPU"
-    assert row["device_hours"] == pytest.approx(record["wall_time_s"] / 3600 * 2)
+    assert row["device_hours"] == pytest.approx(record["wall_time_s"] / 3600 * cores)
     assert row["train_tokens_per_s"] == pytest.approx(400.5)
     assert row["prompt_tokens_mean"] == doc["prompt_tokens_mean"]
     assert viggo_lora["primary"].sum() == 1
