@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tunebench import config as tb_config
 from tunebench.config import MIRROR_ENV, ROOT
 
 MIRROR = Path(os.environ.get(MIRROR_ENV) or ROOT.parent / "shared" / "data")
@@ -28,3 +29,13 @@ def mirror() -> Path:
 def with_mirror(monkeypatch, mirror):
     monkeypatch.setenv(MIRROR_ENV, str(mirror))
     return mirror
+
+
+@pytest.fixture(scope="session")
+def demo_config():
+    return tb_config.load(ROOT / "config" / "demo.yaml")
+
+
+@pytest.fixture(scope="session")
+def paper_config():
+    return tb_config.load(ROOT / "config" / "config.yaml")

@@ -88,16 +88,6 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
         (folder / "metrics.json").write_text(json.dumps(doc))
 
 
-@pytest.fixture(scope="module")
-def demo_config():
-    return tb_config.load(REPO / "config" / "demo.yaml")
-
-
-@pytest.fixture(scope="module")
-def paper_config():
-    return tb_config.load(REPO / "config" / "config.yaml")
-
-
 def test_one_row_per_run_and_metric_with_run_facts(demo_config, tmp_path):
     write_synthetic(demo_config, tmp_path)
     metrics, curves = aggregate.write(demo_config, tmp_path, tmp_path / "metrics.csv", tmp_path / "curves.csv")

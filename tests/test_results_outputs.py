@@ -26,16 +26,6 @@ def build_results(config: dict, root: Path, seed: int = 0) -> tuple[pd.DataFrame
 
 
 @pytest.fixture(scope="module")
-def demo_config():
-    return tb_config.load(REPO / "config" / "demo.yaml")
-
-
-@pytest.fixture(scope="module")
-def paper_config():
-    return tb_config.load(REPO / "config" / "config.yaml")
-
-
-@pytest.fixture(scope="module")
 def demo_results(demo_config, tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     metrics, curves = build_results(demo_config, root)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import config as tb_config
 from ..errors import UserError
+from ._run_args import add_run_arguments
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,13 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "fine-tuned run (--run METHOD[-TAG]). Writes predictions.jsonl and metrics.json into the output directory."
         ),
     )
-    parser.add_argument("--config", nargs="+", type=Path, required=True, metavar="FILE",
-                        help="config files, later ones overriding earlier ones")
-    parser.add_argument("--task", required=True, help="task to evaluate on")
-    parser.add_argument("--model", required=True, help="model name from the config's models")
-    parser.add_argument("--run", required=True, metavar="RUN", help="baseline[-VARIANT] or METHOD[-TAG]")
-    parser.add_argument("--out-dir", type=Path, metavar="DIR", help="output directory (default: results/eval/TASK/MODEL/RUN)")
-    parser.add_argument("--data-dir", type=Path, metavar="DIR", help="prepared splits (default: results/data/TASK)")
+    add_run_arguments(parser, "eval", run_help="baseline[-VARIANT] or METHOD[-TAG]", task_help="task to evaluate on")
     parser.add_argument("--train-dir", type=Path, metavar="DIR",
                         help="training output of a fine-tuned run (default: results/train/TASK/MODEL/RUN)")
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads of the model (default: torch's choice)")

@@ -17,6 +17,7 @@ import yaml
 
 from .. import config as tb_config
 from ..train import job as tb_job
+from ._run_args import add_run_arguments
 
 LAUNCHED_ENV = "TUNEBENCH_LAUNCHED"
 
@@ -30,13 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "history.jsonl, best.json, run.json and config.json. A killed run resumes from DIR.resume/."
         ),
     )
-    parser.add_argument("--config", nargs="+", type=Path, required=True, metavar="FILE",
-                        help="config files, later ones overriding earlier ones")
-    parser.add_argument("--task", required=True, help="task of the run")
-    parser.add_argument("--model", required=True, help="model name from the config's models")
-    parser.add_argument("--run", required=True, metavar="METHOD[-TAG]", help="run name, e.g. lora or lora-instruction")
-    parser.add_argument("--out-dir", type=Path, metavar="DIR", help="output directory (default: results/train/TASK/MODEL/RUN)")
-    parser.add_argument("--data-dir", type=Path, metavar="DIR", help="prepared splits (default: results/data/TASK)")
+    add_run_arguments(parser, "train", run_help="METHOD[-TAG], e.g. lora or lora-instruction", task_help="task of the run")
     parser.set_defaults(func=run)
 
 
