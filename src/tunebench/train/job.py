@@ -16,17 +16,10 @@ import yaml
 
 from .. import config as tb_config
 from .. import models
+from ..data import sha256_file
 from ..errors import ConfigError, DataError
 
 SPLITS = ("train", "validation")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def accelerate_file(name: str) -> Path:
@@ -80,7 +73,7 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str, out_dir:
         path = Path(data_dir) / f"{split}.jsonl"
         if not path.is_file():
             raise DataError(f"{path} does not exist; run `tunebench data` (or the workflow's data rule) for task {task} first.")
-        data[split] = {"path": str(path), "sha256": _sha256(path)}
+        data[split] = {"path": str(path), "sha256": sha256_file(path)}
     job = {
         "task": task,
         "model": model,
