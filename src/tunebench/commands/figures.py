@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from .. import config as tb_config
-from ..errors import UserError
-from ..results import aggregate, figures, plan
+from ..results import aggregate, figures, plan, select
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,11 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    available = plan(tb_config.load(args.config)).figures
-    unknown = [name for name in args.names if name not in available]
-    if unknown:
-        raise UserError(f"this config has no figure named {', '.join(unknown)}; its figures are {', '.join(available)}.")
-    names = args.names or available
+    names = select(args.names, plan(tb_config.load(args.config)).figures, "figure")
     metrics = aggregate.read_metrics(args.metrics)
     curves = aggregate.read_curves(args.curves) if "learning_curves" in names else None
     written = figures.write_all(names, metrics, curves, args.out_dir)

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from .. import config as tb_config
-from ..errors import UserError
-from ..results import aggregate, plan, tables
+from ..results import aggregate, plan, select, tables
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,10 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    available = plan(tb_config.load(args.config)).tables
-    unknown = [name for name in args.names if name not in available]
-    if unknown:
-        raise UserError(f"this config has no table named {', '.join(unknown)}; its tables are {', '.join(available)}.")
-    written = tables.write_all(args.names or available, aggregate.read_metrics(args.metrics), args.out_dir)
+    names = select(args.names, plan(tb_config.load(args.config)).tables, "table")
+    written = tables.write_all(names, aggregate.read_metrics(args.metrics), args.out_dir)
     print(f"{len(written)} files in {args.out_dir}")
     return 0

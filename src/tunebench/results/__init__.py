@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .. import config as tb_config
+from ..errors import UserError
 
 #: Display order of methods and stages everywhere (tables, figures, paper).
 METHODS = ("full", "lora", "qlora")
@@ -62,3 +63,11 @@ def plan(config: Mapping) -> Plan:
         figures.append("gain_vs_cost")
     figures += [f"ablation_format_{task}" for task in ablations]
     return Plan(tasks=tasks, tables=tuple(tables), figures=tuple(figures), ablations=ablations, two_stage=two_stage)
+
+
+def select(names: list[str], available: list[str], kind: str) -> list[str]:
+    """The requested tables or figures (all ``available`` when none is named); unknown names are refused."""
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise UserError(f"this config has no {kind} named {', '.join(unknown)}; its {kind}s are {', '.join(available)}.")
+    return list(names) or list(available)
