@@ -7,13 +7,14 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from test_results_aggregate import write_synthetic
 from tunebench import cli
 from tunebench import config as tb_config
-from tunebench.results import aggregate, figures, paper, plan, published, tables
+from tunebench.results import aggregate, figures, labels, paper, plan, published, tables
 
 REPO = tb_config.ROOT
 CASE_STUDIES = REPO.parent / "shared" / "reference" / "case-studies.md"
@@ -104,6 +105,26 @@ def test_figures_are_written_and_reproducible(demo_config, demo_results, tmp_pat
             assert (root / "figures" / f"{name}.{ext}").stat().st_size > 10_000, (name, ext)
     again = figures.write_all(["viggo_accuracy"], metrics, curves, tmp_path)
     assert [p.read_bytes() for p in again] == [(root / "figures" / p.name).read_bytes() for p in again]
+
+
+def test_learning_curve_panels_show_whole_epochs_and_colour_each_star(demo_config, demo_results):
+    _, _, curves = demo_results
+    # Some runs stop after one epoch: their panels must still show epochs 1..N, not fractions of one.
+    assert (curves.groupby(["task", "run"])["epoch"].max() == 1).any()
+    fig = figures.learning_curves(curves)
+    last = int(curves["epoch"].max())
+    task_of = {labels.task(t): t for t in curves["task"].unique()}
+    panels = [ax for ax in fig.axes if ax.get_title() in task_of]
+    assert len(panels) == len(task_of)
+    for ax in panels:
+        assert list(ax.get_xticks()) == list(range(1, last + 1)), ax.get_title()
+        selected = curves[(curves["task"] == task_of[ax.get_title()]) & curves["selected"]]
+        (stars,) = [c for c in ax.collections if len(c.get_sizes()) and c.get_sizes()[0] == 170]
+        assert len(stars.get_offsets()) == len(selected)
+        # One colour per run, so a lone one-epoch star still says which run it is.
+        colours = {tuple(np.round(c[:3], 6)) for c in stars.get_facecolors()}
+        assert len(colours) == selected["run"].nunique()
+    figures.plt.close(fig)
 
 
 @pytest.mark.slow

@@ -24,8 +24,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.legend_handler import HandlerTuple  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from .. import config as tb_config  # noqa: E402
 from ..errors import UserError  # noqa: E402
@@ -216,6 +217,7 @@ def learning_curves(curves: pd.DataFrame) -> plt.Figure:
                                                  kind="stable")["Run"]))
     sizes = list(dict.fromkeys(curves.sort_values("params_b", kind="stable")["Model size"]))
     palette = dict(zip(runs, sns.color_palette("deep", len(runs))))
+    last_epoch = int(curves["epoch"].max())
     fig, axes = _panels(len(order), 2.6)
     for index, (ax, task) in enumerate(zip(axes, order)):
         part = curves[curves["task"] == task]
@@ -224,14 +226,20 @@ def learning_curves(curves: pd.DataFrame) -> plt.Figure:
         sns.lineplot(data=part, x="epoch", y="validation_perplexity", hue="Run", hue_order=runs, palette=palette,
                      ax=ax, legend=index == 0, units="model", estimator=None, **by_size)
         chosen = part[part["selected"]]
-        ax.scatter(chosen["epoch"], chosen["validation_perplexity"], marker="*", s=160, facecolor="gold",
-                   edgecolor="black", linewidth=0.8, zorder=5, label="Selected checkpoint" if index == 0 else None)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # The star takes its run's colour: a one-epoch run is a lone star, still told apart by colour.
+        ax.scatter(chosen["epoch"], chosen["validation_perplexity"], marker="*", s=170,
+                   color=[palette[run] for run in chosen["Run"]], edgecolor="black", linewidth=0.8, zorder=5)
+        # Every panel shows the same whole epochs, also when all its runs stopped after the first.
+        ax.set_xticks(range(1, last_epoch + 1))
+        ax.set_xlim(0.6, last_epoch + 0.4)
         ax.set_title(labels.task(task))
         ax.set_xlabel("Epoch")
         ax.set_ylabel("Validation perplexity")
     handles, texts = axes[0].get_legend_handles_labels()
     axes[0].get_legend().remove()
+    handles.append(Line2D([], [], linestyle="none", marker="*", markersize=12, markerfacecolor="white",
+                          markeredgecolor="black", markeredgewidth=0.8))
+    texts.append("Selected checkpoint (in its run's colour)")
     # seaborn puts section titles (Run, Model size) among the entries; keep them as plain text.
     fig.legend(handles, texts, loc="outside lower center", ncol=min(4, len(texts)), fontsize=8.5)
     fig.suptitle("Validation perplexity per epoch (lower is better); the star marks the checkpoint evaluated",
