@@ -119,7 +119,7 @@ def test_learning_curve_panels_show_whole_epochs_and_colour_each_star(demo_confi
     for ax in panels:
         assert list(ax.get_xticks()) == list(range(1, last + 1)), ax.get_title()
         selected = curves[(curves["task"] == task_of[ax.get_title()]) & curves["selected"]]
-        (stars,) = [c for c in ax.collections if len(c.get_sizes()) and c.get_sizes()[0] == 170]
+        (stars,) = [c for c in ax.collections if len(c.get_sizes()) and c.get_sizes()[0] == figures.STAR_SIZE]
         assert len(stars.get_offsets()) == len(selected)
         # One colour per run, so a lone one-epoch star still says which run it is.
         colours = {tuple(np.round(c[:3], 6)) for c in stars.get_facecolors()}

@@ -38,6 +38,7 @@ WIDTH = 7.0  # inches: the text width of the paper, so figures are not rescaled 
 PROMPTED_COLOR = "#3a3a3a"
 REFERENCE_COLOR = "#7b3294"  # purple, as the study drew GPT-4
 PERCENT = "% of test examples"
+STAR_SIZE = 170  # marker area of a selected checkpoint in the learning curves
 
 
 def _theme() -> None:
@@ -227,7 +228,7 @@ def learning_curves(curves: pd.DataFrame) -> plt.Figure:
                      ax=ax, legend=index == 0, units="model", estimator=None, **by_size)
         chosen = part[part["selected"]]
         # The star takes its run's colour: a one-epoch run is a lone star, still told apart by colour.
-        ax.scatter(chosen["epoch"], chosen["validation_perplexity"], marker="*", s=170,
+        ax.scatter(chosen["epoch"], chosen["validation_perplexity"], marker="*", s=STAR_SIZE,
                    color=[palette[run] for run in chosen["Run"]], edgecolor="black", linewidth=0.8, zorder=5)
         # Every panel shows the same whole epochs, also when all its runs stopped after the first.
         ax.set_xticks(range(1, last_epoch + 1))
