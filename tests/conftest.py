@@ -39,3 +39,17 @@ def demo_config():
 @pytest.fixture(scope="session")
 def paper_config():
     return tb_config.load(ROOT / "config" / "config.yaml")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The CPU facts and 4-bit kernel path every result of this session depends on (printed even with -q)."""
+    from tunebench import hardware
+
+    facts = hardware.describe()
+    flags = ", ".join(f"{name}={'yes' if present else 'no'}" for name, present in facts["cpu_flags"].items())
+    terminalreporter.write_sep("-", "tunebench hardware")
+    terminalreporter.write_line(f"{facts['cpu']}; {flags}; torch CPU capability {facts['torch_cpu_capability']}")
+    terminalreporter.write_line(
+        f"bitsandbytes {facts.get('bitsandbytes')}: CPU 4-bit inference kernel {facts.get('bnb_cpu_4bit_kernel')} "
+        f"({hardware.BNB_CPU_KERNEL_ENV}={hardware.bnb_cpu_kernel_choice()})"
+    )

@@ -18,7 +18,7 @@ import yaml
 from transformers import AutoTokenizer
 
 from train_support import tiny_config, tokenizer_dir, train_in_process, write_data  # noqa: F401  (session fixture)
-from tunebench import cli, data, formats, models, tasks
+from tunebench import cli, data, formats, hardware, models, tasks
 from tunebench import config as tb_config
 from tunebench import evaluate as tb_evaluate
 from tunebench.errors import ConfigError, DataError
@@ -200,7 +200,11 @@ def test_user_errors_end_in_one_sentence(config, prepared, loaded, tmp_path, cap
 
 
 @pytest.mark.slow
-def test_a_qlora_checkpoint_decodes_the_same_at_any_batch_size(tokenizer_dir, mirror, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("kernel", ["portable", pytest.param("avx512_bf16", marks=pytest.mark.skipif(
+    not hardware.bnb_has_avx512_bf16(), reason="this CPU has no AVX512_BF16"))])
+def test_a_qlora_checkpoint_decodes_the_same_at_any_batch_size(kernel, tokenizer_dir, mirror, tmp_path, monkeypatch):  # noqa: F811
+    """On each of bitsandbytes' CPU 4-bit paths, and metrics.json says which one ran."""
+    monkeypatch.setenv(hardware.BNB_CPU_KERNEL_ENV, "portable" if kernel == "portable" else "auto")
     settings = eval_config(tokenizer_dir, mirror, max_new_tokens={"multiplication": 10})
     settings["experiments"]["finetune"][0]["methods"] = ["qlora"]
     data_dir = write_data(tmp_path / "data", train=8, validation=4, test=5)
@@ -212,5 +216,6 @@ def test_a_qlora_checkpoint_decodes_the_same_at_any_batch_size(tokenizer_dir, mi
         out = tmp_path / f"eval-{batch_size}"
         metrics = tb_evaluate.evaluate(settings, "multiplication", "tiny", "qlora", data_dir=data_dir, out_dir=out, train_dir=train_dir)
         assert (metrics["method"], metrics["stage"], metrics["n"]) == ("qlora", "finetuned", 5)
+        assert metrics["hardware"]["bnb_4bit_kernel_used"] == kernel
         outputs.append((out / "predictions.jsonl").read_bytes())
     assert outputs[0] == outputs[1]

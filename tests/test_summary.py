@@ -17,3 +17,21 @@ def test_summary_shows_the_primary_metrics_and_the_paths(demo_config, tmp_path, 
     assert "exact_match" not in out and "parse_rate" not in out  # only each task's primary metric
     assert f"paper: {tmp_path / 'paper' / 'tunebench.pdf'}  (missing)" in out
     assert f"metrics: {tmp_path / 'metrics.csv'}" in out and "metrics.csv  (missing)" not in out
+
+
+def test_summary_says_how_to_get_the_pdf_when_tex_is_missing(demo_config, tmp_path, capsys, monkeypatch):
+    write_synthetic(demo_config, tmp_path)
+    aggregate.write(demo_config, tmp_path, tmp_path / "metrics.csv", tmp_path / "learning_curves.csv")
+    (tmp_path / "empty-bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    assert cli.main(["summary", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().splitlines()[-1] == (
+        "The paper PDF was not built: latexmk and pdflatex not found; install LaTeX with `apt-get install "
+        "latexmk texlive-latex-base texlive-latex-recommended texlive-fonts-recommended` (Debian/Ubuntu), "
+        "then run `make demo` again (it builds only the paper)."
+    )
+    (tmp_path / "paper").mkdir()
+    (tmp_path / "paper" / "tunebench.pdf").write_bytes(b"%PDF-1.5\n")
+    assert cli.main(["summary", "--results", str(tmp_path)]) == 0
+    assert "was not built" not in capsys.readouterr().out

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from . import config as tb_config
-from . import data, formats, scoring, stats, tasks
+from . import data, formats, hardware, scoring, stats, tasks
 from .errors import ConfigError, DataError, UserError
 from .generate import Generation, generate
 
@@ -230,6 +230,7 @@ def evaluate(
     device = str(next(model.parameters()).device)
     metrics = summary(spec, records, config, wall_time_s=throughput.wall_time_s, tokens_per_s=throughput.tokens_per_s,
                       batch_size=batch_size, limit=limit, device=device)
+    metrics["hardware"] = hardware.describe_run(model)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

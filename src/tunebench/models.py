@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 import torch
 
+from . import hardware
 from .errors import ConfigError, UserError
 
 TOKEN_ENV = "HF_TOKEN"
@@ -169,8 +170,18 @@ def load_model(
     quantization=None,
     attn_implementation: str = "sdpa",
     device: str | torch.device | None = None,
+    training: bool = False,
 ):
-    """The causal LM of ``source`` in ``dtype``, optionally quantised (a ``BitsAndBytesConfig``)."""
+    """The causal LM of ``source`` in ``dtype``, optionally quantised (a ``BitsAndBytesConfig``).
+
+    A quantised model's 4-bit layers are held to the CPU kernel path :mod:`tunebench.hardware` chose
+    (the portable one when ``training``).
+    """
+    model = _load_model(source, dtype, quantization, attn_implementation, device)
+    return model if quantization is None else hardware.apply_bnb_cpu_kernel(model, training=training)
+
+
+def _load_model(source, dtype, quantization, attn_implementation, device):
     from transformers import AutoModelForCausalLM
 
     kind = source_kind(source)

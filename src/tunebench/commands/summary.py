@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..results import paper
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("summary", help="print where the paper, report and tables are, and the main comparison")
@@ -31,4 +33,8 @@ def run(args: argparse.Namespace) -> int:
     ):
         state = "" if path.exists() else "  (missing)"
         print(f"{label:>10}: {path}{state}")
+    missing = paper.tex_missing()
+    if missing and not (results / "paper" / "tunebench.pdf").exists():
+        print(f"The paper PDF was not built: {paper.how_to_get_tex(missing)}, then run `make demo` again "
+              "(it builds only the paper).")
     return 0

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import torch
 from tqdm.auto import tqdm
 
-from .. import tasks
+from .. import hardware, tasks
 from ..tasks.base import iter_jsonl
 from . import batching, methods
 from .checkpoint import ResumeDir
@@ -321,6 +321,7 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
         "examples": {split: stats[split].examples for split in stats},
         "truncated_examples": {split: stats[split].truncated for split in stats},
         "skipped_examples": {split: stats[split].skipped for split in stats},
+        "hardware": hardware.describe_run(trainer.built.model),
     }
     if trainer.main:
         out_dir.mkdir(parents=True, exist_ok=True)

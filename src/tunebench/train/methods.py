@@ -80,7 +80,7 @@ def build(job: Mapping[str, Any], device: torch.device) -> Built:
     else:
         source = job["base_source"]
     model = models.load_model(source, dtype=dtype, quantization=quantization,
-                              attn_implementation=training["attn_implementation"], device=device)
+                              attn_implementation=training["attn_implementation"], device=device, training=True)
     if model.get_input_embeddings().num_embeddings != len(tokenizer):
         torch.manual_seed(job["seed"])  # the resize draws the new rows around the mean of the old ones
         model.resize_token_embeddings(len(tokenizer))
