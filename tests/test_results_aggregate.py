@@ -51,6 +51,7 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
         folder = results / "eval" / run.task / run.model / run.run
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(doc))
+        write_predictions(folder, run.task, values, n)
     finetuned_values = {}
     for run in tb_config.finetune_runs(config):
         epochs = run.training["epochs"]
@@ -86,6 +87,13 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
         folder = results / "eval" / run.task / run.model / run.run
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(doc))
+        write_predictions(folder, run.task, values, n)
+
+
+def write_predictions(folder: Path, task: str, values: dict, n: int) -> None:
+    """predictions.jsonl whose verdicts average to ``values`` (rounded to whole rows), as the claims read them."""
+    lines = [{"id": f"{task}-test-{i:05d}", "verdict": {m: i < round(v * n) for m, v in values.items()}} for i in range(n)]
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 def test_one_row_per_run_and_metric_with_run_facts(demo_config, tmp_path):

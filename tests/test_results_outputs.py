@@ -14,7 +14,7 @@ import pytest
 from test_results_aggregate import write_synthetic
 from tunebench import cli
 from tunebench import config as tb_config
-from tunebench.results import aggregate, figures, labels, paper, plan, published, tables
+from tunebench.results import aggregate, claims, figures, labels, paper, plan, published, tables
 
 REPO = tb_config.ROOT
 CASE_STUDIES = REPO.parent / "shared" / "reference" / "case-studies.md"
@@ -23,15 +23,20 @@ CASE_STUDIES = REPO.parent / "shared" / "reference" / "case-studies.md"
 def build_results(config: dict, root: Path, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     write_synthetic(config, root, seed=seed)
     aggregate.write(config, root, root / "metrics.csv", root / "learning_curves.csv")
+    claims.write(config, root, root / "claims.csv")
     return aggregate.read_metrics(root / "metrics.csv"), aggregate.read_curves(root / "learning_curves.csv")
+
+
+def decided(root: Path) -> pd.DataFrame:
+    return claims.read(root / "claims.csv")
 
 
 @pytest.fixture(scope="module")
 def demo_results(demo_config, tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     metrics, curves = build_results(demo_config, root)
-    tables.write_all(plan(demo_config).tables, metrics, root / "tables")
-    figures.write_all(plan(demo_config).figures, metrics, curves, root / "figures")
+    tables.write_all(plan(demo_config).tables, metrics, root / "tables", decided(root))
+    figures.write_all(plan(demo_config).figures, metrics, curves, root / "figures", decided(root))
     return root, metrics, curves
 
 
@@ -130,13 +135,14 @@ def test_learning_curve_panels_show_whole_epochs_and_colour_each_star(demo_confi
 @pytest.mark.slow
 def test_figures_of_the_paper_matrix(paper_config, tmp_path):
     metrics, curves = build_results(paper_config, tmp_path, seed=5)
-    written = figures.write_all(plan(paper_config).figures, metrics, curves, tmp_path / "figures")
+    written = figures.write_all(plan(paper_config).figures, metrics, curves, tmp_path / "figures", decided(tmp_path))
     assert len(written) == 2 * len(plan(paper_config).figures)
 
 
 def _paper_text(config, root: Path, build: Path) -> str:
     paper.write_sources(config, ["config/demo.yaml"], aggregate.read_metrics(root / "metrics.csv"),
-                        aggregate.read_curves(root / "learning_curves.csv"), root / "tables", root / "figures", build)
+                        aggregate.read_curves(root / "learning_curves.csv"), root / "tables", root / "figures", build,
+                        decided(root))
     return "\n".join(p.read_text() for p in sorted((build / "generated").glob("*.tex")))
 
 
@@ -153,7 +159,7 @@ def test_a_changed_metric_changes_the_table_and_the_paper_text(demo_config, demo
     doc["metrics"]["attributes_ordered_accuracy"].update(value=0.837, ci_low=0.761, ci_high=0.902)
     path.write_text(json.dumps(doc))
     metrics, _ = aggregate.write(demo_config, root, root / "metrics.csv", root / "learning_curves.csv")
-    tables.write_all(plan(demo_config).tables, aggregate.read_metrics(root / "metrics.csv"), root / "tables")
+    tables.write_all(plan(demo_config).tables, aggregate.read_metrics(root / "metrics.csv"), root / "tables", decided(root))
     after_table = (root / "tables" / "viggo.md").read_text()
     after_paper = _paper_text(demo_config, root, tmp_path / "build")
 
@@ -169,7 +175,8 @@ def test_paper_pdf_builds(demo_config, demo_results, tmp_path):
     root, _, _ = demo_results
     build = tmp_path / "build"
     main = paper.write_sources(demo_config, ["config/demo.yaml"], aggregate.read_metrics(root / "metrics.csv"),
-                               aggregate.read_curves(root / "learning_curves.csv"), root / "tables", root / "figures", build)
+                               aggregate.read_curves(root / "learning_curves.csv"), root / "tables", root / "figures", build,
+                               decided(root))
     numbers = (build / "generated" / "numbers.tex").read_text()
     # Every \tb{key} of the hand-written prose is generated.
     prose = "\n".join(line for line in (REPO / "paper" / "tunebench.tex").read_text().splitlines()
@@ -186,7 +193,7 @@ def test_an_unknown_number_key_stops_the_build(demo_config, demo_results, tmp_pa
     root, _, _ = demo_results
     main = paper.write_sources(demo_config, ["config/demo.yaml"], aggregate.read_metrics(root / "metrics.csv"),
                                aggregate.read_curves(root / "learning_curves.csv"), root / "tables", root / "figures",
-                               tmp_path / "build")
+                               tmp_path / "build", decided(root))
     main.write_text(main.read_text().replace(r"\maketitle", r"\maketitle \tb{no-such-number}"))
     with pytest.raises(paper.LatexError, match="No generated value named no-such-number"):
         paper.compile_pdf(main, tmp_path / "tunebench.pdf")
@@ -227,11 +234,12 @@ def test_awkward_results_still_give_every_output(tmp_path):
         entry.update(value=0.0, ci_low=0.0, ci_high=0.0)
     path.write_text(json.dumps(doc))
     aggregate.write(config, tmp_path, tmp_path / "metrics.csv", tmp_path / "learning_curves.csv")
+    claims.write(config, tmp_path, tmp_path / "claims.csv")
     metrics = aggregate.read_metrics(tmp_path / "metrics.csv")
     curves = aggregate.read_curves(tmp_path / "learning_curves.csv")
     chosen = plan(config)
-    tables.write_all(chosen.tables, metrics, tmp_path / "tables")
-    figures.write_all(chosen.figures, metrics, curves, tmp_path / "figures")
+    tables.write_all(chosen.tables, metrics, tmp_path / "tables", decided(tmp_path))
+    figures.write_all(chosen.figures, metrics, curves, tmp_path / "figures", decided(tmp_path))
     assert "| tiny-llama | LoRA | 8 | 8 | – | – | – |" in (tmp_path / "tables" / "sql.md").read_text()
     text = _paper_text(config, tmp_path, tmp_path / "build")
     assert "Full reaches 0.0\\,\\%" in text

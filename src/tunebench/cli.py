@@ -26,6 +26,7 @@ COMMANDS = {
     "evaluate": "generate and score a baseline or fine-tuned model on a task's test split",
     "score": "score model outputs in a JSONL file",
     "aggregate": "collect every run's metrics into results/metrics.csv",
+    "claims": "decide the case studies' claims with paired bootstrap intervals",
     "tables": "write the result tables (CSV, Markdown, LaTeX)",
     "figures": "draw the result figures (PNG, PDF)",
     "paper": "build the paper PDF from the results",

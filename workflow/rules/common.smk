@@ -4,9 +4,12 @@ from pathlib import Path
 import sys
 
 from snakemake.utils import validate
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from tunebench import config as tb_config
 from tunebench import tasks as tb_tasks
+from tunebench.results import claims as tb_claims
+from tunebench.results import paper as tb_paper
 from tunebench.results import plan as results_plan
 from tunebench.errors import ConfigError
 
@@ -184,6 +187,16 @@ def report_figures():
     return files
 
 
+def claims_predictions():
+    """The predictions every claim of the studies compares (see tunebench.results.claims)."""
+    return tb_claims.prediction_files(config)
+
+
+def claims_input(wildcards):
+    """results/claims.csv for the steps that show the claims, when this config decides any."""
+    return {"claims": "results/claims.csv"} if "claims" in RESULTS.tables else {}
+
+
 def paper_inputs():
     return {
         "tables": expand("results/tables/{name}.tex", name=RESULTS.tables),
@@ -194,6 +207,23 @@ def paper_inputs():
     }
 
 
+def paper_buildable():
+    """The PDF needs TeX where the paper job runs: on this machine, or in the suite's container.
+
+    Without it the default target leaves the paper out, so every other output and the report are
+    still built and the run succeeds; `tunebench summary` says how to get the PDF.
+    """
+    if DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method:
+        return True
+    missing = tb_paper.tex_missing()
+    if missing:
+        print(
+            f"tunebench: {tb_paper.how_to_get_tex(missing)}; this run builds everything but the paper PDF.",
+            file=sys.stderr,
+        )
+    return not missing
+
+
 def all_targets():
     return (
         expand("results/data/{task}/manifest.json", task=DATA_TASKS)
@@ -202,5 +232,5 @@ def all_targets():
         + ["results/metrics.csv"]
         + table_files()
         + figure_files()
-        + ["results/paper/tunebench.pdf"]
+        + (["results/paper/tunebench.pdf"] if paper_buildable() else [])
     )

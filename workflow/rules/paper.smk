@@ -5,6 +5,7 @@
 
 rule paper:
     input:
+        unpack(claims_input),
         **paper_inputs(),
         metrics="results/metrics.csv",
         curves="results/learning_curves.csv",

@@ -19,9 +19,23 @@ rule aggregate:
         " --out {output.metrics} --curves {output.curves} > {log} 2>&1"
 
 
+rule claims:
+    input:
+        claims_predictions(),
+    output:
+        "results/claims.csv",
+    log:
+        "results/logs/results/claims.log",
+    params:
+        configfiles=CONFIGFILES,
+    shell:
+        "tunebench claims --config {params.configfiles} --results results --out {output} > {log} 2>&1"
+
+
 rule tables:
     input:
-        "results/metrics.csv",
+        unpack(claims_input),
+        metrics="results/metrics.csv",
     output:
         report_tables(),
     log:
@@ -29,12 +43,13 @@ rule tables:
     params:
         configfiles=CONFIGFILES,
     shell:
-        "tunebench tables --config {params.configfiles} --metrics {input}"
+        "tunebench tables --config {params.configfiles} --metrics {input.metrics}"
         " --out-dir results/tables > {log} 2>&1"
 
 
 rule figures:
     input:
+        unpack(claims_input),
         metrics="results/metrics.csv",
         curves="results/learning_curves.csv",
     output:

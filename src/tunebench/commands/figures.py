@@ -6,17 +6,18 @@ import argparse
 from pathlib import Path
 
 from .. import config as tb_config
-from ..results import aggregate, figures, plan, select
+from ..results import aggregate, claims, figures, plan, select
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("figures", help="draw the result figures (PNG and PDF)")
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help="figures to draw: TASK_accuracy, learning_curves, two_stage_TASK, gain_vs_cost, "
-                             "ablation_format_TASK (default: all the config has)")
+                             "ablation_format_TASK, claims (default: all the config has)")
     parser.add_argument("--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)")
     parser.add_argument("--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate")
     parser.add_argument("--curves", type=Path, default=Path("results/learning_curves.csv"), help="output of tunebench aggregate")
+    parser.add_argument("--claims", type=Path, default=Path("results/claims.csv"), help="output of tunebench claims")
     parser.add_argument("--out-dir", type=Path, default=Path("results/figures"), help="directory of the figure files")
     parser.set_defaults(func=run)
 
@@ -25,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     names = select(args.names, plan(tb_config.load(args.config)).figures, "figure")
     metrics = aggregate.read_metrics(args.metrics)
     curves = aggregate.read_curves(args.curves) if "learning_curves" in names else None
-    written = figures.write_all(names, metrics, curves, args.out_dir)
+    decided = claims.read(args.claims) if "claims" in names else None
+    written = figures.write_all(names, metrics, curves, args.out_dir, decided)
     print(f"{len(written)} files in {args.out_dir}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .. import config as tb_config
-from ..results import aggregate, plan, select, tables
+from ..results import aggregate, claims, plan, select, tables
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,12 +15,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="tables to write: main, a task name, published, cost, ablation_format_TASK (default: all the config has)")
     parser.add_argument("--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)")
     parser.add_argument("--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate")
+    parser.add_argument("--claims", type=Path, default=Path("results/claims.csv"), help="output of tunebench claims")
     parser.add_argument("--out-dir", type=Path, default=Path("results/tables"), help="directory of the table files")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     names = select(args.names, plan(tb_config.load(args.config)).tables, "table")
-    written = tables.write_all(names, aggregate.read_metrics(args.metrics), args.out_dir)
+    decided = claims.read(args.claims) if "claims" in names else None
+    written = tables.write_all(names, aggregate.read_metrics(args.metrics), args.out_dir, decided)
     print(f"{len(written)} files in {args.out_dir}")
     return 0

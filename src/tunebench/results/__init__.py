@@ -12,6 +12,7 @@ from typing import Mapping
 
 from .. import config as tb_config
 from ..errors import UserError
+from . import claims as tb_claims
 
 #: Display order of methods and stages everywhere (tables, figures, paper).
 METHODS = ("full", "lora", "qlora")
@@ -62,6 +63,10 @@ def plan(config: Mapping) -> Plan:
     if has_finetuned and baselines:
         figures.append("gain_vs_cost")
     figures += [f"ablation_format_{task}" for task in ablations]
+    runs = tb_claims.evaluated_runs(config)
+    if any(tb_claims.pairs(claim, runs) for claim in tb_claims.load_claims()):
+        tables.append("claims")
+        figures.append("claims")
     return Plan(tasks=tasks, tables=tuple(tables), figures=tuple(figures), ablations=ablations, two_stage=two_stage)
 
 

@@ -9,6 +9,7 @@ Each figure is drawn by one function and saved under one name (see :func:`tunebe
 ``two_stage_{task}``      prompted, fine-tuned on the task, and fine-tuned on a first task before it
 ``gain_vs_cost``          gain over the prompted baseline against training device-hours
 ``ablation_format_{task}`` the same model and method trained in two prompt formats
+``claims``                each claim of the studies: the paired difference and its interval, by verdict
 """
 
 from __future__ import annotations
@@ -361,8 +362,36 @@ def ablation(metrics: pd.DataFrame, task: str) -> plt.Figure:
     return fig
 
 
-def build(name: str, metrics: pd.DataFrame, curves: pd.DataFrame) -> plt.Figure:
+VERDICT_COLORS = {"reproduced": "#1b7837", "contradicted": "#b2182b", "undecided": "#8c8c8c"}
+
+
+def claims(frame: pd.DataFrame) -> plt.Figure:
+    """Each decided claim's paired difference with its interval, coloured by verdict; zero marked."""
+    ran = frame[frame["label"] != "not run"].dropna(subset=["difference"]).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.9 + 0.32 * max(1, len(ran))))
+    for i, row in ran.iterrows():
+        color = VERDICT_COLORS[row["label"]]
+        center, low, high = row["difference"] * 100, row["ci_low"] * 100, row["ci_high"] * 100
+        ax.errorbar(center, i, xerr=[[center - low], [high - center]], fmt="o", color=color, capsize=3, markersize=5)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(ran)))
+    ax.set_yticklabels([f"{labels.task(r['task'])} {r['size']}: {r['better_run']} vs {r['than_run']}"
+                        for _, r in ran.iterrows()])
+    ax.invert_yaxis()
+    ax.set_xlabel("Paired difference on the same test rows (points)")
+    handles = [Line2D([], [], marker="o", linestyle="", color=color, label=name) for name, color in VERDICT_COLORS.items()]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="Verdict")
+    not_run = int((frame["label"] == "not run").sum())
+    ax.set_title("The studies' claims on these runs" + (f" ({not_run} not run)" if not_run else ""))
+    return fig
+
+
+def build(name: str, metrics: pd.DataFrame, curves: pd.DataFrame, claims_frame: pd.DataFrame | None = None) -> plt.Figure:
     _theme()
+    if name == "claims":
+        if claims_frame is None:
+            raise UserError("the claims figure needs results/claims.csv; run `tunebench claims` first.")
+        return claims(claims_frame)
     if name == "learning_curves":
         return learning_curves(curves)
     if name == "gain_vs_cost":
@@ -377,6 +406,7 @@ def build(name: str, metrics: pd.DataFrame, curves: pd.DataFrame) -> plt.Figure:
                     "two_stage_TASK, gain_vs_cost and ablation_format_TASK.")
 
 
-def write_all(names, metrics: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> list[Path]:
-    return [path for name in names for path in save(build(name, metrics, curves), Path(out_dir) / name)]
+def write_all(names, metrics: pd.DataFrame, curves: pd.DataFrame, out_dir: Path,
+              claims_frame: pd.DataFrame | None = None) -> list[Path]:
+    return [path for name in names for path in save(build(name, metrics, curves, claims_frame), Path(out_dir) / name)]
 

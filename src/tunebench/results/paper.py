@@ -24,6 +24,7 @@ from ..errors import UserError
 from . import METHODS, labels, plan
 from . import published as tb_published
 from . import tables as tb_tables
+from . import claims as tb_claims
 
 SOURCE_DIR = tb_config.ROOT / "paper"
 MAIN = "tunebench.tex"
@@ -359,10 +360,47 @@ def setup_tex(config: Mapping, metrics: pd.DataFrame) -> str:
 
 # -- assembly and build --------------------------------------------------------------------------
 
+def claims_headline(claims: pd.DataFrame | None) -> str:
+    """The abstract's count of the studies' claims by verdict, from results/claims.csv."""
+    if claims is None or claims.empty:
+        return ""
+    found = tb_claims.counts(claims)
+    decided = len(claims) - found["not run"]
+    text = (f"Tested as paired differences on the same test rows, {decided} comparisons of the studies' claims were "
+            f"{found['reproduced']} reproduced, {found['contradicted']} contradicted and {found['undecided']} "
+            "undecided at this scale")
+    if found["not run"]:
+        text += f"; {found['not run']} claims have no runs in this configuration"
+    return text + "."
+
+
+def claims_tex(claims: pd.DataFrame | None) -> str:
+    if claims is None or claims.empty:
+        return "This configuration makes no pair of runs that a claim of the studies compares.\n"
+    found = tb_claims.counts(claims)
+    undecided = claims[claims["label"] == "undecided"]
+    widest = (undecided["ci_high"] - undecided["ci_low"]).max() * 100 if not undecided.empty else None
+    text = ("Each qualitative claim of the studies compares two kinds of run of the same model on the same test "
+            "rows. We take the per-row verdicts of both runs, average their difference and bootstrap the rows in "
+            "pairs; a claim is reproduced when the whole interval lies above zero and contradicted when it lies "
+            f"below. Of {len(claims) - found['not run']} comparisons, {found['reproduced']} reproduce their claim, "
+            f"{found['contradicted']} contradict it and {found['undecided']} cannot decide it")
+    if widest is not None:
+        text += (f"; the widest undecided interval spans {widest:.1f} points, so those test sets are too small (or "
+                 "the effect too weak at this model size) to tell")
+    text += ". Table~\\ref{tab:claims} lists every comparison and Figure~\\ref{fig:claims} draws them.\n"
+    table = tb_tables.claims_table(claims)
+    return (text + _figure("claims", "The studies' claims on these runs: paired difference on the same test rows with "
+                           "its bootstrap interval, coloured by verdict.", "claims")
+            + _table("claims", table.caption, len(table.rows)))
+
+
 def write_sources(config: Mapping, config_files: Iterable[str], metrics: pd.DataFrame, curves: pd.DataFrame,
-                  tables_dir: Path, figures_dir: Path, build_dir: Path) -> Path:
+                  tables_dir: Path, figures_dir: Path, build_dir: Path, claims: pd.DataFrame | None = None) -> Path:
     """Copy the hand-written sources and write the generated includes; returns the main .tex file."""
     chosen = plan(config)
+    if "claims" in chosen.tables and claims is None:
+        raise UserError("this configuration decides claims of the studies; run `tunebench claims` before the paper.")
     build_dir = Path(build_dir)
     generated = build_dir / "generated"
     if generated.exists():
@@ -383,7 +421,8 @@ def write_sources(config: Mapping, config_files: Iterable[str], metrics: pd.Data
         shutil.copyfile(path, generated / "figures" / path.name)
     files = {
         "numbers.tex": numbers_tex(numbers(config, config_files, metrics)),
-        "headline.tex": headline(metrics) + "\n",
+        "headline.tex": " ".join(filter(None, [headline(metrics), claims_headline(claims)])) + "\n",
+        "claims.tex": claims_tex(claims) if "claims" in chosen.tables else claims_tex(None),
         "setup.tex": setup_tex(config, metrics),
         "results.tex": results_tex(metrics, chosen.tasks),
         "published.tex": published_tex(metrics),
@@ -402,11 +441,19 @@ def _first_error(log: str) -> str:
     return "see the log for the first error"
 
 
+def tex_missing() -> list[str]:
+    """The TeX programs the PDF needs that are not on PATH (empty when the paper can be built)."""
+    return [tool for tool in ("latexmk", "pdflatex") if shutil.which(tool) is None]
+
+
+def how_to_get_tex(missing: list[str]) -> str:
+    return f"{' and '.join(missing)} not found; install LaTeX with `apt-get install {TEX_PACKAGES}` (Debian/Ubuntu)"
+
+
 def compile_pdf(main: Path, out: Path) -> Path:
-    missing = [tool for tool in ("latexmk", "pdflatex") if shutil.which(tool) is None]
+    missing = tex_missing()
     if missing:
-        raise LatexError(f"{' and '.join(missing)} not found; install LaTeX with `apt-get install {TEX_PACKAGES}` "
-                         "(Debian/Ubuntu) and run the paper step again.")
+        raise LatexError(f"{how_to_get_tex(missing)} and run the paper step again.")
     main = Path(main)
     # A fixed source date makes the PDF depend on the results only, not on when it was built;
     # long log lines keep an error message on one line for the report below.

@@ -305,7 +305,41 @@ def ablation_table(metrics: pd.DataFrame, task: str) -> Table:
     )
 
 
-def build(name: str, metrics: pd.DataFrame) -> Table:
+def claims_table(claims: pd.DataFrame) -> Table:
+    """Each claim of the studies, per pair of runs: the paired difference, its interval and the verdict.
+
+    The published figure behind each claim stays in the CSV; the printed table keeps to what fits a page.
+    """
+    header = ["Claim", "Size", "Compared on", "n", "Difference (points)", "Verdict"]
+    rows, data = [], []
+    for _, row in claims.iterrows():
+        ran = row["label"] != "not run"
+        compared = f"{labels.task(row['task'])}: {row['better_run']} vs {row['than_run']}" if ran else "–"
+        interval = (f"{signed(row['difference'] * 100)} [{signed(row['ci_low'] * 100)}, {signed(row['ci_high'] * 100)}]"
+                    if ran and row["n"] else "–")
+        rows.append([row["statement"], str(row["size"]) if ran else "–", compared, f"{row['n']:.0f}" if ran else "–",
+                     interval, row["label"]])
+        data.append({key: row[key] for key in ("claim", "task", "metric", "model", "size", "better_run", "than_run",
+                                               "n", "label", "published")}
+                    | {key: round(row[key] * 100, 1) if ran and pd.notna(row[key]) else math.nan
+                       for key in ("difference", "ci_low", "ci_high")})
+    return Table(
+        name="claims",
+        caption=("The case studies' claims on these runs: the mean paired difference on the same test rows, in "
+                 "points, with its paired bootstrap interval; reproduced when the interval lies above zero, "
+                 "contradicted when below, undecided when it holds zero."),
+        data=pd.DataFrame(data),
+        header=header,
+        rows=rows,
+        numeric=[False, False, False, True, True, False],
+    )
+
+
+def build(name: str, metrics: pd.DataFrame, claims: pd.DataFrame | None = None) -> Table:
+    if name == "claims":
+        if claims is None:
+            raise UserError("the claims table needs results/claims.csv; run `tunebench claims` first.")
+        return claims_table(claims)
     if name == "main":
         return overview_table(metrics)
     if name == "published":
@@ -378,6 +412,7 @@ def write(table: Table, out_dir: Path) -> list[Path]:
     return paths
 
 
-def write_all(names: Iterable[str], metrics: pd.DataFrame, out_dir: Path) -> list[Path]:
-    return [path for name in names for path in write(build(name, metrics), out_dir)]
+def write_all(names: Iterable[str], metrics: pd.DataFrame, out_dir: Path,
+              claims: pd.DataFrame | None = None) -> list[Path]:
+    return [path for name in names for path in write(build(name, metrics, claims), out_dir)]
 

@@ -1,0 +1,166 @@
+"""The case studies' claims, decided on this configuration's runs with paired bootstrap intervals.
+
+Each claim in ``resources/claims.yaml`` compares two kinds of run of the same model on the same test
+rows. For every pair of evaluated runs it selects, the per-row verdicts of both ``predictions.jsonl``
+files are joined by row id (rows either run could not score are left out), and the mean difference
+gets a paired bootstrap interval. The label follows from the interval: *reproduced* when it lies
+above zero, *contradicted* when below, *undecided* when it holds zero. A claim none of whose runs
+this configuration makes is one row labelled *not run*, so a missing run never reads as a verdict.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import pandas as pd
+import yaml
+
+from .. import config as tb_config
+from .. import stats
+from .. import tasks as tb_tasks
+from ..errors import DataError
+
+LABELS = ("reproduced", "contradicted", "undecided", "not run")
+COLUMNS = [
+    "claim", "statement", "source", "published", "task", "metric", "model", "size", "better_run", "than_run",
+    "n", "better_value", "than_value", "difference", "ci_low", "ci_high", "label",
+]
+SELECTOR_KEYS = ("stage", "method", "format", "variant")
+
+
+def load_claims() -> list[dict]:
+    text = resources.files("tunebench").joinpath("resources/claims.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def evaluated_runs(config: Mapping) -> list[dict]:
+    """Every evaluated run of the config with the attributes a claim selects on."""
+    runs = [
+        {"task": run.task, "model": run.model, "run": run.run, "stage": run.stage, "method": run.method,
+         "format": run.format, "variant": None}
+        for run in tb_config.finetune_runs(config) if run.evaluate
+    ]
+    runs += [
+        {"task": run.task, "model": run.model, "run": run.run, "stage": "baseline", "method": None,
+         "format": None, "variant": run.variant}
+        for run in tb_config.baseline_runs(config)
+    ]
+    return runs
+
+
+def _matches(run: Mapping, selector: Mapping) -> bool:
+    return all(run[key] == selector[key] for key in SELECTOR_KEYS if key in selector)
+
+
+def pairs(claim: Mapping, runs: list[dict]) -> list[tuple[dict, dict, str]]:
+    """``(better, than, metric)`` for every pair of runs the claim compares, in config order."""
+    found = []
+    claim_tasks = tb_config.SCORED_TASKS if claim["task"] == "any" else (claim["task"],)
+    for task in claim_tasks:
+        metric = tb_tasks.get(task).primary_metric if claim["metric"] == "primary" else claim["metric"]
+        of_task = [run for run in runs if run["task"] == task]
+        for better in (run for run in of_task if _matches(run, claim["better"])):
+            for than in of_task:
+                if than is better or than["model"] != better["model"] or not _matches(than, claim["than"]):
+                    continue
+                if all(than[key] == better[key] for key in claim.get("pair_on", [])):
+                    found.append((better, than, metric))
+    return found
+
+
+def verdicts(path: Path, metric: str) -> dict[str, float]:
+    """Row id → the metric's verdict (as 0/1 or a number) for every row the scorer could judge."""
+    if not path.is_file():
+        raise DataError(f"{path} is missing; run the evaluation step for it first.")
+    found = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                record = json.loads(line)
+                value = record["verdict"][metric]
+                row_id = record["id"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DataError(f"{path} line {number} is not a prediction record with a verdict for {metric}; "
+                                "delete the file and re-run its evaluation step.") from None
+            if value is not None:
+                found[row_id] = float(value)
+    return found
+
+
+def label(low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return "undecided"
+    if low > 0:
+        return "reproduced"
+    if high < 0:
+        return "contradicted"
+    return "undecided"
+
+
+def decide(config: Mapping, results: Path, claims: Iterable[Mapping] | None = None) -> pd.DataFrame:
+    """One row per claim and pair of runs (or per claim not run), in the order of the claims file."""
+    evaluation = config["evaluation"]
+    runs = evaluated_runs(config)
+    rows = []
+    for claim in claims if claims is not None else load_claims():
+        about = {key: claim[key] for key in ("statement", "source", "published")}
+        compared = pairs(claim, runs)
+        if not compared:
+            rows.append({"claim": claim["id"], **about, "task": claim["task"], "label": "not run"})
+            continue
+        for better, than, metric in compared:
+            task, model = better["task"], better["model"]
+            scored = [verdicts(results / "eval" / task / model / run["run"] / "predictions.jsonl", metric)
+                      for run in (better, than)]
+            shared = sorted(set(scored[0]) & set(scored[1]))
+            a = [scored[0][row] for row in shared]
+            b = [scored[1][row] for row in shared]
+            difference, low, high = stats.paired_bootstrap(
+                a, b, samples=evaluation["bootstrap_samples"], confidence=evaluation["confidence"], seed=config["seed"]
+            )
+            rows.append({
+                "claim": claim["id"], **about, "task": task, "metric": metric, "model": model,
+                "size": config["models"][model]["size"], "better_run": better["run"], "than_run": than["run"],
+                "n": len(shared), "better_value": sum(a) / len(a) if a else None,
+                "than_value": sum(b) / len(b) if b else None, "difference": difference,
+                "ci_low": low, "ci_high": high, "label": label(low, high),
+            })
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def counts(claims: pd.DataFrame) -> dict[str, int]:
+    """Rows per label, every label present (0 where none)."""
+    found = claims["label"].value_counts()
+    return {name: int(found.get(name, 0)) for name in LABELS}
+
+
+def prediction_files(config: Mapping) -> list[str]:
+    """The predictions every claim of the config reads, relative to the workflow's directory."""
+    runs = evaluated_runs(config)
+    needed: set[tuple[str, str, str]] = set()
+    for claim in load_claims():
+        for better, than, _ in pairs(claim, runs):
+            needed |= {(run["task"], run["model"], run["run"]) for run in (better, than)}
+    return [f"results/eval/{task}/{model}/{run}/predictions.jsonl" for task, model, run in sorted(needed)]
+
+
+def read(path: Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is missing; run `tunebench claims` (the workflow's claims rule) first.")
+    frame = pd.read_csv(path)
+    missing = [column for column in COLUMNS if column not in frame]
+    if missing:
+        raise DataError(f"{path} lacks the columns {', '.join(missing)}; delete it and run `tunebench claims` again.")
+    return frame
+
+
+def write(config: Mapping, results: Path, out: Path) -> pd.DataFrame:
+    frame = decide(config, Path(results))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    return frame

@@ -1,0 +1,154 @@
+"""Claims decided by paired bootstrap: synthetic prediction files whose paired difference is known."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from tunebench import cli, stats, tasks
+from tunebench.errors import DataError
+from tunebench.results import claims, plan, tables
+
+MODEL = "smollm2-135m"
+METRIC = "attributes_ordered_accuracy"
+
+
+def claim(claim_id: str) -> dict:
+    return next(c for c in claims.load_claims() if c["id"] == claim_id)
+
+
+def write_predictions(results: Path, task: str, run: str, correct: list[bool | None], metric: str = METRIC) -> None:
+    path = results / "eval" / task / MODEL / run / "predictions.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        for i, verdict in enumerate(correct):
+            handle.write(json.dumps({"id": f"{task}-test-{i:05d}", "verdict": {metric: verdict}}) + "\n")
+
+
+def test_paired_bootstrap_of_a_known_difference():
+    # 50 of 200 rows right only in the first run, none only in the second: the difference is exactly 0.25.
+    better = [1.0] * 150 + [0.0] * 50
+    than = [1.0] * 100 + [0.0] * 100
+    difference, low, high = stats.paired_bootstrap(better, than, samples=2000, seed=1)
+    assert difference == pytest.approx(0.25)
+    # The per-row differences are 0/1 with mean 0.25: the binomial standard error is 0.0306.
+    assert 0.25 - 2.3 * 0.0306 < low < 0.25 - 1.6 * 0.0306
+    assert 0.25 + 1.6 * 0.0306 < high < 0.25 + 2.3 * 0.0306
+    assert stats.paired_bootstrap([], []) == (None, None, None)
+    with pytest.raises(ValueError, match="one entry per row"):
+        stats.paired_bootstrap([1.0], [1.0, 0.0])
+
+
+def test_pairing_is_narrower_than_two_marginal_intervals():
+    """Runs that fail on the same hard rows: the marginal intervals overlap, the paired one excludes zero."""
+    better = [1.0] * 60 + [1.0] * 12 + [0.0] * 28
+    than = [1.0] * 60 + [0.0] * 12 + [0.0] * 28
+    _, paired_low, _ = stats.paired_bootstrap(better, than, seed=3)
+    better_low, _ = stats.bootstrap_ci(better, seed=3)
+    _, than_high = stats.bootstrap_ci(than, seed=3)
+    assert paired_low > 0 and better_low < than_high
+
+
+@pytest.mark.parametrize(
+    ("fine_tuned", "prompted", "verdict"),
+    [
+        ([True] * 150 + [False] * 50, [True] * 100 + [False] * 100, "reproduced"),
+        ([True] * 100 + [False] * 100, [True] * 150 + [False] * 50, "contradicted"),
+        ([True, False] * 100, [False, True] * 100, "undecided"),
+    ],
+)
+def test_a_claim_is_labelled_from_its_paired_interval(demo_config, tmp_path, fine_tuned, prompted, verdict):
+    write_predictions(tmp_path, "viggo", "lora", fine_tuned)
+    write_predictions(tmp_path, "viggo", "baseline", prompted)
+    config = copy.deepcopy(demo_config)
+    config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"],
+                                          "format": "special_tokens", "evaluate": True}]
+    frame = claims.decide(config, tmp_path, [claim("viggo_finetuned_beats_prompted")])
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert (row["better_run"], row["than_run"], row["n"], row["label"]) == ("lora", "baseline", 200, verdict)
+    expected = (sum(fine_tuned) - sum(prompted)) / 200
+    assert row["difference"] == pytest.approx(expected)
+    assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+
+
+def test_rows_either_run_could_not_score_are_left_out(demo_config, tmp_path):
+    write_predictions(tmp_path, "viggo", "lora", [True, True, None, True])
+    write_predictions(tmp_path, "viggo", "baseline", [False, None, False, False])
+    config = copy.deepcopy(demo_config)
+    config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"],
+                                          "format": "special_tokens", "evaluate": True}]
+    row = claims.decide(config, tmp_path, [claim("viggo_finetuned_beats_prompted")]).iloc[0]
+    assert (row["n"], row["difference"]) == (2, 1.0)
+
+
+def test_a_claim_without_its_runs_is_not_run_not_undecided(demo_config, tmp_path):
+    config = copy.deepcopy(demo_config)
+    config["experiments"]["finetune"] = [entry for entry in config["experiments"]["finetune"]
+                                         if entry.get("format") != "instruction"]
+    frame = claims.decide(config, tmp_path, [claim("special_tokens_beat_instruction")])
+    assert frame["label"].tolist() == ["not run"] and frame["n"].isna().all()
+    assert claims.counts(frame) == {"reproduced": 0, "contradicted": 0, "undecided": 0, "not run": 1}
+
+
+def test_the_demo_decides_every_claim_with_the_runs_it_makes(demo_config):
+    runs = claims.evaluated_runs(demo_config)
+    compared = {c["id"]: [(b["run"], t["run"], b["task"]) for b, t, _ in claims.pairs(c, runs)] for c in claims.load_claims()}
+    assert compared["multiplication_finetuned_beats_prompted"] == [
+        (method, baseline, "multiplication") for method in ("lora", "full", "qlora")
+        for baseline in ("baseline", "baseline-stepwise")]
+    assert compared["gsm8k_two_stage_beats_one_stage"] == [("lora-two_stage", "lora", "gsm8k")]
+    assert compared["special_tokens_beat_instruction"] == [("lora", "lora-instruction", "viggo")]
+    assert ("full", "lora", "viggo") in compared["full_beats_lora"]
+    assert "claims" in plan(demo_config).tables and "claims" in plan(demo_config).figures
+
+
+def share_of(run: dict) -> float:
+    """A success rate per kind of run, ordered the way every claim says: each claim then holds."""
+    if run["stage"] == "baseline":
+        return 0.1
+    if run["stage"] == "two_stage":
+        return 0.9
+    if run["format"] == "instruction":
+        return 0.2
+    return {"qlora": 0.3, "lora": 0.5, "full": 0.7}[run["method"]]
+
+
+def test_claims_command_and_table(demo_config, tmp_path, capsys):
+    config_path = Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
+    rows = 100
+    for run in claims.evaluated_runs(demo_config):
+        metrics = tasks.get(run["task"]).metrics
+        path = tmp_path / "eval" / run["task"] / MODEL / run["run"] / "predictions.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({"id": f"row-{i}", "verdict": {m: i < share_of(run) * rows for m in metrics}})
+                                + "\n" for i in range(rows)))
+    assert cli.main(["claims", "--config", str(config_path), "--results", str(tmp_path),
+                     "--out", str(tmp_path / "claims.csv")]) == 0
+    assert "0 contradicted, 0 undecided, 0 not run" in capsys.readouterr().out
+    frame = claims.read(tmp_path / "claims.csv")
+    assert set(frame["label"]) == {"reproduced"} and (frame["n"] == rows).all()
+    runs = {(r["task"], r["run"]): r for r in claims.evaluated_runs(demo_config)}
+    for _, row in frame.iterrows():
+        expected = share_of(runs[(row["task"], row["better_run"])]) - share_of(runs[(row["task"], row["than_run"])])
+        assert row["difference"] == pytest.approx(expected)
+    table = tables.claims_table(frame)
+    assert len(table.rows) == len(frame)
+    assert table.rows[0][4].startswith(f"+{(frame['difference'].iloc[0] * 100):.1f} [")
+    assert list(table.data.columns[:10]) == ["claim", "task", "metric", "model", "size", "better_run", "than_run",
+                                            "n", "label", "published"]
+
+
+def test_a_broken_prediction_line_is_one_sentence(demo_config, tmp_path):
+    write_predictions(tmp_path, "viggo", "lora", [True])
+    path = tmp_path / "eval" / "viggo" / MODEL / "baseline" / "predictions.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"id": "viggo-test-00000", "verdict": {}}\n')
+    config = copy.deepcopy(demo_config)
+    config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"],
+                                          "format": "special_tokens", "evaluate": True}]
+    with pytest.raises(DataError, match=r"line 1 is not a prediction record with a verdict for attributes_ordered_accuracy;"):
+        claims.decide(config, tmp_path, [claim("viggo_finetuned_beats_prompted")])
