@@ -168,6 +168,18 @@ def check(config: Mapping) -> None:
                 f"methods.{method}.accelerate_config is {accel!r} but config/accelerate/{accel}.yaml does not exist."
             )
     experiments = config.get("experiments", {})
+    trainings = [("training", config.get("training") or {})] + [
+        (f"experiments.finetune[{i}].training", _merge(config.get("training") or {}, entry.get("training") or {}))
+        for i, entry in enumerate(experiments.get("finetune", []))
+    ]
+    for key, training in trainings:
+        if training.get("batching") == "packing" and training.get("attn_implementation") == "flash_attention_2":
+            # flash_attention_2 keeps packed examples apart only in a single-row batch (transformers reads
+            # the boundaries from position_ids then); with several rows every example attends to the others.
+            raise ConfigError(
+                f"{key} packs examples under flash_attention_2, which would attend across them; "
+                "use batching pad_to_longest or attn_implementation sdpa."
+            )
     seen: set[tuple[str, str, str]] = set()
     for kind in ("finetune", "baselines"):
         for i, entry in enumerate(experiments.get(kind, [])):
