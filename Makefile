@@ -8,7 +8,7 @@ CORES ?= all
 # Rules call the `tunebench` command of the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv demo test lint clean-results
+.PHONY: venv demo test lint clean-results gpu-lock
 
 venv: $(STAMP)
 
@@ -31,3 +31,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+# The GPU lock of the container, resolved from pyproject.toml with requirements.lock's pins as
+# constraints; needs network access to PyPI and the PyTorch CUDA index (see requirements-gpu.lock).
+gpu-lock:
+	uv pip compile pyproject.toml --extra test --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --index-url https://pypi.org/simple --extra-index-url https://download.pytorch.org/whl/cu130 \
+	  --index-strategy unsafe-best-match --no-emit-package deepspeed --constraint requirements.lock \
+	  --no-annotate -o requirements-gpu.lock
