@@ -211,3 +211,15 @@ def test_on_gpus_the_model_is_spread_over_every_visible_gpu_by_free_memory(token
     invariant, _ = generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=4)
     batched, _ = generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=4, decoder="generate")
     assert len(batched) == len(invariant) and all(g.generated_tokens >= 1 for g in batched)
+
+
+@pytest.mark.parametrize("params_b, dtype, gpus, memory, quantized, fits", [
+    (69.0, "bfloat16", 2, 80, False, True),   # 138 GB over two A100-80GB, 15 % of each kept for the cache
+    (69.0, "bfloat16", 1, 80, False, False),
+    (13.0, "bfloat16", 1, 24, False, False),  # 26 GB does not fit one A10G ...
+    (13.0, "bfloat16", 2, 24, False, True),   # ... but two
+    (69.0, "bfloat16", 1, 80, True, True),    # NF4: ≈38 GB
+    (7.0, "float32", 1, 24, False, False),
+])
+def test_weights_fit_the_declared_gpus_under_the_loading_budget(params_b, dtype, gpus, memory, quantized, fits):
+    assert models.weights_fit(params_b, dtype, gpus, memory, quantized=quantized) is fits

@@ -139,6 +139,7 @@ def test_fetch_finds_everything_staged_and_the_workflow_then_runs_offline(hf_hom
     assert "rule fetch" in run.stdout + run.stderr
     manifest = json.loads((work / "results" / "data" / "viggo" / "manifest.json").read_text())
     assert manifest["source"]["kind"] == "hub" and manifest["source"]["resolved_revision"] == commits[DATASET]
+    assert manifest["source"]["offline"] is True  # the job ran with HF_HUB_OFFLINE=1
     for model, run_name in (("smollm2-135m", "baseline"), ("tiny-llama", "lora")):
         metrics = json.loads((work / "results" / "eval" / "viggo" / model / run_name / "metrics.json").read_text())
         assert metrics["n"] == 4 and metrics["device"] == "cpu"

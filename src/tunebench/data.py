@@ -197,8 +197,10 @@ class Source:
                 f"in the config or the environment variable {tb_config.MIRROR_ENV} to a local dataset mirror, "
                 "or make the Hugging Face hub reachable."
             ) from None
-        # The snapshot directory is named by the commit the revision resolved to: the manifest pins it.
+        # The snapshot directory is named by the commit the revision resolved to: the manifest pins it,
+        # and says whether the job read a staged cache with the hub switched off.
         self.info.setdefault("resolved_revision", snapshot.name)
+        self.info.setdefault("offline", staging.offline())
         records = [dict(record) for record in dataset]
         self._account(split, records, Counter())
         return records

@@ -257,6 +257,18 @@ def max_memory(config: Mapping[str, Any]) -> dict | None:
     return {index: int(torch.cuda.mem_get_info(index)[0] * (1 - CACHE_SHARE)) for index in range(torch.cuda.device_count())}
 
 
+def weights_fit(params_b: float, dtype: str, gpus: int, gpu_memory_gib: float, quantized: bool = False) -> bool:
+    """Whether the weights of a ``params_b``-billion-parameter model fit ``gpus`` GPUs of ``gpu_memory_gib`` each
+    under :func:`max_memory`'s budget (each GPU keeps :data:`CACHE_SHARE` for the decoding cache).
+
+    ``dtype`` names the inference dtype (``training.dtype``); ``quantized`` counts NF4 weights (half a
+    byte per parameter plus about 10 % for scales and the layers left in ``dtype``). For a fit check
+    such as ``tunebench plan``: Llama-2-70B in bfloat16 (138 GB) needs two 80 GB GPUs, 13B one.
+    """
+    per_param = 0.55 if quantized else DTYPES[dtype].itemsize
+    return params_b * 1e9 * per_param <= gpus * gpu_memory_gib * 2**30 * (1 - CACHE_SHARE)
+
+
 def placement(config: Mapping[str, Any]) -> dict:
     """``from_pretrained`` keywords that spread a model over the budget of :func:`max_memory` ({} for one device).
 
