@@ -199,7 +199,7 @@ class Source:
             ) from None
         # The snapshot directory is named by the commit the revision resolved to: the manifest pins it,
         # and says whether the job read a staged cache with the hub switched off.
-        self.info.setdefault("resolved_revision", snapshot.name)
+        self.info.setdefault("resolved_revision", None if snapshot == Path(hub_id).expanduser() else snapshot.name)
         self.info.setdefault("offline", staging.offline())
         records = [dict(record) for record in dataset]
         self._account(split, records, Counter())

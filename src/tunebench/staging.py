@@ -64,8 +64,10 @@ def hub_cache(hf_home: str | os.PathLike | None = None) -> Path:
 
 def missing(item: Item, cache: Path) -> str:
     """The one sentence a job says when ``item`` is not staged."""
+    alternative = (f", or set data.mirror (or {tb_config.MIRROR_ENV}) to a local dataset mirror"
+                   if item.repo_type == "dataset" else "")
     return (f"{item.name} ({item.needed_by}) is not in the hub cache {cache} and HF_HUB_OFFLINE is set; "
-            f"stage it where the hub is reachable with `{FETCH_COMMAND}` (same HF_HOME).")
+            f"stage it where the hub is reachable with `{FETCH_COMMAND}` (same HF_HOME){alternative}.")
 
 
 def items(config: Mapping[str, Any]) -> list[Item]:
@@ -138,7 +140,12 @@ def fetch(config: Mapping[str, Any], hf_home: str | os.PathLike | None = None,
 
 
 def dataset_snapshot(hub: Mapping[str, Any], task: str) -> Path:
-    """The local snapshot of a task's hub dataset, downloaded unless the hub is offline."""
+    """The local snapshot of a task's hub dataset, downloaded unless the hub is offline.
+
+    An id that is a local directory (as ``datasets.load_dataset`` also accepts) is that directory.
+    """
+    if Path(hub["id"]).expanduser().is_dir():
+        return Path(hub["id"]).expanduser()
     item = Item("dataset", hub["id"], hub.get("revision") or None, f"tasks.{task}.hub")
     cache = hub_cache()
     if offline():
