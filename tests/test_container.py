@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 BIN = Path(sys.executable).parent
@@ -114,3 +116,22 @@ def test_jobs_run_in_the_configs_container_with_gpus_under_the_slurm_profile(rep
     assert "--nv" in args, "without --nv the container sees no GPU and jobs run on the CPU"
     hf_home = next(item.split("=", 1)[1] for item in profile["config"] if item.startswith("hf_home="))
     assert args[args.index("--bind") + 1] == hf_home, "the shared hub cache must be visible inside the container"
+
+
+@pytest.mark.parametrize("image, accepted", [
+    ("docker://ghcr.io/tunebench/tunebench:0.1.0", True),
+    ("/scratch/images/tunebench.sif", True),
+    ("docker-daemon://tunebench:0.1.0", False),  # needs a Docker daemon where apptainer runs
+    ("docker://ghcr.io/tunebench/tunebench", False),  # no version: every pull may differ
+])
+def test_the_container_key_takes_a_versioned_image_or_a_sif_file(demo_config, image, accepted):
+    from tunebench import config as tb_config
+    from tunebench.errors import ConfigError
+
+    config = copy.deepcopy(demo_config)
+    config["container"] = image
+    if accepted:
+        assert tb_config.validate(config)["container"] == image
+    else:
+        with pytest.raises(ConfigError, match=r"^container is .*; name a versioned registry image .* \.sif file\.$"):
+            tb_config.validate(config)

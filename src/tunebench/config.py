@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -156,6 +157,13 @@ def check(config: Mapping) -> None:
                 )
             if kinds == ["random_llama"] and not any((source.get("tokenizer") or {}).get(k) for k in ("hub", "local", "gguf_package")):
                 raise ConfigError(f"models.{name}.{role}.tokenizer must name a tokenizer source for a random_llama model.")
+    container = config.get("container")
+    if container is not None and not re.fullmatch(r"docker://\S+:[^\s/:]+|\S+\.sif", container):
+        # apptainer pulls docker:// from a registry; docker-daemon:// needs a Docker daemon on every node.
+        raise ConfigError(
+            f"container is {container!r}; name a versioned registry image (docker://registry/name:version) "
+            "or the path of an apptainer .sif file."
+        )
     presets = config.get("lora_presets", {})
     for method in ("lora", "qlora"):
         preset = config.get("methods", {}).get(method, {}).get("lora")

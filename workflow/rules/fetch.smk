@@ -16,4 +16,4 @@ rule fetch:
         configfiles=CONFIGFILES,
         hf_home=config["hf_home"],
     shell:
-        "HF_HUB_OFFLINE=0 tunebench fetch --config {params.configfiles} --hf-home {params.hf_home} > {log} 2>&1"
+        "HF_HUB_OFFLINE=0 tunebench fetch --config {params.configfiles} --hf-home {params.hf_home:q} > {log} 2>&1"
