@@ -32,10 +32,10 @@ lint: $(STAMP)
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 
-# The GPU lock of the container, resolved from pyproject.toml with requirements.lock's pins as
-# constraints; needs network access to PyPI and the PyTorch CUDA index (see requirements-gpu.lock).
+# The container's lock, resolved from pyproject.toml with requirements.lock's pins as constraints.
+# PyPI's Linux x86_64 torch wheel is the CUDA 13.0 build, so it brings its nvidia-*, cuda-* and
+# triton pins. Needs uv (pip install uv) and access to pypi.org.
 gpu-lock:
 	uv pip compile pyproject.toml --extra test --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
-	  --index-url https://pypi.org/simple --extra-index-url https://download.pytorch.org/whl/cu130 \
-	  --index-strategy unsafe-best-match --no-emit-package deepspeed --constraint requirements.lock \
+	  --index-url https://pypi.org/simple --constraint requirements.lock --no-emit-package deepspeed \
 	  --no-annotate -o requirements-gpu.lock

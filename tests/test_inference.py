@@ -223,3 +223,17 @@ def test_on_gpus_the_model_is_spread_over_every_visible_gpu_by_free_memory(token
 ])
 def test_weights_fit_the_declared_gpus_under_the_loading_budget(params_b, dtype, gpus, memory, quantized, fits):
     assert models.weights_fit(params_b, dtype, gpus, memory, quantized=quantized) is fits
+
+
+def test_the_generate_path_trades_batch_invariance_for_speed(tokenizer, prompts):
+    """At engineered near-ties the batched path answers differently at another batch size; the default does not."""
+    from test_generate import tiny_model
+
+    model = tiny_model(tokenizer, near_ties=True)
+    texts = {
+        (decoder, size): [g.text for g in generate(model, tokenizer, prompts, max_new_tokens=16, batch_size=size,
+                                                   decoder=decoder)[0]]
+        for decoder in ("batch_invariant", "generate") for size in (1, len(prompts))
+    }
+    assert texts[("batch_invariant", 1)] == texts[("batch_invariant", len(prompts))]
+    assert texts[("generate", 1)] != texts[("generate", len(prompts))]
