@@ -8,7 +8,7 @@ CORES ?= all
 # Rules call the `tunebench` command of the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv demo test lint clean-results
+.PHONY: venv demo test lint clean-results gpu-lock
 
 venv: $(STAMP)
 
@@ -31,3 +31,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+# The container's lock, resolved from pyproject.toml with requirements.lock's pins as constraints.
+# PyPI's Linux x86_64 torch wheel is the CUDA 13.0 build, so it brings its nvidia-*, cuda-* and
+# triton pins. Needs uv (pip install uv) and access to pypi.org.
+gpu-lock:
+	uv pip compile pyproject.toml --extra test --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --index-url https://pypi.org/simple --constraint requirements.lock --no-emit-package deepspeed \
+	  --no-annotate -o requirements-gpu.lock

@@ -16,12 +16,16 @@ if not workflow.overwrite_configfiles:
 report: "workflow/report/workflow.rst"
 
 
-# With --sdm apptainer every job runs in the suite's pinned image, built from the Dockerfile
-# (docker build -t tunebench:0.1.0 .); without it, jobs use the current environment.
-container: "docker-daemon://tunebench:0.1.0"
-
-
 include: "workflow/rules/common.smk"
+
+
+# With --sdm apptainer (profiles/slurm) every job runs in the suite's pinned image, the config's
+# `container` (a docker:// reference or a .sif file; README "Running in a container"); without
+# it, jobs use the current environment. Set after common.smk, whose validation fills the default.
+container: config["container"]
+
+
+include: "workflow/rules/fetch.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"

@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from .errors import UserError
 
 COMMANDS = {
+    "fetch": "download every hub model and dataset the config needs, for offline jobs",
     "data": "prepare a task's dataset (or generate the multiplication rows)",
     "export": "export a prepared split as OpenAI prompt/completion JSONL",
     "train": "fine-tune a model on a task with one method",

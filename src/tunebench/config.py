@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -156,6 +157,13 @@ def check(config: Mapping) -> None:
                 )
             if kinds == ["random_llama"] and not any((source.get("tokenizer") or {}).get(k) for k in ("hub", "local", "gguf_package")):
                 raise ConfigError(f"models.{name}.{role}.tokenizer must name a tokenizer source for a random_llama model.")
+    container = config.get("container")
+    if container is not None and not re.fullmatch(r"docker://\S+:[^\s/:]+|\S+\.sif", container):
+        # apptainer pulls docker:// from a registry; docker-daemon:// needs a Docker daemon on every node.
+        raise ConfigError(
+            f"container is {container!r}; name a versioned registry image (docker://registry/name:version) "
+            "or the path of an apptainer .sif file."
+        )
     presets = config.get("lora_presets", {})
     for method in ("lora", "qlora"):
         preset = config.get("methods", {}).get(method, {}).get("lora")
@@ -168,6 +176,18 @@ def check(config: Mapping) -> None:
                 f"methods.{method}.accelerate_config is {accel!r} but config/accelerate/{accel}.yaml does not exist."
             )
     experiments = config.get("experiments", {})
+    trainings = [("training", config.get("training") or {})] + [
+        (f"experiments.finetune[{i}].training", _merge(config.get("training") or {}, entry.get("training") or {}))
+        for i, entry in enumerate(experiments.get("finetune", []))
+    ]
+    for key, training in trainings:
+        if training.get("batching") == "packing" and training.get("attn_implementation") == "flash_attention_2":
+            # flash_attention_2 keeps packed examples apart only in a single-row batch (transformers reads
+            # the boundaries from position_ids then); with several rows every example attends to the others.
+            raise ConfigError(
+                f"{key} packs examples under flash_attention_2, which would attend across them; "
+                "use batching pad_to_longest or attn_implementation sdpa."
+            )
     seen: set[tuple[str, str, str]] = set()
     for kind in ("finetune", "baselines"):
         for i, entry in enumerate(experiments.get(kind, [])):

@@ -179,19 +179,28 @@ class Source:
                 f"tasks.{self.task}.hub.id is empty and no mirror is set; name the hub dataset or set "
                 f"data.mirror (or {tb_config.MIRROR_ENV}) to a local mirror directory."
             )
+        from . import staging
+
+        # The repository's snapshot in the hub cache (fetched now, or staged by `tunebench fetch` for an
+        # offline job) is loaded as a local directory: datasets reads its card's configs as the hub would.
         try:
+            snapshot = staging.dataset_snapshot(self.hub, self.task)
             import datasets
 
-            dataset = datasets.load_dataset(hub_id, self.hub.get("config"), revision=self.hub.get("revision"), split=split)
-        except Exception as exc:  # offline, unknown id, gated, ...: all mean "not available from the hub"
+            dataset = datasets.load_dataset(str(snapshot), self.hub.get("config"), split=split)
+        except DataUnavailable:  # offline and not staged: the staging sentence names the item
+            raise
+        except Exception as exc:  # no network, unknown id, gated, unknown config or split: not available
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DataUnavailable(
                 f"{self.task}: the hub dataset {hub_id} (split {split}) could not be loaded ({reason}); set data.mirror "
                 f"in the config or the environment variable {tb_config.MIRROR_ENV} to a local dataset mirror, "
                 "or make the Hugging Face hub reachable."
             ) from None
-        if "resolved_revision" not in self.info:
-            self.info["resolved_revision"] = _hub_sha(hub_id, self.hub.get("revision"))
+        # The snapshot directory is named by the commit the revision resolved to: the manifest pins it,
+        # and says whether the job read a staged cache with the hub switched off.
+        self.info.setdefault("resolved_revision", None if snapshot == Path(hub_id).expanduser() else snapshot.name)
+        self.info.setdefault("offline", staging.offline())
         records = [dict(record) for record in dataset]
         self._account(split, records, Counter())
         return records
@@ -213,16 +222,6 @@ class Source:
         source = dict(self.info, rows_read=dict(self.read))
         bad = {part: dict(sorted(counts.items())) for part, counts in self.bad.items()}
         return Prepared(splits=splits, source=source, bad_rows=bad, **kwargs)
-
-
-def _hub_sha(hub_id: str, revision: str | None) -> str | None:
-    """The commit the hub resolved ``revision`` to, so the manifest pins what was read."""
-    try:
-        from huggingface_hub import HfApi
-
-        return HfApi().dataset_info(hub_id, revision=revision).sha
-    except Exception:  # the data was read; only the pin is missing, and the manifest says so with null
-        return None
 
 
 def text_field(record: Mapping[str, Any], key: str, what: str | None = None) -> str:

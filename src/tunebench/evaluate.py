@@ -92,6 +92,32 @@ def prompt_texts(spec: RunSpec, rows: Sequence[Mapping[str, Any]], tokenizer, tr
     return texts
 
 
+def decoder(config: Mapping[str, Any]) -> str:
+    """The decoding path of ``evaluation.decoder``: ``auto`` is transformers' generate on a GPU, else batch-invariant."""
+    import torch
+
+    chosen = config.get("evaluation", {}).get("decoder", "auto")
+    if chosen == "auto":
+        return "generate" if torch.cuda.is_available() else "batch_invariant"
+    return chosen
+
+
+def eval_batch_size(config: Mapping[str, Any], model_name: str) -> int:
+    """``evaluation.batch_sizes`` of the model's size label, else ``evaluation.batch_size``."""
+    evaluation = config.get("evaluation", {})
+    size = ((config.get("models") or {}).get(model_name) or {}).get("size")
+    return (evaluation.get("batch_sizes") or {}).get(size, evaluation.get("batch_size", 8))
+
+
+def devices(model) -> str:
+    """Where the model runs: one device, or the devices accelerate spread it over (``cuda:0,cuda:1``)."""
+    placed = getattr(model, "hf_device_map", None)
+    if not placed:
+        return str(next(model.parameters()).device)
+    names = [f"cuda:{d}" if isinstance(d, int) else str(d) for d in placed.values()]
+    return ",".join(dict.fromkeys(names))
+
+
 def _context_length(model) -> int | None:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return getattr(inner.config, "max_position_embeddings", None)
@@ -215,21 +241,22 @@ def evaluate(
             f"{too_long} of {len(prompts)} {task} prompts plus evaluation.max_new_tokens ({limit}) exceed the model's "
             f"context of {context} tokens; lower evaluation.max_new_tokens or evaluation.few_shot."
         )
-    batch_size = options.get("batch_size", 8)
+    batch_size = eval_batch_size(config, model_name)
+    path = decoder(config)
     report = progress or (lambda message: None)
-    report(f"{task}/{model_name}/{run}: {len(rows)} rows, batch size {batch_size}, up to {limit} new tokens")
+    report(f"{task}/{model_name}/{run}: {len(rows)} rows, batch size {batch_size}, up to {limit} new tokens, decoder {path}")
     generations, throughput = generate(
         model, tokenizer, prompts, max_new_tokens=limit, batch_size=batch_size, stop_strings=formats.stop_strings(spec.format, tokenizer),
-        progress=lambda done: report(f"generated {done}/{len(rows)}"),
+        progress=lambda done: report(f"generated {done}/{len(rows)}"), decoder=path,
     )
     report(f"generated {throughput.generated_tokens} tokens in {throughput.wall_time_s:.1f} s "
            f"({throughput.prompt_tokens_computed} of {throughput.prompt_tokens} prompt tokens computed, the rest shared)")
     began = time.perf_counter()
     records = score_rows(spec, rows, generations, options)
     report(f"scored {len(records)} rows in {time.perf_counter() - began:.1f} s")
-    device = str(next(model.parameters()).device)
+    device = devices(model)
     metrics = summary(spec, records, config, wall_time_s=throughput.wall_time_s, tokens_per_s=throughput.tokens_per_s,
-                      batch_size=batch_size, limit=limit, device=device)
+                      batch_size=throughput.batch_size, limit=limit, device=device)
     metrics["hardware"] = hardware.describe_run(model)
 
     out_dir = Path(out_dir)

@@ -14,16 +14,19 @@ Remote code is never trusted. A fine-tuned checkpoint written by the training st
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from . import hardware
+from . import hardware, staging
 from .errors import ConfigError, UserError
 
 TOKEN_ENV = "HF_TOKEN"
@@ -139,7 +142,8 @@ def load_tokenizer(source: Mapping[str, Any]):
             raise ConfigError("a random_llama source needs a tokenizer source (hub, local or gguf_package).")
         return load_tokenizer(tokenizer_source)
     if kind == "hub":
-        tokenizer = AutoTokenizer.from_pretrained(source["hub"], **_hub_kwargs(source))
+        with staging.model_hint(source):
+            tokenizer = AutoTokenizer.from_pretrained(source["hub"], **_hub_kwargs(source))
     elif kind == "local":
         tokenizer = AutoTokenizer.from_pretrained(_local_dir(source["local"], "tokenizer directory"))
     else:
@@ -170,27 +174,34 @@ def load_model(
     quantization=None,
     attn_implementation: str = "sdpa",
     device: str | torch.device | None = None,
+    placement: Mapping[str, Any] | None = None,
     training: bool = False,
 ):
     """The causal LM of ``source`` in ``dtype``, optionally quantised (a ``BitsAndBytesConfig``).
 
-    A quantised model's 4-bit layers are held to the CPU kernel path :mod:`tunebench.hardware` chose
-    (the portable one when ``training``).
+    ``placement`` (see :func:`placement`) spreads the model over several devices while it loads;
+    without it the model is loaded whole (on ``device`` when quantised). A quantised model's 4-bit
+    layers are held to the CPU kernel path :mod:`tunebench.hardware` chose (the portable one when
+    ``training``).
     """
-    model = _load_model(source, dtype, quantization, attn_implementation, device)
+    model = _load_model(source, dtype, quantization, attn_implementation, device, placement)
     return model if quantization is None else hardware.apply_bnb_cpu_kernel(model, training=training)
 
 
-def _load_model(source, dtype, quantization, attn_implementation, device):
+def _load_model(source, dtype, quantization, attn_implementation, device, placement):
     from transformers import AutoModelForCausalLM
 
     kind = source_kind(source)
     common = {"dtype": dtype, "attn_implementation": attn_implementation}
+    if placement:
+        common.update(placement)
     if quantization is not None:
         # bitsandbytes places the 4-bit weights while loading, so the device is fixed here.
-        common.update(quantization_config=quantization, device_map={"": str(device or "cpu")})
+        common.update(quantization_config=quantization)
+        common.setdefault("device_map", {"": str(device or "cpu")})
     if kind == "hub":
-        return AutoModelForCausalLM.from_pretrained(source["hub"], **common, **_hub_kwargs(source))
+        with staging.model_hint(source):
+            return AutoModelForCausalLM.from_pretrained(source["hub"], **common, **_hub_kwargs(source))
     if kind == "local":
         return AutoModelForCausalLM.from_pretrained(_local_dir(source["local"], "model directory"), **common)
     if kind == "gguf_package":
@@ -199,7 +210,7 @@ def _load_model(source, dtype, quantization, attn_implementation, device):
         model = random_llama(source["random_llama"], load_tokenizer(source), dtype)
         model.config._attn_implementation = attn_implementation
     if quantization is None:
-        return model
+        return dispatch(model, placement) if placement else model
     # GGUF and random weights exist only in memory: write them once in Hugging Face format so that
     # transformers quantises them exactly as it would a hub checkpoint.
     with tempfile.TemporaryDirectory(prefix="tunebench-materialise-") as tmp:
@@ -234,24 +245,92 @@ def model_source(config: Mapping[str, Any], model_name: str, role: str) -> dict:
     return dict(entry.get(role) or entry["base"])
 
 
+#: Share of each GPU's free memory kept for the decoding cache and activations when the weights are
+#: placed: a 70B batch of 16 GSM8K prompts (≈1.5k tokens each) holds ≈8 GB of cache, a tenth of an A100.
+CACHE_SHARE = 0.15
+
+
+def max_memory(config: Mapping[str, Any]) -> dict | None:
+    """accelerate's per-device memory budget for inference; None loads the model whole on one device.
+
+    ``evaluation.max_memory`` wins (device → size, e.g. ``{0: 70GiB, 1: 70GiB, cpu: 100GiB}``);
+    otherwise every visible GPU offers its free memory less :data:`CACHE_SHARE`, and without a GPU the
+    model is not spread.
+    """
+    override = config.get("evaluation", {}).get("max_memory")
+    if override:
+        return {int(key) if str(key).isdigit() else key: value for key, value in override.items()}
+    if not torch.cuda.is_available():
+        return None
+    return {index: int(torch.cuda.mem_get_info(index)[0] * (1 - CACHE_SHARE)) for index in range(torch.cuda.device_count())}
+
+
+def weights_fit(params_b: float, dtype: str, gpus: int, gpu_memory_gib: float, quantized: bool = False) -> bool:
+    """Whether the weights of a ``params_b``-billion-parameter model fit ``gpus`` GPUs of ``gpu_memory_gib`` each
+    under :func:`max_memory`'s budget (each GPU keeps :data:`CACHE_SHARE` for the decoding cache).
+
+    ``dtype`` names the inference dtype (``training.dtype``); ``quantized`` counts NF4 weights (half a
+    byte per parameter plus about 10 % for scales and the layers left in ``dtype``). For a fit check
+    such as ``tunebench plan``: Llama-2-70B in bfloat16 (138 GB) needs two 80 GB GPUs, 13B one.
+    """
+    per_param = 0.55 if quantized else DTYPES[dtype].itemsize
+    return params_b * 1e9 * per_param <= gpus * gpu_memory_gib * 2**30 * (1 - CACHE_SHARE)
+
+
+def placement(config: Mapping[str, Any]) -> dict:
+    """``from_pretrained`` keywords that spread a model over the budget of :func:`max_memory` ({} for one device).
+
+    Weights that fit no device in the budget go to ``disk`` (a temporary folder, read back layer by
+    layer at each forward pass): slow, but a model that does not fit still runs.
+    """
+    budget = max_memory(config)
+    if budget is None:
+        return {}
+    folder = tempfile.mkdtemp(prefix="tunebench-offload-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return {"device_map": "auto", "max_memory": budget, "offload_folder": folder}
+
+
+def dispatch(model, placement: Mapping[str, Any]):
+    """``model`` (already in memory) spread over the devices of ``placement`` by accelerate."""
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    device_map = infer_auto_device_map(
+        model, max_memory=placement["max_memory"], no_split_module_classes=model._no_split_modules
+    )
+    return dispatch_model(model, device_map, offload_dir=placement["offload_folder"])
+
+
+def _on_devices(model, placement: Mapping[str, Any]):
+    """A loaded model ready to decode: spread if ``placement`` asks for it (and loading did not already), else moved whole."""
+    if not placement:
+        return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    if getattr(model, "hf_device_map", None) is None:
+        model = dispatch(model, placement)
+    return model.eval()
+
+
 def load_for_inference(config: Mapping[str, Any], model_name: str, role: str = "chat", checkpoint_dir: str | os.PathLike | None = None):
     """``(model, tokenizer)`` ready for generation, in eval mode.
 
     Without ``checkpoint_dir``: the model's ``role`` source (the prompted baseline). With it: a
     checkpoint written by ``tunebench train`` — full weights are loaded as they are; a LoRA adapter is
     attached to the base model (merged for ``lora``; kept on the 4-bit base for ``qlora``), and the
-    rows of tokens the prompt format added come back from the adapter.
+    rows of tokens the prompt format added come back from the adapter. On GPUs (or with
+    ``evaluation.max_memory``) the model is spread over the devices by accelerate's big-model
+    inference (:func:`placement`); on a CPU host it is loaded whole.
     """
     dtype = inference_dtype(config)
     attn = config.get("training", {}).get("attn_implementation", "sdpa")
     if attn == "flash_attention_2" and not torch.cuda.is_available():
         attn = "sdpa"  # generation on a CPU host still works; flash attention is a GPU kernel
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    where = placement(config)
     if checkpoint_dir is None:
         source = model_source(config, model_name, role)
         tokenizer = load_tokenizer(source)
-        model = load_model(source, dtype=dtype, attn_implementation=attn)
-        return model.to(device).eval(), tokenizer
+        model = load_model(source, dtype=dtype, attn_implementation=attn, placement=where)
+        return _on_devices(model, where), tokenizer
 
     checkpoint = Path(checkpoint_dir)
     meta_path = checkpoint / CHECKPOINT_META
@@ -262,17 +341,20 @@ def load_for_inference(config: Mapping[str, Any], model_name: str, role: str = "
 
     tokenizer = _finish_tokenizer(AutoTokenizer.from_pretrained(checkpoint))
     if meta["method"] == "full":
-        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype, attn_implementation=attn)
-        return model.to(device).eval(), tokenizer
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype, attn_implementation=attn, **where)
+        return _on_devices(model, where), tokenizer
 
     from peft import PeftModel
 
     quantization = bnb_config(meta["quantization"]) if meta.get("quantization") else None
-    base = load_model(meta["base_source"], dtype=dtype, quantization=quantization, attn_implementation=attn, device=device)
+    # The adapter may add token rows, which a spread embedding cannot take: the base is loaded whole,
+    # the adapter merged, and only then is the model spread (a 4-bit base is spread while loading).
+    base = load_model(meta["base_source"], dtype=dtype, quantization=quantization, attn_implementation=attn, device=device,
+                      placement=where if quantization is not None else None)
     if base.get_input_embeddings().num_embeddings != len(tokenizer):
         # The new rows are overwritten from the adapter; their initial values do not matter here.
         base.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     model = PeftModel.from_pretrained(base, checkpoint)
     if quantization is None:
-        model = model.merge_and_unload()
-    return model.to(device).eval() if quantization is None else model.eval(), tokenizer
+        return _on_devices(model.merge_and_unload(), where), tokenizer
+    return model.eval(), tokenizer

@@ -1,5 +1,6 @@
 # Helpers shared by the stage files: config validation, run tables and target lists.
 import json
+import shlex
 from pathlib import Path
 import sys
 
@@ -234,3 +235,16 @@ def all_targets():
         + figure_files()
         + (["results/paper/tunebench.pdf"] if paper_buildable() else [])
     )
+
+
+# With hf_home set, rule fetch stages every hub model and dataset there before any data job, and
+# every job then reads that cache offline (the prefix keeps Snakemake's default strict mode).
+if config["hf_home"]:
+    shell.prefix(
+        f"set -euo pipefail; export HF_HOME={shlex.quote(config['hf_home'])} HF_HUB_OFFLINE=1; "
+    )
+
+
+def staged_hub(wildcards):
+    """The fetch rule's stamp when hub items are staged for offline jobs (nothing otherwise)."""
+    return ["results/staging/fetched"] if config["hf_home"] else []

@@ -5,6 +5,8 @@ for _task in tb_tasks.NAMES:
     rule:
         name:
             f"data_{_task}"
+        input:
+            staged_hub,
         output:
             splits=data_files(_task),
             manifest=f"results/data/{_task}/manifest.json",

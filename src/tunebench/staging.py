@@ -1,0 +1,171 @@
+"""Offline staging: every hub model and dataset a config needs, in one hub cache that jobs read offline.
+
+``tunebench fetch`` (and the workflow's local ``fetch`` rule, before any job) downloads each item at
+its pinned revision into ``HF_HOME/hub`` with the hub client's own cache layout
+(``models--ORG--NAME/{blobs,snapshots/<commit>,refs/<revision>}``); an item already there is
+resolved from the cache and nothing is downloaded. Compute jobs then run with ``HF_HUB_OFFLINE=1``
+and the same ``HF_HOME``: models load by hub id from the cache, and the data stage reads a hub
+dataset from its cached snapshot (:func:`dataset_snapshot`), which ``datasets`` loads as a local
+directory with the repository's own configs. A job that finds an item missing names it and the
+fetch command in one sentence (:func:`missing`).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from . import config as tb_config
+from .errors import DataUnavailable, UserError
+
+#: Files of a model repository that loading needs: weights, configs and tokenizer. Repositories
+#: often also hold the same weights as .bin/.pth/GGUF (Llama-2-70B: +276 GB), which are not fetched.
+MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+#: Files of a dataset repository: the card (whose YAML names the configs) and data files.
+DATASET_FILES = ["README.md", "*.json", "*.jsonl", "*.csv", "*.parquet", "*.arrow", "*.txt"]
+FETCH_COMMAND = "tunebench fetch --config <the workflow's config files>"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One hub repository at one revision."""
+
+    repo_type: str  # model or dataset
+    repo_id: str
+    revision: str | None
+    needed_by: str  # the config key that names it
+
+    @property
+    def name(self) -> str:
+        return f"{self.repo_type} {self.repo_id}@{self.revision or 'main'}"
+
+    @property
+    def patterns(self) -> list[str]:
+        return MODEL_FILES if self.repo_type == "model" else DATASET_FILES
+
+
+def offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode()
+
+
+def hub_cache(hf_home: str | os.PathLike | None = None) -> Path:
+    """The hub cache directory: ``HF_HOME/hub`` of the given home, else the hub client's own setting."""
+    if hf_home:
+        return Path(hf_home).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def missing(item: Item, cache: Path) -> str:
+    """The one sentence a job says when ``item`` is not staged."""
+    alternative = (f", or set data.mirror (or {tb_config.MIRROR_ENV}) to a local dataset mirror"
+                   if item.repo_type == "dataset" else "")
+    return (f"{item.name} ({item.needed_by}) is not in the hub cache {cache} and HF_HUB_OFFLINE is set; "
+            f"stage it where the hub is reachable with `{FETCH_COMMAND}` (same HF_HOME){alternative}.")
+
+
+def items(config: Mapping[str, Any]) -> list[Item]:
+    """Every hub model and dataset the config's experiments need, each once, in config order."""
+    found: dict[tuple, Item] = {}
+
+    def model(name: str, role: str) -> None:
+        source = dict(config["models"][name].get(role) or config["models"][name]["base"])
+        role = role if config["models"][name].get(role) else "base"
+        key = f"models.{name}.{role}"
+        if source.get("random_llama"):
+            source, key = dict(source.get("tokenizer") or {}), f"{key}.tokenizer"
+        if source.get("hub"):
+            item = Item("model", source["hub"], source.get("revision") or None, key)
+            found.setdefault((item.repo_type, item.repo_id, item.revision), item)
+
+    for run in tb_config.finetune_runs(config):
+        model(run.model, "base")
+    for run in tb_config.baseline_runs(config):
+        model(run.model, "chat")
+    if tb_config.data_mirror(config) is None:  # a mirror replaces the hub for every task
+        tasks = {run.task for run in tb_config.finetune_runs(config)} | {run.task for run in tb_config.baseline_runs(config)}
+        tasks |= {run.init_from[0] for run in tb_config.finetune_runs(config) if run.init_from}
+        for task in sorted(tasks):
+            hub = (config.get("tasks", {}).get(task) or {}).get("hub") or {}
+            if hub.get("id"):
+                item = Item("dataset", hub["id"], hub.get("revision") or None, f"tasks.{task}.hub")
+                found.setdefault((item.repo_type, item.repo_id, item.revision), item)
+    return list(found.values())
+
+
+def cached_snapshot(item: Item, cache: Path) -> Path | None:
+    """The snapshot directory of ``item`` in ``cache``, or None when it is not there (never downloads)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(item.repo_id, repo_type=item.repo_type, revision=item.revision,
+                                      allow_patterns=item.patterns, cache_dir=cache, local_files_only=True))
+    except LocalEntryNotFoundError:
+        return None
+
+
+def fetch(config: Mapping[str, Any], hf_home: str | os.PathLike | None = None,
+          report=print) -> dict[str, list[str]]:
+    """Stage every item of the config; returns the names found ``cached`` and those ``downloaded``."""
+    from huggingface_hub import snapshot_download
+
+    cache = hub_cache(hf_home)
+    cache.mkdir(parents=True, exist_ok=True)
+    done: dict[str, list[str]] = {"cached": [], "downloaded": []}
+    for item in items(config):
+        if cached_snapshot(item, cache) is not None:
+            done["cached"].append(item.name)
+            report(f"{item.name}: cached")
+            continue
+        if offline():
+            raise UserError(f"{item.name} ({item.needed_by}) is not in the hub cache {cache} and HF_HUB_OFFLINE is set; "
+                            "run `tunebench fetch` where the hub is reachable, without HF_HUB_OFFLINE.")
+        try:
+            snapshot_download(item.repo_id, repo_type=item.repo_type, revision=item.revision, allow_patterns=item.patterns,
+                              cache_dir=cache, token=os.environ.get("HF_TOKEN") or None)
+        except Exception as exc:  # unknown id, gated repository, no network: one sentence with the reason
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"{item.name} ({item.needed_by}) could not be downloaded ({reason}); check the id, revision "
+                            "and HF_TOKEN.") from None
+        done["downloaded"].append(item.name)
+        report(f"{item.name}: downloaded")
+    return done
+
+
+def dataset_snapshot(hub: Mapping[str, Any], task: str) -> Path:
+    """The local snapshot of a task's hub dataset, downloaded unless the hub is offline.
+
+    An id that is a local directory (as ``datasets.load_dataset`` also accepts) is that directory.
+    """
+    if Path(hub["id"]).expanduser().is_dir():
+        return Path(hub["id"]).expanduser()
+    item = Item("dataset", hub["id"], hub.get("revision") or None, f"tasks.{task}.hub")
+    cache = hub_cache()
+    if offline():
+        snapshot = cached_snapshot(item, cache)
+        if snapshot is None:
+            raise DataUnavailable(missing(item, cache))
+        return snapshot
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(item.repo_id, repo_type="dataset", revision=item.revision,
+                                  allow_patterns=item.patterns, token=os.environ.get("HF_TOKEN") or None))
+
+
+@contextmanager
+def model_hint(source: Mapping[str, Any], key: str = "model source") -> Iterator[None]:
+    """Turn transformers' OSError for a hub model missing from an offline cache into the one-sentence hint."""
+    try:
+        yield
+    except OSError:
+        if not offline():
+            raise
+        item = Item("model", source["hub"], source.get("revision") or None, key)
+        raise UserError(missing(item, hub_cache())) from None
