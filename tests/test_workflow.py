@@ -82,3 +82,80 @@ def test_bad_config_stops_before_any_job_with_one_sentence(repo_root, tmp_path):
     assert result.returncode != 0
     assert "methods.lora.learning_rate" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _scheduled(stdout: str) -> dict[str, str]:
+    """First output file -> rule of every job a (non-quiet) dry run schedules."""
+    jobs, rule = {}, None
+    for line in stdout.splitlines():
+        match = re.match(r"^(?:local)?rule (\S+):$", line)
+        if match:
+            rule = match.group(1)
+        elif rule and line.strip().startswith("output:"):
+            jobs[line.split(":", 1)[1].split(",")[0].strip()] = rule
+            rule = None
+        elif rule and line.strip().startswith("jobid:"):  # `all` has no output
+            jobs[rule] = rule
+            rule = None
+    return jobs
+
+
+def _up_to_date_demo(repo_root, workdir: Path, config: Path) -> list[str]:
+    """Every output of the demo, made as empty files and marked up to date (--touch), with metadata."""
+    common = ["-s", str(repo_root / "Snakefile"), "--directory", str(workdir), "--configfile", str(config)]
+    summary = snakemake(repo_root, *common, "--summary")
+    assert summary.returncode == 0, summary.stderr[-2000:]
+    outputs = [line.split("\t")[0] for line in summary.stdout.splitlines()[1:] if line.startswith("results/")]
+    for name in outputs:
+        path = workdir / name
+        if name.endswith("/checkpoint"):
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    touched = snakemake(repo_root, *common, "--touch", "--cores", "1")
+    assert touched.returncode == 0, touched.stderr[-2000:]
+    return outputs
+
+
+def _dry_run(repo_root, workdir: Path, config: Path) -> dict[str, str]:
+    result = snakemake(repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(workdir),
+                       "--configfile", str(config), "-n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return _scheduled(result.stdout)
+
+
+def _viggo_and_descendants(job: str) -> bool:
+    return "/viggo/" in job or job == "all" or job.startswith(
+        ("results/metrics.csv", "results/tables/", "results/figures/", "results/paper/"))
+
+
+def test_editing_one_key_reruns_that_task_and_its_descendants(repo_root, with_mirror, tmp_path):
+    """With metadata (params trigger) and without it (a results/ copied alone: the settings stamps'
+    modification times), editing tasks.viggo.limit.train schedules data_viggo and what depends on it."""
+    config = tmp_path / "demo.yaml"
+    config.write_text((repo_root / "config" / "demo.yaml").read_text())
+    workdir = tmp_path / "work"
+    outputs = _up_to_date_demo(repo_root, workdir, config)
+    assert _dry_run(repo_root, workdir, config) == {}  # nothing to do before the edit
+
+    # The copy keeps modification times (as cp -a, rsync -a or a tarball do) but not .snakemake/.
+    copied = tmp_path / "copied"
+    shutil.copytree(workdir / "results", copied / "results")
+    assert not (copied / ".snakemake").exists()
+
+    cfg = yaml.safe_load(config.read_text())
+    cfg["tasks"]["viggo"]["limit"]["train"] = cfg["tasks"]["viggo"]["limit"]["train"] - 1
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    expected = {"results/data/viggo/train.jsonl", "all", "results/metrics.csv"}
+    for where in (workdir, copied):
+        jobs = _dry_run(repo_root, where, config)
+        assert set(jobs.values()) >= {"data_viggo", "train", "evaluate", "aggregate", "tables", "figures", "paper"}
+        assert expected <= set(jobs), where
+        assert all(_viggo_and_descendants(job) for job in jobs), f"{where}: {sorted(jobs)}"
+        assert not any(rule.startswith("data_") and rule != "data_viggo" for rule in jobs.values())
+        # every viggo job of the demo (data, training, evaluation) is scheduled, not just some
+        viggo_jobs = {name for name in outputs if "/viggo/" in name}
+        for name in viggo_jobs:
+            if name.endswith(("/train.jsonl", "/best.json", "/predictions.jsonl")):  # first outputs
+                assert name in jobs, f"{where}: {name} not re-run"

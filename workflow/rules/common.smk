@@ -1,11 +1,13 @@
 # Helpers shared by the stage files: config validation, run tables and target lists.
 import json
 from pathlib import Path
+import shlex
 import sys
 
 from snakemake.utils import validate
 
 from tunebench import config as tb_config
+from tunebench import settings as tb_settings
 from tunebench import tasks as tb_tasks
 from tunebench.results import plan as results_plan
 from tunebench.errors import ConfigError
@@ -13,7 +15,11 @@ from tunebench.errors import ConfigError
 # tunebench's validation fills the schema's defaults (also inside nullable objects, which
 # Snakemake's default filling cannot enter), names a wrong key in one sentence and checks the
 # rules a schema cannot state; Snakemake's validate then confirms the completed config.
+# The config files are read once more by tunebench's loader, which Snakemake's does not replace: it
+# refuses duplicate keys (Snakemake's keeps the last silently) and names file and line of an error.
 try:
+    for _path in workflow.overwrite_configfiles or workflow.configfiles:
+        tb_config.read_yaml(Path(_path))
     tb_config.validate(config)
 except ConfigError as error:
     sys.exit(f"tunebench: {error}")
@@ -22,6 +28,61 @@ validate(config, "../schemas/config.schema.yaml", set_default=False)
 CONFIGFILES = " ".join(
     str(path) for path in (workflow.overwrite_configfiles or workflow.configfiles)
 )
+
+# How jobs call tunebench. On the host: this very interpreter (the venv snakemake runs from), so jobs
+# work without .venv/bin on PATH. In a container (--sdm apptainer) the host's interpreter path does not
+# exist, so jobs call the image's own `tunebench` entry point instead.
+IN_CONTAINER = "apptainer" in {
+    str(getattr(method, "value", method)).lower()
+    for method in (workflow.deployment_settings.deployment_method or ())
+}
+TUNEBENCH = "tunebench" if IN_CONTAINER else f"{shlex.quote(sys.executable)} -m tunebench"
+
+
+# Settings stamps (see tunebench.settings): one file per job, rewritten only when the settings its
+# outputs depend on change, and an input of that job, so that a config edit re-runs the affected jobs
+# even in a results/ copied without .snakemake/ metadata. The same digest is also each rule's param
+# (Snakemake's params trigger) and is recorded in the outputs.
+def _stamp(path, settings):
+    tb_settings.stamp(path, settings)
+    return str(path)
+
+
+def data_stamp(task):
+    return _stamp(
+        tb_settings.STAMP_DIR / "data" / f"{task}.json",
+        tb_settings.data_settings(config, task),
+    )
+
+
+def train_stamp(task, model, run):
+    return _stamp(
+        tb_settings.STAMP_DIR / "train" / task / model / f"{run}.json",
+        tb_settings.train_settings(config, task, model, run),
+    )
+
+
+def eval_stamp(task, model, run):
+    return _stamp(
+        tb_settings.STAMP_DIR / "eval" / task / model / f"{run}.json",
+        tb_settings.eval_settings(config, task, model, run),
+    )
+
+
+def results_stamp():
+    return _stamp(
+        tb_settings.STAMP_DIR / "results.json", tb_settings.results_settings(config)
+    )
+
+
+def train_settings_hash(wildcards):
+    return tb_settings.train_hash(
+        config, wildcards.task, wildcards.model, wildcards.run
+    )
+
+
+def eval_settings_hash(wildcards):
+    return tb_settings.eval_hash(config, wildcards.task, wildcards.model, wildcards.run)
 FINETUNE = tb_config.finetune_runs(config)
 BASELINES = tb_config.baseline_runs(config)
 DATA_TASKS = sorted(
@@ -64,7 +125,10 @@ def finetune_run(wildcards):
 def train_inputs(wildcards):
     """Data of the task, plus the first stage's checkpoint for a two-stage run."""
     run = finetune_run(wildcards)
-    inputs = {"data": data_files(run.task)}
+    inputs = {
+        "data": data_files(run.task),
+        "settings": train_stamp(run.task, run.model, run.run),
+    }
     if run.init_from:
         first_task, first_run = run.init_from
         inputs["init"] = f"results/train/{first_task}/{run.model}/{first_run}/best.json"
@@ -88,7 +152,10 @@ def train_resource(name, unset):
 
 
 def eval_inputs(wildcards):
-    inputs = {"data": data_files(wildcards.task)}
+    inputs = {
+        "data": data_files(wildcards.task),
+        "settings": eval_stamp(wildcards.task, wildcards.model, wildcards.run),
+    }
     if not wildcards.run.startswith("baseline"):
         inputs["trained"] = (
             f"results/train/{wildcards.task}/{wildcards.model}/{wildcards.run}/best.json"

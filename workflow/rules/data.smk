@@ -5,6 +5,8 @@ for _task in tb_tasks.NAMES:
     rule:
         name:
             f"data_{_task}"
+        input:
+            settings=data_stamp(_task),
         output:
             splits=data_files(_task),
             manifest=f"results/data/{_task}/manifest.json",
@@ -15,5 +17,6 @@ for _task in tb_tasks.NAMES:
         params:
             task=_task,
             configfiles=CONFIGFILES,
+            settings=tb_settings.data_hash(config, _task),
         shell:
-            "tunebench data {params.task} --config {params.configfiles} --out-dir $(dirname {output.manifest}) > {log} 2>&1"
+            "{TUNEBENCH} data {params.task} --config {params.configfiles} --out-dir $(dirname {output.manifest}) > {log} 2>&1"

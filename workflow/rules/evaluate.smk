@@ -22,7 +22,8 @@ rule evaluate:
         gpu_model=eval_resource("gpu_model", ""),
     params:
         configfiles=CONFIGFILES,
+        settings=eval_settings_hash,
     shell:
-        "tunebench evaluate --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
+        "{TUNEBENCH} evaluate --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
         " --run {wildcards.run} --data-dir $(dirname {input.data[0]})"
         " --out-dir $(dirname {output.metrics}) --threads {threads} > {log} 2>&1"

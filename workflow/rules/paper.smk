@@ -8,6 +8,7 @@ rule paper:
         **paper_inputs(),
         metrics="results/metrics.csv",
         curves="results/learning_curves.csv",
+        settings=results_stamp(),
     output:
         report(
             "results/paper/tunebench.pdf",
@@ -19,7 +20,8 @@ rule paper:
         "results/logs/paper/paper.log",
     params:
         configfiles=CONFIGFILES,
+        settings=tb_settings.results_hash(config),
     shell:
-        "tunebench paper --config {params.configfiles} --metrics {input.metrics} --curves {input.curves}"
+        "{TUNEBENCH} paper --config {params.configfiles} --metrics {input.metrics} --curves {input.curves}"
         " --tables-dir results/tables --figures-dir results/figures --build-dir results/paper/build"
         " --out {output} > {log} 2>&1"

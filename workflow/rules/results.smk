@@ -7,6 +7,7 @@ rule aggregate:
     input:
         metrics=metrics_files(),
         train=train_records(),
+        settings=results_stamp(),
     output:
         metrics="results/metrics.csv",
         curves="results/learning_curves.csv",
@@ -14,22 +15,25 @@ rule aggregate:
         "results/logs/results/aggregate.log",
     params:
         configfiles=CONFIGFILES,
+        settings=tb_settings.results_hash(config),
     shell:
-        "tunebench aggregate --config {params.configfiles} --results results"
+        "{TUNEBENCH} aggregate --config {params.configfiles} --results results"
         " --out {output.metrics} --curves {output.curves} > {log} 2>&1"
 
 
 rule tables:
     input:
-        "results/metrics.csv",
+        metrics="results/metrics.csv",
+        settings=results_stamp(),
     output:
         report_tables(),
     log:
         "results/logs/results/tables.log",
     params:
         configfiles=CONFIGFILES,
+        settings=tb_settings.results_hash(config),
     shell:
-        "tunebench tables --config {params.configfiles} --metrics {input}"
+        "{TUNEBENCH} tables --config {params.configfiles} --metrics {input.metrics}"
         " --out-dir results/tables > {log} 2>&1"
 
 
@@ -37,12 +41,14 @@ rule figures:
     input:
         metrics="results/metrics.csv",
         curves="results/learning_curves.csv",
+        settings=results_stamp(),
     output:
         report_figures(),
     log:
         "results/logs/results/figures.log",
     params:
         configfiles=CONFIGFILES,
+        settings=tb_settings.results_hash(config),
     shell:
-        "tunebench figures --config {params.configfiles} --metrics {input.metrics}"
+        "{TUNEBENCH} figures --config {params.configfiles} --metrics {input.metrics}"
         " --curves {input.curves} --out-dir results/figures > {log} 2>&1"

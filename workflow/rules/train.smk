@@ -25,7 +25,8 @@ rule train:
         gpu_model=train_resource("gpu_model", ""),
     params:
         configfiles=CONFIGFILES,
+        settings=train_settings_hash,
     shell:
-        "tunebench train --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
+        "{TUNEBENCH} train --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
         " --run {wildcards.run} --out-dir $(dirname {output.best}) --data-dir $(dirname {input.data[0]})"
         " > {log} 2>&1"
