@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from . import config as tb_config
+from . import settings as tb_settings
 from .errors import DataError, DataUnavailable
 from .formats import FORMATS
 from .tasks.base import BadRow, Prepared
@@ -276,9 +277,13 @@ def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, 
         ids = [row["id"] for row in prepared.splits[split]]
         if len(set(ids)) != len(ids):
             raise DataError(f"{task_name}: the {split} split repeats row ids; this is a bug in the task module.")
+    # The digest of the settings actually used (command-line overrides included), as the workflow
+    # computes it from the config: the data rule's stamp and param carry the same value.
+    effective = dict(config, seed=seed, tasks=dict(config.get("tasks") or {}, **{task_name: options}))
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "task": task_name,
+        tb_settings.KEY: tb_settings.data_hash(effective, task_name),
         "seed": seed,
         "source": prepared.source,
         "options": {key: value for key, value in sorted(options.items()) if key not in ("hub", "limit")},
@@ -322,11 +327,8 @@ def dumps_row(row: Mapping[str, Any]) -> str:
 
 def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> str:
     """Write rows and return the file's sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = "".join(dumps_row(row) + "\n" for row in rows).encode("utf-8")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    tb_settings.write_atomic(path, data)  # a unique temporary name: two runs into one directory do not collide
     return hashlib.sha256(data).hexdigest()
 
 
@@ -336,9 +338,7 @@ def write(out_dir: Path, prepared: Prepared, manifest: dict) -> dict:
     hashes = {split: write_jsonl(out_dir / f"{split}.jsonl", prepared.splits[split]) for split in SPLITS}
     manifest = dict(manifest)
     manifest["format"] = dict(manifest["format"], sha256=hashes)
-    tmp = out_dir / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(out_dir / "manifest.json")
+    tb_settings.write_atomic(out_dir / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return manifest
 
 

@@ -321,6 +321,7 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
         "examples": {split: stats[split].examples for split in stats},
         "truncated_examples": {split: stats[split].truncated for split in stats},
         "skipped_examples": {split: stats[split].skipped for split in stats},
+        "settings_hash": job.get("settings_hash"),
     }
     if trainer.main:
         out_dir.mkdir(parents=True, exist_ok=True)
