@@ -119,43 +119,59 @@ class Source:
         else:
             self.info["splits"][part] = self.read[part]
 
+    def _text(self, path: Path) -> str:
+        """The file as text: UTF-8, a byte-order mark dropped (spreadsheet exports write one)."""
+        try:
+            return path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise DataError(f"{path} is not UTF-8 text; replace it with the original file.") from None
+
     def jsonl(self, relpath: str) -> list[Any]:
         """Records of a JSON Lines file; blank lines are skipped, unparsable ones counted as bad."""
         path = self._mirror_path(relpath)
         records, bad = [], Counter()
-        with open(path, encoding="utf-8", errors="strict") as handle:
+        for line in _lines(self._text(path)):
+            if not line.strip():
+                continue
+            if "\x00" in line:
+                bad["line contains a NUL byte"] += 1
+                continue
             try:
-                for line in handle:
-                    if not line.strip():
-                        continue
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        bad["line is not valid JSON"] += 1
-            except UnicodeDecodeError:
-                raise DataError(f"{path} is not UTF-8 text; replace it with the original file.") from None
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad["line is not valid JSON"] += 1
+            except ValueError:  # an integer beyond Python's 4,300-digit conversion limit
+                bad["line holds a number too long to read"] += 1
         self._account(relpath, records, bad)
         return records
 
     def csv(self, relpath: str) -> list[dict]:
-        """Rows of a CSV file with a header, as dicts; rows with the wrong number of fields are bad."""
+        """Rows of a CSV file with a header, as dicts, one physical line per row.
+
+        The mirrored CSV files hold no line breaks inside fields, so each line is parsed on its own: a
+        quote left open (a file cut short, a damaged row) makes that one line a bad row instead of
+        swallowing the lines after it into one field. Rows with the wrong number of fields, NUL bytes
+        or broken quoting are counted as bad.
+        """
         path = self._mirror_path(relpath)
         records, bad = [], Counter()
-        try:
-            with open(path, encoding="utf-8", newline="") as handle:
-                reader = csv.reader(handle)
-                header = next(reader, None)
-                if not header:
-                    raise DataError(f"{path} has no header row; replace it with the original CSV file.")
-                for fields in reader:
-                    if not fields:
-                        continue
-                    if len(fields) != len(header):
-                        bad[f"row has {len(fields)} fields, the header {len(header)}"] += 1
-                        continue
-                    records.append(dict(zip(header, fields)))
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise DataError(f"{path} cannot be read as UTF-8 CSV ({exc}); replace it with the original file.") from None
+        lines = _lines(self._text(path))
+        header = _csv_fields(lines[0]) if lines else None
+        if not header or not any(field.strip() for field in header):
+            raise DataError(f"{path} has no header row; replace it with the original CSV file.")
+        for line in lines[1:]:
+            if not line.strip():
+                continue
+            if "\x00" in line:
+                bad["row contains a NUL byte"] += 1
+                continue
+            fields = _csv_fields(line)
+            if fields is None:
+                bad["row has an unclosed or misplaced quote"] += 1
+            elif len(fields) != len(header):
+                bad[f"row has {len(fields)} fields, the header {len(header)}"] += 1
+            else:
+                records.append(dict(zip(header, fields)))
         self._account(relpath, records, bad)
         return records
 
@@ -163,9 +179,10 @@ class Source:
         """Elements of a file holding one JSON array."""
         path = self._mirror_path(relpath)
         try:
-            records = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"{path} is not a JSON document ({exc}); replace it with the original file.") from None
+            records = json.loads(self._text(path))
+        except ValueError as exc:  # JSONDecodeError, or an integer beyond the 4,300-digit limit
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "a number too long to read"
+            raise DataError(f"{path} is not a JSON document ({reason}); replace it with the original file.") from None
         if not isinstance(records, list):
             raise DataError(f"{path} should hold one JSON array of records; replace it with the original file.")
         self._account(relpath, records, Counter())
@@ -216,6 +233,20 @@ class Source:
         return Prepared(splits=splits, source=source, bad_rows=bad, **kwargs)
 
 
+def _lines(text: str) -> list[str]:
+    """Lines split at \\n (and \\r\\n) only: str.splitlines would also split at \\x85 or U+2028 inside a field."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _csv_fields(line: str) -> list[str] | None:
+    """The fields of one CSV line, or None when its quoting is broken (strict parsing)."""
+    try:
+        rows = list(csv.reader([line], strict=True))
+    except csv.Error:
+        return None
+    return rows[0] if len(rows) == 1 else None
+
+
 def _hub_sha(hub_id: str, revision: str | None) -> str | None:
     """The commit the hub resolved ``revision`` to, so the manifest pins what was read."""
     try:
@@ -236,6 +267,8 @@ def text_field(record: Mapping[str, Any], key: str, what: str | None = None) -> 
     value = value.strip()
     if not value:
         raise BadRow(f"empty {what or key}")
+    if "\x00" in value:
+        raise BadRow(f"{what or key} contains a NUL byte")
     return value
 
 
@@ -253,6 +286,18 @@ def check_bad_rows(task: str, prepared: Prepared, max_bad_fraction: float) -> No
             )
 
 
+def check_not_empty(task: Any, prepared: Prepared) -> None:
+    """Refuse a split the task needs that came out empty (a header-only CSV, an empty JSONL file)."""
+    for split in task.required_splits:
+        if not prepared.splits.get(split):
+            read = prepared.source.get("rows_read", {})
+            parts = ", ".join(f"{part} ({count} records)" for part, count in read.items()) or "no source"
+            raise DataError(
+                f"{task.name}: the {split} split has no usable rows (read: {parts}); "
+                "replace the empty or damaged source file with the original."
+            )
+
+
 def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, **overrides: Any) -> tuple[Prepared, dict]:
     """Load and format one task as ``config`` says; returns the limited splits and the manifest.
 
@@ -267,6 +312,7 @@ def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, 
     prepared = task.prepare(options, mirror, seed)
     max_bad = config.get("data", {}).get("max_bad_fraction", 0.01)
     check_bad_rows(task_name, prepared, max_bad)
+    check_not_empty(task, prepared)
 
     limit = options.get("limit") or {}
     full_sizes = {split: len(prepared.splits.get(split, [])) for split in SPLITS}
