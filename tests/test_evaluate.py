@@ -214,3 +214,24 @@ def test_a_qlora_checkpoint_decodes_the_same_at_any_batch_size(tokenizer_dir, mi
         assert (metrics["method"], metrics["stage"], metrics["n"]) == ("qlora", "finetuned", 5)
         outputs.append((out / "predictions.jsonl").read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_an_unreachable_hub_model_is_one_sentence_naming_the_key(config, prepared, tmp_path):
+    """The baseline's chat source names a hub model that cannot be fetched (offline here, as on a cluster
+    node without network): exit status 2 and one sentence, not transformers' 90-line traceback."""
+    broken = json.loads(json.dumps(config))
+    broken["models"]["tiny"]["chat"] = {"hub": "no-such-org/no-such-model", "revision": None}
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(broken))
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tunebench", "evaluate", "--config", str(config_file), "--task", "multiplication",
+         "--model", "tiny", "--run", "baseline", "--data-dir", str(prepared / "multiplication"),
+         "--out-dir", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert "models.tiny.chat (no-such-org/no-such-model@main) could not be loaded" in message
+    assert not (tmp_path / "out" / "metrics.json").exists()

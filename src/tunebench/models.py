@@ -14,6 +14,7 @@ Remote code is never trusted. A fine-tuned checkpoint written by the training st
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -47,6 +48,21 @@ def describe(source: Mapping[str, Any]) -> str:
     if kind == "random_llama":
         return "random_llama"
     return str(source["local"])
+
+
+@contextlib.contextmanager
+def source_errors(key: str, source: Mapping[str, Any]):
+    """Turn a failure to fetch or read a model source (unknown hub id, no network, gated model, broken
+    files: all OSError from transformers and huggingface_hub) into one sentence naming the config key."""
+    try:
+        yield
+    except OSError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = (lines[0] if lines else type(exc).__name__).rstrip(".")[:200]
+        raise ConfigError(
+            f"{key} ({describe(source)}) could not be loaded ({reason}); check the name, make the Hugging Face hub "
+            f"reachable ({TOKEN_ENV} set for a gated model) or point {key} at a local copy."
+        ) from None
 
 
 def _hub_kwargs(source: Mapping[str, Any]) -> dict:
@@ -238,8 +254,10 @@ def load_for_inference(config: Mapping[str, Any], model_name: str, role: str = "
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if checkpoint_dir is None:
         source = model_source(config, model_name, role)
-        tokenizer = load_tokenizer(source)
-        model = load_model(source, dtype=dtype, attn_implementation=attn)
+        key = f"models.{model_name}.{role if config['models'][model_name].get(role) else 'base'}"
+        with source_errors(key, source):
+            tokenizer = load_tokenizer(source)
+            model = load_model(source, dtype=dtype, attn_implementation=attn)
         return model.to(device).eval(), tokenizer
 
     checkpoint = Path(checkpoint_dir)
@@ -257,7 +275,8 @@ def load_for_inference(config: Mapping[str, Any], model_name: str, role: str = "
     from peft import PeftModel
 
     quantization = bnb_config(meta["quantization"]) if meta.get("quantization") else None
-    base = load_model(meta["base_source"], dtype=dtype, quantization=quantization, attn_implementation=attn, device=device)
+    with source_errors(f"models.{model_name}.base", meta["base_source"]):
+        base = load_model(meta["base_source"], dtype=dtype, quantization=quantization, attn_implementation=attn, device=device)
     if base.get_input_embeddings().num_embeddings != len(tokenizer):
         # The new rows are overwritten from the adapter; their initial values do not matter here.
         base.resize_token_embeddings(len(tokenizer), mean_resizing=False)

@@ -69,7 +69,8 @@ def build(job: Mapping[str, Any], device: torch.device) -> Built:
     method, settings, training = job["method"], job["method_settings"], job["training"]
     dtype = models.DTYPES[training["dtype"]]
     init_dir = job.get("init_checkpoint")
-    tokenizer = models.load_tokenizer({"local": init_dir} if init_dir else job["base_source"])
+    with models.source_errors(f"models.{job['model']}.base", job["base_source"]):
+        tokenizer = models.load_tokenizer({"local": init_dir} if init_dir else job["base_source"])
     added = formats.added_tokens(job["format"])
     tokenizer.add_tokens(added, special_tokens=True)  # a no-op for tokens a first stage already added
     new_ids = tokenizer.convert_tokens_to_ids(added)
@@ -79,8 +80,9 @@ def build(job: Mapping[str, Any], device: torch.device) -> Built:
         source = {"local": init_dir}
     else:
         source = job["base_source"]
-    model = models.load_model(source, dtype=dtype, quantization=quantization,
-                              attn_implementation=training["attn_implementation"], device=device)
+    with models.source_errors(f"models.{job['model']}.base", source):
+        model = models.load_model(source, dtype=dtype, quantization=quantization,
+                                  attn_implementation=training["attn_implementation"], device=device)
     if model.get_input_embeddings().num_embeddings != len(tokenizer):
         torch.manual_seed(job["seed"])  # the resize draws the new rows around the mean of the old ones
         model.resize_token_embeddings(len(tokenizer))
