@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -159,3 +160,67 @@ def test_editing_one_key_reruns_that_task_and_its_descendants(repo_root, with_mi
         for name in viggo_jobs:
             if name.endswith(("/train.jsonl", "/best.json", "/predictions.jsonl")):  # first outputs
                 assert name in jobs, f"{where}: {name} not re-run"
+
+
+def test_a_job_runs_without_the_venv_on_path_and_records_the_stamps_digest(repo_root, with_mirror, tmp_path):
+    """Rules call the interpreter Snakemake runs under, so PATH needs no .venv/bin; the manifest the job
+    writes records the same settings digest as the workflow's stamp (both from tunebench.settings)."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TUNEBENCH_DATA_MIRROR": str(with_mirror)}
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
+         "--configfile", str(repo_root / "config" / "demo.yaml"), "--cores", "1",
+         "results/data/multiplication/manifest.json", "results/data/viggo/manifest.json"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for task in ("multiplication", "viggo"):
+        manifest = json.loads((tmp_path / "results" / "data" / task / "manifest.json").read_text())
+        stamp = json.loads((tmp_path / "results" / "settings" / "data" / f"{task}.json").read_text())
+        assert manifest["settings_hash"] == stamp["settings_hash"]
+        assert stamp["settings"]["task"] == task and stamp["settings"]["seed"] == manifest["seed"]
+
+
+def test_every_stamp_matches_what_the_commands_compute(repo_root, tmp_path):
+    """The digests the workflow computes from Snakemake's config equal those tunebench's loader gives."""
+    from tunebench import config as tb_config
+    from tunebench import settings as tb_settings
+
+    result = snakemake(repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
+                       "--configfile", str(repo_root / "config" / "demo.yaml"), "-n", "--quiet", "all")
+    assert result.returncode == 0, result.stderr[-2000:]
+    cfg = tb_config.load(repo_root / "config" / "demo.yaml")
+    stamps = sorted((tmp_path / "results" / "settings").rglob("*.json"))
+    assert len(stamps) == 5 + 11 + 15 + 1
+    for path in stamps:
+        parts = path.relative_to(tmp_path / "results" / "settings").with_suffix("").parts
+        recorded = json.loads(path.read_text())["settings_hash"]
+        if parts[0] == "data":
+            assert recorded == tb_settings.data_hash(cfg, parts[1])
+        elif parts[0] == "train":
+            assert recorded == tb_settings.train_hash(cfg, *parts[1:])
+        elif parts[0] == "eval":
+            assert recorded == tb_settings.eval_hash(cfg, *parts[1:])
+        else:
+            assert recorded == tb_settings.results_hash(cfg)
+
+
+def test_a_run_outside_the_repository_finds_the_paper_config(repo_root, tmp_path):
+    result = snakemake(repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
+                       "-n", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _job_counts(result.stdout)["train"] == 27 + 3 + 1 + 1 + 1
+
+
+@pytest.mark.parametrize("extra, words", [
+    ("\nseed: 7\n", ["'seed' repeats the one on line"]),
+    ("\ntraining:\n  epochs: 1\n", ["'training' repeats the one on line"]),
+])
+def test_a_repeated_key_stops_the_workflow_in_one_sentence(repo_root, tmp_path, extra, words):
+    config = tmp_path / "demo.yaml"
+    config.write_text((repo_root / "config" / "demo.yaml").read_text() + extra)
+    result = snakemake(repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
+                       "--configfile", str(config), "-n")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    line = next(line for line in result.stderr.splitlines() if line.startswith("tunebench:"))
+    assert str(config) in line and all(word in line for word in words)

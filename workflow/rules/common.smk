@@ -5,6 +5,7 @@ import shlex
 import sys
 
 from snakemake.utils import validate
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from tunebench import config as tb_config
 from tunebench import settings as tb_settings
@@ -32,11 +33,12 @@ CONFIGFILES = " ".join(
 # How jobs call tunebench. On the host: this very interpreter (the venv snakemake runs from), so jobs
 # work without .venv/bin on PATH. In a container (--sdm apptainer) the host's interpreter path does not
 # exist, so jobs call the image's own `tunebench` entry point instead.
-IN_CONTAINER = "apptainer" in {
-    str(getattr(method, "value", method)).lower()
-    for method in (workflow.deployment_settings.deployment_method or ())
-}
-TUNEBENCH = "tunebench" if IN_CONTAINER else f"{shlex.quote(sys.executable)} -m tunebench"
+IN_CONTAINER = (
+    DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+)
+TUNEBENCH = (
+    "tunebench" if IN_CONTAINER else f"{shlex.quote(sys.executable)} -m tunebench"
+)
 
 
 # Settings stamps (see tunebench.settings): one file per job, rewritten only when the settings its
@@ -83,6 +85,8 @@ def train_settings_hash(wildcards):
 
 def eval_settings_hash(wildcards):
     return tb_settings.eval_hash(config, wildcards.task, wildcards.model, wildcards.run)
+
+
 FINETUNE = tb_config.finetune_runs(config)
 BASELINES = tb_config.baseline_runs(config)
 DATA_TASKS = sorted(
