@@ -30,15 +30,19 @@ CONFIGFILES = " ".join(
     str(path) for path in (workflow.overwrite_configfiles or workflow.configfiles)
 )
 
-# How jobs call tunebench. On the host: this very interpreter (the venv snakemake runs from), so jobs
-# work without .venv/bin on PATH. In a container (--sdm apptainer) the host's interpreter path does not
-# exist, so jobs call the image's own `tunebench` entry point instead.
+# How jobs call tunebench. On the host: through this very interpreter (the venv Snakemake runs from),
+# so that jobs work without .venv/bin on PATH. The shell prefix defines `tunebench` as a shell function
+# running `python -m tunebench`; a function rather than a param, because a param would be recorded in
+# Snakemake's metadata and moving the venv would then re-run every job. In a container (--sdm
+# apptainer) the host's interpreter path does not exist, so jobs call the image's own `tunebench`.
 IN_CONTAINER = (
     DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
 )
-TUNEBENCH = (
-    "tunebench" if IN_CONTAINER else f"{shlex.quote(sys.executable)} -m tunebench"
-)
+if not IN_CONTAINER:
+    shell.prefix(
+        "set -euo pipefail; "  # Snakemake's own prefix, which setting one replaces
+        f'tunebench() {{{{ {shlex.quote(sys.executable)} -m tunebench "$@"; }}}}; '
+    )
 
 
 # Settings stamps (see tunebench.settings): one file per job, rewritten only when the settings its

@@ -19,4 +19,4 @@ for _task in tb_tasks.NAMES:
             configfiles=CONFIGFILES,
             settings=tb_settings.data_hash(config, _task),
         shell:
-            "{TUNEBENCH} data {params.task} --config {params.configfiles} --out-dir $(dirname {output.manifest}) > {log} 2>&1"
+            "tunebench data {params.task} --config {params.configfiles} --out-dir $(dirname {output.manifest}) > {log} 2>&1"

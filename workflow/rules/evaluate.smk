@@ -24,6 +24,6 @@ rule evaluate:
         configfiles=CONFIGFILES,
         settings=eval_settings_hash,
     shell:
-        "{TUNEBENCH} evaluate --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
+        "tunebench evaluate --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
         " --run {wildcards.run} --data-dir $(dirname {input.data[0]})"
         " --out-dir $(dirname {output.metrics}) --threads {threads} > {log} 2>&1"

@@ -22,6 +22,6 @@ rule paper:
         configfiles=CONFIGFILES,
         settings=tb_settings.results_hash(config),
     shell:
-        "{TUNEBENCH} paper --config {params.configfiles} --metrics {input.metrics} --curves {input.curves}"
+        "tunebench paper --config {params.configfiles} --metrics {input.metrics} --curves {input.curves}"
         " --tables-dir results/tables --figures-dir results/figures --build-dir results/paper/build"
         " --out {output} > {log} 2>&1"

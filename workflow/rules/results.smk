@@ -17,7 +17,7 @@ rule aggregate:
         configfiles=CONFIGFILES,
         settings=tb_settings.results_hash(config),
     shell:
-        "{TUNEBENCH} aggregate --config {params.configfiles} --results results"
+        "tunebench aggregate --config {params.configfiles} --results results"
         " --out {output.metrics} --curves {output.curves} > {log} 2>&1"
 
 
@@ -33,7 +33,7 @@ rule tables:
         configfiles=CONFIGFILES,
         settings=tb_settings.results_hash(config),
     shell:
-        "{TUNEBENCH} tables --config {params.configfiles} --metrics {input.metrics}"
+        "tunebench tables --config {params.configfiles} --metrics {input.metrics}"
         " --out-dir results/tables > {log} 2>&1"
 
 
@@ -50,5 +50,5 @@ rule figures:
         configfiles=CONFIGFILES,
         settings=tb_settings.results_hash(config),
     shell:
-        "{TUNEBENCH} figures --config {params.configfiles} --metrics {input.metrics}"
+        "tunebench figures --config {params.configfiles} --metrics {input.metrics}"
         " --curves {input.curves} --out-dir results/figures > {log} 2>&1"

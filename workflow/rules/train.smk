@@ -27,6 +27,6 @@ rule train:
         configfiles=CONFIGFILES,
         settings=train_settings_hash,
     shell:
-        "{TUNEBENCH} train --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
+        "tunebench train --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
         " --run {wildcards.run} --out-dir $(dirname {output.best}) --data-dir $(dirname {input.data[0]})"
         " > {log} 2>&1"
