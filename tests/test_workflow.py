@@ -6,8 +6,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -224,3 +226,58 @@ def test_a_repeated_key_stops_the_workflow_in_one_sentence(repo_root, tmp_path, 
     assert "Traceback" not in result.stderr
     line = next(line for line in result.stderr.splitlines() if line.startswith("tunebench:"))
     assert str(config) in line and all(word in line for word in words)
+
+
+def test_a_killed_runs_lock_is_cleared_only_when_no_snakemake_works_there(repo_root, tmp_path):
+    """`make demo` runs tunebench.workflow_lock first: the stale lock of a SIGKILLed run goes (through
+    snakemake --unlock), while the lock of a live run stays and the user is told in one sentence."""
+    args = ["-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
+            "--configfile", str(repo_root / "config" / "demo.yaml")]
+    helper = [sys.executable, "-m", "tunebench.workflow_lock", "--", *args]
+    assert subprocess.run(helper, capture_output=True, text=True, timeout=120).returncode == 0  # no lock: silent
+    # A real run, SIGKILLed (with its job) once it holds the lock: it cannot remove the lock.
+    target = ["results/data/viggo/manifest.json", *args, "--cores", "1"]  # not after --configfile's list
+    run = subprocess.Popen([str(BIN / "snakemake"), *target], cwd=tmp_path, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    locks = tmp_path / ".snakemake" / "locks"
+    deadline = time.monotonic() + 120
+    while not (locks.is_dir() and any(locks.iterdir())) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert any(locks.iterdir()), "the run finished before it could be killed"
+    blocked = snakemake(repo_root, *target)
+    assert blocked.returncode != 0 and "cannot be locked" in blocked.stdout + blocked.stderr
+
+    # A live snakemake in that directory (a stand-in that only sleeps): the lock is left alone.
+    fake = tmp_path / "bin" / "snakemake"
+    fake.parent.mkdir()
+    fake.write_text("import time\ntime.sleep(120)\n")
+    live = subprocess.Popen([sys.executable, str(fake)], cwd=tmp_path)
+    try:
+        kept = subprocess.run(helper, capture_output=True, text=True, timeout=120)
+    finally:
+        live.kill()
+        live.wait()
+    assert kept.returncode == 2 and f"process {live.pid}" in kept.stderr and len(kept.stderr.strip().splitlines()) == 1
+    assert (locks / "0.output.lock").exists()
+
+    cleared = subprocess.run(helper, capture_output=True, text=True, timeout=120)
+    assert cleared.returncode == 0, cleared.stderr
+    assert "was killed" in cleared.stderr
+    assert not lock_files_left(locks)
+    rerun = snakemake(repo_root, *target)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+
+def test_make_demo_clears_a_stale_lock_first_and_needs_no_venv_on_path(repo_root):
+    makefile = (repo_root / "Makefile").read_text()
+    demo = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    lines = [line.strip() for line in demo.splitlines()[1:]]
+    assert lines[0].startswith("$(BIN)/python -m tunebench.workflow_lock -- $(DEMO)")
+    assert lines[1].startswith("$(BIN)/snakemake")
+    assert "export PATH" not in makefile
+
+
+def lock_files_left(locks: Path) -> list[Path]:
+    return list(locks.iterdir()) if locks.is_dir() else []
