@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -172,3 +173,34 @@ def test_the_jobs_threads_are_shared_among_its_processes():
     # The venv's bin (DeepSpeed's ninja) is on the workers' PATH even when the job's PATH lacks it.
     assert env["PATH"].split(os.pathsep) == [str(Path(sys.executable).parent), "/bin"]
     assert train_command.launch_env({}, processes=2)["PATH"] == str(Path(sys.executable).parent)
+
+
+@pytest.mark.slow  # three processes that each import torch and PEFT: about half a minute
+def test_adapter_config_is_the_same_bytes_under_any_hash_seed(tokenizer_dir, tmp_path):  # noqa: F811
+    """PEFT stores target_modules as a set; the exported adapter_config.json lists them sorted, so two
+    identical runs (different PYTHONHASHSEED, as two processes get) write identical files."""
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom peft import get_peft_model\n"
+        "from tunebench import models\nfrom tunebench.train import methods\n"
+        "from train_support import TINY_LLAMA\n"
+        "source = {'random_llama': TINY_LLAMA, 'tokenizer': {'local': sys.argv[1]}}\n"
+        "tokenizer = models.load_tokenizer(source)\nmodel = models.load_model(source)\n"
+        "preset = {'r': 2, 'alpha': 4, 'dropout': 0.0, 'target_modules': "
+        "['v_proj', 'q_proj', 'up_proj', 'o_proj', 'k_proj', 'down_proj', 'gate_proj']}\n"
+        "peft_model = get_peft_model(model, methods.lora_config(preset, None))\n"
+        "meta = {'method': 'lora', 'new_token_ids': []}\n"
+        "methods.export(peft_model, tokenizer, Path(sys.argv[2]), meta)\n"
+    )
+    tests_dir = str(Path(__file__).parent)
+    written = []
+    for seed in ("1", "2", "3"):
+        out = tmp_path / f"seed{seed}"
+        out.mkdir()
+        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
+        result = subprocess.run([sys.executable, "-c", code, str(tokenizer_dir), str(out)], capture_output=True,
+                                text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        written.append((out / "adapter_config.json").read_bytes())
+    assert written[0] == written[1] == written[2]
+    modules = json.loads(written[0])["target_modules"]
+    assert modules == sorted(modules) and len(modules) == 7

@@ -126,6 +126,19 @@ def checkpoint_meta(job: Mapping[str, Any], new_ids: list[int]) -> dict:
     }
 
 
+def sort_adapter_modules(directory: Path) -> None:
+    """Rewrite adapter_config.json with its module lists sorted: PEFT keeps them as sets and writes
+    them in set order, which changes with the hash seed, so identical runs gave different bytes."""
+    path = directory / "adapter_config.json"
+    if not path.is_file():
+        return
+    adapter = json.loads(path.read_text())
+    for key in ("target_modules", "exclude_modules", "modules_to_save"):
+        if isinstance(adapter.get(key), list) and all(isinstance(item, str) for item in adapter[key]):
+            adapter[key] = sorted(adapter[key])
+    path.write_text(json.dumps(adapter, indent=2, sort_keys=True))  # PEFT's own layout
+
+
 def export(unwrapped, tokenizer, directory: Path, meta: Mapping[str, Any], state_dict=None, is_main: bool = True, save_function=torch.save) -> None:
     """Write the selected checkpoint: full weights (safetensors) or the adapter, plus the tokenizer.
 
@@ -137,6 +150,7 @@ def export(unwrapped, tokenizer, directory: Path, meta: Mapping[str, Any], state
         trained_rows = any("trainable_tokens" in name for name, _ in unwrapped.named_parameters())
         # Untrained new-token rows are random: keep the whole resized embeddings so inference sees the same ones.
         unwrapped.save_pretrained(directory, save_embedding_layers=bool(meta["new_token_ids"]) and not trained_rows)
+        sort_adapter_modules(Path(directory))
     if is_main:
         tokenizer.save_pretrained(directory)
         (directory / models.CHECKPOINT_META).write_text(json.dumps(dict(meta), indent=2) + "\n")
