@@ -47,8 +47,9 @@ def _job_counts(stdout: str) -> dict[str, int]:
 
 
 def test_dry_run_lists_the_paper_matrix(repo_root, tmp_path):
-    result = snakemake(repo_root, "-n", "--quiet", "rules", "--configfile", "config/config.yaml",
-                       "--directory", str(repo_root))
+    # In a temporary directory: a dry run writes the settings stamps under results/, never the repository's.
+    result = snakemake(repo_root, "-n", "--quiet", "rules", "-s", str(repo_root / "Snakefile"), "--configfile",
+                       str(repo_root / "config" / "config.yaml"), "--directory", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     counts = _job_counts(result.stdout)
     # 3 tasks × 3 sizes × 3 methods + multiplication (7B × 3) + MathQA stage + two-stage + ablation
@@ -57,16 +58,18 @@ def test_dry_run_lists_the_paper_matrix(repo_root, tmp_path):
     assert sum(v for k, v in counts.items() if k.startswith("data_")) == 5
 
 
-def test_dry_run_of_the_demo(repo_root):
-    result = snakemake(repo_root, "-n", "--quiet", "rules", "--configfile", "config/demo.yaml")
+def test_dry_run_of_the_demo(repo_root, tmp_path):
+    result = snakemake(repo_root, "-n", "--quiet", "rules", "-s", str(repo_root / "Snakefile"), "--configfile",
+                       str(repo_root / "config" / "demo.yaml"), "--directory", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     counts = _job_counts(result.stdout)
     assert counts["train"] == 11
     assert counts["evaluate"] == 10 + 5
 
 
-def test_lint_is_clean(repo_root):
-    result = snakemake(repo_root, "--lint", "--configfile", "config/demo.yaml")
+def test_lint_is_clean(repo_root, tmp_path):
+    result = snakemake(repo_root, "--lint", "-s", str(repo_root / "Snakefile"), "--configfile",
+                       str(repo_root / "config" / "demo.yaml"), "--directory", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 

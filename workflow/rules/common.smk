@@ -26,9 +26,25 @@ except ConfigError as error:
     sys.exit(f"tunebench: {error}")
 validate(config, "../schemas/config.schema.yaml", set_default=False)
 
+
+# Each rule passes these paths to tunebench as a param, which Snakemake's params trigger compares. A file
+# inside the working directory is written relative to it, so that naming it another way (absolute, or
+# ./config/...) or moving the whole directory re-runs nothing; one outside it, absolute. What outputs
+# depend on is each rule's settings digest (below), not a path.
+def _config_path(path):
+    path = Path(path).resolve()
+    return (
+        str(path.relative_to(Path.cwd()))
+        if path.is_relative_to(Path.cwd())
+        else str(path)
+    )
+
+
 CONFIGFILES = " ".join(
-    str(path) for path in (workflow.overwrite_configfiles or workflow.configfiles)
+    _config_path(path)
+    for path in (workflow.overwrite_configfiles or workflow.configfiles)
 )
+
 
 # How jobs call tunebench. On the host: through this very interpreter (the venv Snakemake runs from),
 # so that jobs work without .venv/bin on PATH. The shell prefix defines `tunebench` as a shell function
@@ -42,42 +58,6 @@ if not IN_CONTAINER:
     shell.prefix(
         "set -euo pipefail; "  # Snakemake's own prefix, which setting one replaces
         f'tunebench() {{{{ {shlex.quote(sys.executable)} -m tunebench "$@"; }}}}; '
-    )
-
-
-# Settings stamps (see tunebench.settings): one file per job, rewritten only when the settings its
-# outputs depend on change, and an input of that job, so that a config edit re-runs the affected jobs
-# even in a results/ copied without .snakemake/ metadata. The same digest is also each rule's param
-# (Snakemake's params trigger) and is recorded in the outputs.
-def _stamp(path, settings):
-    tb_settings.stamp(path, settings)
-    return str(path)
-
-
-def data_stamp(task):
-    return _stamp(
-        tb_settings.STAMP_DIR / "data" / f"{task}.json",
-        tb_settings.data_settings(config, task),
-    )
-
-
-def train_stamp(task, model, run):
-    return _stamp(
-        tb_settings.STAMP_DIR / "train" / task / model / f"{run}.json",
-        tb_settings.train_settings(config, task, model, run),
-    )
-
-
-def eval_stamp(task, model, run):
-    return _stamp(
-        tb_settings.STAMP_DIR / "eval" / task / model / f"{run}.json",
-        tb_settings.eval_settings(config, task, model, run),
-    )
-
-
-def results_stamp():
-    return _stamp(
-        tb_settings.STAMP_DIR / "results.json", tb_settings.results_settings(config)
     )
 
 
@@ -99,6 +79,42 @@ DATA_TASKS = sorted(
     | {run.init_from[0] for run in FINETUNE if run.init_from}
 )
 EVALUATED = [run for run in FINETUNE if run.evaluate] + BASELINES
+
+
+# Settings stamps (see tunebench.settings): one file per job, rewritten only when the settings its
+# outputs depend on change, and an input of that job, so that a config edit re-runs the affected jobs
+# even in a results/ copied without .snakemake/ metadata. The same digest is also each rule's param
+# (Snakemake's params trigger) and is recorded in the outputs. All stamps are written while the
+# workflow is parsed, before Snakemake first looks at results/: it caches directory listings, so a
+# stamp written later, from an input function, could be reported missing.
+def data_stamp(task):
+    return str(tb_settings.STAMP_DIR / "data" / f"{task}.json")
+
+
+def train_stamp(task, model, run):
+    return str(tb_settings.STAMP_DIR / "train" / task / model / f"{run}.json")
+
+
+def eval_stamp(task, model, run):
+    return str(tb_settings.STAMP_DIR / "eval" / task / model / f"{run}.json")
+
+
+RESULTS_STAMP = str(tb_settings.STAMP_DIR / "results.json")
+
+
+def write_stamps():
+    for task in tb_tasks.NAMES:
+        tb_settings.stamp(data_stamp(task), tb_settings.data_settings(config, task))
+    for run in FINETUNE:
+        settings = tb_settings.train_settings(config, run.task, run.model, run.run)
+        tb_settings.stamp(train_stamp(run.task, run.model, run.run), settings)
+    for run in EVALUATED:
+        settings = tb_settings.eval_settings(config, run.task, run.model, run.run)
+        tb_settings.stamp(eval_stamp(run.task, run.model, run.run), settings)
+    tb_settings.stamp(RESULTS_STAMP, tb_settings.results_settings(config))
+
+
+write_stamps()
 
 
 wildcard_constraints:

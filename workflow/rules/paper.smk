@@ -8,7 +8,7 @@ rule paper:
         **paper_inputs(),
         metrics="results/metrics.csv",
         curves="results/learning_curves.csv",
-        settings=results_stamp(),
+        settings=RESULTS_STAMP,
     output:
         report(
             "results/paper/tunebench.pdf",

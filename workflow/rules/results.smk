@@ -7,7 +7,7 @@ rule aggregate:
     input:
         metrics=metrics_files(),
         train=train_records(),
-        settings=results_stamp(),
+        settings=RESULTS_STAMP,
     output:
         metrics="results/metrics.csv",
         curves="results/learning_curves.csv",
@@ -24,7 +24,7 @@ rule aggregate:
 rule tables:
     input:
         metrics="results/metrics.csv",
-        settings=results_stamp(),
+        settings=RESULTS_STAMP,
     output:
         report_tables(),
     log:
@@ -41,7 +41,7 @@ rule figures:
     input:
         metrics="results/metrics.csv",
         curves="results/learning_curves.csv",
-        settings=results_stamp(),
+        settings=RESULTS_STAMP,
     output:
         report_figures(),
     log:
