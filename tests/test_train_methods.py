@@ -33,7 +33,10 @@ def _check_outputs(out_dir, method: str, processes: int = 1) -> dict:
     assert best["validation_perplexity"] == pytest.approx(torch.tensor(best["validation_loss"]).exp().item(), rel=1e-6)
     epoch = [h for h in read_history(out_dir) if h["kind"] == "epoch"]
     assert len(epoch) == 1 and epoch[0]["peak_memory_mb"] > 0 and epoch[0]["tokens_per_s"] > 0
-    assert json.loads((out_dir / "config.json").read_text())["method"] == method
+    settings = json.loads((out_dir / "config.json").read_text())
+    assert settings["method"] == method
+    # the digest the workflow's stamp and param carry, recorded for the results stage's check
+    assert len(run["settings_hash"]) == 16 and run["settings_hash"] == settings["settings_hash"]
     meta = json.loads((out_dir / "checkpoint" / models.CHECKPOINT_META).read_text())
     assert meta["method"] == method and meta["added_tokens"] == list(formats.SPECIAL_TOKENS)
     assert not (out_dir.parent / f"{out_dir.name}.resume").exists()  # removed once the outputs are written
