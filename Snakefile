@@ -3,8 +3,12 @@
 #   snakemake --cores all --configfile config/demo.yaml     the CPU demo
 #   snakemake --profile profiles/slurm                      the same on a SLURM GPU cluster
 from pathlib import Path
+import sys
 
 from snakemake.utils import min_version
+
+from tunebench.config import read_yaml
+from tunebench.errors import ConfigError
 
 min_version("9.0")
 
@@ -17,8 +21,13 @@ DEFAULT_CONFIG = (
 
 
 # The paper matrix unless the command line names other config files (which then replace it); a run
-# outside the repository finds it instead of stopping.
+# outside the repository finds it instead of stopping. tunebench's reader goes first: Snakemake's says
+# "not valid JSON or YAML" without file or line, and keeps a repeated key silently.
 if not workflow.overwrite_configfiles:
+    try:
+        read_yaml(Path(DEFAULT_CONFIG))
+    except ConfigError as error:
+        sys.exit(f"tunebench: {error}")
 
     configfile: DEFAULT_CONFIG
 

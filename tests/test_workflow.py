@@ -284,3 +284,14 @@ def test_make_demo_clears_a_stale_lock_first_and_needs_no_venv_on_path(repo_root
 
 def lock_files_left(locks: Path) -> list[Path]:
     return list(locks.iterdir()) if locks.is_dir() else []
+
+
+def test_a_yaml_error_in_the_default_config_names_file_and_line(repo_root, tmp_path):
+    """Snakemake's own reader would say only "not valid JSON or YAML"; tunebench's names file and line."""
+    (tmp_path / "config").mkdir()
+    broken = tmp_path / "config" / "config.yaml"
+    broken.write_text("seed: 42\nmodels: [a, b\ntraining: {}\n")
+    result = snakemake(repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path), "-n")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    line = next(line for line in result.stderr.splitlines() if line.startswith("tunebench:"))
+    assert "config/config.yaml line 3" in line and "not valid YAML" in line
