@@ -322,3 +322,10 @@ def test_two_data_runs_into_one_directory_do_not_collide(tmp_path, with_mirror):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["format"]["sha256"]["train"] == hashlib.sha256((tmp_path / "train.jsonl").read_bytes()).hexdigest()
+
+
+def test_a_prepared_split_with_an_over_long_integer_is_named(tmp_path):
+    path = tmp_path / "test.jsonl"
+    path.write_text('{"id": "a", "prompt": "p", "completion": "c", "answer": ' + "3" * 5000 + "}\n")
+    with pytest.raises(DataError, match=r"test\.jsonl line 1 is not valid JSON or holds a number too long to read"):
+        data.read_rows(path)

@@ -216,3 +216,16 @@ def test_outputs_made_under_other_settings_are_not_mixed(demo_config, tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(DataError, match="was made without a settings record"):
         aggregate.collect_metrics(demo_config, tmp_path)
+
+
+def test_an_integer_over_the_digit_limit_is_named_not_a_traceback(demo_config, tmp_path):
+    write_synthetic(demo_config, tmp_path)
+    path = tmp_path / "eval/multiplication/smollm2-135m/baseline/metrics.json"
+    path.write_text(path.read_text()[:-1] + ', "huge": ' + "9" * 5000 + "}")
+    with pytest.raises(DataError, match="holds a number too long to read") as caught:
+        aggregate.collect_metrics(demo_config, tmp_path)
+    assert str(path) in str(caught.value)
+    history = tmp_path / "train/viggo/smollm2-135m/full/history.jsonl"
+    history.write_text(history.read_text() + '{"kind": "step", "step": ' + "1" * 5000 + "}\n")
+    with pytest.raises(DataError, match=r"history.jsonl line \d+ is not valid JSON or holds a number too long"):
+        aggregate.collect_curves(demo_config, tmp_path)

@@ -400,8 +400,9 @@ def read_rows(path: Path) -> list[dict]:
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"{path} line {number} is not valid JSON; rebuild the file with tunebench data.") from None
+            except ValueError:  # not JSON, or an integer beyond the 4,300-digit conversion limit
+                raise DataError(f"{path} line {number} is not valid JSON or holds a number too long to read; "
+                                "rebuild the file with tunebench data.") from None
             missing = [key for key in LEADING_FIELDS if not isinstance(row, dict) or key not in row]
             if missing:
                 raise DataError(f"{path} line {number} lacks {', '.join(missing)}; rebuild the file with tunebench data.")

@@ -50,6 +50,8 @@ def read_json(path: Path, step: str) -> dict:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); delete it and {_RERUN}.") from None
+    except ValueError:  # an integer beyond Python's 4,300-digit conversion limit
+        raise DataError(f"{path} holds a number too long to read; delete it and {_RERUN}.") from None
     if not isinstance(doc, dict):
         raise DataError(f"{path} must hold a JSON object; delete it and {_RERUN}.")
     return doc
@@ -169,8 +171,9 @@ def read_history(path: Path) -> list[dict]:
             continue
         try:
             line = json.loads(text)
-        except json.JSONDecodeError:
-            raise DataError(f"{path} line {number_} is not valid JSON; delete the run directory and {_RERUN}.") from None
+        except ValueError:  # not JSON, or an integer beyond the 4,300-digit conversion limit
+            raise DataError(f"{path} line {number_} is not valid JSON or holds a number too long to read; "
+                            f"delete the run directory and {_RERUN}.") from None
         if not isinstance(line, dict) or line.get("kind") not in ("step", "epoch"):
             raise DataError(f"{path} line {number_} must be an object whose kind is step or epoch; delete the run directory and {_RERUN}.")
         lines.append(line)
