@@ -166,6 +166,12 @@ def test_editing_one_key_reruns_that_task_and_its_descendants(repo_root, with_mi
             if name.endswith(("/train.jsonl", "/best.json", "/predictions.jsonl")):  # first outputs
                 assert name in jobs, f"{where}: {name} not re-run"
 
+    # The probe that found the bug: the paper matrix's config over the demo's copied results/ must not
+    # reuse the demo's data subsets; every data rule is scheduled.
+    paper = _dry_run(repo_root, copied, repo_root / "config" / "config.yaml")
+    assert sorted(rule for rule in paper.values() if rule.startswith("data_")) == [
+        "data_gsm8k", "data_mathqa", "data_multiplication", "data_sql", "data_viggo"]
+
 
 def test_a_job_runs_without_the_venv_on_path_and_records_the_stamps_digest(repo_root, with_mirror, tmp_path):
     """Rules call the interpreter Snakemake runs under, so PATH needs no .venv/bin; the manifest the job
