@@ -55,9 +55,12 @@ IN_CONTAINER = (
     DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
 )
 if not IN_CONTAINER:
+    # A prefix replaces Snakemake's own, its bash strict mode (jobs run under bash, Snakemake's
+    # default shell), so it is repeated here.
+    STRICT = "set -euo pipefail; "
     shell.prefix(
-        "set -euo pipefail; "  # Snakemake's own prefix, which setting one replaces
-        f'tunebench() {{{{ {shlex.quote(sys.executable)} -m tunebench "$@"; }}}}; '
+        STRICT
+        + f'tunebench() {{{{ {shlex.quote(sys.executable)} -m tunebench "$@"; }}}}; '
     )
 
 
