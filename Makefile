@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
-# Rules call the `tunebench` command of the venv.
-export PATH := $(abspath $(BIN)):$(PATH)
+# Rules call tunebench through the interpreter Snakemake runs under (workflow/rules/common.smk), so
+# nothing here needs .venv/bin on PATH.
+DEMO := --configfile config/demo.yaml
 
 .PHONY: venv demo test lint clean-results gpu-lock
 
@@ -20,9 +21,12 @@ $(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# A run killed outright (SIGKILL, power cut) leaves its lock: workflow_lock removes it with
+# `snakemake --unlock` when no other Snakemake works in this directory, and otherwise says so.
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml --rerun-incomplete
-	$(BIN)/snakemake --cores 1 --configfile config/demo.yaml --report results/report.html
+	$(BIN)/python -m tunebench.workflow_lock -- $(DEMO)
+	$(BIN)/snakemake --cores $(CORES) $(DEMO) --rerun-incomplete
+	$(BIN)/snakemake --cores 1 $(DEMO) --report results/report.html
 	@$(BIN)/tunebench summary --results results
 
 test: $(STAMP)

@@ -126,3 +126,34 @@ def test_experiment_overrides_only_what_they_name(repo_root):
     assert run.training["batch_size"] == cfg["training"]["batch_size"] == 2  # ... and is kept where not overridden
     assert run.training["batching"] == "packing"
     assert tb_config.find_finetune(cfg, "viggo", "smollm2-135m", "lora").training["epochs"] == 2
+
+
+YAML_ERRORS = [
+    # (description, file text, words the message must contain)
+    ("unclosed bracket", "seed: 1\nmodels: [a, b\ntraining: {}\n", ["line 3", "not valid YAML"]),
+    ("bad indentation", "seed: 1\ntraining:\n  epochs: 2\n    batch_size: 4\n", ["line 4", "not valid YAML"]),
+    ("tab indentation", "seed: 1\ntraining:\n\tepochs: 2\n", ["line 3", "not valid YAML"]),
+    ("duplicate top-level key", "seed: 1\ntraining:\n  epochs: 2\nseed: 2\n", ["line 4", "'seed'", "line 1"]),
+    ("duplicate nested key", "training:\n  epochs: 2\n  lr: 1\n  epochs: 3\n", ["line 4", "'epochs'", "line 2"]),
+    ("duplicate key in a flow mapping", "training: {epochs: 2, epochs: 3}\n", ["line 1", "'epochs'"]),
+]
+
+
+@pytest.mark.parametrize("description,text,words", YAML_ERRORS, ids=[e[0] for e in YAML_ERRORS])
+def test_yaml_errors_name_file_and_line(tmp_path, description, text, words):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        tb_config.load(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    for word in words:
+        assert word in message, f"{description}: {word!r} not in {message!r}"
+
+
+def test_repeated_key_in_the_demo_config_is_refused(repo_root, tmp_path):
+    """A key repeated in a real config (a second `seed:` at the end) is an error, not a silent override."""
+    path = tmp_path / "demo.yaml"
+    path.write_text((repo_root / "config" / "demo.yaml").read_text() + "\nseed: 7\n")
+    with pytest.raises(ConfigError, match=r"line \d+.*'seed' repeats the one on line \d+"):
+        tb_config.load(path)

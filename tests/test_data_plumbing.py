@@ -198,3 +198,134 @@ def test_hub_path_reads_gem_column_names(tmp_path):
     assert out["manifest"]["rows"] == {"train": 3, "validation": 3, "test": 3}
     assert out["manifest"]["source"]["kind"] == "hub" and out["manifest"]["source"]["splits"] == {s: 3 for s in data.SPLITS}
     assert out["first"]["prompt"] == "Tetris is good (test 0)." and out["first"]["answer"] == GOOD_MR
+
+
+def _viggo_good(n=100):
+    return [(GOOD_MR, f"Tetris is good, says reviewer {i}.") for i in range(n)]
+
+
+def test_a_header_only_csv_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv(config.MIRROR_ENV, raising=False)
+    mirror = _viggo_mirror(tmp_path, [])
+    with pytest.raises(DataError) as error:
+        data.prepare("viggo", _config(mirror))
+    message = str(error.value)
+    assert "viggo: the train split has no usable rows" in message and "viggo/train.csv (0 records)" in message
+    assert "\n" not in message
+
+
+def test_an_empty_gsm8k_test_file_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv(config.MIRROR_ENV, raising=False)
+    folder = tmp_path / "gsm8k"
+    folder.mkdir()
+    good = [json.dumps({"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"}) for i in range(50)]
+    (folder / "train.jsonl").write_text("\n".join(good) + "\n")
+    (folder / "test.jsonl").write_text("")
+    with pytest.raises(DataError, match=r"gsm8k: the test split has no usable rows .*gsm8k/test\.jsonl \(0 records\)"):
+        data.prepare("gsm8k", _config(tmp_path, gsm8k={"validation_rows": 5}))
+
+
+def test_a_csv_cut_inside_a_quote_at_the_end_keeps_no_truncated_row(tmp_path, monkeypatch):
+    monkeypatch.delenv(config.MIRROR_ENV, raising=False)
+    mirror = _viggo_mirror(tmp_path, _viggo_good(), extra_lines=['"inform(name[Tetris], rating[go'])
+    prepared, manifest = data.prepare("viggo", _config(mirror))
+    assert manifest["rows"]["train"] == 100
+    assert manifest["bad_rows"]["viggo/train.csv"] == {"row has an unclosed or misplaced quote": 1}
+    assert all(row["answer"] == GOOD_MR for row in prepared.splits["train"])
+
+
+def test_an_unclosed_quote_mid_file_never_merges_two_rows(tmp_path, monkeypatch):
+    """The broken line is one bad row; the good row after it survives on its own."""
+    monkeypatch.delenv(config.MIRROR_ENV, raising=False)
+    folder = tmp_path / "viggo"
+    folder.mkdir()
+    lines = ["mr,ref"] + [f'"{GOOD_MR}",Tetris is good {i}.' for i in range(50)]
+    lines += [f'"{GOOD_MR}","A sentence cut short', f'"{GOOD_MR}",The next good row.']
+    lines += [f'"{GOOD_MR}",Tetris is fine {i}.' for i in range(50)]
+    (folder / "train.csv").write_text("\n".join(lines) + "\n")
+    for name in ("valid.csv", "test.csv"):
+        (folder / name).write_text(f'mr,ref\n"{GOOD_MR}",Tetris.\n')
+    prepared, manifest = data.prepare("viggo", _config(tmp_path))
+    prompts = [row["prompt"] for row in prepared.splits["train"]]
+    assert "The next good row." in prompts and len(prompts) == 101
+    assert all("\n" not in prompt and "cut short" not in prompt for prompt in prompts)
+    assert manifest["bad_rows"]["viggo/train.csv"] == {"row has an unclosed or misplaced quote": 1}
+
+
+def test_nul_bytes_are_bad_rows(tmp_path, monkeypatch):
+    monkeypatch.delenv(config.MIRROR_ENV, raising=False)
+    mirror = _viggo_mirror(tmp_path, _viggo_good() + [(GOOD_MR, "Tetris\x00 is good.")])
+    prepared, manifest = data.prepare("viggo", _config(mirror))
+    assert manifest["bad_rows"]["viggo/train.csv"] == {"row contains a NUL byte": 1}
+    assert not any("\x00" in row["prompt"] for row in prepared.splits["train"])
+    folder = tmp_path / "gsm8k"
+    folder.mkdir()
+    good = [json.dumps({"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"}) for i in range(50)]
+    escaped = json.dumps({"question": "What is\u0000 1 + 1?", "answer": "#### 2"})  # NUL as a JSON escape
+    (folder / "train.jsonl").write_text("\n".join(good + [escaped, '{"question": "a\x00", "answer": "#### 1"}']) + "\n")
+    (folder / "test.jsonl").write_text("\n".join(good[:5]) + "\n")
+    prepared, manifest = data.prepare("gsm8k", _config(tmp_path, max_bad=0.05, gsm8k={"validation_rows": 5}))
+    assert manifest["bad_rows"]["gsm8k/train.jsonl"] == {"line contains a NUL byte": 1, "question contains a NUL byte": 1}
+    assert not any("\x00" in row["prompt"] for rows in prepared.splits.values() for row in rows)
+
+
+def test_a_byte_order_mark_is_read_correctly(tmp_path, monkeypatch):
+    monkeypatch.delenv(config.MIRROR_ENV, raising=False)
+    mirror = _viggo_mirror(tmp_path, _viggo_good())
+    for name in ("train.csv", "valid.csv", "test.csv"):
+        path = mirror / "viggo" / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    prepared, manifest = data.prepare("viggo", _config(mirror))
+    assert manifest["rows"]["train"] == 100 and manifest["bad_rows_total"] == 0
+    folder = tmp_path / "gsm8k"
+    folder.mkdir()
+    good = [json.dumps({"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"}) for i in range(50)]
+    (folder / "train.jsonl").write_text("\ufeff" + "\n".join(good) + "\n", encoding="utf-8")
+    (folder / "test.jsonl").write_text("\ufeff" + "\n".join(good[:5]) + "\n", encoding="utf-8")
+    _, manifest = data.prepare("gsm8k", _config(tmp_path, gsm8k={"validation_rows": 5}))
+    assert manifest["bad_rows_total"] == 0 and manifest["rows"]["test"] == 5
+
+
+def test_an_integer_over_the_digit_limit_is_a_bad_row(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(config.MIRROR_ENV, raising=False)
+    folder = tmp_path / "gsm8k"
+    folder.mkdir()
+    good = [json.dumps({"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"}) for i in range(200)]
+    huge = '{"question": "How big?", "answer": "#### 1", "id": ' + "9" * 5000 + "}"
+    (folder / "train.jsonl").write_text("\n".join(good + [huge]) + "\n")
+    (folder / "test.jsonl").write_text("\n".join(good[:5]) + "\n")
+    _, manifest = data.prepare("gsm8k", _config(tmp_path, gsm8k={"validation_rows": 5}))
+    assert manifest["bad_rows"]["gsm8k/train.jsonl"] == {"line holds a number too long to read": 1}
+    # Too many of them: one sentence from the CLI, exit status 2, no traceback.
+    (folder / "train.jsonl").write_text("\n".join(good[:20] + [huge] * 5) + "\n")
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(f"data: {{mirror: {tmp_path}}}\ntasks: {{gsm8k: {{validation_rows: 5}}}}\n"
+                           "models: {m: {size: 1M, base: {hub: x/y}}}\nexperiments: {}\n")
+    assert cli.main(["data", "gsm8k", "--config", str(config_file), "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "number too long to read" in err and "\n" not in err
+
+
+def test_two_data_runs_into_one_directory_do_not_collide(tmp_path, with_mirror):
+    """Each write goes through its own temporary name; both processes finish and leave no temporary file."""
+    demo = config.ROOT / "config" / "demo.yaml"
+    command = [sys.executable, "-m", "tunebench", "data", "viggo", "--config", str(demo), "--out-dir", str(tmp_path)]
+    # A writer still busy with the name a fixed-name scheme would use: it must be left alone.
+    busy = tmp_path / "train.jsonl.tmp"
+    busy.write_text("another writer's half-written file")
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for run in runs:
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+    assert busy.read_text() == "another writer's half-written file"
+    busy.unlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["format"]["sha256"]["train"] == hashlib.sha256((tmp_path / "train.jsonl").read_bytes()).hexdigest()
+
+
+def test_a_prepared_split_with_an_over_long_integer_is_named(tmp_path):
+    path = tmp_path / "test.jsonl"
+    path.write_text('{"id": "a", "prompt": "p", "completion": "c", "answer": ' + "3" * 5000 + "}\n")
+    with pytest.raises(DataError, match=r"test\.jsonl line 1 is not valid JSON or holds a number too long to read"):
+        data.read_rows(path)

@@ -21,6 +21,7 @@ from train_support import tiny_config, tokenizer_dir, train_in_process, write_da
 from tunebench import cli, data, formats, hardware, models, tasks
 from tunebench import config as tb_config
 from tunebench import evaluate as tb_evaluate
+from tunebench import settings as tb_settings
 from tunebench.errors import ConfigError, DataError
 from tunebench.generate import Generation
 from tunebench.train.batching import encode_prompt
@@ -86,6 +87,7 @@ def test_a_baseline_writes_every_test_row_and_metrics_by_the_contract(config, pr
     model, tokenizer = loaded
     metrics = tb_evaluate.evaluate(config, task, "tiny", run, data_dir=prepared / task, out_dir=tmp_path, loaded=loaded)
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert metrics["settings_hash"] == tb_settings.eval_hash(config, task, "tiny", run)  # what aggregate checks
     rows = data.read_split(prepared / task, "test")
     train = data.read_split(prepared / task, "train")
     predictions = read_predictions(tmp_path)
@@ -219,3 +221,24 @@ def test_a_qlora_checkpoint_decodes_the_same_at_any_batch_size(kernel, tokenizer
         assert metrics["hardware"]["bnb_4bit_kernel_used"] == kernel
         outputs.append((out / "predictions.jsonl").read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_an_unreachable_hub_model_is_one_sentence_naming_the_key(config, prepared, tmp_path):
+    """The baseline's chat source names a hub model that cannot be fetched (offline here, as on a cluster
+    node without network): exit status 2 and one sentence, not transformers' 90-line traceback."""
+    broken = json.loads(json.dumps(config))
+    broken["models"]["tiny"]["chat"] = {"hub": "no-such-org/no-such-model", "revision": None}
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(broken))
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tunebench", "evaluate", "--config", str(config_file), "--task", "multiplication",
+         "--model", "tiny", "--run", "baseline", "--data-dir", str(prepared / "multiplication"),
+         "--out-dir", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert "models.tiny.chat (no-such-org/no-such-model@main) could not be loaded" in message
+    assert not (tmp_path / "out" / "metrics.json").exists()

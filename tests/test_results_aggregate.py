@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from tunebench import config as tb_config
+from tunebench import settings as tb_settings
 from tunebench import tasks as tb_tasks
 from tunebench.errors import DataError
 from tunebench.results import aggregate, plan
@@ -48,6 +49,7 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
         baseline_values.setdefault((run.task, run.model), values)
         n = (config["tasks"].get(run.task, {}).get("limit") or {}).get("test") or 100
         doc = _metrics_doc(run, "baseline", values, n, rng.uniform(600, 1200), "chat", run.variant)
+        doc[tb_settings.KEY] = tb_settings.eval_hash(config, run.task, run.model, run.run)
         folder = results / "eval" / run.task / run.model / run.run
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(doc))
@@ -73,7 +75,8 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
             "task": run.task, "model": run.model, "method": run.method, "run": run.run, "format": run.format,
             "stage": run.stage, "train_tokens": 120_000 * epochs, "wall_time_s": rng.uniform(300, 1500),
             "peak_memory_mb": 3000.0, "device": "cpu", "num_processes": processes, "epochs_run": epochs,
-            "trainable_params": 1_000_000, "total_params": 135_000_000}))
+            "trainable_params": 1_000_000, "total_params": 135_000_000,
+            tb_settings.KEY: tb_settings.train_hash(config, run.task, run.model, run.run)}))
         if not run.evaluate:
             continue
         task = tb_tasks.get(run.task)
@@ -84,6 +87,7 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
         finetuned_values.setdefault((run.task, run.model, run.method), values)
         n = (config["tasks"].get(run.task, {}).get("limit") or {}).get("test") or 100
         doc = _metrics_doc(run, run.stage, values, n, rng.uniform(40, 120), run.format, None)
+        doc[tb_settings.KEY] = tb_settings.eval_hash(config, run.task, run.model, run.run)
         folder = results / "eval" / run.task / run.model / run.run
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(doc))
@@ -200,3 +204,36 @@ def test_a_foreign_csv_is_refused_with_its_columns(tmp_path):
     path.write_text("task,value\nviggo,0.5\n")
     with pytest.raises(DataError, match="lacks the columns model, size"):
         aggregate.read_metrics(path)
+
+
+def test_outputs_made_under_other_settings_are_not_mixed(demo_config, tmp_path):
+    """A config edit after the runs (here tasks.viggo.limit.train) makes every viggo record stale: the
+    results stage refuses them in one sentence instead of tabulating them next to current ones."""
+    write_synthetic(demo_config, tmp_path)
+    aggregate.collect_metrics(demo_config, tmp_path)  # consistent: accepted
+    edited = tb_config.validate(json.loads(json.dumps(demo_config)))
+    edited["tasks"]["viggo"]["limit"]["train"] -= 1
+    with pytest.raises(DataError) as caught:
+        aggregate.collect_metrics(edited, tmp_path)
+    message = str(caught.value)
+    assert "/viggo/" in message and "was made under settings" in message and "\n" not in message
+    # a record without any settings record (an older tunebench) is refused too
+    path = tmp_path / "eval/multiplication/smollm2-135m/baseline/metrics.json"
+    doc = json.loads(path.read_text())
+    doc.pop(tb_settings.KEY)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="was made without a settings record"):
+        aggregate.collect_metrics(demo_config, tmp_path)
+
+
+def test_an_integer_over_the_digit_limit_is_named_not_a_traceback(demo_config, tmp_path):
+    write_synthetic(demo_config, tmp_path)
+    path = tmp_path / "eval/multiplication/smollm2-135m/baseline/metrics.json"
+    path.write_text(path.read_text()[:-1] + ', "huge": ' + "9" * 5000 + "}")
+    with pytest.raises(DataError, match="holds a number too long to read") as caught:
+        aggregate.collect_metrics(demo_config, tmp_path)
+    assert str(path) in str(caught.value)
+    history = tmp_path / "train/viggo/smollm2-135m/full/history.jsonl"
+    history.write_text(history.read_text() + '{"kind": "step", "step": ' + "1" * 5000 + "}\n")
+    with pytest.raises(DataError, match=r"history.jsonl line \d+ is not valid JSON or holds a number too long"):
+        aggregate.collect_curves(demo_config, tmp_path)

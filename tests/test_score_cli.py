@@ -159,3 +159,27 @@ def test_lone_surrogates_survive_the_round_trip(tunebench, tmp_path):
     assert code == 0, stderr
     line = json.loads(out.read_text())
     assert line["prediction"] == "\ud800 #### 4" and line["verdict"]["strict_accuracy"] is True
+
+
+def test_an_integer_over_the_digit_limit_stops_with_the_line_number(tunebench, tmp_path):
+    source = tmp_path / "huge.jsonl"
+    source.write_text('{"prediction": "1", "answer": "1"}\n{"prediction": "1", "answer": ' + "7" * 5000 + "}\n")
+    code, stdout, stderr = tunebench("score", "gsm8k", source)
+    assert code == 2 and stdout == ""
+    assert "line 2 holds an integer too long to read" in stderr and stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("task", ["gsm8k", "multiplication", "viggo", "sql"])
+@pytest.mark.parametrize("gold", ["Infinity", "-Infinity", "NaN", "1e400", "-1e400"])
+def test_non_finite_golds_are_unscorable(tunebench, tmp_path, task, gold):
+    """JSON's Infinity/NaN and a float that overflows (1e400) are no answer: the row is unscorable."""
+    source = tmp_path / "golds.jsonl"
+    context = ', "context": "CREATE TABLE t (a INT)"' if task == "sql" else ""
+    source.write_text('{"prediction": "#### 5", "answer": ' + gold + context + "}\n"
+                      '{"prediction": "#### 5", "answer": "5"' + context + "}\n")
+    code, stdout, stderr = tunebench("score", task, source)
+    assert code == 0, stderr
+    assert json.loads(stdout)["n"] == 2
+    assert "of 2 rows are unscorable" in stderr
+    if task in ("gsm8k", "multiplication"):  # the numeric gold of the second row still scores
+        assert "1 of 2 rows are unscorable" in stderr

@@ -220,3 +220,21 @@ def test_write_statements_never_count_as_parsed():
     for text in SQL_ATTACKS[:16]:
         assert sql.score(text, GOLDS["sql"], **OPTIONS["sql"])["parse_rate"] is False, text
         assert sqlsuite.parse_query(sql.extract(text)) is None
+
+
+@pytest.mark.parametrize("task", ["viggo", "gsm8k", "multiplication", "sql"])
+@pytest.mark.parametrize("answer", [float("inf"), float("-inf"), float("nan"), 10**400, "1e400", "Infinity"],
+                         ids=["inf", "-inf", "nan", "int400", "str1e400", "strInfinity"])
+def test_hostile_golds_are_unscorable_not_a_crash(task, answer):
+    """A gold that is no finite number (JSON's Infinity, 1e400 read as a float, a 400-digit integer)
+    gives ``None`` verdicts, whatever the prediction."""
+    scorer, options = SCORERS[task], OPTIONS.get(task, {})
+    gold = dict(GOLDS[task], answer=answer)
+    gold.pop("a", None), gold.pop("b", None)
+    for prediction in (RIGHT[task], "inf", "#### Infinity", str(10**400)):
+        verdict = scorer.score(prediction, gold, **options)
+        assert set(verdict) == set(scorer.METRICS)
+        correctness = [m for m in scorer.METRICS if m != "parse_rate"]  # parse_rate judges the prediction alone
+        assert all(verdict[m] is None or verdict[m] is False for m in correctness), (answer, prediction, verdict)
+    if task in ("gsm8k", "multiplication") and not isinstance(answer, str):
+        assert all(value is None for value in scorer.score(RIGHT[task], gold, **options).values())

@@ -7,6 +7,10 @@ masking, loss normalisation, initialisation or optimisation shows up as a differ
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,7 +33,10 @@ def _check_outputs(out_dir, method: str, processes: int = 1) -> dict:
     assert best["validation_perplexity"] == pytest.approx(torch.tensor(best["validation_loss"]).exp().item(), rel=1e-6)
     epoch = [h for h in read_history(out_dir) if h["kind"] == "epoch"]
     assert len(epoch) == 1 and epoch[0]["peak_memory_mb"] > 0 and epoch[0]["tokens_per_s"] > 0
-    assert json.loads((out_dir / "config.json").read_text())["method"] == method
+    settings = json.loads((out_dir / "config.json").read_text())
+    assert settings["method"] == method
+    # the digest the workflow's stamp and param carry, recorded for the results stage's check
+    assert len(run["settings_hash"]) == 16 and run["settings_hash"] == settings["settings_hash"]
     meta = json.loads((out_dir / "checkpoint" / models.CHECKPOINT_META).read_text())
     assert meta["method"] == method and meta["added_tokens"] == list(formats.SPECIAL_TOKENS)
     assert not (out_dir.parent / f"{out_dir.name}.resume").exists()  # removed once the outputs are written
@@ -163,6 +170,40 @@ def test_two_stage_run_starts_from_the_first_stages_selected_checkpoint(tokenize
 
 def test_the_jobs_threads_are_shared_among_its_processes():
     env = train_command.launch_env({"OMP_NUM_THREADS": "8", "PATH": "/bin"}, processes=2)
-    assert env["OMP_NUM_THREADS"] == "4" and env["PATH"] == "/bin" and env[train_command.LAUNCHED_ENV] == "1"
+    assert env["OMP_NUM_THREADS"] == "4" and env[train_command.LAUNCHED_ENV] == "1"
     assert train_command.launch_env({"OMP_NUM_THREADS": "1"}, processes=2)["OMP_NUM_THREADS"] == "1"
     assert "OMP_NUM_THREADS" not in train_command.launch_env({}, processes=2)  # torchrun's default applies
+    # The venv's bin (DeepSpeed's ninja) is on the workers' PATH even when the job's PATH lacks it.
+    assert env["PATH"].split(os.pathsep) == [str(Path(sys.executable).parent), "/bin"]
+    assert train_command.launch_env({}, processes=2)["PATH"] == str(Path(sys.executable).parent)
+
+
+@pytest.mark.slow  # three processes that each import torch and PEFT: about half a minute
+def test_adapter_config_is_the_same_bytes_under_any_hash_seed(tokenizer_dir, tmp_path):  # noqa: F811
+    """PEFT stores target_modules as a set; the exported adapter_config.json lists them sorted, so two
+    identical runs (different PYTHONHASHSEED, as two processes get) write identical files."""
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom peft import get_peft_model\n"
+        "from tunebench import models\nfrom tunebench.train import methods\n"
+        "from train_support import TINY_LLAMA\n"
+        "source = {'random_llama': TINY_LLAMA, 'tokenizer': {'local': sys.argv[1]}}\n"
+        "tokenizer = models.load_tokenizer(source)\nmodel = models.load_model(source)\n"
+        "preset = {'r': 2, 'alpha': 4, 'dropout': 0.0, 'target_modules': "
+        "['v_proj', 'q_proj', 'up_proj', 'o_proj', 'k_proj', 'down_proj', 'gate_proj']}\n"
+        "peft_model = get_peft_model(model, methods.lora_config(preset, None))\n"
+        "meta = {'method': 'lora', 'new_token_ids': []}\n"
+        "methods.export(peft_model, tokenizer, Path(sys.argv[2]), meta)\n"
+    )
+    tests_dir = str(Path(__file__).parent)
+    written = []
+    for seed in ("1", "2", "3"):
+        out = tmp_path / f"seed{seed}"
+        out.mkdir()
+        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
+        result = subprocess.run([sys.executable, "-c", code, str(tokenizer_dir), str(out)], capture_output=True,
+                                text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        written.append((out / "adapter_config.json").read_bytes())
+    assert written[0] == written[1] == written[2]
+    modules = json.loads(written[0])["target_modules"]
+    assert modules == sorted(modules) and len(modules) == 7

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,8 +71,9 @@ def test_dry_run_of_the_demo(repo_root, tmp_path):
     assert counts["evaluate"] == 10 + 5
 
 
-def test_lint_is_clean(repo_root):
-    result = snakemake(repo_root, "--lint", "--configfile", "config/demo.yaml")
+def test_lint_is_clean(repo_root, tmp_path):
+    result = snakemake(repo_root, "--lint", "-s", str(repo_root / "Snakefile"), "--configfile",
+                       str(repo_root / "config" / "demo.yaml"), "--directory", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
@@ -89,3 +93,216 @@ def test_bad_config_stops_before_any_job_with_one_sentence(repo_root, tmp_path):
     assert result.returncode != 0
     assert "methods.lora.learning_rate" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _scheduled(stdout: str) -> dict[str, str]:
+    """First output file -> rule of every job a (non-quiet) dry run schedules."""
+    jobs, rule = {}, None
+    for line in stdout.splitlines():
+        match = re.match(r"^(?:local)?rule (\S+):$", line)
+        if match:
+            rule = match.group(1)
+        elif rule and line.strip().startswith("output:"):
+            jobs[line.split(":", 1)[1].split(",")[0].strip()] = rule
+            rule = None
+        elif rule and line.strip().startswith("jobid:"):  # `all` has no output
+            jobs[rule] = rule
+            rule = None
+    return jobs
+
+
+def _up_to_date_demo(repo_root, workdir: Path, config: Path) -> list[str]:
+    """Every output of the demo, made as empty files and marked up to date (--touch), with metadata."""
+    common = ["-s", str(repo_root / "Snakefile"), "--directory", str(workdir), "--configfile", str(config)]
+    summary = snakemake(repo_root, *common, "--summary")
+    assert summary.returncode == 0, summary.stderr[-2000:]
+    outputs = [line.split("\t")[0] for line in summary.stdout.splitlines()[1:] if line.startswith("results/")]
+    for name in outputs:
+        path = workdir / name
+        if name.endswith("/checkpoint"):
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    touched = snakemake(repo_root, *common, "--touch", "--cores", "1")
+    assert touched.returncode == 0, touched.stderr[-2000:]
+    return outputs
+
+
+def _dry_run(repo_root, workdir: Path, config: Path) -> dict[str, str]:
+    result = snakemake(repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(workdir),
+                       "--configfile", str(config), "-n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return _scheduled(result.stdout)
+
+
+def _viggo_and_descendants(job: str) -> bool:
+    return "/viggo/" in job or job == "all" or job.startswith(
+        ("results/metrics.csv", "results/tables/", "results/figures/", "results/paper/"))
+
+
+def test_editing_one_key_reruns_that_task_and_its_descendants(repo_root, with_mirror, tmp_path):
+    """With metadata (params trigger) and without it (a results/ copied alone: the settings stamps'
+    modification times), editing tasks.viggo.limit.train schedules data_viggo and what depends on it."""
+    config = tmp_path / "demo.yaml"
+    config.write_text((repo_root / "config" / "demo.yaml").read_text())
+    workdir = tmp_path / "work"
+    outputs = _up_to_date_demo(repo_root, workdir, config)
+    assert _dry_run(repo_root, workdir, config) == {}  # nothing to do before the edit
+
+    # The copy keeps modification times (as cp -a, rsync -a or a tarball do) but not .snakemake/.
+    copied = tmp_path / "copied"
+    shutil.copytree(workdir / "results", copied / "results")
+    assert not (copied / ".snakemake").exists()
+
+    cfg = yaml.safe_load(config.read_text())
+    cfg["tasks"]["viggo"]["limit"]["train"] = cfg["tasks"]["viggo"]["limit"]["train"] - 1
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    expected = {"results/data/viggo/train.jsonl", "all", "results/metrics.csv"}
+    for where in (workdir, copied):
+        jobs = _dry_run(repo_root, where, config)
+        assert set(jobs.values()) >= {"data_viggo", "train", "evaluate", "aggregate", "tables", "figures", "paper"}
+        assert expected <= set(jobs), where
+        assert all(_viggo_and_descendants(job) for job in jobs), f"{where}: {sorted(jobs)}"
+        assert not any(rule.startswith("data_") and rule != "data_viggo" for rule in jobs.values())
+        # every viggo job of the demo (data, training, evaluation) is scheduled, not just some
+        viggo_jobs = {name for name in outputs if "/viggo/" in name}
+        for name in viggo_jobs:
+            if name.endswith(("/train.jsonl", "/best.json", "/predictions.jsonl")):  # first outputs
+                assert name in jobs, f"{where}: {name} not re-run"
+
+    # The probe that found the bug: the paper matrix's config over the demo's copied results/ must not
+    # reuse the demo's data subsets; every data rule is scheduled.
+    paper = _dry_run(repo_root, copied, repo_root / "config" / "config.yaml")
+    assert sorted(rule for rule in paper.values() if rule.startswith("data_")) == [
+        "data_gsm8k", "data_mathqa", "data_multiplication", "data_sql", "data_viggo"]
+
+
+def test_a_job_runs_without_the_venv_on_path_and_records_the_stamps_digest(repo_root, with_mirror, tmp_path):
+    """Rules call the interpreter Snakemake runs under, so PATH needs no .venv/bin; the manifest the job
+    writes records the same settings digest as the workflow's stamp (both from tunebench.settings)."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TUNEBENCH_DATA_MIRROR": str(with_mirror)}
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
+         "--configfile", str(repo_root / "config" / "demo.yaml"), "--cores", "1",
+         "results/data/multiplication/manifest.json", "results/data/viggo/manifest.json"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for task in ("multiplication", "viggo"):
+        manifest = json.loads((tmp_path / "results" / "data" / task / "manifest.json").read_text())
+        stamp = json.loads((tmp_path / "results" / "settings" / "data" / f"{task}.json").read_text())
+        assert manifest["settings_hash"] == stamp["settings_hash"]
+        assert stamp["settings"]["task"] == task and stamp["settings"]["seed"] == manifest["seed"]
+
+
+def test_every_stamp_matches_what_the_commands_compute(repo_root, tmp_path):
+    """The digests the workflow computes from Snakemake's config equal those tunebench's loader gives."""
+    from tunebench import config as tb_config
+    from tunebench import settings as tb_settings
+
+    result = snakemake(repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
+                       "--configfile", str(repo_root / "config" / "demo.yaml"), "-n", "--quiet", "all")
+    assert result.returncode == 0, result.stderr[-2000:]
+    cfg = tb_config.load(repo_root / "config" / "demo.yaml")
+    stamps = sorted((tmp_path / "results" / "settings").rglob("*.json"))
+    assert len(stamps) == 5 + 11 + 15 + 1
+    for path in stamps:
+        parts = path.relative_to(tmp_path / "results" / "settings").with_suffix("").parts
+        recorded = json.loads(path.read_text())["settings_hash"]
+        if parts[0] == "data":
+            assert recorded == tb_settings.data_hash(cfg, parts[1])
+        elif parts[0] == "train":
+            assert recorded == tb_settings.train_hash(cfg, *parts[1:])
+        elif parts[0] == "eval":
+            assert recorded == tb_settings.eval_hash(cfg, *parts[1:])
+        else:
+            assert recorded == tb_settings.results_hash(cfg)
+
+
+def test_a_run_outside_the_repository_finds_the_paper_config(repo_root, tmp_path):
+    result = snakemake(repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
+                       "-n", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _job_counts(result.stdout)["train"] == 27 + 3 + 1 + 1 + 1
+
+
+@pytest.mark.parametrize("extra, words", [
+    ("\nseed: 7\n", ["'seed' repeats the one on line"]),
+    ("\ntraining:\n  epochs: 1\n", ["'training' repeats the one on line"]),
+])
+def test_a_repeated_key_stops_the_workflow_in_one_sentence(repo_root, tmp_path, extra, words):
+    config = tmp_path / "demo.yaml"
+    config.write_text((repo_root / "config" / "demo.yaml").read_text() + extra)
+    result = snakemake(repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
+                       "--configfile", str(config), "-n")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    line = next(line for line in result.stderr.splitlines() if line.startswith("tunebench:"))
+    assert str(config) in line and all(word in line for word in words)
+
+
+def test_a_killed_runs_lock_is_cleared_only_when_no_snakemake_works_there(repo_root, tmp_path):
+    """`make demo` runs tunebench.workflow_lock first: the stale lock of a SIGKILLed run goes (through
+    snakemake --unlock), while the lock of a live run stays and the user is told in one sentence."""
+    args = ["-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
+            "--configfile", str(repo_root / "config" / "demo.yaml")]
+    helper = [sys.executable, "-m", "tunebench.workflow_lock", "--", *args]
+    assert subprocess.run(helper, capture_output=True, text=True, timeout=120).returncode == 0  # no lock: silent
+    # A real run, SIGKILLed (with its job) once it holds the lock: it cannot remove the lock.
+    target = ["results/data/viggo/manifest.json", *args, "--cores", "1"]  # not after --configfile's list
+    run = subprocess.Popen([str(BIN / "snakemake"), *target], cwd=tmp_path, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    locks = tmp_path / ".snakemake" / "locks"
+    deadline = time.monotonic() + 120
+    while not (locks.is_dir() and any(locks.iterdir())) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert any(locks.iterdir()), "the run finished before it could be killed"
+    blocked = snakemake(repo_root, *target)
+    assert blocked.returncode != 0 and "cannot be locked" in blocked.stdout + blocked.stderr
+
+    # A live snakemake in that directory (a stand-in that only sleeps): the lock is left alone.
+    fake = tmp_path / "bin" / "snakemake"
+    fake.parent.mkdir()
+    fake.write_text("import time\ntime.sleep(120)\n")
+    live = subprocess.Popen([sys.executable, str(fake)], cwd=tmp_path)
+    try:
+        kept = subprocess.run(helper, capture_output=True, text=True, timeout=120)
+    finally:
+        live.kill()
+        live.wait()
+    assert kept.returncode == 2 and f"process {live.pid}" in kept.stderr and len(kept.stderr.strip().splitlines()) == 1
+    assert (locks / "0.output.lock").exists()
+
+    cleared = subprocess.run(helper, capture_output=True, text=True, timeout=120)
+    assert cleared.returncode == 0, cleared.stderr
+    assert "was killed" in cleared.stderr
+    assert not lock_files_left(locks)
+    rerun = snakemake(repo_root, *target)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+
+def test_make_demo_clears_a_stale_lock_first_and_needs_no_venv_on_path(repo_root):
+    makefile = (repo_root / "Makefile").read_text()
+    demo = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    lines = [line.strip() for line in demo.splitlines()[1:]]
+    assert lines[0].startswith("$(BIN)/python -m tunebench.workflow_lock -- $(DEMO)")
+    assert lines[1].startswith("$(BIN)/snakemake")
+    assert "export PATH" not in makefile
+
+
+def lock_files_left(locks: Path) -> list[Path]:
+    return list(locks.iterdir()) if locks.is_dir() else []
+
+
+def test_a_yaml_error_in_the_default_config_names_file_and_line(repo_root, tmp_path):
+    """Snakemake's own reader would say only "not valid JSON or YAML"; tunebench's names file and line."""
+    (tmp_path / "config").mkdir()
+    broken = tmp_path / "config" / "config.yaml"
+    broken.write_text("seed: 42\nmodels: [a, b\ntraining: {}\n")
+    result = snakemake(repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path), "-n")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    line = next(line for line in result.stderr.splitlines() if line.startswith("tunebench:"))
+    assert "config/config.yaml line 3" in line and "not valid YAML" in line

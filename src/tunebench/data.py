@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from . import config as tb_config
+from . import settings as tb_settings
 from .errors import DataError, DataUnavailable
 from .formats import FORMATS
 from .tasks.base import BadRow, Prepared
@@ -118,43 +119,59 @@ class Source:
         else:
             self.info["splits"][part] = self.read[part]
 
+    def _text(self, path: Path) -> str:
+        """The file as text: UTF-8, a byte-order mark dropped (spreadsheet exports write one)."""
+        try:
+            return path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise DataError(f"{path} is not UTF-8 text; replace it with the original file.") from None
+
     def jsonl(self, relpath: str) -> list[Any]:
         """Records of a JSON Lines file; blank lines are skipped, unparsable ones counted as bad."""
         path = self._mirror_path(relpath)
         records, bad = [], Counter()
-        with open(path, encoding="utf-8", errors="strict") as handle:
+        for line in _lines(self._text(path)):
+            if not line.strip():
+                continue
+            if "\x00" in line:
+                bad["line contains a NUL byte"] += 1
+                continue
             try:
-                for line in handle:
-                    if not line.strip():
-                        continue
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        bad["line is not valid JSON"] += 1
-            except UnicodeDecodeError:
-                raise DataError(f"{path} is not UTF-8 text; replace it with the original file.") from None
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad["line is not valid JSON"] += 1
+            except ValueError:  # an integer beyond Python's 4,300-digit conversion limit
+                bad["line holds a number too long to read"] += 1
         self._account(relpath, records, bad)
         return records
 
     def csv(self, relpath: str) -> list[dict]:
-        """Rows of a CSV file with a header, as dicts; rows with the wrong number of fields are bad."""
+        """Rows of a CSV file with a header, as dicts, one physical line per row.
+
+        The mirrored CSV files hold no line breaks inside fields, so each line is parsed on its own: a
+        quote left open (a file cut short, a damaged row) makes that one line a bad row instead of
+        swallowing the lines after it into one field. Rows with the wrong number of fields, NUL bytes
+        or broken quoting are counted as bad.
+        """
         path = self._mirror_path(relpath)
         records, bad = [], Counter()
-        try:
-            with open(path, encoding="utf-8", newline="") as handle:
-                reader = csv.reader(handle)
-                header = next(reader, None)
-                if not header:
-                    raise DataError(f"{path} has no header row; replace it with the original CSV file.")
-                for fields in reader:
-                    if not fields:
-                        continue
-                    if len(fields) != len(header):
-                        bad[f"row has {len(fields)} fields, the header {len(header)}"] += 1
-                        continue
-                    records.append(dict(zip(header, fields)))
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise DataError(f"{path} cannot be read as UTF-8 CSV ({exc}); replace it with the original file.") from None
+        lines = _lines(self._text(path))
+        header = _csv_fields(lines[0]) if lines else None
+        if not header or not any(field.strip() for field in header):
+            raise DataError(f"{path} has no header row; replace it with the original CSV file.")
+        for line in lines[1:]:
+            if not line.strip():
+                continue
+            if "\x00" in line:
+                bad["row contains a NUL byte"] += 1
+                continue
+            fields = _csv_fields(line)
+            if fields is None:
+                bad["row has an unclosed or misplaced quote"] += 1
+            elif len(fields) != len(header):
+                bad[f"row has {len(fields)} fields, the header {len(header)}"] += 1
+            else:
+                records.append(dict(zip(header, fields)))
         self._account(relpath, records, bad)
         return records
 
@@ -162,9 +179,10 @@ class Source:
         """Elements of a file holding one JSON array."""
         path = self._mirror_path(relpath)
         try:
-            records = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"{path} is not a JSON document ({exc}); replace it with the original file.") from None
+            records = json.loads(self._text(path))
+        except ValueError as exc:  # JSONDecodeError, or an integer beyond the 4,300-digit limit
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "a number too long to read"
+            raise DataError(f"{path} is not a JSON document ({reason}); replace it with the original file.") from None
         if not isinstance(records, list):
             raise DataError(f"{path} should hold one JSON array of records; replace it with the original file.")
         self._account(relpath, records, Counter())
@@ -224,6 +242,20 @@ class Source:
         return Prepared(splits=splits, source=source, bad_rows=bad, **kwargs)
 
 
+def _lines(text: str) -> list[str]:
+    """Lines split at \\n (and \\r\\n) only: str.splitlines would also split at \\x85 or U+2028 inside a field."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _csv_fields(line: str) -> list[str] | None:
+    """The fields of one CSV line, or None when its quoting is broken (strict parsing)."""
+    try:
+        rows = list(csv.reader([line], strict=True))
+    except csv.Error:
+        return None
+    return rows[0] if len(rows) == 1 else None
+
+
 def text_field(record: Mapping[str, Any], key: str, what: str | None = None) -> str:
     """A non-empty string field of a raw record, stripped; anything else is a bad row."""
     value = record.get(key)
@@ -234,6 +266,8 @@ def text_field(record: Mapping[str, Any], key: str, what: str | None = None) -> 
     value = value.strip()
     if not value:
         raise BadRow(f"empty {what or key}")
+    if "\x00" in value:
+        raise BadRow(f"{what or key} contains a NUL byte")
     return value
 
 
@@ -251,6 +285,18 @@ def check_bad_rows(task: str, prepared: Prepared, max_bad_fraction: float) -> No
             )
 
 
+def check_not_empty(task: Any, prepared: Prepared) -> None:
+    """Refuse a split the task needs that came out empty (a header-only CSV, an empty JSONL file)."""
+    for split in task.required_splits:
+        if not prepared.splits.get(split):
+            read = prepared.source.get("rows_read", {})
+            parts = ", ".join(f"{part} ({count} records)" for part, count in read.items()) or "no source"
+            raise DataError(
+                f"{task.name}: the {split} split has no usable rows (read: {parts}); "
+                "replace the empty or damaged source file with the original."
+            )
+
+
 def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, **overrides: Any) -> tuple[Prepared, dict]:
     """Load and format one task as ``config`` says; returns the limited splits and the manifest.
 
@@ -265,6 +311,7 @@ def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, 
     prepared = task.prepare(options, mirror, seed)
     max_bad = config.get("data", {}).get("max_bad_fraction", 0.01)
     check_bad_rows(task_name, prepared, max_bad)
+    check_not_empty(task, prepared)
 
     limit = options.get("limit") or {}
     full_sizes = {split: len(prepared.splits.get(split, [])) for split in SPLITS}
@@ -275,9 +322,13 @@ def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, 
         ids = [row["id"] for row in prepared.splits[split]]
         if len(set(ids)) != len(ids):
             raise DataError(f"{task_name}: the {split} split repeats row ids; this is a bug in the task module.")
+    # The digest of the settings actually used (command-line overrides included), as the workflow
+    # computes it from the config: the data rule's stamp and param carry the same value.
+    effective = dict(config, seed=seed, tasks=dict(config.get("tasks") or {}, **{task_name: options}))
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "task": task_name,
+        tb_settings.KEY: tb_settings.data_hash(effective, task_name),
         "seed": seed,
         "source": prepared.source,
         "options": {key: value for key, value in sorted(options.items()) if key not in ("hub", "limit")},
@@ -321,11 +372,8 @@ def dumps_row(row: Mapping[str, Any]) -> str:
 
 def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> str:
     """Write rows and return the file's sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = "".join(dumps_row(row) + "\n" for row in rows).encode("utf-8")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    tb_settings.write_atomic(path, data)  # a unique temporary name: two runs into one directory do not collide
     return hashlib.sha256(data).hexdigest()
 
 
@@ -335,9 +383,7 @@ def write(out_dir: Path, prepared: Prepared, manifest: dict) -> dict:
     hashes = {split: write_jsonl(out_dir / f"{split}.jsonl", prepared.splits[split]) for split in SPLITS}
     manifest = dict(manifest)
     manifest["format"] = dict(manifest["format"], sha256=hashes)
-    tmp = out_dir / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(out_dir / "manifest.json")
+    tb_settings.write_atomic(out_dir / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return manifest
 
 
@@ -353,8 +399,9 @@ def read_rows(path: Path) -> list[dict]:
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"{path} line {number} is not valid JSON; rebuild the file with tunebench data.") from None
+            except ValueError:  # not JSON, or an integer beyond the 4,300-digit conversion limit
+                raise DataError(f"{path} line {number} is not valid JSON or holds a number too long to read; "
+                                "rebuild the file with tunebench data.") from None
             missing = [key for key in LEADING_FIELDS if not isinstance(row, dict) or key not in row]
             if missing:
                 raise DataError(f"{path} line {number} lacks {', '.join(missing)}; rebuild the file with tunebench data.")

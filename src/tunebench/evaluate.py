@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import config as tb_config
 from . import data, formats, hardware, scoring, stats, tasks
+from . import settings as tb_settings
 from .errors import ConfigError, DataError, UserError
 from .generate import Generation, generate
 
@@ -177,13 +178,12 @@ def summary(spec: RunSpec, records: Sequence[Mapping[str, Any]], config: Mapping
         "max_new_tokens": limit,
         "truncated": sum(r["stopped"] == "length" for r in records),
         "device": device,
+        tb_settings.KEY: tb_settings.eval_hash(config, spec.task, spec.model, spec.run),
     }
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    tb_settings.write_atomic(path, text.encode("utf-8"))
 
 
 def load_model(config: Mapping[str, Any], spec: RunSpec, train_dir: Path | None):

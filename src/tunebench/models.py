@@ -15,6 +15,7 @@ Remote code is never trusted. A fine-tuned checkpoint written by the training st
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import json
 import os
@@ -51,6 +52,21 @@ def describe(source: Mapping[str, Any]) -> str:
     if kind == "random_llama":
         return "random_llama"
     return str(source["local"])
+
+
+@contextlib.contextmanager
+def source_errors(key: str, source: Mapping[str, Any]):
+    """Turn a failure to fetch or read a model source (unknown hub id, no network, gated model, broken
+    files: all OSError from transformers and huggingface_hub) into one sentence naming the config key."""
+    try:
+        yield
+    except OSError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = (lines[0] if lines else type(exc).__name__).rstrip(".")[:200]
+        raise ConfigError(
+            f"{key} ({describe(source)}) could not be loaded ({reason}); check the name, make the Hugging Face hub "
+            f"reachable ({TOKEN_ENV} set for a gated model) or point {key} at a local copy."
+        ) from None
 
 
 def _hub_kwargs(source: Mapping[str, Any]) -> dict:
@@ -328,8 +344,10 @@ def load_for_inference(config: Mapping[str, Any], model_name: str, role: str = "
     where = placement(config)
     if checkpoint_dir is None:
         source = model_source(config, model_name, role)
-        tokenizer = load_tokenizer(source)
-        model = load_model(source, dtype=dtype, attn_implementation=attn, placement=where)
+        key = f"models.{model_name}.{role if config['models'][model_name].get(role) else 'base'}"
+        with source_errors(key, source):
+            tokenizer = load_tokenizer(source)
+            model = load_model(source, dtype=dtype, attn_implementation=attn, placement=where)
         return _on_devices(model, where), tokenizer
 
     checkpoint = Path(checkpoint_dir)
@@ -349,8 +367,9 @@ def load_for_inference(config: Mapping[str, Any], model_name: str, role: str = "
     quantization = bnb_config(meta["quantization"]) if meta.get("quantization") else None
     # The adapter may add token rows, which a spread embedding cannot take: the base is loaded whole,
     # the adapter merged, and only then is the model spread (a 4-bit base is spread while loading).
-    base = load_model(meta["base_source"], dtype=dtype, quantization=quantization, attn_implementation=attn, device=device,
-                      placement=where if quantization is not None else None)
+    with source_errors(f"models.{model_name}.base", meta["base_source"]):
+        base = load_model(meta["base_source"], dtype=dtype, quantization=quantization, attn_implementation=attn,
+                          device=device, placement=where if quantization is not None else None)
     if base.get_input_embeddings().num_embeddings != len(tokenizer):
         # The new rows are overwritten from the adapter; their initial values do not matter here.
         base.resize_token_embeddings(len(tokenizer), mean_resizing=False)

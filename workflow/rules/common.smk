@@ -2,12 +2,14 @@
 import json
 import shlex
 from pathlib import Path
+import shlex
 import sys
 
 from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from tunebench import config as tb_config
+from tunebench import settings as tb_settings
 from tunebench import tasks as tb_tasks
 from tunebench.results import claims as tb_claims
 from tunebench.results import paper as tb_paper
@@ -17,15 +19,65 @@ from tunebench.errors import ConfigError
 # tunebench's validation fills the schema's defaults (also inside nullable objects, which
 # Snakemake's default filling cannot enter), names a wrong key in one sentence and checks the
 # rules a schema cannot state; Snakemake's validate then confirms the completed config.
+# The config files are read once more by tunebench's loader, which Snakemake's does not replace: it
+# refuses duplicate keys (Snakemake's keeps the last silently) and names file and line of an error.
 try:
+    for _path in workflow.overwrite_configfiles or workflow.configfiles:
+        tb_config.read_yaml(Path(_path))
     tb_config.validate(config)
 except ConfigError as error:
     sys.exit(f"tunebench: {error}")
 validate(config, "../schemas/config.schema.yaml", set_default=False)
 
+
+# Each rule passes these paths to tunebench as a param, which Snakemake's params trigger compares. A file
+# inside the working directory is written relative to it, so that naming it another way (absolute, or
+# ./config/...) or moving the whole directory re-runs nothing; one outside it, absolute. What outputs
+# depend on is each rule's settings digest (below), not a path.
+def _config_path(path):
+    path = Path(path).resolve()
+    return (
+        str(path.relative_to(Path.cwd()))
+        if path.is_relative_to(Path.cwd())
+        else str(path)
+    )
+
+
 CONFIGFILES = " ".join(
-    str(path) for path in (workflow.overwrite_configfiles or workflow.configfiles)
+    _config_path(path)
+    for path in (workflow.overwrite_configfiles or workflow.configfiles)
 )
+
+
+# How jobs call tunebench. On the host: through this very interpreter (the venv Snakemake runs from),
+# so that jobs work without .venv/bin on PATH. The shell prefix defines `tunebench` as a shell function
+# running `python -m tunebench`; a function rather than a param, because a param would be recorded in
+# Snakemake's metadata and moving the venv would then re-run every job. In a container (--sdm
+# apptainer) the host's interpreter path does not exist, so jobs call the image's own `tunebench`.
+IN_CONTAINER = (
+    DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+)
+# A prefix replaces Snakemake's own, its bash strict mode (jobs run under bash, Snakemake's default
+# shell), so it is repeated here. With hf_home set, rule fetch stages every hub model and dataset
+# there before any data job, and every job then reads that cache offline.
+SHELL_PREFIX = "set -euo pipefail; "
+if not IN_CONTAINER:
+    SHELL_PREFIX += f'tunebench() {{{{ {shlex.quote(sys.executable)} -m tunebench "$@"; }}}}; '
+if config["hf_home"]:
+    SHELL_PREFIX += f"export HF_HOME={shlex.quote(config['hf_home'])} HF_HUB_OFFLINE=1; "
+shell.prefix(SHELL_PREFIX)
+
+
+def train_settings_hash(wildcards):
+    return tb_settings.train_hash(
+        config, wildcards.task, wildcards.model, wildcards.run
+    )
+
+
+def eval_settings_hash(wildcards):
+    return tb_settings.eval_hash(config, wildcards.task, wildcards.model, wildcards.run)
+
+
 FINETUNE = tb_config.finetune_runs(config)
 BASELINES = tb_config.baseline_runs(config)
 DATA_TASKS = sorted(
@@ -34,6 +86,42 @@ DATA_TASKS = sorted(
     | {run.init_from[0] for run in FINETUNE if run.init_from}
 )
 EVALUATED = [run for run in FINETUNE if run.evaluate] + BASELINES
+
+
+# Settings stamps (see tunebench.settings): one file per job, rewritten only when the settings its
+# outputs depend on change, and an input of that job, so that a config edit re-runs the affected jobs
+# even in a results/ copied without .snakemake/ metadata. The same digest is also each rule's param
+# (Snakemake's params trigger) and is recorded in the outputs. All stamps are written while the
+# workflow is parsed, before Snakemake first looks at results/: it caches directory listings, so a
+# stamp written later, from an input function, could be reported missing.
+def data_stamp(task):
+    return str(tb_settings.STAMP_DIR / "data" / f"{task}.json")
+
+
+def train_stamp(task, model, run):
+    return str(tb_settings.STAMP_DIR / "train" / task / model / f"{run}.json")
+
+
+def eval_stamp(task, model, run):
+    return str(tb_settings.STAMP_DIR / "eval" / task / model / f"{run}.json")
+
+
+RESULTS_STAMP = str(tb_settings.STAMP_DIR / "results.json")
+
+
+def write_stamps():
+    for task in tb_tasks.NAMES:
+        tb_settings.stamp(data_stamp(task), tb_settings.data_settings(config, task))
+    for run in FINETUNE:
+        settings = tb_settings.train_settings(config, run.task, run.model, run.run)
+        tb_settings.stamp(train_stamp(run.task, run.model, run.run), settings)
+    for run in EVALUATED:
+        settings = tb_settings.eval_settings(config, run.task, run.model, run.run)
+        tb_settings.stamp(eval_stamp(run.task, run.model, run.run), settings)
+    tb_settings.stamp(RESULTS_STAMP, tb_settings.results_settings(config))
+
+
+write_stamps()
 
 
 wildcard_constraints:
@@ -68,7 +156,10 @@ def finetune_run(wildcards):
 def train_inputs(wildcards):
     """Data of the task, plus the first stage's checkpoint for a two-stage run."""
     run = finetune_run(wildcards)
-    inputs = {"data": data_files(run.task)}
+    inputs = {
+        "data": data_files(run.task),
+        "settings": train_stamp(run.task, run.model, run.run),
+    }
     if run.init_from:
         first_task, first_run = run.init_from
         inputs["init"] = f"results/train/{first_task}/{run.model}/{first_run}/best.json"
@@ -92,7 +183,10 @@ def train_resource(name, unset):
 
 
 def eval_inputs(wildcards):
-    inputs = {"data": data_files(wildcards.task)}
+    inputs = {
+        "data": data_files(wildcards.task),
+        "settings": eval_stamp(wildcards.task, wildcards.model, wildcards.run),
+    }
     if not wildcards.run.startswith("baseline"):
         inputs["trained"] = (
             f"results/train/{wildcards.task}/{wildcards.model}/{wildcards.run}/best.json"
@@ -234,14 +328,6 @@ def all_targets():
         + table_files()
         + figure_files()
         + (["results/paper/tunebench.pdf"] if paper_buildable() else [])
-    )
-
-
-# With hf_home set, rule fetch stages every hub model and dataset there before any data job, and
-# every job then reads that cache offline (the prefix keeps Snakemake's default strict mode).
-if config["hf_home"]:
-    shell.prefix(
-        f"set -euo pipefail; export HF_HOME={shlex.quote(config['hf_home'])} HF_HUB_OFFLINE=1; "
     )
 
 

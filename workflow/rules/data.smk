@@ -7,6 +7,7 @@ for _task in tb_tasks.NAMES:
             f"data_{_task}"
         input:
             staged_hub,
+            settings=data_stamp(_task),
         output:
             splits=data_files(_task),
             manifest=f"results/data/{_task}/manifest.json",
@@ -17,5 +18,6 @@ for _task in tb_tasks.NAMES:
         params:
             task=_task,
             configfiles=CONFIGFILES,
+            settings=tb_settings.data_hash(config, _task),
         shell:
             "tunebench data {params.task} --config {params.configfiles} --out-dir $(dirname {output.manifest}) > {log} 2>&1"

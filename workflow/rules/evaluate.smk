@@ -22,6 +22,7 @@ rule evaluate:
         gpu_model=eval_resource("gpu_model", ""),
     params:
         configfiles=CONFIGFILES,
+        settings=eval_settings_hash,
     shell:
         "tunebench evaluate --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
         " --run {wildcards.run} --data-dir $(dirname {input.data[0]})"

@@ -9,6 +9,7 @@ rule paper:
         **paper_inputs(),
         metrics="results/metrics.csv",
         curves="results/learning_curves.csv",
+        settings=RESULTS_STAMP,
     output:
         report(
             "results/paper/tunebench.pdf",
@@ -20,6 +21,7 @@ rule paper:
         "results/logs/paper/paper.log",
     params:
         configfiles=CONFIGFILES,
+        settings=tb_settings.results_hash(config),
     shell:
         "tunebench paper --config {params.configfiles} --metrics {input.metrics} --curves {input.curves}"
         " --tables-dir results/tables --figures-dir results/figures --build-dir results/paper/build"

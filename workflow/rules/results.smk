@@ -7,6 +7,7 @@ rule aggregate:
     input:
         metrics=metrics_files(),
         train=train_records(),
+        settings=RESULTS_STAMP,
     output:
         metrics="results/metrics.csv",
         curves="results/learning_curves.csv",
@@ -14,6 +15,7 @@ rule aggregate:
         "results/logs/results/aggregate.log",
     params:
         configfiles=CONFIGFILES,
+        settings=tb_settings.results_hash(config),
     shell:
         "tunebench aggregate --config {params.configfiles} --results results"
         " --out {output.metrics} --curves {output.curves} > {log} 2>&1"
@@ -21,13 +23,15 @@ rule aggregate:
 
 rule claims:
     input:
-        claims_predictions(),
+        predictions=claims_predictions(),
+        settings=RESULTS_STAMP,
     output:
         "results/claims.csv",
     log:
         "results/logs/results/claims.log",
     params:
         configfiles=CONFIGFILES,
+        settings=tb_settings.results_hash(config),
     shell:
         "tunebench claims --config {params.configfiles} --results results --out {output} > {log} 2>&1"
 
@@ -36,12 +40,14 @@ rule tables:
     input:
         unpack(claims_input),
         metrics="results/metrics.csv",
+        settings=RESULTS_STAMP,
     output:
         report_tables(),
     log:
         "results/logs/results/tables.log",
     params:
         configfiles=CONFIGFILES,
+        settings=tb_settings.results_hash(config),
     shell:
         "tunebench tables --config {params.configfiles} --metrics {input.metrics}"
         " --out-dir results/tables > {log} 2>&1"
@@ -52,12 +58,14 @@ rule figures:
         unpack(claims_input),
         metrics="results/metrics.csv",
         curves="results/learning_curves.csv",
+        settings=RESULTS_STAMP,
     output:
         report_figures(),
     log:
         "results/logs/results/figures.log",
     params:
         configfiles=CONFIGFILES,
+        settings=tb_settings.results_hash(config),
     shell:
         "tunebench figures --config {params.configfiles} --metrics {input.metrics}"
         " --curves {input.curves} --out-dir results/figures > {log} 2>&1"

@@ -25,6 +25,7 @@ rule train:
         gpu_model=train_resource("gpu_model", ""),
     params:
         configfiles=CONFIGFILES,
+        settings=train_settings_hash,
     shell:
         "tunebench train --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
         " --run {wildcards.run} --out-dir $(dirname {output.best}) --data-dir $(dirname {input.data[0]})"

@@ -79,6 +79,10 @@ def read_lines(path: Path, task: str) -> list[dict]:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise UserError(f"{path} line {number} is not valid JSON ({exc.msg}); fix or remove that line.") from None
+                except ValueError:  # json's integer conversion stops beyond 4,300 digits
+                    raise UserError(
+                        f"{path} line {number} holds an integer too long to read (over 4,300 digits); fix or remove that line."
+                    ) from None
                 problem = _problem(row, task)
                 if problem:
                     raise UserError(f"{path} line {number} {problem}; every line must be a JSON object with {needs}.")

@@ -68,6 +68,11 @@ def launch_env(environ, processes: int) -> dict:
     """The workers' environment: the job's threads (Snakemake sets OMP_NUM_THREADS) shared among them,
     since oversubscribed OpenMP threads spin and slow every process down several times."""
     env = dict(environ, **{LAUNCHED_ENV: "1"})
+    # DeepSpeed builds its CPU optimizer with the ninja of the venv; a job started without .venv/bin on
+    # PATH (the workflow calls this interpreter directly) must still find it.
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = os.pathsep.join(filter(None, [bin_dir, env.get("PATH")]))
     if env.get("OMP_NUM_THREADS", "").isdigit():
         env["OMP_NUM_THREADS"] = str(max(1, int(env["OMP_NUM_THREADS"]) // processes))
     return env

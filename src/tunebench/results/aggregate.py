@@ -20,6 +20,7 @@ from typing import Mapping
 import pandas as pd
 
 from .. import config as tb_config
+from .. import settings as tb_settings
 from .. import tasks as tb_tasks
 from ..errors import DataError
 from . import PROMPTED, STAGES
@@ -49,6 +50,8 @@ def read_json(path: Path, step: str) -> dict:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); delete it and {_RERUN}.") from None
+    except ValueError:  # an integer beyond Python's 4,300-digit conversion limit
+        raise DataError(f"{path} holds a number too long to read; delete it and {_RERUN}.") from None
     if not isinstance(doc, dict):
         raise DataError(f"{path} must hold a JSON object; delete it and {_RERUN}.")
     return doc
@@ -85,10 +88,13 @@ def size_value(model: Mapping) -> float:
         return math.nan
 
 
-def _eval_rows(run, results: Path) -> list[dict]:
+def _eval_rows(config: Mapping, run, results: Path) -> list[dict]:
     path = results / "eval" / run.task / run.model / run.run / "metrics.json"
     doc = read_json(path, "evaluate")
     _check_identity(doc, path, task=run.task, model=run.model, run=run.run)
+    # Made under other settings (an edited config, a results/ copied from elsewhere): refuse to mix.
+    tb_settings.check_recorded(doc, tb_settings.eval_hash(config, run.task, run.model, run.run), path,
+                               "re-run its evaluation (snakemake re-runs it when the config changed) or restore the config")
     metrics = doc.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
         raise DataError(f"{path} has no metrics object; delete it and {_RERUN}.")
@@ -125,6 +131,8 @@ def _train_record(config: Mapping, task: str, model: str, run_name: str, method:
     folder = results / "train" / task / model / run_name
     record = read_json(folder / "run.json", "train")
     _check_identity(record, folder / "run.json", task=task, model=model, run=run_name)
+    tb_settings.check_recorded(record, tb_settings.train_hash(config, task, model, run_name), folder / "run.json",
+                               "re-run its training (snakemake re-runs it when the config changed) or restore the config")
     best = read_json(folder / "best.json", "train")
     steps = [line for line in read_history(folder / "history.jsonl") if line["kind"] == "step"]
     path = folder / "run.json"
@@ -163,8 +171,9 @@ def read_history(path: Path) -> list[dict]:
             continue
         try:
             line = json.loads(text)
-        except json.JSONDecodeError:
-            raise DataError(f"{path} line {number_} is not valid JSON; delete the run directory and {_RERUN}.") from None
+        except ValueError:  # not JSON, or an integer beyond the 4,300-digit conversion limit
+            raise DataError(f"{path} line {number_} is not valid JSON or holds a number too long to read; "
+                            f"delete the run directory and {_RERUN}.") from None
         if not isinstance(line, dict) or line.get("kind") not in ("step", "epoch"):
             raise DataError(f"{path} line {number_} must be an object whose kind is step or epoch; delete the run directory and {_RERUN}.")
         lines.append(line)
@@ -190,7 +199,7 @@ def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
     for run in tb_config.baseline_runs(config):
         base = {"task": run.task, **_model_columns(config, run.model), "method": PROMPTED, "run": run.run,
                 "stage": "baseline", "format": "chat", "variant": run.variant, "init_from": ""}
-        rows += [{**base, **row} for row in _eval_rows(run, results)]
+        rows += [{**base, **row} for row in _eval_rows(config, run, results)]
     for run in tb_config.finetune_runs(config):
         if not run.evaluate:
             continue
@@ -205,7 +214,7 @@ def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
             init_from = "/".join(run.init_from)
         base = {"task": run.task, **_model_columns(config, run.model), "method": run.method, "run": run.run,
                 "stage": run.stage, "format": run.format, "variant": "", "init_from": init_from}
-        rows += [{**base, **facts, **row} for row in _eval_rows(run, results)]
+        rows += [{**base, **facts, **row} for row in _eval_rows(config, run, results)]
     frame = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     return sort_runs(frame)
 

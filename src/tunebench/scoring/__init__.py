@@ -12,6 +12,7 @@ SQLite database under an authorizer and a time limit (:mod:`tunebench.scoring.sq
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal, InvalidOperation
 from importlib import import_module
@@ -59,6 +60,8 @@ def parse_number(value: Any) -> Decimal | None:
     if isinstance(value, int):
         return Decimal(value) if len(str(abs(value))) <= MAX_DIGITS else None
     if isinstance(value, float):
+        if not math.isfinite(value):  # Infinity, NaN, or 1e400 (which JSON reads as infinity): no number
+            return None
         try:
             return Decimal(repr(value))
         except InvalidOperation:

@@ -59,6 +59,8 @@ class Task:
     max_new_tokens: int = 256
     #: Baseline prompt variants this task offers (``default`` first).
     baseline_variants: tuple[str, ...] = ("default",)
+    #: Splits that must not come out empty; the data stage refuses the task otherwise.
+    required_splits: tuple[str, ...] = ("train", "validation", "test")
 
     def prepare(self, options: Mapping[str, Any], mirror: Path | None, seed: int) -> Prepared:
         """Load (hub or ``mirror``), validate and format every split."""

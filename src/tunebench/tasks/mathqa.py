@@ -89,6 +89,7 @@ class MathQA(Task):
     metrics = ()  # trained on only; the two-stage run is scored on GSM8K
     primary_metric = ""
     baseline_variants = ()
+    required_splits = ("train", "validation")  # a first training stage only: the mirror lacks a usable test split
 
     def prepare(self, options: Mapping[str, Any], mirror, seed: int) -> Prepared:
         source = data.Source(self.name, mirror, options.get("hub"))

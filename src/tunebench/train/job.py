@@ -16,6 +16,7 @@ import yaml
 
 from .. import config as tb_config
 from .. import models
+from .. import settings as tb_settings
 from ..data import sha256_file
 from ..errors import ConfigError, DataError
 
@@ -92,6 +93,8 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str, out_dir:
         "accelerate_config": settings.get("accelerate_config"),
         "launch": item.method == "full" or processes > 1,
         "data": data,
+        # What the workflow's stamp and param for this run hold; run.json repeats it for the results stage.
+        tb_settings.KEY: tb_settings.train_hash(config, task, model, run),
     }
     if job["launch"]:
         job["launcher"] = _launcher_settings(job["accelerate_config"])

@@ -322,6 +322,7 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
         "truncated_examples": {split: stats[split].truncated for split in stats},
         "skipped_examples": {split: stats[split].skipped for split in stats},
         "hardware": hardware.describe_run(trainer.built.model),
+        "settings_hash": job.get("settings_hash"),
     }
     if trainer.main:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -69,7 +69,8 @@ def build(job: Mapping[str, Any], device: torch.device) -> Built:
     method, settings, training = job["method"], job["method_settings"], job["training"]
     dtype = models.DTYPES[training["dtype"]]
     init_dir = job.get("init_checkpoint")
-    tokenizer = models.load_tokenizer({"local": init_dir} if init_dir else job["base_source"])
+    with models.source_errors(f"models.{job['model']}.base", job["base_source"]):
+        tokenizer = models.load_tokenizer({"local": init_dir} if init_dir else job["base_source"])
     added = formats.added_tokens(job["format"])
     tokenizer.add_tokens(added, special_tokens=True)  # a no-op for tokens a first stage already added
     new_ids = tokenizer.convert_tokens_to_ids(added)
@@ -79,8 +80,9 @@ def build(job: Mapping[str, Any], device: torch.device) -> Built:
         source = {"local": init_dir}
     else:
         source = job["base_source"]
-    model = models.load_model(source, dtype=dtype, quantization=quantization,
-                              attn_implementation=training["attn_implementation"], device=device, training=True)
+    with models.source_errors(f"models.{job['model']}.base", source):
+        model = models.load_model(source, dtype=dtype, quantization=quantization,
+                                  attn_implementation=training["attn_implementation"], device=device, training=True)
     if model.get_input_embeddings().num_embeddings != len(tokenizer):
         torch.manual_seed(job["seed"])  # the resize draws the new rows around the mean of the old ones
         model.resize_token_embeddings(len(tokenizer))
@@ -124,6 +126,19 @@ def checkpoint_meta(job: Mapping[str, Any], new_ids: list[int]) -> dict:
     }
 
 
+def sort_adapter_modules(directory: Path) -> None:
+    """Rewrite adapter_config.json with its module lists sorted: PEFT keeps them as sets and writes
+    them in set order, which changes with the hash seed, so identical runs gave different bytes."""
+    path = directory / "adapter_config.json"
+    if not path.is_file():
+        return
+    adapter = json.loads(path.read_text())
+    for key in ("target_modules", "exclude_modules", "modules_to_save"):
+        if isinstance(adapter.get(key), list) and all(isinstance(item, str) for item in adapter[key]):
+            adapter[key] = sorted(adapter[key])
+    path.write_text(json.dumps(adapter, indent=2, sort_keys=True))  # PEFT's own layout
+
+
 def export(unwrapped, tokenizer, directory: Path, meta: Mapping[str, Any], state_dict=None, is_main: bool = True, save_function=torch.save) -> None:
     """Write the selected checkpoint: full weights (safetensors) or the adapter, plus the tokenizer.
 
@@ -135,6 +150,7 @@ def export(unwrapped, tokenizer, directory: Path, meta: Mapping[str, Any], state
         trained_rows = any("trainable_tokens" in name for name, _ in unwrapped.named_parameters())
         # Untrained new-token rows are random: keep the whole resized embeddings so inference sees the same ones.
         unwrapped.save_pretrained(directory, save_embedding_layers=bool(meta["new_token_ids"]) and not trained_rows)
+        sort_adapter_modules(Path(directory))
     if is_main:
         tokenizer.save_pretrained(directory)
         (directory / models.CHECKPOINT_META).write_text(json.dumps(dict(meta), indent=2) + "\n")
