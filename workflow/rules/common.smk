@@ -1,6 +1,5 @@
 # Helpers shared by the stage files: config validation, run tables and target lists.
 import json
-import shlex
 from pathlib import Path
 import shlex
 import sys
