@@ -138,7 +138,7 @@ def _dry_run(repo_root, workdir: Path, config: Path) -> dict[str, str]:
 
 def _viggo_and_descendants(job: str) -> bool:
     return "/viggo/" in job or job == "all" or job.startswith(
-        ("results/metrics.csv", "results/tables/", "results/figures/", "results/paper/"))
+        ("results/metrics.csv", "results/claims.csv", "results/tables/", "results/figures/", "results/paper/"))
 
 
 def test_editing_one_key_reruns_that_task_and_its_descendants(repo_root, with_mirror, tmp_path):
@@ -242,7 +242,7 @@ def test_a_repeated_key_stops_the_workflow_in_one_sentence(repo_root, tmp_path, 
     assert str(config) in line and all(word in line for word in words)
 
 
-def test_a_killed_runs_lock_is_cleared_only_when_no_snakemake_works_there(repo_root, tmp_path):
+def test_a_killed_runs_lock_is_cleared_only_when_no_snakemake_works_there(repo_root, with_mirror, tmp_path):
     """`make demo` runs tunebench.workflow_lock first: the stale lock of a SIGKILLed run goes (through
     snakemake --unlock), while the lock of a live run stays and the user is told in one sentence."""
     args = ["-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),

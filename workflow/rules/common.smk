@@ -61,9 +61,13 @@ IN_CONTAINER = (
 # there before any data job, and every job then reads that cache offline.
 SHELL_PREFIX = "set -euo pipefail; "
 if not IN_CONTAINER:
-    SHELL_PREFIX += f'tunebench() {{{{ {shlex.quote(sys.executable)} -m tunebench "$@"; }}}}; '
+    SHELL_PREFIX += (
+        f'tunebench() {{{{ {shlex.quote(sys.executable)} -m tunebench "$@"; }}}}; '
+    )
 if config["hf_home"]:
-    SHELL_PREFIX += f"export HF_HOME={shlex.quote(config['hf_home'])} HF_HUB_OFFLINE=1; "
+    SHELL_PREFIX += (
+        f"export HF_HOME={shlex.quote(config['hf_home'])} HF_HUB_OFFLINE=1; "
+    )
 shell.prefix(SHELL_PREFIX)
 
 
