@@ -139,3 +139,20 @@ def describe_run(model) -> dict:
         on_cpu = next(model.parameters()).device.type == "cpu"
         facts["bnb_4bit_kernel_used"] = ("avx512_bf16" if packed_4bit_layers(model) else "portable") if on_cpu else "cuda"
     return facts
+
+
+def training_dtype(requested: str) -> str:
+    """``training.dtype`` with ``auto`` resolved from the hardware this process sees.
+
+    A CUDA GPU with bfloat16 trains in bfloat16; a CPU whose matmul units take bfloat16 (AVX512_BF16 or
+    AMX) keeps float32 weights and computes under bfloat16 autocast, about twice as fast as float32 on
+    such a CPU; any other CPU stays in float32, where autocast would emulate bfloat16 and run slower.
+    """
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    flags = cpu_flags()
+    return "bfloat16_autocast" if {"avx512_bf16", "amx_bf16"} & flags else "float32"

@@ -33,6 +33,8 @@ from .errors import ConfigError, UserError
 TOKEN_ENV = "HF_TOKEN"
 CHECKPOINT_META = "tunebench.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: The dtype weights are held in for each training.dtype (autocast keeps float32 weights).
+WEIGHT_DTYPES = {**DTYPES, "bfloat16_autocast": torch.float32}
 
 
 def source_kind(source: Mapping[str, Any]) -> str:
@@ -60,6 +62,8 @@ def source_errors(key: str, source: Mapping[str, Any]):
     files: all OSError from transformers and huggingface_hub) into one sentence naming the config key."""
     try:
         yield
+    except staging.NotStaged as exc:  # offline, and the cache lacks it: say which key, and how to stage it
+        raise ConfigError(f"{key} ({describe(source)}) could not be loaded: {exc}") from None
     except OSError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = (lines[0] if lines else type(exc).__name__).rstrip(".")[:200]
@@ -248,7 +252,8 @@ def bnb_config(settings: Mapping[str, Any]):
 
 
 def inference_dtype(config: Mapping[str, Any]) -> torch.dtype:
-    return DTYPES[config.get("training", {}).get("dtype", "float32")]
+    """Weights dtype for decoding: training's, with ``auto`` resolved (decoding on a CPU stays float32)."""
+    return WEIGHT_DTYPES[hardware.training_dtype(config.get("training", {}).get("dtype", "auto"))]
 
 
 def model_source(config: Mapping[str, Any], model_name: str, role: str) -> dict:

@@ -29,6 +29,10 @@ DATASET_FILES = ["README.md", "*.json", "*.jsonl", "*.csv", "*.parquet", "*.arro
 FETCH_COMMAND = "tunebench fetch --config <the workflow's config files>"
 
 
+class NotStaged(UserError):
+    """A hub item the offline cache does not hold; the message says how to stage it."""
+
+
 @dataclass(frozen=True)
 class Item:
     """One hub repository at one revision."""
@@ -168,4 +172,4 @@ def model_hint(source: Mapping[str, Any], key: str = "model source") -> Iterator
         if not offline():
             raise
         item = Item("model", source["hub"], source.get("revision") or None, key)
-        raise UserError(missing(item, hub_cache())) from None
+        raise NotStaged(missing(item, hub_cache())) from None

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from .. import config as tb_config
-from .. import models
+from .. import hardware, models
 from .. import settings as tb_settings
 from ..data import sha256_file
 from ..errors import ConfigError, DataError
@@ -52,6 +52,8 @@ def _check_hardware(job: Mapping[str, Any]) -> None:
 def resolve(config: Mapping[str, Any], task: str, model: str, run: str, out_dir: Path, data_dir: Path) -> dict:
     item = tb_config.find_finetune(config, task, model, run)
     training = dict(item.training)
+    training["dtype_requested"] = training["dtype"]
+    training["dtype"] = hardware.training_dtype(training["dtype"])
     if training.get("seed") is None:
         training["seed"] = config.get("seed", 42)
     settings = tb_config.method_settings(config, item)

@@ -29,6 +29,10 @@ from .checkpoint import ResumeDir
 from .job import fingerprint
 
 
+#: accelerate's mixed_precision for each resolved training.dtype (bfloat16_autocast: float32 weights, bf16 autocast).
+MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "bfloat16_autocast": "bf16", "float16": "fp16"}
+
+
 def make_accelerator(job: Mapping[str, Any]):
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
@@ -39,7 +43,7 @@ def make_accelerator(job: Mapping[str, Any]):
         # Under DeepSpeed accelerate finds no process-group backend on a CPU-only host; gloo is it.
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     return Accelerator(
-        mixed_precision={"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[training["dtype"]],
+        mixed_precision=MIXED_PRECISION[training["dtype"]],
         gradient_accumulation_steps=training["gradient_accumulation"],
         kwargs_handlers=handlers,
     )
@@ -63,6 +67,10 @@ def _fill_deepspeed(accelerator, training: Mapping[str, Any]) -> bool:
     # We hand DeepSpeed its CPU Adam ourselves (with the config's betas and eps); accelerate would
     # otherwise rebuild it from lr and weight decay alone.
     ds["zero_force_ds_cpu_optimizer"] = False
+    if training["dtype"] == "bfloat16_autocast":
+        # DeepSpeed runs the forward itself, so accelerate's autocast never wraps it: the engine's own
+        # torch autocast keeps float32 weights and optimizer while linear layers compute in bfloat16.
+        ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
     return True
 
 

@@ -11,6 +11,7 @@ would keep the random rows the resize gave them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,10 +65,42 @@ def lora_config(preset: Mapping[str, Any], token_targets: dict[str, list[int]] |
     )
 
 
+def _gathered(weights):
+    """A context in which ``weights`` are whole on every rank: under ZeRO-3 each rank holds a shard."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(weights, modifier_rank=0)
+
+
+def start_end_marker_as_eos(model, tokenizer, added: list[str]) -> None:
+    """Give the new end-of-answer marker the rows of the tokenizer's end-of-sequence token.
+
+    A marker drawn around the mean embedding starts with a log-probability near that of any rare
+    token (about -8 after a finished answer on SmolLM2), and a short full fine-tuning at a rate meant
+    for the other weights never lifts it: generation then runs past the answer to the token limit.
+    Starting from the end-of-sequence rows, the model already ends an answer with the marker; only
+    the input and output rows of that one token change, the prompt markers keep their mean start.
+    """
+    if formats.END_A not in added or tokenizer.eos_token_id is None:
+        return
+    marker, eos = tokenizer.convert_tokens_to_ids(formats.END_A), tokenizer.eos_token_id
+    matrices = [model.get_input_embeddings().weight]
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is not matrices[0]:
+        matrices.append(output.weight)
+    with _gathered(matrices), torch.no_grad():
+        for weight in matrices:
+            weight[marker] = weight[eos]
+
+
 def build(job: Mapping[str, Any], device: torch.device) -> Built:
     """Tokenizer and model of a resolved training job (see :mod:`tunebench.train.job`), ready to train."""
     method, settings, training = job["method"], job["method_settings"], job["training"]
-    dtype = models.DTYPES[training["dtype"]]
+    dtype = models.WEIGHT_DTYPES[training["dtype"]]
     init_dir = job.get("init_checkpoint")
     with models.source_errors(f"models.{job['model']}.base", job["base_source"]):
         tokenizer = models.load_tokenizer({"local": init_dir} if init_dir else job["base_source"])
@@ -86,6 +119,7 @@ def build(job: Mapping[str, Any], device: torch.device) -> Built:
     if model.get_input_embeddings().num_embeddings != len(tokenizer):
         torch.manual_seed(job["seed"])  # the resize draws the new rows around the mean of the old ones
         model.resize_token_embeddings(len(tokenizer))
+        start_end_marker_as_eos(model, tokenizer, added)
     if training["gradient_checkpointing"]:
         model.config.use_cache = False
 
