@@ -32,6 +32,7 @@ COMMANDS = {
     "figures": "draw the result figures (PNG, PDF)",
     "paper": "build the paper PDF from the results",
     "summary": "print where the paper, report and tables are, and the main comparison",
+    "bench": "measure the hot paths side by side as ratios",
 }
 
 

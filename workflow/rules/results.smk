@@ -69,3 +69,13 @@ rule figures:
     shell:
         "tunebench figures --config {params.configfiles} --metrics {input.metrics}"
         " --curves {input.curves} --out-dir results/figures > {log} 2>&1"
+
+
+# Not part of `all`: `snakemake benchmark` measures the hot paths on this machine (tunebench bench).
+rule benchmark:
+    output:
+        directory("results/bench"),
+    log:
+        "results/logs/bench.log",
+    shell:
+        "tunebench bench --out-dir {output} > {log} 2>&1"

@@ -1,0 +1,373 @@
+"""``tunebench bench``: the hot paths measured side by side, in one process, on the same data.
+
+Each comparison runs its variants back to back, ``repeats`` times, and reports the median with the
+spread (min–max) and the ratio to a named reference variant, so a ratio is measured under one load,
+one thermal state and one library build. Nothing here is asserted: the numbers are printed, written
+to ``results/bench/*.csv`` and drawn in one figure; tests only check that ``--quick`` runs.
+
+Comparisons (every one uses the code the workflow runs):
+
+``training``   batch layouts (packing, pad_to 512, pad to longest) on ViGGO and GSM8K with LoRA:
+               useful (non-padding) tokens/s, and the per-token losses of the same examples compared
+``precision``  float32 against bfloat16 autocast for LoRA, QLoRA and full fine-tuning (one process,
+               no ZeRO): tokens/s and validation perplexity after the same steps
+``generation`` the batch-invariant decoder at batch 1, 8, 16 and 32 in float32 and bfloat16, and
+               transformers' ``generate``: examples/s, tokens/s, share of outputs identical to batch 1
+``sql``        the SQLite test-suite scorer against sqlglot's Python executor: examples/s, agreement
+``data``       generated multiplication rows/s and the prepare time of every task
+``ceiling``    this CPU's matmul rate in float32 and bfloat16, which the training rates are set against
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import pandas as pd
+import torch
+
+from . import config as tb_config
+from . import data, formats, models, tasks
+from .train import batching
+
+MODEL = "smollm2-135m"
+LAYOUTS = ("packing", "pad_to", "pad_to_longest")
+
+
+@dataclass(frozen=True)
+class Size:
+    """How much each comparison does; ``quick`` is for the test that checks the command runs."""
+
+    repeats: int
+    train_steps: int
+    train_rows: int
+    prompts: int
+    new_tokens: int
+    batch_sizes: tuple[int, ...]
+    sql_rows: int
+    data_rows: int
+    matmul: int
+
+
+FULL = Size(repeats=3, train_steps=4, train_rows=96, prompts=32, new_tokens=32, batch_sizes=(1, 8, 16, 32),
+            sql_rows=120, data_rows=20_000, matmul=1024)
+QUICK = Size(repeats=1, train_steps=1, train_rows=16, prompts=4, new_tokens=4, batch_sizes=(1, 4),
+             sql_rows=6, data_rows=500, matmul=256)
+
+
+def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    began = time.perf_counter()
+    result = action()
+    return time.perf_counter() - began, result
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "low": min(values), "high": max(values)}
+
+
+@contextmanager
+def _threads(count: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def bench_config(size: Size) -> dict:
+    """The demo config, cut to the bench's rows, validated."""
+    config = tb_config.load(tb_config.ROOT / "config" / "demo.yaml")
+    for task in ("viggo", "gsm8k", "sql"):
+        config["tasks"][task]["limit"] = {"train": size.train_rows, "validation": 8, "test": max(size.prompts, 8)}
+    return config
+
+
+def prepare_data(config: Mapping, tasks_needed, root: Path) -> dict[str, Path]:
+    """Prepared splits of ``tasks_needed`` under ``root`` (through the data stage's own code)."""
+    found = {}
+    for task in tasks_needed:
+        prepared, manifest = data.prepare(task, config)
+        directory = root / task
+        data.write(directory, prepared, manifest)
+        found[task] = directory
+    return found
+
+
+def _trainer(config: Mapping, task: str, method: str, data_dir: Path, out: Path, **training: Any):
+    """The workflow's own training loop object for one run, with ``training`` keys overridden."""
+    from accelerate.state import AcceleratorState
+
+    from .train import job as tb_job
+    from .train import loop
+
+    settings = copy.deepcopy(dict(config))
+    settings["training"] = {**settings["training"], **training}
+    settings["experiments"] = {"finetune": [{"task": task, "models": [MODEL], "methods": [method]}], "baselines": []}
+    settings = tb_config.validate(settings)
+    AcceleratorState._reset_state(True)
+    job = tb_job.resolve(settings, task, MODEL, method, out, data_dir)
+    job["launch"] = False  # one process: the bench compares kernels, not launchers
+    return loop.Trainer(job)
+
+
+def _steps(trainer, steps: int) -> tuple[float, int]:
+    """Seconds and real tokens of ``steps`` optimizer steps of the first epoch's batches."""
+    plan = trainer.plans[1]
+    seconds, tokens = 0.0, 0
+    for step in range(min(steps, len(plan))):
+        elapsed, done = _timed(lambda: trainer.step(plan, step))
+        seconds, tokens = seconds + elapsed, tokens + int(done["tokens"])
+    return seconds, tokens
+
+
+def _example_losses(trainer, examples, layout: str) -> list[float]:
+    """Per-token NLL of each example, computed in ``layout`` rows with the current weights."""
+    rows = batching.layout_rows(examples, layout, trainer.training["max_length"])
+    losses: list[float] = []
+    trainer.model.eval()
+    with torch.no_grad():
+        for row in rows:
+            batch = batching.collate([row], trainer.tokenizer.pad_token_id, layout,
+                                     trainer.training["pad_to"] if layout == "pad_to" else None)
+            logits = trainer.model(**batching.model_inputs(batch, layout)).logits[0].float()
+            nll = torch.nn.functional.cross_entropy(logits, batch["labels"][0], ignore_index=batching.IGNORE,
+                                                    reduction="none")
+            start = 0
+            for example in row:
+                end = start + len(example.input_ids)
+                losses += [float(v) for v, label in zip(nll[start:end], example.labels) if label != batching.IGNORE]
+                start = end
+    return losses
+
+
+def training(config: Mapping, data_dirs: Mapping[str, Path], size: Size, work: Path) -> list[dict]:
+    rows = []
+    for task in ("viggo", "gsm8k"):
+        reference_losses = None
+        for layout in ("pad_to_longest", "pad_to", "packing"):
+            rates = []
+            for repeat in range(size.repeats):
+                trainer = _trainer(config, task, "lora", data_dirs[task], work / f"t-{task}-{layout}-{repeat}",
+                                   batching=layout, pad_to=512, max_length=512, dtype="float32", batch_size=2)
+                if repeat == 0:
+                    losses = _example_losses(trainer, trainer.examples["train"][:6], layout)
+                seconds, tokens = _steps(trainer, size.train_steps)
+                rates.append(tokens / seconds)
+            if reference_losses is None:
+                reference_losses = losses
+            agreement = max(abs(a - b) for a, b in zip(losses, reference_losses)) if len(losses) == len(
+                reference_losses) else float("nan")
+            rows.append({"comparison": "training", "case": task, "variant": layout, "metric": "useful tokens/s",
+                         **_summary(rates), "max_loss_difference": agreement})
+    return rows
+
+
+def precision(config: Mapping, data_dirs: Mapping[str, Path], size: Size, work: Path) -> list[dict]:
+    rows = []
+    for method in ("lora", "qlora", "full"):
+        for dtype in ("float32", "bfloat16_autocast"):
+            rates, perplexities = [], []
+            for repeat in range(size.repeats):
+                trainer = _trainer(config, "viggo", method, data_dirs["viggo"], work / f"p-{method}-{dtype}-{repeat}",
+                                   dtype=dtype, batching="packing", max_length=256, batch_size=2)
+                seconds, tokens = _steps(trainer, size.train_steps)
+                rates.append(tokens / seconds)
+                perplexities.append(trainer.validate()[1])
+            rows.append({"comparison": "precision", "case": method, "variant": dtype, "metric": "tokens/s",
+                         **_summary(rates), "validation_perplexity": statistics.median(perplexities),
+                         "params": sum(p.numel() for p in trainer.built.model.parameters())})
+    return rows
+
+
+def generation(config: Mapping, data_dirs: Mapping[str, Path], size: Size) -> list[dict]:
+    """Three views of the same decodes: batch size (against batch 1), precision (bfloat16 against
+    float32 at the same batch) and engine (transformers' generate against the batch-invariant decoder)."""
+    from .generate import generate
+
+    model, tokenizer = models.load_for_inference(config, MODEL, role="chat")
+    task = tasks.get("viggo")
+    test = data.read_split(data_dirs["viggo"], "test")[: size.prompts]
+    prompts = [batching.encode_prompt(tokenizer, formats.render_prompt("instruction", task, row, tokenizer))
+               for row in test]
+    largest = size.batch_sizes[-1]
+    variants = [(d, b, "batch_invariant") for d in ("float32", "bfloat16") for b in size.batch_sizes]
+    variants.append(("float32", largest, "generate"))
+    measured = {}
+    for dtype, batch_size, decoder in variants:
+        model = model.to(models.DTYPES[dtype])
+        rates, token_rates = [], []
+        for _ in range(size.repeats):
+            seconds, (out, throughput) = _timed(lambda: generate(model, tokenizer, prompts, max_new_tokens=size.new_tokens,
+                                                                 batch_size=batch_size, decoder=decoder))
+            rates.append(len(prompts) / seconds)
+            token_rates.append(throughput.generated_tokens / seconds)
+        measured[(dtype, batch_size, decoder)] = (rates, statistics.median(token_rates), [g.text for g in out])
+
+    def row(comparison, case, variant, key, against):
+        rates, tokens_per_s, texts = measured[key]
+        same = sum(a == b for a, b in zip(texts, measured[against][2])) / len(texts)
+        return {"comparison": comparison, "case": case, "variant": variant, "metric": "examples/s", **_summary(rates),
+                "tokens_per_s": tokens_per_s, "identical_to_reference": same}
+
+    rows = [row("generation", f"{dtype} batch-invariant", f"batch {b}", (dtype, b, "batch_invariant"),
+                (dtype, 1, "batch_invariant")) for dtype in ("float32", "bfloat16") for b in size.batch_sizes]
+    rows += [row("decoding precision", f"batch {b}", dtype, (dtype, b, "batch_invariant"), ("float32", b, "batch_invariant"))
+             for b in size.batch_sizes for dtype in ("float32", "bfloat16")]
+    rows += [row("decoder", f"batch {largest} float32", name, ("float32", largest, name), ("float32", largest, "batch_invariant"))
+             for name in ("batch_invariant", "generate")]
+    return rows
+
+
+def sql_scoring(config: Mapping, data_dirs: Mapping[str, Path], size: Size) -> list[dict]:
+    from .scoring import sql as sql_scoring_module
+    from .scoring import sqlsuite
+
+    test = data.read_split(data_dirs["sql"], "test") + data.read_split(data_dirs["sql"], "train")
+    test = test[: size.sql_rows]
+    # Half the predictions are the gold query, half a plausible mistake: both verdicts occur.
+    predictions = [row["answer"] if i % 2 == 0 else row["answer"].replace("=", "<>", 1) for i, row in enumerate(test)]
+    rows, verdicts = [], {}
+    # The synthesised databases are shared by both executors (and cached): build them first, so the
+    # timing is of execution and comparison alone.
+    for row in test:
+        sqlsuite.build_suite(row["context"], row["answer"].strip().rstrip(";").strip(), 3, 2.0)
+    for executor in ("sqlite", "sqlglot"):
+        rates = []
+        for _ in range(size.repeats):
+            seconds, found = _timed(lambda: [sql_scoring_module.score(f"<SQL>{p}</SQL>", row, sql_executor=executor)
+                                             ["execution_accuracy"] for p, row in zip(predictions, test)])
+            rates.append(len(test) / seconds)
+        verdicts[executor] = found
+        rows.append({"comparison": "sql", "case": "execution scoring", "variant": executor, "metric": "examples/s",
+                     **_summary(rates)})
+    both = [(a, b) for a, b in zip(verdicts["sqlite"], verdicts["sqlglot"]) if a is not None and b is not None]
+    agreement = sum(a == b for a, b in both) / len(both) if both else float("nan")
+    for row in rows:
+        row |= {"agreement": agreement, "scored_by_both": len(both)}
+    return rows
+
+
+def data_preparation(config: Mapping, size: Size) -> list[dict]:
+    from .tasks import multiplication
+
+    rows = []
+    rates = []
+    for repeat in range(size.repeats):
+        seconds, _ = _timed(lambda: multiplication.generate(size.data_rows, (4, 4), repeat, 0.025, 0.0125))
+        rates.append(size.data_rows / seconds)
+    rows.append({"comparison": "data", "case": "multiplication 4 × 4", "variant": "generate", "metric": "rows/s",
+                 **_summary(rates)})
+    for task in tasks.NAMES:
+        seconds = [_timed(lambda: data.prepare(task, config))[0] for _ in range(size.repeats)]
+        rows.append({"comparison": "data", "case": task, "variant": "prepare", "metric": "seconds", **_summary(seconds)})
+    return rows
+
+
+def matmul_ceiling(size: Size) -> list[dict]:
+    rows = []
+    for dtype in ("float32", "bfloat16"):
+        a = torch.randn(size.matmul, size.matmul, dtype=models.DTYPES[dtype])
+        b = torch.randn(size.matmul, size.matmul, dtype=models.DTYPES[dtype])
+        torch.matmul(a, b)  # first call picks the kernel
+        rates = []
+        for _ in range(max(3, size.repeats)):
+            seconds, _ = _timed(lambda: [torch.matmul(a, b) for _ in range(5)])
+            rates.append(5 * 2 * size.matmul**3 / seconds / 1e9)
+        rows.append({"comparison": "ceiling", "case": f"matmul {size.matmul}", "variant": dtype, "metric": "GFLOP/s",
+                     **_summary(rates)})
+    return rows
+
+
+REFERENCES = {"training": "pad_to", "precision": "float32", "sql": "sqlglot", "generation": "batch 1",
+              "decoding precision": "float32", "decoder": "batch_invariant"}
+
+
+#: Columns that qualify a speed: agreement of losses, outputs or verdicts, and quality after the same steps.
+EXTRA = ("max_loss_difference", "validation_perplexity", "identical_to_reference", "agreement")
+
+
+def ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each variant's median against its comparison's reference variant in the same case (and spread)."""
+    out = []
+    for (comparison, case), group in frame.groupby(["comparison", "case"], sort=False):
+        reference = REFERENCES.get(comparison)
+        base = group[group["variant"] == reference]
+        for _, row in group.iterrows():
+            ratio = row["median"] / base["median"].iloc[0] if not base.empty else float("nan")
+            low = row["low"] / base["high"].iloc[0] if not base.empty else float("nan")
+            high = row["high"] / base["low"].iloc[0] if not base.empty else float("nan")
+            extra = {key: row[key] for key in EXTRA if key in row and pd.notna(row[key])}
+            out.append({"comparison": comparison, "case": case, "variant": row["variant"], "metric": row["metric"],
+                        "median": row["median"], "ratio": ratio, "ratio_low": low, "ratio_high": high,
+                        "reference": reference or "", **extra})
+    return pd.DataFrame(out)
+
+
+def ceiling_share(frame: pd.DataFrame) -> pd.DataFrame:
+    """Training throughput as a share of the CPU's bfloat16 matmul rate (6 FLOPs per parameter and token)."""
+    ceiling = frame[(frame["comparison"] == "ceiling") & (frame["variant"] == "bfloat16")]["median"]
+    if ceiling.empty:
+        return pd.DataFrame()
+    rows = frame[frame["comparison"] == "precision"].copy()
+    rows["gflops"] = rows["median"] * 6 * rows["params"] / 1e9
+    rows["share_of_bf16_ceiling"] = rows["gflops"] / float(ceiling.iloc[0])
+    return rows[["case", "variant", "median", "gflops", "share_of_bf16_ceiling"]]
+
+
+def figure(table: pd.DataFrame, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = table[table["reference"] != ""].dropna(subset=["ratio"])
+    fig, ax = plt.subplots(figsize=(7.0, 0.9 + 0.28 * max(1, len(shown))))
+    labels = [f"{r['comparison']}: {r['case']}, {r['variant']}" for _, r in shown.iterrows()]
+    ax.barh(range(len(shown)), shown["ratio"], color="#4c72b0",
+            xerr=[shown["ratio"] - shown["ratio_low"], shown["ratio_high"] - shown["ratio"]], capsize=2)
+    ax.set_yticks(range(len(shown)))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("Ratio to the comparison's reference (median; whiskers: spread over repeats)")
+    ax.set_title("tunebench bench: hot paths, side by side")
+    fig.savefig(out, bbox_inches="tight", dpi=150)
+    plt.close(fig)
+
+
+def run(out_dir: Path, quick: bool = False, threads: int = 1, report: Callable[[str], None] = print) -> pd.DataFrame:
+    """Every comparison; writes one CSV per comparison, ratios.csv and bench.png under ``out_dir``."""
+    size = QUICK if quick else FULL
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = bench_config(size)
+    found = []
+    with tempfile.TemporaryDirectory(prefix="tunebench-bench-") as tmp, _threads(threads):
+        work = Path(tmp)
+        data_dirs = prepare_data(config, ("viggo", "gsm8k", "sql"), work / "data")
+        steps = [("ceiling", lambda: matmul_ceiling(size)),
+                 ("training", lambda: training(config, data_dirs, size, work)),
+                 ("precision", lambda: precision(config, data_dirs, size, work)),
+                 ("generation", lambda: generation(config, data_dirs, size)),
+                 ("sql", lambda: sql_scoring(config, data_dirs, size)),
+                 ("data", lambda: data_preparation(config, size))]
+        for name, action in steps:
+            report(f"bench: {name} ...")
+            rows = action()
+            pd.DataFrame(rows).to_csv(out_dir / f"{name}.csv", index=False)
+            found += rows
+    frame = pd.DataFrame(found)
+    table = ratios(frame)
+    table.to_csv(out_dir / "ratios.csv", index=False)
+    share = ceiling_share(frame)
+    if not share.empty:
+        share.to_csv(out_dir / "ceiling_share.csv", index=False)
+    figure(table, out_dir / "bench.png")
+    return table

@@ -1,0 +1,27 @@
+"""``tunebench bench``: measure the hot paths side by side and print their ratios."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("bench", help="measure training, decoding, scoring and data paths as ratios in one run")
+    parser.add_argument("--out-dir", type=Path, default=Path("results/bench"), help="where the CSV files and figure go")
+    parser.add_argument("--quick", action="store_true", help="a few steps of each, to check the command (numbers mean little)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, as one demo job uses")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import bench
+
+    if args.threads < 1:
+        raise UserError(f"--threads is {args.threads} but must be at least 1.")
+    table = bench.run(args.out_dir, quick=args.quick, threads=args.threads)
+    print(table.drop(columns=["metric"]).round(3).to_string(index=False))
+    print(f"written to {args.out_dir}")
+    return 0
