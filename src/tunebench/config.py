@@ -338,9 +338,10 @@ def _check_resources(config: Mapping) -> None:
         gpu, nodes = row.get("gpu", 0), row.get("nodes", 1)
         per_node = row.get("processes") or max(1, gpu)
         if gpu > most:
+            spread = -(-gpu // most)  # nodes each old node becomes
             raise ConfigError(
                 f"{key} asks for {gpu} GPUs on one node but resources.max_gpus_per_node is {most}; "
-                f"spread the job over more nodes (nodes: {-(-gpu // most)}, gpu: {-(-gpu // -(-gpu // most))})."
+                f"spread the job over more nodes (nodes: {nodes * spread}, gpu: {-(-gpu // spread)})."
             )
         if gpu and per_node > gpu:
             raise ConfigError(f"{key} starts {per_node} processes per node on {gpu} GPUs; give each process its own GPU.")

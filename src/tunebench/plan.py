@@ -181,7 +181,7 @@ def train_estimate(config: Mapping, run: tb_config.FinetuneRun, rows: Mapping[st
         # Data parallel: every process holds the whole model; its states are ZeRO-3's on one device.
         frozen_gpu, frozen_cpu = _frozen(total - trainable, largest, 1, 1, False)
         train_gpu, train_cpu = _zero3(trainable, largest, 1, 1, False, False)
-        return frozen_gpu + train_gpu, (frozen_cpu + train_cpu) * per_node, "replicated on every GPU (no ZeRO)"
+        return frozen_gpu + train_gpu, (frozen_cpu + train_cpu) * per_node, "a whole replica in every process (no ZeRO)"
     offload_optimizer, offload_params = _offloads(zero, "offload_optimizer"), _offloads(zero, "offload_param")
     devices = max(1, per_node)
     if run.method == "full":
