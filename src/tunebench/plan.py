@@ -27,7 +27,6 @@ from typing import Any, Mapping
 import yaml
 
 from . import config as tb_config
-from . import models
 from .errors import ConfigError
 
 # Share of each GPU left for activations, the CUDA context and allocator slack (batch 16 × 512
@@ -71,6 +70,8 @@ class Fit:
 
 def model_config_dict(source: Mapping[str, Any]) -> dict:
     """The ``config.json`` of a model source, read without touching weights."""
+    from . import models  # torch: only when a plan is made, not when the workflow is parsed
+
     kind = models.source_kind(source)
     if kind == "local":
         path = Path(source["local"]).expanduser() / "config.json"
@@ -161,6 +162,8 @@ def _offloads(zero: Mapping[str, Any], key: str) -> bool:
 
 def train_estimate(config: Mapping, run: tb_config.FinetuneRun, rows: Mapping[str, Any]) -> tuple[float, float, str]:
     """(GPU bytes per device, host bytes per node, what was estimated) of one training job."""
+    from . import models
+
     settings = tb_config.method_settings(config, run)
     source = config["models"][run.model]["base"]
     per_node, nodes = rows["processes_per_node"], rows["nodes"]
@@ -195,6 +198,8 @@ def train_estimate(config: Mapping, run: tb_config.FinetuneRun, rows: Mapping[st
 def eval_estimate(config: Mapping, model_name: str, rows: Mapping[str, Any], usable_bytes: float | None) -> tuple[float, float, str]:
     """(GPU bytes on the fullest device, host bytes, what was estimated) of one evaluation job."""
     from accelerate.utils import compute_module_sizes, infer_auto_device_map
+
+    from . import models
 
     model = empty_model(config["models"][model_name].get("chat") or config["models"][model_name]["base"])
     dtype = models.inference_dtype(config)

@@ -36,9 +36,18 @@ EVALUATED = [run for run in FINETUNE if run.evaluate] + BASELINES
 
 def check_fit():
     """Before any job is submitted: every GPU job must fit the hardware it declares (tunebench plan).
-    CPU-only configs (the demo, the tests) skip it; their jobs share one machine's memory anyway."""
-    gpu_jobs = [run for run in FINETUNE if tb_config.resources(config, "train", run.model, run.method)["gpu"]]
-    gpu_jobs += [run for run in EVALUATED if tb_config.resources(config, "evaluate", run.model)["gpu"]]
+    CPU-only configs (the demo, the tests) skip it; their jobs share one machine's memory anyway.
+    """
+    gpu_jobs = [
+        run
+        for run in FINETUNE
+        if tb_config.resources(config, "train", run.model, run.method)["gpu"]
+    ]
+    gpu_jobs += [
+        run
+        for run in EVALUATED
+        if tb_config.resources(config, "evaluate", run.model)["gpu"]
+    ]
     if not gpu_jobs:
         return
     refused = [fit.refusal() for fit in tb_plan.plan(config) if fit.problems]

@@ -18,6 +18,7 @@ rule evaluate:
     resources:
         mem_mb=eval_slurm("mem_mb"),
         runtime=eval_slurm("runtime"),
+        nodes=eval_slurm("nodes"),
         gres=eval_slurm("gres"),
         gpus=eval_slurm("gpus"),
     params:
