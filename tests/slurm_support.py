@@ -118,7 +118,7 @@ class Cluster:
 
     def __init__(self, root: Path):
         self.root = root
-        self.conf = root / "slurm.conf"
+        self.conf = root / "etc" / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
 
     def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -153,7 +153,7 @@ def two_host_cluster(root: Path, cpus: int = 2, memory_mb: int = 6000):
         key = root / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
-        for name in ("state", *(f"spool/{host}" for host in HOSTS)):
+        for name in ("etc", "state", *(f"spool/{host}" for host in HOSTS)):
             (root / name).mkdir(parents=True)
         # The hosts resolve each other by name (the rendezvous address of a multi-node job is one).
         (root / "hosts").write_text(f"127.0.0.1 localhost\n{SUBNET}.1 tbctl\n" + "".join(
@@ -174,11 +174,13 @@ def two_host_cluster(root: Path, cpus: int = 2, memory_mb: int = 6000):
                                         env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for host in HOSTS:
             # nsenter joins only the host's network namespace (ip netns exec would also hide the
-            # cgroup mounts slurmd needs); private UTS and mount namespaces give it its host name
-            # and /etc/hosts.
+            # cgroup mounts slurmd needs); private UTS and mount namespaces give it its host name,
+            # /etc/hosts and /etc/slurm (the plugin's job step hands no SLURM_CONF to srun, which
+            # then reads the default path, as on a real cluster).
             daemons.append(subprocess.Popen(
                 ["nsenter", f"--net=/var/run/netns/{_netns(host)}", "unshare", "--uts", "--mount", "sh", "-c",
-                 f'mount --bind {root}/hosts /etc/hosts && hostname {host} && exec slurmd -D -N {host} -f "$SLURM_CONF"'],
+                 f"mount --bind {root}/hosts /etc/hosts && mount --bind {root}/etc /etc/slurm && hostname {host} "
+                 f"&& exec slurmd -D -N {host}"],
                 env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         _wait_idle(cluster)
         yield cluster
