@@ -33,11 +33,15 @@ def ensure_installed() -> None:
     if all(shutil.which(tool) or Path("/usr/sbin", tool).exists() for tool in needed):
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600", *PACKAGES]):
+    for command in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600", *PACKAGES],
+    ):
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
         if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed; the SLURM test needs {', '.join(PACKAGES)}:\n{result.stderr[-2000:]}")
+            raise RuntimeError(
+                f"{' '.join(command)} failed; the SLURM test needs {', '.join(PACKAGES)}:\n{result.stderr[-2000:]}"
+            )
 
 
 def _run(*command: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -76,8 +80,10 @@ def _make_network() -> None:
 
 
 def _slurm_conf(root: Path, cpus: int, memory_mb: int) -> str:
-    nodes = "".join(f"NodeName={host} NodeAddr={SUBNET}.{i} CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN\n"
-                    for i, host in enumerate(HOSTS, start=2))
+    nodes = "".join(
+        f"NodeName={host} NodeAddr={SUBNET}.{i} CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN\n"
+        for i, host in enumerate(HOSTS, start=2)
+    )
     return f"""ClusterName=tunebench
 SlurmctldHost=tbctl({SUBNET}.1)
 SlurmctldPort={PORTS[0]}
@@ -156,32 +162,65 @@ def two_host_cluster(root: Path, cpus: int = 2, memory_mb: int = 6000):
         for name in ("etc", "state", *(f"spool/{host}" for host in HOSTS)):
             (root / name).mkdir(parents=True)
         # The hosts resolve each other by name (the rendezvous address of a multi-node job is one).
-        (root / "hosts").write_text(f"127.0.0.1 localhost\n{SUBNET}.1 tbctl\n" + "".join(
-            f"{SUBNET}.{i} {host}\n" for i, host in enumerate(HOSTS, start=2)))
+        (root / "hosts").write_text(
+            f"127.0.0.1 localhost\n{SUBNET}.1 tbctl\n"
+            + "".join(f"{SUBNET}.{i} {host}\n" for i, host in enumerate(HOSTS, start=2))
+        )
         cluster.conf.write_text(_slurm_conf(root, cpus, memory_mb))
         _make_network()
         munge = root / "munge"
-        daemons.append(subprocess.Popen(
-            ["munged", "--foreground", "--force", f"--key-file={key}", f"--socket={munge}/munge.socket",
-             f"--pid-file={munge}/munged.pid", f"--log-file={munge}/munged.log", f"--seed-file={munge}/munged.seed"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        daemons.append(
+            subprocess.Popen(
+                [
+                    "munged",
+                    "--foreground",
+                    "--force",
+                    f"--key-file={key}",
+                    f"--socket={munge}/munge.socket",
+                    f"--pid-file={munge}/munged.pid",
+                    f"--log-file={munge}/munged.log",
+                    f"--seed-file={munge}/munged.seed",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         for _ in range(50):
             if (munge / "munge.socket").exists():
                 break
             time.sleep(0.1)
         # slurmctld accepts to run only on the host its config names.
-        daemons.append(subprocess.Popen(["unshare", "--uts", "sh", "-c", 'hostname tbctl && exec slurmctld -D -i -f "$SLURM_CONF"'],
-                                        env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        daemons.append(
+            subprocess.Popen(
+                ["unshare", "--uts", "sh", "-c", 'hostname tbctl && exec slurmctld -D -i -f "$SLURM_CONF"'],
+                env=cluster.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         for host in HOSTS:
             # nsenter joins only the host's network namespace (ip netns exec would also hide the
             # cgroup mounts slurmd needs); private UTS and mount namespaces give it its host name,
             # /etc/hosts and /etc/slurm (the plugin's job step hands no SLURM_CONF to srun, which
             # then reads the default path, as on a real cluster).
-            daemons.append(subprocess.Popen(
-                ["nsenter", f"--net=/var/run/netns/{_netns(host)}", "unshare", "--uts", "--mount", "sh", "-c",
-                 f"mount --bind {root}/hosts /etc/hosts && mount --bind {root}/etc /etc/slurm && hostname {host} "
-                 f"&& exec slurmd -D -N {host}"],
-                env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            daemons.append(
+                subprocess.Popen(
+                    [
+                        "nsenter",
+                        f"--net=/var/run/netns/{_netns(host)}",
+                        "unshare",
+                        "--uts",
+                        "--mount",
+                        "sh",
+                        "-c",
+                        f"mount --bind {root}/hosts /etc/hosts && mount --bind {root}/etc /etc/slurm "
+                        f"&& hostname {host} && exec slurmd -D -N {host}",
+                    ],
+                    env=cluster.env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         _wait_idle(cluster)
         yield cluster
     finally:

@@ -41,9 +41,18 @@ def no_slurm_path(tmp_path_factory) -> str:
 def dry_run(repo_root, no_slurm_path, tmp_path_factory):
     """``snakemake -n --profile profiles/slurm`` on the paper config: (seconds, output)."""
     workdir = tmp_path_factory.mktemp("slurm-dry-run")
-    command = [str(BIN / "snakemake"), "-n", "--profile", str(repo_root / "profiles" / "slurm"),
-               "-s", str(repo_root / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(repo_root / "config" / "config.yaml")]
+    command = [
+        str(BIN / "snakemake"),
+        "-n",
+        "--profile",
+        str(repo_root / "profiles" / "slurm"),
+        "-s",
+        str(repo_root / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(repo_root / "config" / "config.yaml"),
+    ]
     env = {**os.environ, "PATH": no_slurm_path}
     subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)  # warm the file cache
     start, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -56,7 +65,7 @@ def dry_run(repo_root, no_slurm_path, tmp_path_factory):
 
 def _job_resources(output: str, log: str) -> dict:
     """The resources the dry run lists for the job whose log is ``log``."""
-    block = output[output.index(f"log: {log}"):]
+    block = output[output.index(f"log: {log}") :]
     line = next(line for line in block.splitlines() if line.strip().startswith("resources:"))
     resources = {}
     for item in line.split("resources:", 1)[1].split(", "):
@@ -83,8 +92,14 @@ def _sbatch(resources: dict, threads: int) -> str:
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 
     job = type("Job", (), {"resources": Namedlist(fromdict=resources), "threads": threads})()
-    params = {"run_uuid": "run", "slurm_logfile": "log", "comment_str": "c", "account": "", "partition": "-p gpu",
-              "workdir": "/work"}
+    params = {
+        "run_uuid": "run",
+        "slurm_logfile": "log",
+        "comment_str": "c",
+        "account": "",
+        "partition": "-p gpu",
+        "workdir": "/work",
+    }
     return get_submit_command(job, params) + set_gres_string(job)
 
 
@@ -141,7 +156,10 @@ def test_resume_state_of_another_node_count_is_refused(tmp_path):
     resume.mkdir()
     (resume / checkpoint.FINGERPRINT).write_text('{"fingerprint": "f", "layout": {"nodes": 2, "processes": 2}}')
     (resume / checkpoint.LATEST).write_text("state-0000001-e001s000001\n")
-    with pytest.raises(UserError, match=r"was saved by 2 node\(s\) × 1 processes but this job runs 1 × 2; resume on the same node count"):
+    with pytest.raises(
+        UserError,
+        match=r"was saved by 2 node\(s\) × 1 processes but this job runs 1 × 2; resume on the same node count",
+    ):
         checkpoint.check_layout(resume, "f", {"nodes": 1, "processes": 2})
     checkpoint.check_layout(resume, "f", {"nodes": 2, "processes": 2})  # the same layout resumes
     checkpoint.check_layout(resume, "other settings", {"nodes": 1, "processes": 2})  # other settings: discarded later

@@ -113,7 +113,8 @@ def test_resources_by_size_and_method(repo_root):
 
 
 @pytest.mark.parametrize("row, message", [
-    ({"gpu": 16, "gpu_model": "a10g"}, "resources.train.70B.full asks for 16 GPUs on one node but resources.max_gpus_per_node is 8"),
+    ({"gpu": 16, "gpu_model": "a10g"},
+     r"resources.train.70B.full asks for 16 GPUs on one node but resources.max_gpus_per_node is 8; .*nodes: 2, gpu: 8"),
     ({"nodes": 2, "gpu": 1, "gpu_model": "a10g"}, "runs one GPU on each of 2 nodes"),
     ({"nodes": 2, "gpu": 8, "gpu_model": "a10g", "threads": 12}, "gives 12 threads per node to 8 processes"),
     ({"gpu": 8, "gpu_model": "b200"}, "names gpu_model 'b200', which resources.gpu_memory_gb does not list"),
@@ -129,7 +130,8 @@ def test_rows_no_node_can_hold_are_refused_in_one_sentence(repo_root, row, messa
 def test_evaluation_runs_on_one_node(repo_root):
     cfg = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
     cfg["resources"]["evaluate"]["70B"]["nodes"] = 2
-    with pytest.raises(ConfigError, match="resources.evaluate.70B asks for 2 nodes, but evaluation loads a model on the GPUs of one node"):
+    message = "resources.evaluate.70B asks for 2 nodes, but evaluation loads a model on the GPUs of one node"
+    with pytest.raises(ConfigError, match=message):
         tb_config.validate(cfg)
 
 

@@ -40,8 +40,9 @@ def test_shipped_llama2_configs_have_the_published_parameter_counts(size, parame
 
 
 def _plan(config_path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "tunebench"), "plan", "--config", str(config_path)],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [str(BIN / "tunebench"), "plan", "--config", str(config_path)], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_the_paper_matrix_fits_its_declared_hardware(repo_root, paper_config):
@@ -49,7 +50,8 @@ def test_the_paper_matrix_fits_its_declared_hardware(repo_root, paper_config):
     assert result.returncode == 0, result.stderr[-3000:]
     finetune = tb_config.finetune_runs(paper_config)
     evaluated = {(r.task, r.model, r.run) for r in finetune if r.evaluate} | {
-        (r.task, r.model, r.run) for r in tb_config.baseline_runs(paper_config)}
+        (r.task, r.model, r.run) for r in tb_config.baseline_runs(paper_config)
+    }
     rows = [line for line in result.stdout.splitlines() if line.startswith(("train ", "evaluate "))]
     assert len(rows) == len(finetune) + len(evaluated)
     assert f"all {len(rows)} jobs fit their declared hardware" in result.stdout
@@ -67,8 +69,10 @@ def test_70b_full_on_one_node_is_refused_one_sentence_per_job(repo_root, tmp_pat
     message = result.stderr.strip().splitlines()[-1]  # libraries may warn above it
     assert message.startswith("tunebench plan: error: 3 jobs do not fit:")
     for task in ("viggo", "sql", "gsm8k"):
-        assert (f"train job {task}/llama2-70b/full on 1 node × 8 a10g needs 1862.4 GB of host memory per node "
-                "but mem_mb grants 640.0 GB (short by 1222.4 GB); give it more GPUs or nodes in resources.train.") in message
+        assert (
+            f"train job {task}/llama2-70b/full on 1 node × 8 a10g needs 1862.4 GB of host memory per node "
+            "but mem_mb grants 640.0 GB (short by 1222.4 GB); give it more GPUs or nodes in resources.train."
+        ) in message
     assert "llama2-13b" not in message
 
 
@@ -89,9 +93,23 @@ def test_the_workflow_refuses_an_undersized_job_before_submitting_anything(repo_
     path = tmp_path / "undersized.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run([str(BIN / "snakemake"), "--cores", "1", "-s", str(repo_root / "Snakefile"),
-                             "--directory", str(tmp_path), "--configfile", str(path)],
-                            capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [
+            str(BIN / "snakemake"),
+            "--cores",
+            "1",
+            "-s",
+            str(repo_root / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode != 0
     assert "tunebench: train job viggo/llama2-70b/full on 1 node × 8 a10g needs" in result.stderr
     assert not (tmp_path / "results").exists()  # no job ran

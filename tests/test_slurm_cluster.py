@@ -33,6 +33,9 @@ from slurm_support import two_host_cluster
 
 BIN = Path(sys.executable).parent
 TIMING = ("tokens_per_s", "wall_time_s", "peak_memory_mb")
+# metrics.csv columns that measure the run (time, speed, memory) rather than its results.
+MEASURED = ("train_wall_time_s", "train_tokens_per_s", "peak_memory_mb", "device_hours", "device_hours_total",
+            "eval_wall_time_s", "eval_tokens_per_s")
 FULL = Path("results/train/viggo/tiny-llama/full")
 
 pytestmark = [
@@ -57,12 +60,13 @@ def _config(repo_root: Path, full_row: dict) -> dict:
     return config
 
 
-def _snakemake(repo_root: Path, workdir: Path, config: dict, *extra: str) -> list[str]:
+def _snakemake(repo_root: Path, workdir: Path, config: dict, target: str, *options: str) -> list[str]:
     path = workdir / "config.yaml"
     workdir.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config))
-    return [str(BIN / "snakemake"), "-s", str(repo_root / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(path), *extra]
+    # The target comes first: --configfile and --rerun-triggers take every value that follows them.
+    return [str(BIN / "snakemake"), target, "-s", str(repo_root / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(path), *options]
 
 
 def _slurm_args(repo_root: Path) -> list[str]:
@@ -77,7 +81,8 @@ def _history(directory: Path) -> list[dict]:
 
 def _metrics(path: Path) -> list[dict]:
     with open(path) as handle:
-        return sorted(csv.DictReader(handle), key=lambda row: tuple(row.values()))
+        rows = [{k: v for k, v in row.items() if k not in MEASURED} for row in csv.DictReader(handle)]
+    return sorted(rows, key=lambda row: tuple(row.values()))
 
 
 def _kill_training_step(cluster, resume: Path, process: subprocess.Popen, timeout: float = 400) -> str:
@@ -89,13 +94,14 @@ def _kill_training_step(cluster, resume: Path, process: subprocess.Popen, timeou
         if re.search(r"-e001s00000[1-3]", state):
             jobs = cluster.run("squeue", "--noheader", "--format=%i %k").stdout.splitlines()
             train = [line.split()[0] for line in jobs if "rule_train" in line]
-            steps = [line.split()[0] for line in cluster.run("squeue", "--noheader", "--steps", "--format=%i").stdout.split("\n")
-                     if train and line.startswith(f"{train[0]}.") and line.split(".")[1].isdigit()]
+            listed = cluster.run("squeue", "--noheader", "--steps", "--format=%i").stdout.split()
+            # The job's own steps are numbered (N.0, ...); N.batch and N.extern are SLURM's.
+            steps = [step for step in listed if train and re.fullmatch(rf"{train[0]}\.\d+", step)]
             if steps:
                 cluster.run("scancel", "--signal=KILL", steps[0])
                 return train[0]
         if process.poll() is not None:
-            raise AssertionError("the workflow ended before its training step could be killed")
+            raise AssertionError(f"the workflow ended before its training step could be killed:\n{process.stdout.read()[-4000:]}")
         time.sleep(0.05)
     raise AssertionError(f"no resume state inside epoch 1 appeared in {resume} within {timeout} s")
 
@@ -105,7 +111,7 @@ def test_the_workflow_on_a_two_host_slurm_cluster(repo_root, with_mirror, tmp_pa
     single = _config(repo_root, {"threads": 2, "mem_mb": 3000, "processes": 2})
     target = "results/metrics.csv"
 
-    local = subprocess.run(_snakemake(repo_root, tmp_path / "local", single, "--cores", "2", target),
+    local = subprocess.run(_snakemake(repo_root, tmp_path / "local", single, target, "--cores", "2"),
                            capture_output=True, text=True, env=env, timeout=900)
     assert local.returncode == 0, local.stderr[-4000:]
 
@@ -113,7 +119,7 @@ def test_the_workflow_on_a_two_host_slurm_cluster(repo_root, with_mirror, tmp_pa
         env = {**env, **{k: v for k, v in cluster.env.items() if k == "SLURM_CONF"}}
         # 1. The config as SLURM jobs; the same metrics as the local run.
         work = tmp_path / "on-slurm"
-        run = subprocess.run(_snakemake(repo_root, work, single, *_slurm_args(repo_root), target),
+        run = subprocess.run(_snakemake(repo_root, work, single, target, *_slurm_args(repo_root)),
                              capture_output=True, text=True, env=env, timeout=900)
         assert run.returncode == 0, run.stderr[-4000:] + cluster.logs()
         output = run.stdout + run.stderr

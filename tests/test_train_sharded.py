@@ -21,7 +21,11 @@ def test_lora_under_zero3_trains_on_two_processes_and_exports_the_whole_adapter(
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--num_processes 2" in result.stderr  # the launch line is in the log
     run = json.loads((out / "run.json").read_text())
-    assert run["num_processes"] == 2 and run["distributed"]["type"] == "deepspeed" and run["distributed"]["zero_stage"] == 3
+    assert (
+        run["num_processes"] == 2
+        and run["distributed"]["type"] == "deepspeed"
+        and run["distributed"]["zero_stage"] == 3
+    )
     adapter = load_file(out / "checkpoint" / "adapter_model.safetensors")
     # ZeRO-3 partitions every weight; the export gathers them, so no adapter matrix comes out empty.
     lora_a = {name: tensor for name, tensor in adapter.items() if "lora_A" in name}

@@ -62,8 +62,12 @@ def allocation_nodes() -> int:
     """Nodes of this job's allocation. The plugin's job step hands on only SLURM_JOB_ID, so ask squeue."""
     if os.environ.get("SLURM_JOB_NUM_NODES"):
         return int(os.environ["SLURM_JOB_NUM_NODES"])
-    listed = subprocess.run(["squeue", "--noheader", "--jobs", os.environ["SLURM_JOB_ID"], "--format", "%D"],
-                            capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(
+        ["squeue", "--noheader", "--jobs", os.environ["SLURM_JOB_ID"], "--format", "%D"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return int(listed[0])
 
 
@@ -85,14 +89,23 @@ def check_allocation(nodes: int, where: str) -> None:
 
 def node_step_command(command: list[str], nodes: int, threads: int) -> list[str]:
     """srun starting ``command`` once on every node of the allocation, with the node's CPUs."""
-    return ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", f"--cpus-per-task={threads}",
-            "--kill-on-bad-exit=1", "--export=ALL", *command]
+    return [
+        "srun",
+        f"--nodes={nodes}",
+        f"--ntasks={nodes}",
+        "--ntasks-per-node=1",
+        f"--cpus-per-task={threads}",
+        "--kill-on-bad-exit=1",
+        "--export=ALL",
+        *command,
+    ]
 
 
 def first_host() -> str:
     """The first host of the allocation: the rendezvous address of every node's launcher."""
-    listed = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
-                            capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(
+        ["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]], capture_output=True, text=True, check=True
+    ).stdout.split()
     return listed[0]
 
 
@@ -102,9 +115,18 @@ def rendezvous_port() -> int:
 
 def machine_arguments(nodes: int) -> list[str]:
     """accelerate launch arguments of this node's launcher in an N-node allocation."""
-    return ["--num_machines", str(nodes), "--machine_rank", os.environ["SLURM_NODEID"],
-            "--main_process_ip", first_host(), "--main_process_port", str(rendezvous_port()),
-            "--deepspeed_multinode_launcher", "standard"]
+    return [
+        "--num_machines",
+        str(nodes),
+        "--machine_rank",
+        os.environ["SLURM_NODEID"],
+        "--main_process_ip",
+        first_host(),
+        "--main_process_port",
+        str(rendezvous_port()),
+        "--deepspeed_multinode_launcher",
+        "standard",
+    ]
 
 
 def show(command: list[str]) -> str:

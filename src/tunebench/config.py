@@ -344,15 +344,24 @@ def _check_resources(config: Mapping) -> None:
                 f"spread the job over more nodes (nodes: {nodes * spread}, gpu: {-(-gpu // spread)})."
             )
         if gpu and per_node > gpu:
-            raise ConfigError(f"{key} starts {per_node} processes per node on {gpu} GPUs; give each process its own GPU.")
+            raise ConfigError(
+                f"{key} starts {per_node} processes per node on {gpu} GPUs; give each process its own GPU."
+            )
         if kind == "evaluate" and nodes > 1:
-            raise ConfigError(f"{key} asks for {nodes} nodes, but evaluation loads a model on the GPUs of one node; set nodes: 1.")
+            raise ConfigError(
+                f"{key} asks for {nodes} nodes, but evaluation loads a model on the GPUs of one node; set nodes: 1."
+            )
         if nodes > 1 and gpu and per_node == 1:
-            raise ConfigError(f"{key} runs one GPU on each of {nodes} nodes; put at least 2 GPUs on each node or use one node.")
+            raise ConfigError(
+                f"{key} runs one GPU on each of {nodes} nodes; put at least 2 GPUs on each node or use one node."
+            )
         if nodes > 1 and row.get("threads", 2) % per_node:
             raise ConfigError(
                 f"{key} gives {row.get('threads', 2)} threads per node to {per_node} processes; "
                 "make threads a multiple of the processes per node."
             )
         if gpu and row.get("gpu_model") and row["gpu_model"] not in table.get("gpu_memory_gb", {}):
-            raise ConfigError(f"{key} names gpu_model {row['gpu_model']!r}, which resources.gpu_memory_gb does not list; add its memory in GB.")
+            raise ConfigError(
+                f"{key} names gpu_model {row['gpu_model']!r}, which resources.gpu_memory_gb does not list; "
+                "add its memory in GB."
+            )

@@ -55,17 +55,25 @@ class Fit:
     def problems(self) -> list[str]:
         found = []
         if self.gpu_limit_gb is not None and self.gpu_gb > self.gpu_limit_gb:
-            found.append(f"needs {self.gpu_gb:.1f} GB on each GPU but a {self.gpu_model} leaves {self.gpu_limit_gb:.1f} GB "
-                         f"after the {ACTIVATION_RESERVE:.0%} activation reserve (short by {self.gpu_gb - self.gpu_limit_gb:.1f} GB)")
+            short = self.gpu_gb - self.gpu_limit_gb
+            found.append(
+                f"needs {self.gpu_gb:.1f} GB on each GPU but a {self.gpu_model} leaves {self.gpu_limit_gb:.1f} GB "
+                f"after the {ACTIVATION_RESERVE:.0%} activation reserve (short by {short:.1f} GB)"
+            )
         if self.host_gb > self.host_limit_gb:
-            found.append(f"needs {self.host_gb:.1f} GB of host memory per node but mem_mb grants {self.host_limit_gb:.1f} GB "
-                         f"(short by {self.host_gb - self.host_limit_gb:.1f} GB)")
+            found.append(
+                f"needs {self.host_gb:.1f} GB of host memory per node but mem_mb grants {self.host_limit_gb:.1f} GB "
+                f"(short by {self.host_gb - self.host_limit_gb:.1f} GB)"
+            )
         return found
 
     def refusal(self) -> str:
         """One sentence naming the job, its hardware and the shortfall."""
         hardware = f"{self.nodes} node{'s' if self.nodes > 1 else ''} × {self.gpus_per_node} {self.gpu_model or 'GPU'}"
-        return f"{self.kind} job {self.job} on {hardware} {' and '.join(self.problems)}; give it more GPUs or nodes in resources.{self.kind}."
+        return (
+            f"{self.kind} job {self.job} on {hardware} {' and '.join(self.problems)}; "
+            f"give it more GPUs or nodes in resources.{self.kind}."
+        )
 
 
 def model_config_dict(source: Mapping[str, Any]) -> dict:
@@ -76,7 +84,9 @@ def model_config_dict(source: Mapping[str, Any]) -> dict:
     if kind == "local":
         path = Path(source["local"]).expanduser() / "config.json"
         if not path.is_file():
-            raise ConfigError(f"{path} does not exist; a local model directory needs its config.json for tunebench plan.")
+            raise ConfigError(
+                f"{path} does not exist; a local model directory needs its config.json for tunebench plan."
+            )
         return json.loads(path.read_text())
     if kind == "random_llama":
         settings = {k: v for k, v in source["random_llama"].items() if k != "seed"}
@@ -86,14 +96,20 @@ def model_config_dict(source: Mapping[str, Any]) -> dict:
 
         directory, name = models.gguf_location(source)
         return AutoConfig.from_pretrained(directory, gguf_file=name).to_dict()
-    shipped = package_files.files("tunebench") / "resources" / "model_configs" / f"{source['hub'].replace('/', '--')}.json"
+    shipped = (
+        package_files.files("tunebench") / "resources" / "model_configs" / f"{source['hub'].replace('/', '--')}.json"
+    )
     if shipped.is_file():
         return json.loads(shipped.read_text())
     from huggingface_hub import hf_hub_download
 
     try:
-        path = hf_hub_download(source["hub"], "config.json", revision=source.get("revision") or None,
-                               token=os.environ.get(models.TOKEN_ENV) or None)
+        path = hf_hub_download(
+            source["hub"],
+            "config.json",
+            revision=source.get("revision") or None,
+            token=os.environ.get(models.TOKEN_ENV) or None,
+        )
     except Exception as error:  # any hub failure (offline, gated, missing) has the same remedy
         raise ConfigError(
             f"the config.json of {source['hub']} cannot be read from the hub ({type(error).__name__}); "
@@ -114,7 +130,9 @@ def empty_model(source: Mapping[str, Any], lora: Mapping[str, Any] | None = None
         if lora:
             from peft import LoraConfig, get_peft_model
 
-            model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], target_modules=list(lora["target_modules"])))
+            model = get_peft_model(
+                model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], target_modules=list(lora["target_modules"]))
+            )
     return model
 
 
@@ -130,8 +148,13 @@ def _zero3(params: int, largest: int, gpus_per_node: int, nodes: int, offload_op
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 
     cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
-        params, largest, num_gpus_per_node=gpus_per_node, num_nodes=nodes,
-        cpu_offload=offload_optimizer, cpu_offload_params=offload_params, zero_init=True,
+        params,
+        largest,
+        num_gpus_per_node=gpus_per_node,
+        num_nodes=nodes,
+        cpu_offload=offload_optimizer,
+        cpu_offload_params=offload_params,
+        zero_init=True,
     )
     return gpu, cpu
 
@@ -175,11 +198,18 @@ def train_estimate(config: Mapping, run: tb_config.FinetuneRun, rows: Mapping[st
         from accelerate.utils import CustomDtype, compute_module_sizes
 
         # bitsandbytes quantises the decoder's linear layers; embeddings, norms and the output layer stay as they are.
-        kept = {name: models.DTYPES[settings["compute_dtype"]] for name, _ in model.named_parameters()
-                if any(part in name for part in ("embed_tokens", "lm_head", "norm"))}
+        kept = {
+            name: models.DTYPES[settings["compute_dtype"]]
+            for name, _ in model.named_parameters()
+            if any(part in name for part in ("embed_tokens", "lm_head", "norm"))
+        }
         base = compute_module_sizes(model, dtype=CustomDtype.INT4, special_dtypes=kept)[""]
         adapter_gpu, adapter_cpu = _zero3(trainable, largest, 1, 1, False, False)
-        return base + adapter_gpu, adapter_cpu, f"4-bit base (accelerate int4 sizes) + {trainable / 1e6:.0f}M LoRA states, one replica per GPU"
+        return (
+            base + adapter_gpu,
+            adapter_cpu,
+            f"4-bit base (accelerate int4 sizes) + {trainable / 1e6:.0f}M LoRA states, one replica per GPU",
+        )
     if zero is None:
         # Data parallel: every process holds the whole model; its states are ZeRO-3's on one device.
         frozen_gpu, frozen_cpu = _frozen(total - trainable, largest, 1, 1, False)
@@ -189,13 +219,23 @@ def train_estimate(config: Mapping, run: tb_config.FinetuneRun, rows: Mapping[st
     devices = max(1, per_node)
     if run.method == "full":
         gpu, cpu = _zero3(total, largest, devices, nodes, offload_optimizer, offload_params)
-        return gpu, cpu, f"ZeRO-3 over {nodes * devices} processes, offload optimizer={offload_optimizer} params={offload_params}"
+        return (
+            gpu,
+            cpu,
+            f"ZeRO-3 over {nodes * devices} processes, offload optimizer={offload_optimizer} params={offload_params}",
+        )
     frozen_gpu, frozen_cpu = _frozen(total - trainable, largest, devices, nodes, offload_params)
     train_gpu, train_cpu = _zero3(trainable, largest, devices, nodes, offload_optimizer, offload_params)
-    return frozen_gpu + train_gpu, frozen_cpu + train_cpu, f"ZeRO-3 sharded frozen base + {trainable / 1e6:.0f}M LoRA states"
+    return (
+        frozen_gpu + train_gpu,
+        frozen_cpu + train_cpu,
+        f"ZeRO-3 sharded frozen base + {trainable / 1e6:.0f}M LoRA states",
+    )
 
 
-def eval_estimate(config: Mapping, model_name: str, rows: Mapping[str, Any], usable_bytes: float | None) -> tuple[float, float, str]:
+def eval_estimate(
+    config: Mapping, model_name: str, rows: Mapping[str, Any], usable_bytes: float | None
+) -> tuple[float, float, str]:
     """(GPU bytes on the fullest device, host bytes, what was estimated) of one evaluation job."""
     from accelerate.utils import compute_module_sizes, infer_auto_device_map
 
@@ -207,8 +247,10 @@ def eval_estimate(config: Mapping, model_name: str, rows: Mapping[str, Any], usa
     if not rows["gpu"]:
         return 0.0, float(sizes[""]), "whole model in host memory"
     device_map = infer_auto_device_map(
-        model, max_memory={i: int(usable_bytes) for i in range(rows["gpu"])} | {"cpu": 10**18},
-        no_split_module_classes=model._no_split_modules, dtype=dtype,
+        model,
+        max_memory={i: int(usable_bytes) for i in range(rows["gpu"])} | {"cpu": 10**18},
+        no_split_module_classes=model._no_split_modules,
+        dtype=dtype,
     )
     per_device: dict[Any, float] = {}
     for name, device in device_map.items():
@@ -216,14 +258,21 @@ def eval_estimate(config: Mapping, model_name: str, rows: Mapping[str, Any], usa
     spilled = sum(v for k, v in per_device.items() if not isinstance(k, int))
     fullest = max((v for k, v in per_device.items() if isinstance(k, int)), default=0.0)
     # What did not fit on the GPUs counts against the fullest one, so the shortfall shows in GB.
-    return fullest + spilled, float(sizes[""]), f"infer_auto_device_map over {rows['gpu']} GPUs in {dtype}".replace("torch.", "")
+    return (
+        fullest + spilled,
+        float(sizes[""]),
+        f"infer_auto_device_map over {rows['gpu']} GPUs in {dtype}".replace("torch.", ""),
+    )
 
 
 def plan(config: Mapping) -> list[Fit]:
     """The fit of every training and evaluation job of a validated config."""
     table = config["resources"]
     fits = []
-    jobs = [("train", run, tb_config.resources(config, "train", run.model, run.method)) for run in tb_config.finetune_runs(config)]
+    jobs = [
+        ("train", run, tb_config.resources(config, "train", run.model, run.method))
+        for run in tb_config.finetune_runs(config)
+    ]
     evaluated = {(run.task, run.model, run.run) for run in tb_config.finetune_runs(config) if run.evaluate}
     evaluated |= {(run.task, run.model, run.run) for run in tb_config.baseline_runs(config)}
     jobs += [("evaluate", key, tb_config.resources(config, "evaluate", key[1])) for key in sorted(evaluated)]
@@ -246,16 +295,31 @@ def plan(config: Mapping) -> list[Fit]:
             # CPU jobs keep their "device" states in host memory too.
             host_bytes += gpu_bytes * (rows["processes_per_node"] if kind == "train" else 0)
             gpu_bytes = 0.0
-        fits.append(Fit(kind, name, rows["nodes"], rows["gpu"], gpu_model, gpu_bytes / GB, host_bytes / GB,
-                        limit / GB if limit else None, rows["mem_mb"] * MB / GB, how))
+        fits.append(
+            Fit(
+                kind,
+                name,
+                rows["nodes"],
+                rows["gpu"],
+                gpu_model,
+                gpu_bytes / GB,
+                host_bytes / GB,
+                limit / GB if limit else None,
+                rows["mem_mb"] * MB / GB,
+                how,
+            )
+        )
     return fits
 
 
 def render(fits: list[Fit]) -> str:
-    lines = [f"{'job':<46} {'nodes × GPUs':<16} {'GPU GB/dev':>10} {'limit':>7} {'host GB/node':>12} {'mem':>7}  fit  estimate"]
+    header = f"{'job':<46} {'nodes × GPUs':<16} {'GPU GB/dev':>10} {'limit':>7} {'host GB/node':>12} {'mem':>7}"
+    lines = [f"{header}  fit  estimate"]
     for fit in fits:
-        hardware = f"{fit.nodes} × {fit.gpus_per_node} {fit.gpu_model or 'cpu'}" if fit.gpus_per_node else f"{fit.nodes} × cpu"
+        hardware = f"{fit.nodes} × {fit.gpus_per_node} {fit.gpu_model}" if fit.gpus_per_node else f"{fit.nodes} × cpu"
         limit = f"{fit.gpu_limit_gb:.1f}" if fit.gpu_limit_gb is not None else "-"
-        lines.append(f"{fit.kind + ' ' + fit.job:<46} {hardware:<16} {fit.gpu_gb:>10.1f} {limit:>7} {fit.host_gb:>12.1f} "
-                     f"{fit.host_limit_gb:>7.0f}  {'yes' if not fit.problems else 'NO ':<4} {fit.how}")
+        lines.append(
+            f"{fit.kind + ' ' + fit.job:<46} {hardware:<16} {fit.gpu_gb:>10.1f} {limit:>7} {fit.host_gb:>12.1f} "
+            f"{fit.host_limit_gb:>7.0f}  {'yes' if not fit.problems else 'NO ':<4} {fit.how}"
+        )
     return "\n".join(lines)

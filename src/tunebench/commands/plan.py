@@ -20,8 +20,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "evaluation), from each model's config.json alone. Exits 2 with one sentence per job that does not fit."
         ),
     )
-    parser.add_argument("--config", type=Path, nargs="+", default=[tb_config.ROOT / "config" / "config.yaml"],
-                        help="config file(s), later ones override earlier ones (default: config/config.yaml)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        nargs="+",
+        default=[tb_config.ROOT / "config" / "config.yaml"],
+        help="config file(s), later ones override earlier ones (default: config/config.yaml)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -30,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     print(tb_plan.render(fits))
     refused = [fit.refusal() for fit in fits if fit.problems]
     if refused:
-        raise ConfigError(" ".join(refused) if len(refused) == 1 else f"{len(refused)} jobs do not fit: " + " ".join(refused))
+        raise ConfigError(
+            " ".join(refused) if len(refused) == 1 else f"{len(refused)} jobs do not fit: " + " ".join(refused)
+        )
     print(f"all {len(fits)} jobs fit their declared hardware")
     return 0

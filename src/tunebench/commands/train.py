@@ -55,7 +55,10 @@ def launch_command(job: dict, args: argparse.Namespace, out_dir: Path, data_dir:
         "--config_file", str(accelerate_file),
         "--num_processes", str(job["processes"]),
     ]
-    command += cluster.machine_arguments(job["nodes"]) if job["nodes"] > 1 else ["--main_process_port", str(_free_port())]
+    if job["nodes"] > 1:
+        command += cluster.machine_arguments(job["nodes"])
+    else:
+        command += ["--main_process_port", str(_free_port())]
     launch = yaml.safe_load(accelerate_file.read_text()) or {}
     deepspeed_file = (launch.get("deepspeed_config") or {}).get("deepspeed_config_file")
     if deepspeed_file:

@@ -64,9 +64,11 @@ def check_layout(path: Path, fingerprint: str, layout: dict) -> None:
     saved = json.loads(stored.read_text())
     if saved.get("fingerprint") == fingerprint and saved.get("layout") not in (None, layout):
         before, now = saved["layout"], layout
+        was = f"{before['nodes']} node(s) × {before['processes'] // before['nodes']} processes"
+        runs = f"{now['nodes']} × {now['processes'] // now['nodes']}"
         raise UserError(
-            f"{path} was saved by {before['nodes']} node(s) × {before['processes'] // before['nodes']} processes but this job runs "
-            f"{now['nodes']} × {now['processes'] // now['nodes']}; resume on the same node count or delete {path} to start afresh."
+            f"{path} was saved by {was} but this job runs {runs}; "
+            f"resume on the same node count or delete {path} to start afresh."
         )
 
 

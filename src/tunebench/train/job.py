@@ -44,7 +44,8 @@ def _check_hardware(job: Mapping[str, Any]) -> None:
         per_node = job["processes"] // job["nodes"]
         if not launch.get("use_cpu", False) and per_node > torch.cuda.device_count():
             raise ConfigError(
-                f"the resources table asks for {per_node} training processes on each node but {torch.cuda.device_count()} GPUs are visible; "
+                f"the resources table asks for {per_node} training processes on each node "
+                f"but {torch.cuda.device_count()} GPUs are visible; "
                 "lower resources.train gpu/processes for this size and method."
             )
 

@@ -135,7 +135,8 @@ def export(unwrapped, tokenizer, directory: Path, meta: Mapping[str, Any], state
         trained_rows = any("trainable_tokens" in name for name, _ in unwrapped.named_parameters())
         # Untrained new-token rows are random: keep the whole resized embeddings so inference sees the same ones.
         # Under ZeRO-3 (sharded LoRA) the adapter weights are partitioned: peft picks them from the gathered state.
-        unwrapped.save_pretrained(directory, state_dict=state_dict, save_embedding_layers=bool(meta["new_token_ids"]) and not trained_rows)
+        whole_embeddings = bool(meta["new_token_ids"]) and not trained_rows
+        unwrapped.save_pretrained(directory, state_dict=state_dict, save_embedding_layers=whole_embeddings)
     if is_main:
         tokenizer.save_pretrained(directory)
         (directory / models.CHECKPOINT_META).write_text(json.dumps(dict(meta), indent=2) + "\n")
