@@ -104,8 +104,35 @@ def test_two_stage_needs_its_first_stage(demo):
 def test_resources_by_size_and_method(repo_root):
     cfg = tb_config.load(repo_root / "config" / "config.yaml")
     full70 = tb_config.resources(cfg, "train", "llama2-70b", "full")
-    assert full70["gpu"] == 32 and full70["gpu_model"] == "a10g" and full70["processes"] == 32
+    # Study A's 32 A10G are 4 nodes of 8; the process count is derived, never typed.
+    assert (full70["nodes"], full70["gpu"], full70["gpu_model"]) == (4, 8, "a10g")
+    assert (full70["processes_per_node"], full70["processes"], full70["gpus"]) == (8, 32, 32)
     assert tb_config.resources(cfg, "evaluate", "llama2-7b")["gpu"] == 1
+    tiny = tb_config.resources(tb_config.load(repo_root / ".test" / "config.yaml"), "train", "tiny-llama", "full")
+    assert (tiny["nodes"], tiny["processes_per_node"], tiny["processes"]) == (1, 2, 2)
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"gpu": 16, "gpu_model": "a10g"},
+     r"resources.train.70B.full asks for 16 GPUs on one node but resources.max_gpus_per_node is 8; .*nodes: 2, gpu: 8"),
+    ({"nodes": 2, "gpu": 1, "gpu_model": "a10g"}, "runs one GPU on each of 2 nodes"),
+    ({"nodes": 2, "gpu": 8, "gpu_model": "a10g", "threads": 12}, "gives 12 threads per node to 8 processes"),
+    ({"gpu": 8, "gpu_model": "b200"}, "names gpu_model 'b200', which resources.gpu_memory_gb does not list"),
+])
+def test_rows_no_node_can_hold_are_refused_in_one_sentence(repo_root, row, message):
+    cfg = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    cfg["resources"]["train"]["70B"]["full"] = row
+    with pytest.raises(ConfigError, match=message) as caught:
+        tb_config.validate(cfg)
+    assert str(caught.value).count(". ") == 0 and str(caught.value).endswith(".")
+
+
+def test_evaluation_runs_on_one_node(repo_root):
+    cfg = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    cfg["resources"]["evaluate"]["70B"]["nodes"] = 2
+    message = "resources.evaluate.70B asks for 2 nodes, but evaluation loads a model on the GPUs of one node"
+    with pytest.raises(ConfigError, match=message):
+        tb_config.validate(cfg)
 
 
 def test_mirror_env_wins_and_bad_path_is_one_sentence(monkeypatch, tmp_path):

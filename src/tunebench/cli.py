@@ -23,6 +23,7 @@ COMMANDS = {
     "fetch": "download every hub model and dataset the config needs, for offline jobs",
     "data": "prepare a task's dataset (or generate the multiplication rows)",
     "export": "export a prepared split as OpenAI prompt/completion JSONL",
+    "plan": "check that every job of a config fits the hardware it declares",
     "train": "fine-tune a model on a task with one method",
     "evaluate": "generate and score a baseline or fine-tuned model on a task's test split",
     "score": "score model outputs in a JSONL file",

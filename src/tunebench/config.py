@@ -196,6 +196,7 @@ def check(config: Mapping) -> None:
             f"container is {container!r}; name a versioned registry image (docker://registry/name:version) "
             "or the path of an apptainer .sif file."
         )
+    _check_resources(config)
     presets = config.get("lora_presets", {})
     for method in ("lora", "qlora"):
         preset = config.get("methods", {}).get(method, {}).get("lora")
@@ -357,7 +358,12 @@ def method_settings(config: Mapping, run: FinetuneRun) -> dict:
 
 
 def resources(config: Mapping, kind: str, model: str, method: str | None = None) -> dict:
-    """Scheduler resources of a job: the per-size (and per-method) row over the defaults."""
+    """Scheduler resources of a job: the per-size (and per-method) row over the defaults.
+
+    A row describes the nodes a job runs on: ``nodes``, ``gpu`` and ``mem_mb`` per node, ``threads``
+    per node. The process counts are derived here and nowhere else: ``processes_per_node`` (the
+    row's ``processes``, else one per GPU, else 1) and ``processes`` (all nodes together).
+    """
     table = config.get("resources", {})
     merged = dict(table.get("default", {}))
     size = config["models"][model].get("resources_size") or config["models"][model]["size"]
@@ -365,6 +371,49 @@ def resources(config: Mapping, kind: str, model: str, method: str | None = None)
     if kind == "train":
         row = row.get(method, {}) if method else {}
     merged.update(row)
-    if merged.get("processes") is None:
-        merged["processes"] = max(1, merged.get("gpu", 0))
+    merged["processes_per_node"] = merged.get("processes") or max(1, merged["gpu"])
+    merged["processes"] = merged["nodes"] * merged["processes_per_node"]
+    merged["gpus"] = merged["nodes"] * merged["gpu"]
     return merged
+
+
+def _check_resources(config: Mapping) -> None:
+    """Rows that no node can hold, or that the SLURM plugin cannot express, fail before any job."""
+    table = config.get("resources", {})
+    rows = [("resources.default", table.get("default", {}), "default")]
+    rows += [(f"resources.evaluate.{size}", row, "evaluate") for size, row in table.get("evaluate", {}).items()]
+    rows += [(f"resources.train.{size}.{method}", row, "train")
+             for size, methods in table.get("train", {}).items() for method, row in methods.items()]
+    most = table.get("max_gpus_per_node", 8)
+    for key, row, kind in rows:
+        row = {**table.get("default", {}), **row}
+        gpu, nodes = row.get("gpu", 0), row.get("nodes", 1)
+        per_node = row.get("processes") or max(1, gpu)
+        if gpu > most:
+            spread = -(-gpu // most)  # nodes each old node becomes
+            raise ConfigError(
+                f"{key} asks for {gpu} GPUs on one node but resources.max_gpus_per_node is {most}; "
+                f"spread the job over more nodes (nodes: {nodes * spread}, gpu: {-(-gpu // spread)})."
+            )
+        if gpu and per_node > gpu:
+            raise ConfigError(
+                f"{key} starts {per_node} processes per node on {gpu} GPUs; give each process its own GPU."
+            )
+        if kind == "evaluate" and nodes > 1:
+            raise ConfigError(
+                f"{key} asks for {nodes} nodes, but evaluation loads a model on the GPUs of one node; set nodes: 1."
+            )
+        if nodes > 1 and gpu and per_node == 1:
+            raise ConfigError(
+                f"{key} runs one GPU on each of {nodes} nodes; put at least 2 GPUs on each node or use one node."
+            )
+        if nodes > 1 and row.get("threads", 2) % per_node:
+            raise ConfigError(
+                f"{key} gives {row.get('threads', 2)} threads per node to {per_node} processes; "
+                "make threads a multiple of the processes per node."
+            )
+        if gpu and row.get("gpu_model") and row["gpu_model"] not in table.get("gpu_memory_gb", {}):
+            raise ConfigError(
+                f"{key} names gpu_model {row['gpu_model']!r}, which resources.gpu_memory_gb does not list; "
+                "add its memory in GB."
+            )

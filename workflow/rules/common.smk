@@ -7,8 +7,10 @@ import sys
 from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
+from tunebench import cluster as tb_cluster
 from tunebench import config as tb_config
 from tunebench import settings as tb_settings
+from tunebench import plan as tb_plan
 from tunebench import tasks as tb_tasks
 from tunebench.results import claims as tb_claims
 from tunebench.results import paper as tb_paper
@@ -127,6 +129,31 @@ def write_stamps():
 write_stamps()
 
 
+def check_fit():
+    """Before any job is submitted: every GPU job must fit the hardware it declares (tunebench plan).
+    CPU-only configs (the demo, the tests) skip it; their jobs share one machine's memory anyway.
+    """
+    gpu_jobs = [
+        run
+        for run in FINETUNE
+        if tb_config.resources(config, "train", run.model, run.method)["gpu"]
+    ]
+    gpu_jobs += [
+        run
+        for run in EVALUATED
+        if tb_config.resources(config, "evaluate", run.model)["gpu"]
+    ]
+    if not gpu_jobs:
+        return
+    refused = [fit.refusal() for fit in tb_plan.plan(config) if fit.problems]
+    if refused:
+        sys.exit("tunebench: " + " ".join(refused))
+
+
+onstart:
+    check_fit()
+
+
 wildcard_constraints:
     task="|".join(tb_tasks.NAMES),
     model="[a-z0-9][a-z0-9._-]*",
@@ -185,6 +212,16 @@ def train_resource(name, unset):
     return value
 
 
+def train_slurm(name):
+    """A function giving one SLURM plugin resource of the training job (None leaves it unset)."""
+
+    def value(wildcards):
+        return tb_cluster.slurm_resources(train_resources(wildcards, 1))[name]
+
+    value.__name__ = f"train_slurm_{name}"
+    return value
+
+
 def eval_inputs(wildcards):
     inputs = {
         "data": data_files(wildcards.task),
@@ -209,6 +246,16 @@ def eval_resource(name, unset):
         return unset if entry is None else entry
 
     value.__name__ = f"eval_{name}"
+    return value
+
+
+def eval_slurm(name):
+    """A function giving one SLURM plugin resource of the evaluation job (None leaves it unset)."""
+
+    def value(wildcards):
+        return tb_cluster.slurm_resources(eval_resources(wildcards, 1))[name]
+
+    value.__name__ = f"eval_slurm_{name}"
     return value
 
 

@@ -1,7 +1,7 @@
 # Evaluation stage: one job per evaluated run (task × model × baseline[-VARIANT] or METHOD[-TAG]).
 # A prompted baseline needs only the data; a fine-tuned run also waits for its best.json and reads
 # the checkpoint next to it (results/train/{task}/{model}/{run}/, the command's default).
-# Threads, memory, wall time and GPUs come from the config's per-size resources.evaluate table.
+# Threads, memory, wall time and the GPUs of one node come from the config's per-size resources.evaluate table.
 
 
 rule evaluate:
@@ -16,10 +16,11 @@ rule evaluate:
         "results/benchmarks/eval/{task}/{model}/{run}.tsv"
     threads: eval_resource("threads", 1)
     resources:
-        mem_mb=eval_resource("mem_mb", 8000),
-        runtime=eval_resource("runtime", 240),
-        gpu=eval_resource("gpu", 0),
-        gpu_model=eval_resource("gpu_model", ""),
+        mem_mb=eval_slurm("mem_mb"),
+        runtime=eval_slurm("runtime"),
+        nodes=eval_slurm("nodes"),
+        gres=eval_slurm("gres"),
+        gpus=eval_slurm("gpus"),
     params:
         configfiles=CONFIGFILES,
         settings=eval_settings_hash,

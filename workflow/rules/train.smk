@@ -1,6 +1,7 @@
-# Training stage: one job per fine-tuning run (task × model × METHOD[-TAG]). Threads, memory, wall
-# time and GPUs come from the config's per-size, per-method table; full fine-tuning starts one
-# process per GPU through accelerate. A killed job resumes from results/train/.../{run}.resume/,
+# Training stage: one job per fine-tuning run (task × model × METHOD[-TAG]). Nodes, GPUs and memory
+# per node, threads and wall time come from the config's per-size, per-method table, in the SLURM
+# plugin's resources (tunebench.cluster.slurm_resources); full fine-tuning starts one process per GPU
+# through accelerate, and a multi-node job one launcher per node through srun. A killed job resumes from results/train/.../{run}.resume/,
 # which is not an output, so the clean-up of incomplete outputs leaves it for the re-run.
 
 
@@ -19,10 +20,15 @@ rule train:
         "results/benchmarks/train/{task}/{model}/{run}.tsv"
     threads: train_resource("threads", 1)
     resources:
-        mem_mb=train_resource("mem_mb", 8000),
-        runtime=train_resource("runtime", 240),
-        gpu=train_resource("gpu", 0),
-        gpu_model=train_resource("gpu_model", ""),
+        mem_mb=train_slurm("mem_mb"),
+        runtime=train_slurm("runtime"),
+        nodes=train_slurm("nodes"),
+        gres=train_slurm("gres"),
+        gpus=train_slurm("gpus"),
+        mpi=train_slurm("mpi"),
+        tasks_per_node=train_slurm("tasks_per_node"),
+        tasks=train_slurm("tasks"),
+        cpus_per_task=train_slurm("cpus_per_task"),
     params:
         configfiles=CONFIGFILES,
         settings=train_settings_hash,

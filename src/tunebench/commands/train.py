@@ -3,6 +3,9 @@
 Full fine-tuning (and any multi-process job) re-launches this same command through
 ``accelerate launch`` with the accelerate file the config names, so the DeepSpeed settings live in
 ``config/accelerate`` and ``config/deepspeed`` and the command reads the same by hand or from a rule.
+A multi-node job (inside its SLURM allocation) first re-runs itself once per node through srun, and
+each node's copy starts its accelerate launcher (see :mod:`tunebench.cluster`). Every launch line
+goes to stderr, which the workflow keeps as the job's log.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from pathlib import Path
 
 import yaml
 
+from .. import cluster
 from .. import config as tb_config
+from ..train import checkpoint
 from ..train import job as tb_job
 from ._run_args import add_run_arguments
 
@@ -49,15 +54,22 @@ def launch_command(job: dict, args: argparse.Namespace, out_dir: Path, data_dir:
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(accelerate_file),
         "--num_processes", str(job["processes"]),
-        "--main_process_port", str(_free_port()),
     ]
+    if job["nodes"] > 1:
+        command += cluster.machine_arguments(job["nodes"])
+    else:
+        command += ["--main_process_port", str(_free_port())]
     launch = yaml.safe_load(accelerate_file.read_text()) or {}
     deepspeed_file = (launch.get("deepspeed_config") or {}).get("deepspeed_config_file")
     if deepspeed_file:
         # The accelerate files name their DeepSpeed file relative to the project root, not to the caller.
         command += ["--deepspeed_config_file", str(tb_config.ROOT / deepspeed_file)]
-    return command + [
-        "-m", "tunebench.cli", "train",
+    return command + ["-m", *train_arguments(args, out_dir, data_dir)]
+
+
+def train_arguments(args: argparse.Namespace, out_dir: Path, data_dir: Path) -> list[str]:
+    return [
+        "tunebench.cli", "train",
         "--config", *map(str, args.config),
         "--task", args.task, "--model", args.model, "--run", args.run,
         "--out-dir", str(out_dir), "--data-dir", str(data_dir),
@@ -83,14 +95,24 @@ def run(args: argparse.Namespace) -> int:
     out_dir = args.out_dir or Path("results") / "train" / args.task / args.model / args.run
     data_dir = args.data_dir or Path("results") / "data" / args.task
     job = tb_job.resolve(config, args.task, args.model, args.run, out_dir, data_dir)
-    if job["launch"] and not os.environ.get(LAUNCHED_ENV):
-        # The launcher replaces this process, so a scheduler's signals reach it (and through it the workers).
+    resume = out_dir.parent / f"{out_dir.name}.resume"
+    launched = bool(os.environ.get(LAUNCHED_ENV))
+    if not launched:
+        where = f"resources.train of {args.task}/{args.model}/{args.run}"
+        cluster.check_allocation(job["nodes"], where)
+        checkpoint.check_layout(resume, tb_job.fingerprint(job), tb_job.layout(job))
+    # The launchers replace this process, so a scheduler's signals reach them (and through them the workers).
+    if job["nodes"] > 1 and not launched and not os.environ.get(cluster.NODE_LAUNCH_ENV):
+        command = cluster.node_step_command([sys.executable, "-m", *train_arguments(args, out_dir, data_dir)],
+                                            job["nodes"], job["threads_per_node"])
+        print(f"launch on {socket.gethostname()}: {cluster.show(command)}", file=sys.stderr, flush=True)
+        os.execvpe(command[0], command, dict(os.environ, **{cluster.NODE_LAUNCH_ENV: "1"}))
+    if job["launch"] and not launched:
         command = launch_command(job, args, out_dir, data_dir)
-        os.execve(command[0], command, launch_env(os.environ, job["processes"]))
+        print(f"launch on {socket.gethostname()}: {cluster.show(command)}", file=sys.stderr, flush=True)
+        os.execve(command[0], command, launch_env(os.environ, job["processes"] // job["nodes"]))
 
     from ..train import loop
-
-    resume = out_dir.parent / f"{out_dir.name}.resume"
     summary = loop.train(job, out_dir, resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{args.task}/{args.model}/{args.run}: {summary['epochs_run']} epochs, best checkpoint in {out_dir / 'checkpoint'}")

@@ -52,13 +52,34 @@ def _trainable(model) -> dict[str, torch.nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
+def check_layout(path: Path, fingerprint: str, layout: dict) -> None:
+    """Refuse, before any process starts, a resume state of this run saved on another node or process count.
+
+    DeepSpeed shards (and every rank's RNG state) belong to the world that wrote them; converting them
+    (DeepSpeed's universal checkpoint) is not worth its cost for a requeued job, which gets the same nodes.
+    """
+    stored = Path(path) / FINGERPRINT
+    if not stored.is_file() or not (Path(path) / LATEST).is_file():
+        return
+    saved = json.loads(stored.read_text())
+    if saved.get("fingerprint") == fingerprint and saved.get("layout") not in (None, layout):
+        before, now = saved["layout"], layout
+        was = f"{before['nodes']} node(s) × {before['processes'] // before['nodes']} processes"
+        runs = f"{now['nodes']} × {now['processes'] // now['nodes']}"
+        raise UserError(
+            f"{path} was saved by {was} but this job runs {runs}; "
+            f"resume on the same node count or delete {path} to start afresh."
+        )
+
+
 class ResumeDir:
     """Save and restore the resume state; every process calls every method (they synchronise)."""
 
-    def __init__(self, path: Path, accelerator, fingerprint: str):
+    def __init__(self, path: Path, accelerator, fingerprint: str, layout: dict | None = None):
         self.path = Path(path)
         self.accelerator = accelerator
         self.fingerprint = fingerprint
+        self.layout = layout
         self.deepspeed = accelerator.distributed_type.name == "DEEPSPEED"
 
     @property
@@ -77,7 +98,7 @@ class ResumeDir:
                 shutil.rmtree(self.path)
                 message = f"discarded resume state in {self.path}: it was made with other settings or data"
             self.path.mkdir(parents=True, exist_ok=True)
-            stored.write_text(json.dumps({"fingerprint": self.fingerprint}) + "\n")
+            stored.write_text(json.dumps({"fingerprint": self.fingerprint, "layout": self.layout}) + "\n")
         self._barrier()
         return message
 

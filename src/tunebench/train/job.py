@@ -42,9 +42,11 @@ def _check_hardware(job: Mapping[str, Any]) -> None:
                 f"methods.{job['method']}.accelerate_config is {job['accelerate_config']!r}, which runs on GPUs, but none is visible; "
                 "use zero3_cpu for full fine-tuning on a CPU-only machine."
             )
-        if not launch.get("use_cpu", False) and job["processes"] > torch.cuda.device_count():
+        per_node = job["processes"] // job["nodes"]
+        if not launch.get("use_cpu", False) and per_node > torch.cuda.device_count():
             raise ConfigError(
-                f"the resources table asks for {job['processes']} training processes but {torch.cuda.device_count()} GPUs are visible; "
+                f"the resources table asks for {per_node} training processes on each node "
+                f"but {torch.cuda.device_count()} GPUs are visible; "
                 "lower resources.train gpu/processes for this size and method."
             )
 
@@ -62,7 +64,8 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str, out_dir:
             f"training.pad_to is {training['pad_to']} but max_length is {training['max_length']}; "
             "rows cannot be padded to less than the longest example, so raise pad_to or lower max_length."
         )
-    processes = tb_config.resources(config, "train", model, item.method)["processes"]
+    rows = tb_config.resources(config, "train", model, item.method)
+    processes = rows["processes"]
     out_dir = Path(out_dir)
     init_checkpoint = None
     if item.init_from:
@@ -90,7 +93,9 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str, out_dir:
         "method_settings": settings,
         "init_from": {"task": item.init_from[0], "run": item.init_from[1]} if item.init_from else None,
         "init_checkpoint": init_checkpoint,
+        "nodes": rows["nodes"],
         "processes": processes,
+        "threads_per_node": rows["threads"],
         # full fine-tuning always runs under its DeepSpeed file; LoRA/QLoRA only when data-parallel
         "accelerate_config": settings.get("accelerate_config"),
         "launch": item.method == "full" or processes > 1,
@@ -113,5 +118,15 @@ def _launcher_settings(name: str) -> dict:
     return {"accelerate": launch, "deepspeed": deepspeed}
 
 
+# How the run is spread over machines: a resume state is tied to it (ZeRO-3 shards and RNG states
+# are per rank), so a change is refused rather than silently discarded like other settings.
+LAYOUT = ("nodes", "processes", "threads_per_node")
+
+
 def fingerprint(job: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
+    settings = {key: value for key, value in job.items() if key not in LAYOUT}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def layout(job: Mapping[str, Any]) -> dict:
+    return {"nodes": job["nodes"], "processes": job["processes"]}

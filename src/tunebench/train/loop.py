@@ -14,6 +14,7 @@ import math
 import os
 import random
 import resource
+import socket
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from .. import hardware, tasks
 from ..tasks.base import iter_jsonl
 from . import batching, methods
 from .checkpoint import ResumeDir
-from .job import fingerprint
+from .job import fingerprint, layout
 
 
 #: accelerate's mixed_precision for each resolved training.dtype (bfloat16_autocast: float32 weights, bf16 autocast).
@@ -242,7 +243,9 @@ class Trainer:
 
     def run(self, out_dir: Path, resume_path: Path) -> dict:
         training, epochs, every = self.training, self.training["epochs"], self.training["checkpoint_every_steps"]
-        resume = ResumeDir(resume_path, self.accelerator, fingerprint(self.job))
+        # Every rank names its host, so a multi-node job's log shows where its ranks ran.
+        print(f"rank {self.rank} of {self.world} on host {socket.gethostname()}", file=self.log, flush=True)
+        resume = ResumeDir(resume_path, self.accelerator, fingerprint(self.job), layout(self.job))
         message = resume.prepare()
         if message:
             self.say(message)

@@ -183,7 +183,9 @@ def export(unwrapped, tokenizer, directory: Path, meta: Mapping[str, Any], state
     elif is_main:
         trained_rows = any("trainable_tokens" in name for name, _ in unwrapped.named_parameters())
         # Untrained new-token rows are random: keep the whole resized embeddings so inference sees the same ones.
-        unwrapped.save_pretrained(directory, save_embedding_layers=bool(meta["new_token_ids"]) and not trained_rows)
+        # Under ZeRO-3 (sharded LoRA) the adapter weights are partitioned: peft picks them from the gathered state.
+        whole_embeddings = bool(meta["new_token_ids"]) and not trained_rows
+        unwrapped.save_pretrained(directory, state_dict=state_dict, save_embedding_layers=whole_embeddings)
         sort_adapter_modules(Path(directory))
     if is_main:
         tokenizer.save_pretrained(directory)

@@ -1,0 +1,165 @@
+"""The paper matrix as SLURM jobs: what the profile's dry run lists, and the sbatch line each job gets.
+
+The sbatch arguments are built by the SLURM executor plugin's own functions (``get_submit_command``
+and ``set_gres_string``) from the resources the workflow gives each job in a dry run, so a change in
+the rules, the config or the plugin shows here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tunebench import cluster
+from tunebench import config as tb_config
+from tunebench.train import checkpoint
+from tunebench.errors import ConfigError, UserError
+
+BIN = Path(sys.executable).parent
+SLURM_TOOLS = {"sbatch", "srun", "squeue", "sacct", "scontrol", "sinfo", "scancel", "salloc", "sacctmgr", "sshare"}
+
+
+@pytest.fixture(scope="module")
+def no_slurm_path(tmp_path_factory) -> str:
+    """A PATH with this venv and the system's tools but no SLURM command: a laptop, not a cluster."""
+    tools = tmp_path_factory.mktemp("no-slurm-bin")
+    for directory in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for path in Path(directory).glob("*"):
+            if path.name not in SLURM_TOOLS and not (tools / path.name).exists():
+                (tools / path.name).symlink_to(path)
+    return f"{BIN}{os.pathsep}{tools}"
+
+
+@pytest.fixture(scope="module")
+def dry_run(repo_root, no_slurm_path, tmp_path_factory):
+    """``snakemake -n --profile profiles/slurm`` on the paper config: (seconds, output)."""
+    workdir = tmp_path_factory.mktemp("slurm-dry-run")
+    command = [
+        str(BIN / "snakemake"),
+        "-n",
+        "--profile",
+        str(repo_root / "profiles" / "slurm"),
+        "-s",
+        str(repo_root / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(repo_root / "config" / "config.yaml"),
+    ]
+    env = {**os.environ, "PATH": no_slurm_path}
+    subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)  # warm the file cache
+    start, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    seconds, after = time.monotonic() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return (seconds, cpu), result.stdout + result.stderr
+
+
+def _job_resources(output: str, log: str) -> dict:
+    """The resources the dry run lists for the job whose log is ``log``."""
+    block = output[output.index(f"log: {log}") :]
+    line = next(line for line in block.splitlines() if line.strip().startswith("resources:"))
+    resources = {}
+    for item in line.split("resources:", 1)[1].split(", "):
+        name, value = item.strip().split("=", 1)
+        resources[name] = int(value) if value.isdigit() else value
+    return resources
+
+
+def test_the_profiles_dry_run_lists_the_whole_matrix_quickly_without_slurm(dry_run, paper_config):
+    seconds, output = dry_run
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", output, flags=re.MULTILINE))
+    finetune = tb_config.finetune_runs(paper_config)
+    evaluated = [run for run in finetune if run.evaluate] + tb_config.baseline_runs(paper_config)
+    assert int(counts["train"]) == len(finetune) == 33
+    assert int(counts["evaluate"]) == len(evaluated)
+    wall, cpu = seconds
+    # CPU time is what the dry run costs; wall time also holds on a machine that is not shared.
+    assert cpu < 5 and wall < 5, f"the dry run took {wall:.1f} s ({cpu:.1f} s of CPU)"
+
+
+def _sbatch(resources: dict, threads: int) -> str:
+    from snakemake.iocontainers import Namedlist
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    job = type("Job", (), {"resources": Namedlist(fromdict=resources), "threads": threads})()
+    params = {
+        "run_uuid": "run",
+        "slurm_logfile": "log",
+        "comment_str": "c",
+        "account": "",
+        "partition": "-p gpu",
+        "workdir": "/work",
+    }
+    return get_submit_command(job, params) + set_gres_string(job)
+
+
+# (log, nodes, GPUs per node, memory per node in MB, minutes, whether the rule starts its own srun)
+PAPER_JOBS = [
+    ("results/logs/train/viggo/llama2-7b/full.log", 2, "gpu:a10g:8", 192000, 600, True),
+    ("results/logs/train/viggo/llama2-13b/lora.log", 1, "gpu:a10g:8", 160000, 600, False),
+    ("results/logs/train/viggo/llama2-70b/full.log", 4, "gpu:a10g:8", 640000, 2880, True),
+    ("results/logs/train/viggo/llama2-70b/qlora.log", 1, "gpu:a100_80g:2", 240000, 1440, False),
+    ("results/logs/eval/viggo/llama2-70b/baseline.log", 1, "gpu:a100:8", 320000, 360, False),
+]
+
+
+@pytest.mark.parametrize("log, nodes, gres, mem_mb, minutes, multi", PAPER_JOBS)
+def test_sbatch_arguments_of_the_paper_jobs(dry_run, log, nodes, gres, mem_mb, minutes, multi):
+    resources = _job_resources(dry_run[1], log)
+    threads = resources.get("cpus_per_task", 8)
+    line = _sbatch(resources, threads)
+    assert f"--nodes={nodes}" in line
+    assert f"--gres={gres}" in line and "--gpus" not in line  # per node, never a total SLURM may split
+    assert f"--mem {mem_mb}" in line and f"-t {minutes}" in line
+    assert "-p gpu" in line
+    per_node = int(gres.rsplit(":", 1)[1])
+    if multi:
+        # One allocation over N nodes with a task per GPU; the rule's own srun starts the launchers.
+        assert resources["mpi"] == "srun" and f"--ntasks-per-node={per_node}" in line
+        assert f"--cpus-per-task={resources['cpus_per_task']}" in line
+    else:
+        assert "mpi" not in resources and "--ntasks-per-node" not in line
+
+
+def test_cpu_stages_go_to_the_cpu_partition(dry_run):
+    assert _job_resources(dry_run[1], "results/logs/data/viggo.log")["slurm_partition"] == "cpu"
+    assert _job_resources(dry_run[1], "results/logs/train/viggo/llama2-7b/full.log")["slurm_partition"] == "gpu"
+
+
+def test_a_two_node_cpu_job_has_one_task_per_node():
+    rows = {"nodes": 2, "processes_per_node": 1, "gpu": 0, "gpus": 0, "mem_mb": 3000, "runtime": 10, "threads": 1}
+    resources = {k: v for k, v in cluster.slurm_resources(rows).items() if v is not None}
+    assert resources == {"nodes": 2, "mem_mb": 3000, "runtime": 10, "mpi": "srun", "tasks": 2, "cpus_per_task": 1}
+    line = _sbatch(resources, threads=1)
+    assert "--nodes=2" in line and "--ntasks=2" in line and "--cpus-per-task=1" in line and "gres" not in line
+
+
+def test_multinode_training_outside_slurm_is_one_sentence(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    with pytest.raises(ConfigError, match="asks for 2 nodes, which only a SLURM allocation provides"):
+        cluster.check_allocation(2, "resources.train of viggo/llama2-7b/full")
+    cluster.check_allocation(1, "resources.train of viggo/llama2-7b/full")
+
+
+def test_resume_state_of_another_node_count_is_refused(tmp_path):
+    resume = tmp_path / "full.resume"
+    resume.mkdir()
+    (resume / checkpoint.FINGERPRINT).write_text('{"fingerprint": "f", "layout": {"nodes": 2, "processes": 2}}')
+    (resume / checkpoint.LATEST).write_text("state-0000001-e001s000001\n")
+    with pytest.raises(
+        UserError,
+        match=r"was saved by 2 node\(s\) × 1 processes but this job runs 1 × 2; resume on the same node count",
+    ):
+        checkpoint.check_layout(resume, "f", {"nodes": 1, "processes": 2})
+    checkpoint.check_layout(resume, "f", {"nodes": 2, "processes": 2})  # the same layout resumes
+    checkpoint.check_layout(resume, "other settings", {"nodes": 1, "processes": 2})  # other settings: discarded later

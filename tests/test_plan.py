@@ -1,0 +1,115 @@
+"""``tunebench plan``: DeepSpeed's and accelerate's numbers, the paper matrix fitting, undersized jobs refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tunebench import config as tb_config
+from tunebench import plan as tb_plan
+
+BIN = Path(sys.executable).parent
+GIB = 2**30
+
+
+def test_estimates_reproduce_deepspeeds_published_table_for_t5_small():
+    # DeepSpeed's estimate_zero3_model_states_mem_needs_all_live on t5-small (60M parameters, the 16M
+    # shared embedding the largest layer, 1 GPU) prints, per CPU | per GPU:
+    #   1.52GB | 0.06GB  offload_param=cpu,  offload_optimizer=cpu,  zero_init=1
+    #   1.35GB | 0.17GB  offload_param=none, offload_optimizer=cpu,  zero_init=1
+    #   0.09GB | 1.08GB  offload_param=none, offload_optimizer=none, zero_init=1
+    total, largest = 60_506_624, 32_128 * 512
+    published = {(True, True): (1.52, 0.06), (True, False): (1.35, 0.17), (False, False): (0.09, 1.08)}
+    for (offload_optimizer, offload_params), (cpu, gpu) in published.items():
+        gpu_bytes, cpu_bytes = tb_plan._zero3(total, largest, 1, 1, offload_optimizer, offload_params)
+        assert (round(cpu_bytes / GIB, 2), round(gpu_bytes / GIB, 2)) == (cpu, gpu)
+
+
+@pytest.mark.parametrize("size, parameters", [("7b", 6_738_415_616), ("13b", 13_015_864_320), ("70b", 68_976_648_192)])
+def test_shipped_llama2_configs_have_the_published_parameter_counts(size, parameters):
+    model = tb_plan.empty_model({"hub": f"meta-llama/Llama-2-{size}-hf"})
+    total, trainable, largest = tb_plan._param_counts(model)
+    assert total == trainable == parameters
+    assert largest == 32_000 * {"7b": 4096, "13b": 5120, "70b": 8192}[size]  # the embedding (and lm_head)
+    assert all(p.device.type == "meta" for p in model.parameters())  # shapes only, no weights
+
+
+def _plan(config_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "tunebench"), "plan", "--config", str(config_path)], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_the_paper_matrix_fits_its_declared_hardware(repo_root, paper_config):
+    result = _plan(repo_root / "config" / "config.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    finetune = tb_config.finetune_runs(paper_config)
+    evaluated = {(r.task, r.model, r.run) for r in finetune if r.evaluate} | {
+        (r.task, r.model, r.run) for r in tb_config.baseline_runs(paper_config)
+    }
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("train ", "evaluate "))]
+    assert len(rows) == len(finetune) + len(evaluated)
+    assert f"all {len(rows)} jobs fit their declared hardware" in result.stdout
+    full70 = next(line for line in rows if line.startswith("train viggo/llama2-70b/full "))
+    assert "4 × 8 a10g" in full70 and "yes" in full70
+
+
+def test_70b_full_on_one_node_is_refused_one_sentence_per_job(repo_root, tmp_path):
+    config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    config["resources"]["train"]["70B"]["full"].update(nodes=1, gpu=8)
+    path = tmp_path / "undersized.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _plan(path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]  # libraries may warn above it
+    assert message.startswith("tunebench plan: error: 3 jobs do not fit:")
+    for task in ("viggo", "sql", "gsm8k"):
+        assert (
+            f"train job {task}/llama2-70b/full on 1 node × 8 a10g needs 1862.4 GB of host memory per node "
+            "but mem_mb grants 640.0 GB (short by 1222.4 GB); give it more GPUs or nodes in resources.train."
+        ) in message
+    assert "llama2-13b" not in message
+
+
+def test_an_evaluation_that_spills_off_its_gpus_is_refused(paper_config):
+    config = tb_config.validate(yaml.safe_load(yaml.safe_dump(paper_config)))
+    config["resources"]["evaluate"]["70B"].update(gpu=2, gpu_model="a10g")
+    config["experiments"] = {"finetune": [], "baselines": [{"task": "viggo", "models": ["llama2-70b"]}]}
+    (fit,) = tb_plan.plan(config)
+    assert fit.kind == "evaluate" and fit.gpu_limit_gb == pytest.approx(19.2)
+    # 138 GB of bf16 weights on two 24 GB GPUs: what accelerate's device map cannot place is the shortfall.
+    assert fit.gpu_gb > 100
+    assert fit.refusal().startswith("evaluate job viggo/llama2-70b/baseline on 1 node × 2 a10g needs ")
+
+
+def test_the_workflow_refuses_an_undersized_job_before_submitting_anything(repo_root, tmp_path):
+    config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    config["resources"]["train"]["70B"]["full"].update(nodes=1, gpu=8)
+    path = tmp_path / "undersized.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        [
+            str(BIN / "snakemake"),
+            "--cores",
+            "1",
+            "-s",
+            str(repo_root / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode != 0
+    assert "tunebench: train job viggo/llama2-70b/full on 1 node × 8 a10g needs" in result.stderr
+    assert not (tmp_path / "results").exists()  # no job ran

@@ -1,0 +1,174 @@
+"""The workflow under a real SLURM with two hosts (see slurm_support): jobs, multi-node training, a killed step.
+
+To stay within a few minutes on a small CPU machine this runs a smaller version of the tiny config
+(.test/config.yaml restricted to ViGGO: the prompted baseline, LoRA and full fine-tuning, rows
+padded per batch so that an epoch has four optimizer steps) rather than all of it:
+
+1. the config through ``snakemake --profile profiles/slurm`` (with tests/slurm_profile for the test
+   cluster's partition and squeue): every job is a SLURM job and results/metrics.csv equals a local
+   run's;
+2. the same full fine-tuning as 2 nodes × 1 process (ZeRO-3 over gloo) through the same rule, whose
+   step is killed with ``scancel --signal=KILL`` mid-epoch; the profile's retry resubmits it, and the
+   rerun resumes, runs its ranks on both hosts and ends with the history (losses to 4 decimals and
+   all) of the uninterrupted single-node 2-process run of step 1.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurm_support import two_host_cluster
+
+BIN = Path(sys.executable).parent
+TIMING = ("tokens_per_s", "wall_time_s", "peak_memory_mb")
+# metrics.csv columns that measure the run (time, speed, memory) rather than its results.
+MEASURED = ("train_wall_time_s", "train_tokens_per_s", "peak_memory_mb", "device_hours", "device_hours_total",
+            "eval_wall_time_s", "eval_tokens_per_s")
+FULL = Path("results/train/viggo/tiny-llama/full")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and SLURM's daemons need root"),
+]
+
+
+def _config(repo_root: Path, full_row: dict) -> dict:
+    config = yaml.safe_load((repo_root / ".test" / "config.yaml").read_text())
+    config["experiments"] = {
+        "finetune": [{"task": "viggo", "models": ["tiny-llama"], "methods": ["lora", "full"]}],
+        "baselines": [{"task": "viggo", "models": ["tiny-llama"]}],
+    }
+    # 32 rows in batches of 4 on 2 processes: 4 steps an epoch, a resume state after each.
+    config["training"].update(batching="pad_to_longest", checkpoint_every_steps=1)
+    config["resources"] = {
+        "default": {"threads": 1, "mem_mb": 1500, "runtime": 20, "gpu": 0},
+        "train": {"tiny": {"full": {"runtime": 20, **full_row}}},
+        "evaluate": {"tiny": {"threads": 1, "mem_mb": 1500, "runtime": 20}},
+    }
+    return config
+
+
+def _snakemake(repo_root: Path, workdir: Path, config: dict, target: str, *options: str) -> list[str]:
+    path = workdir / "config.yaml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    # The target comes first: --configfile and --rerun-triggers take every value that follows them.
+    return [str(BIN / "snakemake"), target, "-s", str(repo_root / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(path), *options]
+
+
+#: The user's SLURM profile runs every job in the suite's image through apptainer and stages the hub in
+#: a shared HF_HOME; this machine has neither apptainer nor that directory, so the cluster test takes
+#: the profile without those keys and keeps everything else (status, retries, requeue, partitions).
+CONTAINER_KEYS = ("software-deployment-method", "apptainer-args", "config")
+
+
+def _slurm_args(repo_root: Path, scratch: Path) -> list[str]:
+    profile = yaml.safe_load((repo_root / "profiles" / "slurm" / "config.yaml").read_text())
+    assert set(CONTAINER_KEYS) <= set(profile)
+    (scratch / "slurm-profile").mkdir(parents=True, exist_ok=True)
+    kept = {key: value for key, value in profile.items() if key not in CONTAINER_KEYS}
+    (scratch / "slurm-profile" / "config.yaml").write_text(yaml.safe_dump(kept))
+    return ["--profile", str(scratch / "slurm-profile"),
+            "--workflow-profile", str(repo_root / "tests" / "slurm_profile")]
+
+
+def _history(directory: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (directory / "history.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k not in TIMING} for line in lines]
+
+
+def _metrics(path: Path) -> list[dict]:
+    with open(path) as handle:
+        rows = [{k: v for k, v in row.items() if k not in MEASURED} for row in csv.DictReader(handle)]
+    return sorted(rows, key=lambda row: tuple(row.values()))
+
+
+def _kill_training_step(cluster, resume: Path, process: subprocess.Popen, timeout: float = 400) -> str:
+    """SIGKILL the training job's srun step once a state inside epoch 1 is saved; returns the job id."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        latest = resume / "LATEST"
+        state = latest.read_text() if latest.is_file() else ""
+        if re.search(r"-e001s00000[1-3]", state):
+            jobs = cluster.run("squeue", "--noheader", "--format=%i %k").stdout.splitlines()
+            train = [line.split()[0] for line in jobs if "rule_train" in line]
+            listed = cluster.run("squeue", "--noheader", "--steps", "--format=%i").stdout.split()
+            # The job's own steps are numbered (N.0, ...); N.batch and N.extern are SLURM's.
+            steps = [step for step in listed if train and re.fullmatch(rf"{train[0]}\.\d+", step)]
+            if steps:
+                cluster.run("scancel", "--signal=KILL", steps[0])
+                return train[0]
+        if process.poll() is not None:
+            raise AssertionError(f"the workflow ended before its training step could be killed:\n{process.stdout.read()[-4000:]}")
+        time.sleep(0.05)
+    raise AssertionError(f"no resume state inside epoch 1 appeared in {resume} within {timeout} s")
+
+
+def test_the_workflow_on_a_two_host_slurm_cluster(repo_root, with_mirror, tmp_path):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    single = _config(repo_root, {"threads": 2, "mem_mb": 3000, "processes": 2})
+    target = "results/metrics.csv"
+
+    local = subprocess.run(_snakemake(repo_root, tmp_path / "local", single, target, "--cores", "2"),
+                           capture_output=True, text=True, env=env, timeout=900)
+    assert local.returncode == 0, local.stderr[-4000:]
+
+    with two_host_cluster(tmp_path / "slurm") as cluster:
+        env = {**env, **{k: v for k, v in cluster.env.items() if k == "SLURM_CONF"}}
+        # 1. The config as SLURM jobs; the same metrics as the local run.
+        work = tmp_path / "on-slurm"
+        run = subprocess.run(_snakemake(repo_root, work, single, target, *_slurm_args(repo_root, tmp_path)),
+                             capture_output=True, text=True, env=env, timeout=900)
+        assert run.returncode == 0, run.stderr[-4000:] + cluster.logs()
+        output = run.stdout + run.stderr
+        submitted = set(re.findall(r"has been submitted with SLURM jobid (\d+)", output))
+        jobs = int(re.search(r"^total\s+(\d+)$", output, flags=re.MULTILINE).group(1))
+        assert len(submitted) == jobs  # every job of the DAG went through sbatch
+        slurm_logs = {path.stem for path in (work / ".snakemake" / "slurm_logs").rglob("*.log")}
+        assert submitted <= slurm_logs
+        assert _metrics(work / target) == _metrics(tmp_path / "local" / target)
+
+        # 2. Full fine-tuning as 2 nodes × 1 process, its step killed mid-epoch and resubmitted.
+        two_nodes = _config(repo_root, {"nodes": 2, "threads": 1, "mem_mb": 3000, "processes": 1})
+        work2 = tmp_path / "two-nodes"
+        (work2 / "results").mkdir(parents=True)
+        shutil.copytree(work / "results" / "data", work2 / "results" / "data")
+        # The data are step 1's (mtime alone decides reruns, so the other config does not redo them).
+        command = _snakemake(repo_root, work2, two_nodes, str(FULL / "best.json"), *_slurm_args(repo_root, tmp_path),
+                             "--rerun-triggers", "mtime")
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        try:
+            killed = _kill_training_step(cluster, work2 / f"{FULL}.resume", process)
+            output, _ = process.communicate(timeout=600)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode == 0, output[-4000:] + cluster.logs()
+        resubmitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
+        assert killed in resubmitted and len(resubmitted) == 2  # the killed job and its retry
+
+        log = (work2 / "results" / "logs" / "train" / "viggo" / "tiny-llama" / "full.log").read_text()
+        assert re.search(r"launch on node1: srun --nodes=2 --ntasks=2 --ntasks-per-node=1", log)
+        assert "--machine_rank 0" in log and "--machine_rank 1" in log and "--main_process_ip node1" in log
+        assert "rank 0 of 2 on host node1" in log and "rank 1 of 2 on host node2" in log
+        assert re.search(r"resuming at epoch 1, step [123] ", log)
+        reference = _history(work / FULL)
+        history = _history(work2 / FULL)
+        steps = [round(h["loss"], 4) for h in history if h["kind"] == "step"]
+        assert steps[:2] == [round(h["loss"], 4) for h in reference if h["kind"] == "step"][:2]
+        assert history == reference
+        assert not (work2 / f"{FULL}.resume").exists()
