@@ -22,6 +22,8 @@ from tunebench import config as tb_config
 from tunebench.train import checkpoint
 from tunebench.errors import ConfigError, UserError
 
+from slurm_support import profile_without_container
+
 BIN = Path(sys.executable).parent
 SLURM_TOOLS = {"sbatch", "srun", "squeue", "sacct", "scontrol", "sinfo", "scancel", "salloc", "sacctmgr", "sshare"}
 
@@ -39,13 +41,15 @@ def no_slurm_path(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def dry_run(repo_root, no_slurm_path, tmp_path_factory):
-    """``snakemake -n --profile profiles/slurm`` on the paper config: (seconds, output)."""
+    """``snakemake -n --profile profiles/slurm`` on the paper config (without the container keys,
+    see slurm_support.profile_without_container): (seconds, output)."""
     workdir = tmp_path_factory.mktemp("slurm-dry-run")
+    profile = profile_without_container(repo_root, tmp_path_factory.mktemp("slurm-profile"))
     command = [
         str(BIN / "snakemake"),
         "-n",
         "--profile",
-        str(repo_root / "profiles" / "slurm"),
+        str(profile),
         "-s",
         str(repo_root / "Snakefile"),
         "--directory",

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slurm_support import two_host_cluster
+from slurm_support import profile_without_container, two_host_cluster
 
 BIN = Path(sys.executable).parent
 TIMING = ("tokens_per_s", "wall_time_s", "peak_memory_mb")
@@ -69,19 +69,9 @@ def _snakemake(repo_root: Path, workdir: Path, config: dict, target: str, *optio
             "--configfile", str(path), *options]
 
 
-#: The user's SLURM profile runs every job in the suite's image through apptainer and stages the hub in
-#: a shared HF_HOME; this machine has neither apptainer nor that directory, so the cluster test takes
-#: the profile without those keys and keeps everything else (status, retries, requeue, partitions).
-CONTAINER_KEYS = ("software-deployment-method", "apptainer-args", "config")
-
-
 def _slurm_args(repo_root: Path, scratch: Path) -> list[str]:
-    profile = yaml.safe_load((repo_root / "profiles" / "slurm" / "config.yaml").read_text())
-    assert set(CONTAINER_KEYS) <= set(profile)
-    (scratch / "slurm-profile").mkdir(parents=True, exist_ok=True)
-    kept = {key: value for key, value in profile.items() if key not in CONTAINER_KEYS}
-    (scratch / "slurm-profile" / "config.yaml").write_text(yaml.safe_dump(kept))
-    return ["--profile", str(scratch / "slurm-profile"),
+    profile = profile_without_container(repo_root, scratch / "slurm-profile")
+    return ["--profile", str(profile),
             "--workflow-profile", str(repo_root / "tests" / "slurm_profile")]
 
 
