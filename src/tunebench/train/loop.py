@@ -245,6 +245,8 @@ class Trainer:
         training, epochs, every = self.training, self.training["epochs"], self.training["checkpoint_every_steps"]
         # Every rank names its host, so a multi-node job's log shows where its ranks ran.
         print(f"rank {self.rank} of {self.world} on host {socket.gethostname()}", file=self.log, flush=True)
+        self.say(f"precision: {training['dtype']} (training.dtype {training.get('dtype_requested', training['dtype'])}"
+                 f" on {self.accelerator.device.type})")
         resume = ResumeDir(resume_path, self.accelerator, fingerprint(self.job), layout(self.job))
         message = resume.prepare()
         if message:
