@@ -55,8 +55,9 @@ class Size:
     matmul: int
 
 
-FULL = Size(repeats=3, train_steps=4, train_rows=96, prompts=32, new_tokens=32, batch_sizes=(1, 8, 16, 32),
-            sql_rows=120, data_rows=20_000, matmul=1024)
+# Sized to finish in about a quarter of an hour on two cores.
+FULL = Size(repeats=2, train_steps=3, train_rows=64, prompts=32, new_tokens=16, batch_sizes=(1, 8, 16, 32),
+            sql_rows=60, data_rows=20_000, matmul=1024)
 QUICK = Size(repeats=1, train_steps=1, train_rows=16, prompts=4, new_tokens=4, batch_sizes=(1, 4),
              sql_rows=6, data_rows=500, matmul=256)
 
