@@ -136,7 +136,9 @@ def test_the_workflow_on_a_two_host_slurm_cluster(repo_root, with_mirror, tmp_pa
         work2 = tmp_path / "two-nodes"
         (work2 / "results").mkdir(parents=True)
         shutil.copytree(work / "results" / "data", work2 / "results" / "data")
-        # The data are step 1's (mtime alone decides reruns, so the other config does not redo them).
+        # The data are step 1's, with their settings stamps (a resources change leaves the data settings
+        # as they were, so the stamps are not rewritten and mtime alone does not redo the data job).
+        shutil.copytree(work / "results" / "settings" / "data", work2 / "results" / "settings" / "data")
         command = _snakemake(repo_root, work2, two_nodes, str(FULL / "best.json"), *_slurm_args(repo_root, tmp_path),
                              "--rerun-triggers", "mtime")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
