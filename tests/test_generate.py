@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
-from train_support import TINY_LLAMA, tokenizer_dir  # noqa: F401  (session fixture)
+from train_support import TINY_LLAMA, one_thread, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
 from tunebench import models
 from tunebench.generate import ATTENTION, PREFILL_CHUNK, batch_invariant, cut_at_stop, generate, row_multiple
 
@@ -27,21 +26,6 @@ TEXTS = [
     "Count the tables.",
     "A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in total does it take? " * 3,
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny model's matrices are too small to gain from threads, and idle OpenMP workers spin on
-    # the cores other jobs use.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tokenizer_dir):  # noqa: F811
-    return models._finish_tokenizer(AutoTokenizer.from_pretrained(tokenizer_dir))
 
 
 @pytest.fixture(scope="module")

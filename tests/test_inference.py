@@ -11,9 +11,8 @@ import copy
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
-from train_support import TINY_LLAMA, tiny_config, tokenizer_dir  # noqa: F401  (session fixture)
+from train_support import TINY_LLAMA, one_thread, tiny_config, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
 from tunebench import config as tb_config
 from tunebench import evaluate, models
 from tunebench.errors import ConfigError, UserError
@@ -26,19 +25,6 @@ TEXTS = [
     "hi",
     "inform(name[Tetris], release_year[1984], genres[puzzle])",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tokenizer_dir):  # noqa: F811
-    return models._finish_tokenizer(AutoTokenizer.from_pretrained(tokenizer_dir))
 
 
 @pytest.fixture(scope="module")

@@ -118,3 +118,26 @@ def read_history(out_dir: Path) -> list[dict]:
 
 def step_losses(out_dir: Path) -> list[float]:
     return [round(h["loss"], 4) for h in read_history(out_dir) if h["kind"] == "step"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Autouse in the modules that import it: the tiny model's matrices are too small to gain from
+    threads, and idle OpenMP workers spin on the cores other jobs use."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tokenizer_dir):
+    """SmolLM2's tokenizer as the library finishes it (a pad token set)."""
+    from transformers import AutoTokenizer
+
+    from tunebench import models
+
+    return models._finish_tokenizer(AutoTokenizer.from_pretrained(tokenizer_dir))
+
