@@ -38,8 +38,8 @@ lint: $(STAMP)
 
 # The container's lock, resolved from pyproject.toml with requirements.lock's pins as constraints.
 # PyPI's Linux x86_64 torch wheel is the CUDA 13.0 build, so it brings its nvidia-*, cuda-* and
-# triton pins. Needs uv (pip install uv) and access to pypi.org.
+# triton pins. Needs uv (pip install uv) and access to the package index.
 gpu-lock:
 	uv pip compile pyproject.toml --extra test --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
-	  --index-url https://pypi.org/simple --constraint requirements.lock --no-emit-package deepspeed \
+	  --constraint requirements.lock --no-emit-package deepspeed \
 	  --no-annotate -o requirements-gpu.lock
