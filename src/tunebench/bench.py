@@ -7,7 +7,7 @@ to ``results/bench/*.csv`` and drawn in one figure; tests only check that ``--qu
 
 Comparisons (every one uses the code the workflow runs):
 
-``training``   batch layouts (packing, pad_to 512, pad to longest) on ViGGO and GSM8K with LoRA:
+``training``   batch layouts (packing, pad_to 512, pad to longest) on ViGGO and GSM8K, LoRA and full:
                useful (non-padding) tokens/s, and the per-token losses of the same examples compared
 ``precision``  float32 against bfloat16 autocast for LoRA, QLoRA and full fine-tuning (one process,
                no ZeRO): tokens/s and validation perplexity after the same steps
@@ -129,15 +129,20 @@ def _steps(trainer, steps: int) -> tuple[float, int]:
 
 
 def _example_losses(trainer, examples, layout: str) -> list[float]:
-    """Per-token NLL of each example, computed in ``layout`` rows with the current weights."""
+    """Per-token NLL of each example, computed in ``layout`` rows with the current weights.
+
+    The forward runs on a float64 copy of the model: the layouts differ in matmul shapes, so in float32
+    their sums round differently (about 1e-5 on these losses); in float64 only a masking or position
+    error could still separate them.
+    """
     rows = batching.layout_rows(examples, layout, trainer.training["max_length"])
     losses: list[float] = []
-    trainer.model.eval()
+    model = copy.deepcopy(trainer.model).double().eval()
     with torch.no_grad():
         for row in rows:
             batch = batching.collate([row], trainer.tokenizer.pad_token_id, layout,
                                      trainer.training["pad_to"] if layout == "pad_to" else None)
-            logits = trainer.model(**batching.model_inputs(batch, layout)).logits[0].float()
+            logits = model(**batching.model_inputs(batch, layout)).logits[0]
             nll = torch.nn.functional.cross_entropy(logits, batch["labels"][0], ignore_index=batching.IGNORE,
                                                     reduction="none")
             start = 0
@@ -150,12 +155,12 @@ def _example_losses(trainer, examples, layout: str) -> list[float]:
 
 def training(config: Mapping, data_dirs: Mapping[str, Path], size: Size, work: Path) -> list[dict]:
     rows = []
-    for task in ("viggo", "gsm8k"):
+    for task, method in [(task, method) for task in ("viggo", "gsm8k") for method in ("lora", "full")]:
         reference_losses = None
         for layout in ("pad_to_longest", "pad_to", "packing"):
             rates = []
             for repeat in range(size.repeats):
-                trainer = _trainer(config, task, "lora", data_dirs[task], work / f"t-{task}-{layout}-{repeat}",
+                trainer = _trainer(config, task, method, data_dirs[task], work / f"t-{task}-{method}-{layout}-{repeat}",
                                    batching=layout, pad_to=512, max_length=512, dtype="float32", batch_size=2)
                 if repeat == 0:
                     losses = _example_losses(trainer, trainer.examples["train"][:6], layout)
@@ -165,7 +170,8 @@ def training(config: Mapping, data_dirs: Mapping[str, Path], size: Size, work: P
                 reference_losses = losses
             agreement = max(abs(a - b) for a, b in zip(losses, reference_losses)) if len(losses) == len(
                 reference_losses) else float("nan")
-            rows.append({"comparison": "training", "case": task, "variant": layout, "metric": "useful tokens/s",
+            rows.append({"comparison": "training", "case": f"{task} {method}", "variant": layout,
+                         "metric": "useful tokens/s",
                          **_summary(rates), "max_loss_difference": agreement})
     return rows
 
