@@ -10,7 +10,7 @@ import pytest
 
 from tunebench import cli, stats, tasks
 from tunebench.errors import DataError
-from tunebench.results import claims, plan, tables
+from tunebench.results import claims, paper, plan, tables
 
 MODEL = "smollm2-135m"
 METRIC = "attributes_ordered_accuracy"
@@ -73,6 +73,23 @@ def test_a_claim_is_labelled_from_its_paired_interval(demo_config, tmp_path, fin
     expected = (sum(fine_tuned) - sum(prompted)) / 200
     assert row["difference"] == pytest.approx(expected)
     assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+
+
+def test_seed_replicates_widen_their_runs_row_and_are_not_paired_themselves(demo_config, tmp_path):
+    write_predictions(tmp_path, "viggo", "baseline", [False] * 10)
+    write_predictions(tmp_path, "viggo", "lora", [True] * 6 + [False] * 4)
+    write_predictions(tmp_path, "viggo", "lora-seed1", [True] * 3 + [False] * 7)
+    write_predictions(tmp_path, "viggo", "lora-seed2", [True] * 8 + [False] * 2)
+    config = copy.deepcopy(demo_config)
+    config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"], "seeds": [1, 2],
+                                          "format": "special_tokens", "evaluate": True}]
+    frame = claims.decide(config, tmp_path, [claim("viggo_finetuned_beats_prompted")])
+    assert frame["better_run"].tolist() == ["lora"]  # the replicates add no rows of their own
+    row = frame.iloc[0]
+    assert (row["difference"], row["seeds"], row["seed_low"], row["seed_high"]) == (0.6, 3, 0.3, 0.8)
+    table = tables.claims_table(frame)
+    assert "Over seeds" in table.header and table.rows[0][table.header.index("Over seeds")] == "3: +30.0 to +80.0"
+    assert "trained with 3 seeds: its difference ranges from 30.0 to 80.0 points over seeds" in paper.seeds_tex(frame)
 
 
 def test_rows_either_run_could_not_score_are_left_out(demo_config, tmp_path):

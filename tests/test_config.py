@@ -101,6 +101,24 @@ def test_two_stage_needs_its_first_stage(demo):
         tb_config.validate(cfg)
 
 
+def test_extra_seeds_add_runs_that_differ_only_in_their_seed(demo):
+    cfg = copy.deepcopy(demo)
+    cfg["experiments"]["finetune"] = [{"task": "viggo", "models": ["smollm2-135m"], "methods": ["lora"], "seeds": [1, 2]}]
+    runs = tb_config.finetune_runs(tb_config.validate(cfg))
+    assert [(run.run, run.training["seed"], run.replicate_of) for run in runs] == [
+        ("lora", None, None), ("lora-seed1", 1, "lora"), ("lora-seed2", 2, "lora")]
+    assert {key: value for key, value in runs[1].training.items() if key != "seed"} == {
+        key: value for key, value in runs[0].training.items() if key != "seed"}
+
+
+def test_an_extra_seed_equal_to_the_runs_own_is_refused(demo):
+    cfg = copy.deepcopy(demo)
+    cfg["experiments"]["finetune"] = [{"task": "viggo", "models": ["smollm2-135m"], "methods": ["lora"],
+                                       "seeds": [7, cfg["seed"]]}]
+    with pytest.raises(ConfigError, match=r"experiments.finetune\[0\].seeds lists 42, the seed its runs already train"):
+        tb_config.validate(cfg)
+
+
 def test_resources_by_size_and_method(repo_root):
     cfg = tb_config.load(repo_root / "config" / "config.yaml")
     full70 = tb_config.resources(cfg, "train", "llama2-70b", "full")

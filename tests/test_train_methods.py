@@ -53,6 +53,31 @@ def test_lora_two_steps(tokenizer_dir, tmp_path):
     assert (out / "checkpoint" / "adapter_model.safetensors").is_file()
 
 
+def test_lora_frozen_weights_held_in_bfloat16_change_nothing_under_autocast(tokenizer_dir, tmp_path, monkeypatch):
+    """Autocast computes the base layers in bfloat16 either way: holding their frozen weights in bfloat16
+    (one cast at build time instead of one per forward) must give the very same steps."""
+    config = tiny_config(tokenizer_dir, training={"batch_size": 8, "dtype": "bfloat16_autocast"}, methods=["lora"])
+    data = write_data(tmp_path / "data", train=16)
+    train_in_process(config, "lora", tmp_path / "cast_once", data)
+    monkeypatch.setattr(methods, "frozen_linears_to", lambda model, dtype: None)
+    train_in_process(config, "lora", tmp_path / "cast_each_call", data)
+    losses = [[h["loss"] for h in read_history(tmp_path / name) if h["kind"] == "step"]
+              for name in ("cast_once", "cast_each_call")]
+    assert len(losses[0]) == 2 and losses[0] == losses[1]
+
+
+def test_frozen_linears_to_casts_only_the_frozen_base_layers(tokenizer_dir, tmp_path):
+    config = tiny_config(tokenizer_dir, training={"dtype": "bfloat16_autocast"}, methods=["lora"])
+    job = resolved(config, "lora", tmp_path / "out", write_data(tmp_path / "data", train=4))
+    model = methods.build(job, torch.device("cpu")).model
+    dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}  # adapters train in float32
+    adapted = [n for n in dtypes if n.endswith(("q_proj.base_layer.weight", "v_proj.base_layer.weight",
+                                                 "down_proj.base_layer.weight"))]
+    assert adapted and {dtypes[n] for n in adapted} == {torch.bfloat16}
+    assert all(d == torch.float32 for n, d in dtypes.items() if n not in adapted)  # embeddings, norms, other layers
+
+
 def test_qlora_two_steps_on_4bit_linear_layers(tokenizer_dir, tmp_path):
     import bitsandbytes as bnb
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -229,16 +229,26 @@ def check(config: Mapping) -> None:
                     raise ConfigError(
                         f"experiments.{kind}[{i}].models names {model!r}, which is not defined under models."
                     )
+    top_seed = config.get("seed", 42)
     for i, entry in enumerate(experiments.get("finetune", [])):
+        own_seed = _merge(config.get("training") or {}, entry.get("training") or {}).get("seed")
+        own_seed = top_seed if own_seed is None else own_seed
+        if own_seed in entry.get("seeds", []):
+            raise ConfigError(
+                f"experiments.finetune[{i}].seeds lists {own_seed}, the seed its runs already train with; "
+                "list only the extra seeds."
+            )
         for method in entry["methods"]:
-            run = run_name(method, entry.get("tag"))
-            for model in entry["models"]:
-                key = (entry["task"], model, run)
-                if key in seen:
-                    raise ConfigError(
-                        f"experiments.finetune[{i}] repeats run {entry['task']}/{model}/{run}; give one of them a tag."
-                    )
-                seen.add(key)
+            primary = run_name(method, entry.get("tag"))
+            for run in [primary] + [seed_run_name(primary, seed) for seed in entry.get("seeds", [])]:
+                for model in entry["models"]:
+                    key = (entry["task"], model, run)
+                    if key in seen:
+                        raise ConfigError(
+                            f"experiments.finetune[{i}] repeats run {entry['task']}/{model}/{run}; "
+                            "give one of them a tag."
+                        )
+                    seen.add(key)
         if entry.get("task") == "mathqa" and entry.get("evaluate", True):
             raise ConfigError(f"experiments.finetune[{i}] evaluates mathqa, which has no scorer; set evaluate: false.")
     for i, entry in enumerate(experiments.get("finetune", [])):
@@ -255,6 +265,10 @@ def check(config: Mapping) -> None:
 
 def run_name(method: str, tag: str | None) -> str:
     return f"{method}-{tag}" if tag else method
+
+
+def seed_run_name(run: str, seed: int) -> str:
+    return f"{run}-seed{seed}"
 
 
 def data_mirror(config: Mapping) -> Path | None:
@@ -281,6 +295,7 @@ class FinetuneRun:
     training: dict
     evaluate: bool
     init_from: tuple[str, str] | None = None  # (task, run) of the first stage, same model
+    replicate_of: str | None = None  # the run this one repeats with another training seed
 
     @property
     def stage(self) -> str:
@@ -303,24 +318,29 @@ class BaselineRun:
 
 
 def finetune_runs(config: Mapping) -> list[FinetuneRun]:
+    """Every run of ``experiments.finetune``; an entry's extra ``seeds`` follow its own runs."""
     runs = []
     for entry in config["experiments"].get("finetune", []):
         training = _merge(config.get("training", {}), entry.get("training") or {})
         init = entry.get("init_from")
         for model in entry["models"]:
             for method in entry["methods"]:
-                runs.append(
-                    FinetuneRun(
-                        task=entry["task"],
-                        model=model,
-                        method=method,
-                        run=run_name(method, entry.get("tag")),
-                        format=entry.get("format", "special_tokens"),
-                        training=training,
-                        evaluate=entry.get("evaluate", True),
-                        init_from=(init["task"], run_name(method, init.get("tag"))) if init else None,
-                    )
+                run = FinetuneRun(
+                    task=entry["task"],
+                    model=model,
+                    method=method,
+                    run=run_name(method, entry.get("tag")),
+                    format=entry.get("format", "special_tokens"),
+                    training=training,
+                    evaluate=entry.get("evaluate", True),
+                    init_from=(init["task"], run_name(method, init.get("tag"))) if init else None,
                 )
+                runs.append(run)
+                for seed in entry.get("seeds", []):
+                    runs.append(
+                        replace(run, run=seed_run_name(run.run, seed), training={**training, "seed": seed},
+                                replicate_of=run.run)
+                    )
     return runs
 
 

@@ -6,6 +6,11 @@ files are joined by row id (rows either run could not score are left out), and t
 gets a paired bootstrap interval. The label follows from the interval: *reproduced* when it lies
 above zero, *contradicted* when below, *undecided* when it holds zero. A claim none of whose runs
 this configuration makes is one row labelled *not run*, so a missing run never reads as a verdict.
+
+A bootstrap over test rows says nothing of training variance. Where the ``better`` run was also
+trained with more seeds (``experiments.finetune[].seeds``), each seed's run is compared with the same
+``than`` run on the same rows, and the lowest and highest mean difference over all its seeds are
+reported beside the interval; the label still comes from the interval of the primary run.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from ..errors import DataError
 LABELS = ("reproduced", "contradicted", "undecided", "not run")
 COLUMNS = [
     "claim", "statement", "source", "published", "task", "metric", "model", "size", "better_run", "than_run",
-    "n", "better_value", "than_value", "difference", "ci_low", "ci_high", "label",
+    "n", "better_value", "than_value", "difference", "ci_low", "ci_high", "label", "seeds", "seed_low", "seed_high",
 ]
 SELECTOR_KEYS = ("stage", "method", "format", "variant")
 
@@ -40,12 +45,12 @@ def evaluated_runs(config: Mapping) -> list[dict]:
     """Every evaluated run of the config with the attributes a claim selects on."""
     runs = [
         {"task": run.task, "model": run.model, "run": run.run, "stage": run.stage, "method": run.method,
-         "format": run.format, "variant": None}
+         "format": run.format, "variant": None, "replicate_of": run.replicate_of}
         for run in tb_config.finetune_runs(config) if run.evaluate
     ]
     runs += [
         {"task": run.task, "model": run.model, "run": run.run, "stage": "baseline", "method": None,
-         "format": None, "variant": run.variant}
+         "format": None, "variant": run.variant, "replicate_of": None}
         for run in tb_config.baseline_runs(config)
     ]
     return runs
@@ -56,8 +61,10 @@ def _matches(run: Mapping, selector: Mapping) -> bool:
 
 
 def pairs(claim: Mapping, runs: list[dict]) -> list[tuple[dict, dict, str]]:
-    """``(better, than, metric)`` for every pair of runs the claim compares, in config order."""
+    """``(better, than, metric)`` for every pair of runs the claim compares, in config order (seed
+    replicates are not paired themselves: they widen their primary run's row)."""
     found = []
+    runs = [run for run in runs if not run["replicate_of"]]
     claim_tasks = tb_config.SCORED_TASKS if claim["task"] == "any" else (claim["task"],)
     for task in claim_tasks:
         metric = tb_tasks.get(task).primary_metric if claim["metric"] == "primary" else claim["metric"]
@@ -113,22 +120,42 @@ def decide(config: Mapping, results: Path, claims: Iterable[Mapping] | None = No
             continue
         for better, than, metric in compared:
             task, model = better["task"], better["model"]
-            scored = [verdicts(results / "eval" / task / model / run["run"] / "predictions.jsonl", metric)
-                      for run in (better, than)]
+            scored = [verdicts(_predictions(results, run), metric) for run in (better, than)]
             shared = sorted(set(scored[0]) & set(scored[1]))
             a = [scored[0][row] for row in shared]
             b = [scored[1][row] for row in shared]
             difference, low, high = stats.paired_bootstrap(
                 a, b, samples=evaluation["bootstrap_samples"], confidence=evaluation["confidence"], seed=config["seed"]
             )
+            seed_runs = replicates(better, runs)
+            over_seeds = [difference] + [
+                _mean_difference(verdicts(_predictions(results, replicate), metric), scored[1]) for replicate in seed_runs
+            ]
+            over_seeds = [value for value in over_seeds if value is not None]
             rows.append({
                 "claim": claim["id"], **about, "task": task, "metric": metric, "model": model,
                 "size": config["models"][model]["size"], "better_run": better["run"], "than_run": than["run"],
                 "n": len(shared), "better_value": sum(a) / len(a) if a else None,
                 "than_value": sum(b) / len(b) if b else None, "difference": difference,
-                "ci_low": low, "ci_high": high, "label": label(low, high),
+                "ci_low": low, "ci_high": high, "label": label(low, high), "seeds": 1 + len(seed_runs),
+                "seed_low": min(over_seeds, default=None), "seed_high": max(over_seeds, default=None),
             })
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def replicates(run: Mapping, runs: list[dict]) -> list[dict]:
+    """The runs that repeat ``run`` with other training seeds."""
+    return [other for other in runs
+            if other["replicate_of"] == run["run"] and (other["task"], other["model"]) == (run["task"], run["model"])]
+
+
+def _predictions(results: Path, run: Mapping) -> Path:
+    return results / "eval" / run["task"] / run["model"] / run["run"] / "predictions.jsonl"
+
+
+def _mean_difference(better: Mapping[str, float], than: Mapping[str, float]) -> float | None:
+    shared = sorted(set(better) & set(than))
+    return sum(better[row] - than[row] for row in shared) / len(shared) if shared else None
 
 
 def counts(claims: pd.DataFrame) -> dict[str, int]:
@@ -143,7 +170,7 @@ def prediction_files(config: Mapping) -> list[str]:
     needed: set[tuple[str, str, str]] = set()
     for claim in load_claims():
         for better, than, _ in pairs(claim, runs):
-            needed |= {(run["task"], run["model"], run["run"]) for run in (better, than)}
+            needed |= {(run["task"], run["model"], run["run"]) for run in (better, than, *replicates(better, runs))}
     return [f"results/eval/{task}/{model}/{run}/predictions.jsonl" for task, model, run in sorted(needed)]
 
 

@@ -374,6 +374,25 @@ def claims_headline(claims: pd.DataFrame | None) -> str:
     return text + "."
 
 
+def seeds_tex(claims: pd.DataFrame) -> str:
+    """A sentence per comparison whose fine-tuned run was trained with several seeds: the spread over seeds
+    set against the bootstrap interval over test rows."""
+    if "seeds" not in claims:
+        return ""
+    shown = claims[(claims["seeds"].fillna(1) > 1) & claims["seed_low"].notna()]
+    sentences = [
+        f"{tex(labels.task(row['task']))} {tex(row['better_run'])} against {tex(row['than_run'])} was trained with "
+        f"{row['seeds']:.0f} seeds: its difference ranges from {row['seed_low'] * 100:.1f} to "
+        f"{row['seed_high'] * 100:.1f} points over seeds, against a bootstrap interval of "
+        f"[{row['ci_low'] * 100:.1f}, {row['ci_high'] * 100:.1f}] over test rows for the first seed."
+        for _, row in shown.drop_duplicates(["task", "model", "better_run", "than_run"]).iterrows()
+    ]
+    if not sentences:
+        return ""
+    return ("\n" + " ".join(sentences) + " A bootstrap over test rows holds the trained weights fixed, so only the "
+            "spread over seeds shows how much of a difference training variance alone can move.\n")
+
+
 def claims_tex(claims: pd.DataFrame | None) -> str:
     if claims is None or claims.empty:
         return "This configuration makes no pair of runs that a claim of the studies compares.\n"
@@ -389,6 +408,7 @@ def claims_tex(claims: pd.DataFrame | None) -> str:
         text += (f"; the widest undecided interval spans {widest:.1f} points, so those test sets are too small (or "
                  "the effect too weak at this model size) to tell")
     text += ". Table~\\ref{tab:claims} lists every comparison and Figure~\\ref{fig:claims} draws them.\n"
+    text += seeds_tex(claims)
     table = tb_tables.claims_table(claims)
     return (text + _figure("claims", "The studies' claims on these runs: paired difference on the same test rows with "
                            "its bootstrap interval, coloured by verdict.", "claims")

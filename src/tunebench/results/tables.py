@@ -310,28 +310,37 @@ def claims_table(claims: pd.DataFrame) -> Table:
 
     The published figure behind each claim stays in the CSV; the printed table keeps to what fits a page.
     """
-    header = ["Claim", "Size", "Compared on", "n", "Difference (points)", "Verdict"]
+    # The spread over training seeds shows only where some run was trained with more than one seed.
+    with_seeds = "seeds" in claims and bool((claims["seeds"].fillna(1) > 1).any())
+    header = ["Claim", "Size", "Compared on", "n", "Difference (points)", *(["Over seeds"] if with_seeds else []),
+              "Verdict"]
     rows, data = [], []
     for _, row in claims.iterrows():
         ran = row["label"] != "not run"
         compared = f"{labels.task(row['task'])}: {row['better_run']} vs {row['than_run']}" if ran else "–"
         interval = (f"{signed(row['difference'] * 100)} [{signed(row['ci_low'] * 100)}, {signed(row['ci_high'] * 100)}]"
                     if ran and row["n"] else "–")
+        seeds = (f"{row['seeds']:.0f}: {signed(row['seed_low'] * 100)} to {signed(row['seed_high'] * 100)}"
+                 if ran and row["seeds"] > 1 and pd.notna(row["seed_low"]) else "–")
         rows.append([row["statement"], str(row["size"]) if ran else "–", compared, f"{row['n']:.0f}" if ran else "–",
-                     interval, row["label"]])
+                     interval, *([seeds] if with_seeds else []), row["label"]])
+        shown = ("difference", "ci_low", "ci_high", *(("seed_low", "seed_high") if with_seeds else ()))
         data.append({key: row[key] for key in ("claim", "task", "metric", "model", "size", "better_run", "than_run",
-                                               "n", "label", "published")}
-                    | {key: round(row[key] * 100, 1) if ran and pd.notna(row[key]) else math.nan
-                       for key in ("difference", "ci_low", "ci_high")})
+                                               "n", "label", "published", *(("seeds",) if with_seeds else ()))}
+                    | {key: round(row[key] * 100, 1) if ran and pd.notna(row[key]) else math.nan for key in shown})
+    caption = ("The case studies' claims on these runs: the mean paired difference on the same test rows, in "
+               "points, with its paired bootstrap interval; reproduced when the interval lies above zero, "
+               "contradicted when below, undecided when it holds zero.")
+    if with_seeds:
+        caption += (" Over seeds: how many training seeds the first run was trained with, and the lowest and highest "
+                    "mean difference among them (training variance, which the interval over test rows does not show).")
     return Table(
         name="claims",
-        caption=("The case studies' claims on these runs: the mean paired difference on the same test rows, in "
-                 "points, with its paired bootstrap interval; reproduced when the interval lies above zero, "
-                 "contradicted when below, undecided when it holds zero."),
+        caption=caption,
         data=pd.DataFrame(data),
         header=header,
         rows=rows,
-        numeric=[False, False, False, True, True, False],
+        numeric=[False, False, False, True, True, *([True] if with_seeds else []), False],
     )
 
 

@@ -185,10 +185,16 @@ class Trainer:
         return batching.collate(rows, self.tokenizer.pad_token_id, self.layout, self.pad_to)
 
     def nll(self, batch):
-        """(summed NLL, target count) of a collated batch."""
+        """(summed NLL, target count) of a collated batch.
+
+        Only positions with a target are projected onto the vocabulary (``logits_to_keep``): with the
+        prompt masked that skips a third to a half of the output layer and its softmax.
+        """
         device = self.accelerator.device
         inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batching.model_inputs(batch, self.layout).items()}
-        return batching.loss_sums(self.model(**inputs).logits, batch["labels"].to(device))
+        labels = batch["labels"].to(device)
+        targets = labels != batching.IGNORE
+        return batching.loss_sums(self.model(**inputs, logits_to_keep=targets).logits, labels[targets])
 
     def step(self, batches, step: int) -> dict:
         """One optimizer step; returns its summed NLL, targets and real tokens over all processes."""
