@@ -165,7 +165,7 @@ def test_mirror_env_wins_and_bad_path_is_one_sentence(monkeypatch, tmp_path):
 
 def test_experiment_overrides_only_what_they_name(repo_root):
     cfg = tb_config.load(repo_root / "config" / "demo.yaml")
-    run = tb_config.find_finetune(cfg, "viggo", "smollm2-135m", "full")
+    run = tb_config.find_finetune(cfg, "viggo", "smollm2-135m", "qlora")
     assert run.training["epochs"] == 1  # the override
     assert cfg["training"]["epochs"] == 2 != 10  # the top level differs from the schema default ...
     assert run.training["batch_size"] == cfg["training"]["batch_size"] == 2  # ... and is kept where not overridden

@@ -98,3 +98,12 @@ def test_training_holds_4bit_layers_to_the_path_that_passes_gradients(tokenizer_
     model(input_ids=ids, labels=ids).loss.backward()
     assert seen["input"].grad is not None and seen["input"].grad.abs().sum() > 0
     assert hardware.describe_run(model)["bnb_4bit_kernel_used"] == "portable"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's rule; a GPU decodes in its training dtype")
+@pytest.mark.parametrize("flags", [{"avx2", "avx512f", "avx512_bf16"}, {"avx2", "amx_bf16"}, {"avx2", "avx512f"}, set()])
+def test_decoding_holds_weights_in_bfloat16_exactly_where_the_cpu_computes_in_it(flags, monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
+    has_bf16 = bool({"avx512_bf16", "amx_bf16"} & flags)
+    assert models.inference_dtype({"training": {"dtype": "auto"}}) == (torch.bfloat16 if has_bf16 else torch.float32)
+    assert models.inference_dtype({"training": {"dtype": "float32"}}) == torch.float32  # always a choice

@@ -12,7 +12,8 @@ Comparisons (every one uses the code the workflow runs):
 ``precision``  float32 against bfloat16 autocast for LoRA, QLoRA and full fine-tuning (one process,
                no ZeRO): tokens/s and validation perplexity after the same steps
 ``generation`` the batch-invariant decoder at batch 1, 8, 16 and 32 in float32 and bfloat16, and
-               transformers' ``generate``: examples/s, tokens/s, share of outputs identical to batch 1
+               transformers' ``generate``: examples/s, tokens/s, share of outputs identical to batch 1;
+               validation perplexity with the weights in float32 and in bfloat16
 ``sql``        the SQLite test-suite scorer against sqlglot's Python executor: examples/s, agreement
 ``data``       generated multiplication rows/s and the prepare time of every task
 ``ceiling``    this CPU's matmul rate in float32 and bfloat16, which the training rates are set against
@@ -198,7 +199,9 @@ def generation(config: Mapping, data_dirs: Mapping[str, Path], size: Size) -> li
     float32 at the same batch) and engine (transformers' generate against the batch-invariant decoder)."""
     from .generate import generate
 
-    model, tokenizer = models.load_for_inference(config, MODEL, role="chat")
+    # Loaded in float32 (the bfloat16 variants cast down from it), whatever this CPU's default is.
+    as_float32 = {**config, "training": {**config["training"], "dtype": "float32"}}
+    model, tokenizer = models.load_for_inference(as_float32, MODEL, role="chat")
     task = tasks.get("viggo")
     test = data.read_split(data_dirs["viggo"], "test")[: size.prompts]
     prompts = [batching.encode_prompt(tokenizer, formats.render_prompt("instruction", task, row, tokenizer))
@@ -229,6 +232,20 @@ def generation(config: Mapping, data_dirs: Mapping[str, Path], size: Size) -> li
              for b in size.batch_sizes for dtype in ("float32", "bfloat16")]
     rows += [row("decoder", f"batch {largest} float32", name, ("float32", largest, name), ("float32", largest, "batch_invariant"))
              for name in ("batch_invariant", "generate")]
+    return rows
+
+
+def decoding_perplexity(config: Mapping, data_dirs: Mapping[str, Path], work: Path) -> list[dict]:
+    """Validation perplexity of the untrained model (every token a target) with its weights in float32
+    and in bfloat16: what holding the weights in bfloat16 for decoding costs in quality."""
+    trainer = _trainer(config, "viggo", "full", data_dirs["viggo"], work / "decoding-perplexity", dtype="float32",
+                       batching="packing", max_length=512, batch_size=2, loss_on="all")
+    rows = []
+    for dtype in ("float32", "bfloat16"):
+        trainer.model.to(models.DTYPES[dtype])
+        perplexity = trainer.validate()[1]
+        rows.append({"comparison": "decoding precision", "case": "validation perplexity", "variant": dtype,
+                     "metric": "perplexity", "median": perplexity, "low": perplexity, "high": perplexity})
     return rows
 
 
@@ -362,7 +379,7 @@ def run(out_dir: Path, quick: bool = False, threads: int = 1, report: Callable[[
         steps = [("ceiling", lambda: matmul_ceiling(size)),
                  ("training", lambda: training(config, data_dirs, size, work)),
                  ("precision", lambda: precision(config, data_dirs, size, work)),
-                 ("generation", lambda: generation(config, data_dirs, size)),
+                 ("generation", lambda: generation(config, data_dirs, size) + decoding_perplexity(config, data_dirs, work)),
                  ("sql", lambda: sql_scoring(config, data_dirs, size)),
                  ("data", lambda: data_preparation(config, size))]
         for name, action in steps:

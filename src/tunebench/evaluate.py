@@ -249,7 +249,8 @@ def evaluate(
         model, tokenizer, prompts, max_new_tokens=limit, batch_size=batch_size, stop_strings=formats.stop_strings(spec.format, tokenizer),
         progress=lambda done: report(f"generated {done}/{len(rows)}"), decoder=path,
     )
-    report(f"generated {throughput.generated_tokens} tokens in {throughput.wall_time_s:.1f} s "
+    report(f"generated {throughput.generated_tokens} tokens in {throughput.wall_time_s:.1f} s, weights in "
+           f"{str(next(model.parameters()).dtype).removeprefix('torch.')} "
            f"({throughput.prompt_tokens_computed} of {throughput.prompt_tokens} prompt tokens computed, the rest shared)")
     began = time.perf_counter()
     records = score_rows(spec, rows, generations, options)
@@ -258,6 +259,7 @@ def evaluate(
     metrics = summary(spec, records, config, wall_time_s=throughput.wall_time_s, tokens_per_s=throughput.tokens_per_s,
                       batch_size=throughput.batch_size, limit=limit, device=device)
     metrics["hardware"] = hardware.describe_run(model)
+    metrics["hardware"]["weights_dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -252,8 +252,15 @@ def bnb_config(settings: Mapping[str, Any]):
 
 
 def inference_dtype(config: Mapping[str, Any]) -> torch.dtype:
-    """Weights dtype for decoding: training's, with ``auto`` resolved (decoding on a CPU stays float32)."""
-    return WEIGHT_DTYPES[hardware.training_dtype(config.get("training", {}).get("dtype", "auto"))]
+    """Weights dtype for decoding: training's, with ``auto`` resolved.
+
+    Where training autocasts to bfloat16 (a CPU with AVX512_BF16 or AMX), decoding holds the weights in
+    bfloat16 outright: on such a CPU that decodes about twice as fast as float32 (``tunebench bench``,
+    "decoding precision"), and SmolLM2's validation perplexity moves by under 0.3 %. Greedy outputs are
+    not all identical to float32's, so the dtype is recorded with every evaluation.
+    """
+    resolved = hardware.training_dtype(config.get("training", {}).get("dtype", "auto"))
+    return torch.bfloat16 if resolved == "bfloat16_autocast" else WEIGHT_DTYPES[resolved]
 
 
 def model_source(config: Mapping[str, Any], model_name: str, role: str) -> dict:
