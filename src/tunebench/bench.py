@@ -56,8 +56,8 @@ class Size:
     matmul: int
 
 
-# Sized to finish in about a quarter of an hour on two cores.
-FULL = Size(repeats=2, train_steps=3, train_rows=64, prompts=32, new_tokens=16, batch_sizes=(1, 8, 16, 32),
+# Sized to finish within a quarter of an hour on two cores.
+FULL = Size(repeats=2, train_steps=2, train_rows=64, prompts=32, new_tokens=16, batch_sizes=(1, 8, 16, 32),
             sql_rows=60, data_rows=20_000, matmul=1024)
 QUICK = Size(repeats=1, train_steps=1, train_rows=16, prompts=4, new_tokens=4, batch_sizes=(1, 4),
              sql_rows=6, data_rows=500, matmul=256)
@@ -366,9 +366,11 @@ def figure(table: pd.DataFrame, out: Path) -> None:
     plt.close(fig)
 
 
-def run(out_dir: Path, quick: bool = False, threads: int = 1, report: Callable[[str], None] = print) -> pd.DataFrame:
+def run(out_dir: Path, quick: bool = False, threads: int | None = None, report: Callable[[str], None] = print) -> pd.DataFrame:
     """Every comparison; writes one CSV per comparison, ratios.csv and bench.png under ``out_dir``."""
     size = QUICK if quick else FULL
+    threads = threads or torch.get_num_threads()
+    report(f"bench: {threads} torch thread{'s' if threads > 1 else ''}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = bench_config(size)
