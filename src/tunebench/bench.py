@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from . import config as tb_config
-from . import data, formats, models, tasks
+from . import data, dataset, formats, models, tasks
 from .train import batching
 
 MODEL = "smollm2-135m"
@@ -94,9 +94,9 @@ def prepare_data(config: Mapping, tasks_needed, root: Path) -> dict[str, Path]:
     """Prepared splits of ``tasks_needed`` under ``root`` (through the data stage's own code)."""
     found = {}
     for task in tasks_needed:
-        prepared, manifest = data.prepare(task, config)
+        prepared, manifest = dataset.prepare(task, config)
         directory = root / task
-        data.write(directory, prepared, manifest)
+        dataset.write(directory, prepared, manifest)
         found[task] = directory
     return found
 
@@ -195,7 +195,7 @@ def generation(config: Mapping, data_dirs: Mapping[str, Path], size: Size) -> li
     model, tokenizer = models.load_for_inference(config, MODEL, role="chat")
     task = tasks.get("viggo")
     test = data.read_split(data_dirs["viggo"], "test")[: size.prompts]
-    prompts = [batching.encode_prompt(tokenizer, formats.render_prompt("instruction", task, row, tokenizer))
+    prompts = [formats.encode_prompt(tokenizer, formats.render_prompt("instruction", task, row, tokenizer))
                for row in test]
     largest = size.batch_sizes[-1]
     variants = [(d, b, "batch_invariant") for d in ("float32", "bfloat16") for b in size.batch_sizes]
@@ -266,7 +266,7 @@ def data_preparation(config: Mapping, size: Size) -> list[dict]:
     rows.append({"comparison": "data", "case": "multiplication 4 × 4", "variant": "generate", "metric": "rows/s",
                  **_summary(rates)})
     for task in tasks.NAMES:
-        seconds = [_timed(lambda: data.prepare(task, config))[0] for _ in range(size.repeats)]
+        seconds = [_timed(lambda: dataset.prepare(task, config))[0] for _ in range(size.repeats)]
         rows.append({"comparison": "data", "case": task, "variant": "prepare", "metric": "seconds", **_summary(seconds)})
     return rows
 

@@ -287,6 +287,10 @@ class FinetuneRun:
         return "two_stage" if self.init_from else "finetuned"
 
 
+#: The ``method`` of prompted baselines in metrics.json and results/metrics.csv.
+PROMPTED = "prompted"
+
+
 @dataclass(frozen=True)
 class BaselineRun:
     """A chat model prompted on a task with one prompt variant."""

@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from . import config as tb_config
-from . import data, formats, hardware, scoring, stats, tasks
+from . import data, formats, hardware, io, scoring, stats, tasks
 from . import settings as tb_settings
 from .errors import ConfigError, DataError, UserError
 from .generate import Generation, generate
 
-#: The ``method`` of prompted baselines in metrics.json (the same word results/metrics.csv uses).
-PROMPTED = "prompted"
 #: Prompt format of the baselines: the chat model's own template.
 BASELINE_FORMAT = "chat"
 
@@ -53,7 +51,7 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str) -> RunSp
         if found.variant not in tasks.get(task).baseline_variants:
             known = ", ".join(tasks.get(task).baseline_variants)
             raise ConfigError(f"experiments.baselines asks for {task} variant {found.variant!r}, which the task does not offer ({known}).")
-        return RunSpec(task, model, run, PROMPTED, "baseline", BASELINE_FORMAT, found.variant)
+        return RunSpec(task, model, run, tb_config.PROMPTED, "baseline", BASELINE_FORMAT, found.variant)
     found = tb_config.find_finetune(config, task, model, run)
     if not found.evaluate:
         raise ConfigError(f"experiments.finetune sets evaluate: false for {task}/{model}/{run}, so it has nothing to evaluate.")
@@ -182,11 +180,7 @@ def summary(spec: RunSpec, records: Sequence[Mapping[str, Any]], config: Mapping
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tb_settings.write_atomic(path, text.encode("utf-8"))
-
-
-def load_model(config: Mapping[str, Any], spec: RunSpec, train_dir: Path | None):
+def load_run_model(config: Mapping[str, Any], spec: RunSpec, train_dir: Path | None):
     """``(model, tokenizer)`` of the run: the chat source for a baseline, the selected checkpoint otherwise."""
     from . import models
 
@@ -227,12 +221,10 @@ def evaluate(
     options = config.get("evaluation", {})
     rows = test_rows(config, task, data_dir)
     train = data.read_split(data_dir, "train") if spec.is_baseline else []
-    model, tokenizer = loaded if loaded is not None else load_model(config, spec, train_dir)
-
-    from .train.batching import encode_prompt
+    model, tokenizer = loaded if loaded is not None else load_run_model(config, spec, train_dir)
 
     texts = prompt_texts(spec, rows, tokenizer, train, options)
-    prompts = [encode_prompt(tokenizer, text) for text in texts]
+    prompts = [formats.encode_prompt(tokenizer, text) for text in texts]
     limit = max_new_tokens(config, task)
     context = _context_length(model)
     too_long = sum(len(p) + limit > context for p in prompts) if context else 0
@@ -261,7 +253,7 @@ def evaluate(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    io.write_jsonl(out_dir / "predictions.jsonl", records)
     # metrics.json last: it is the file downstream rules wait for.
-    _write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    io.write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -17,8 +17,6 @@ from . import claims as tb_claims
 #: Display order of methods and stages everywhere (tables, figures, paper).
 METHODS = ("full", "lora", "qlora")
 STAGES = ("baseline", "finetuned", "two_stage")
-#: The ``method`` column of prompted-baseline rows in ``results/metrics.csv``.
-PROMPTED = "prompted"
 
 
 @dataclass(frozen=True)

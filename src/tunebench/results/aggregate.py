@@ -20,10 +20,11 @@ from typing import Mapping
 import pandas as pd
 
 from .. import config as tb_config
+from .. import io
 from .. import settings as tb_settings
 from .. import tasks as tb_tasks
 from ..errors import DataError
-from . import PROMPTED, STAGES
+from . import STAGES
 
 METRIC_COLUMNS = [
     "task", "model", "size", "params_b", "method", "run", "stage", "format", "variant", "init_from",
@@ -166,16 +167,9 @@ def read_history(path: Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"{path} is missing; run the train step for it first.")
     lines = []
-    for number_, text in enumerate(path.read_text().splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            line = json.loads(text)
-        except ValueError:  # not JSON, or an integer beyond the 4,300-digit conversion limit
-            raise DataError(f"{path} line {number_} is not valid JSON or holds a number too long to read; "
-                            f"delete the run directory and {_RERUN}.") from None
+    for number, line in io.read_jsonl(path, f"delete the run directory and {_RERUN}"):
         if not isinstance(line, dict) or line.get("kind") not in ("step", "epoch"):
-            raise DataError(f"{path} line {number_} must be an object whose kind is step or epoch; delete the run directory and {_RERUN}.")
+            raise DataError(f"{path} line {number} must be an object whose kind is step or epoch; delete the run directory and {_RERUN}.")
         lines.append(line)
     return lines
 
@@ -197,7 +191,7 @@ def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
         return records[key]
 
     for run in tb_config.baseline_runs(config):
-        base = {"task": run.task, **_model_columns(config, run.model), "method": PROMPTED, "run": run.run,
+        base = {"task": run.task, **_model_columns(config, run.model), "method": tb_config.PROMPTED, "run": run.run,
                 "stage": "baseline", "format": "chat", "variant": run.variant, "init_from": ""}
         rows += [{**base, **row} for row in _eval_rows(config, run, results)]
     for run in tb_config.finetune_runs(config):
@@ -253,7 +247,7 @@ def sort_runs(frame: pd.DataFrame) -> pd.DataFrame:
         "task": frame["task"].map({t: i for i, t in enumerate(tb_config.SCORED_TASKS)}),
         "params_b": frame["params_b"],
         "stage": frame["stage"].map({s: i for i, s in enumerate(STAGES)}),
-        "method": frame["method"].map({m: i for i, m in enumerate((PROMPTED, "full", "lora", "qlora"))}),
+        "method": frame["method"].map({m: i for i, m in enumerate((tb_config.PROMPTED, "full", "lora", "qlora"))}),
         "run": frame["run"],
         "position": range(len(frame)),
     })

@@ -23,8 +23,7 @@ from typing import Any, Mapping
 import torch
 from tqdm.auto import tqdm
 
-from .. import hardware, tasks
-from ..tasks.base import iter_jsonl
+from .. import data, hardware, tasks
 from . import batching, methods
 from .checkpoint import ResumeDir
 from .job import fingerprint, layout
@@ -118,10 +117,6 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
-def _read_split(job, split: str) -> list[dict]:
-    return list(iter_jsonl(Path(job["data"][split]["path"])))
-
-
 def judge_epoch(best: float | None, stale: int, perplexity: float, patience: int | None) -> tuple[bool, int, bool]:
     """(improved, epochs without improvement, stop early) after an epoch; only a strictly lower
     validation perplexity counts as an improvement."""
@@ -157,7 +152,7 @@ class Trainer:
         self.examples, self.stats = {}, {}
         for split in ("train", "validation"):
             self.examples[split], self.stats[split] = batching.encode_rows(
-                self.tokenizer, job["format"], task, _read_split(job, split), training["loss_on"],
+                self.tokenizer, job["format"], task, data.read_rows(job["data"][split]["path"]), training["loss_on"],
                 training["max_length"], job["data"][split]["path"])
         self.plans = {e: epoch_batches(self.examples["train"], e, training) for e in range(1, training["epochs"] + 1)}
         total_steps = sum(steps_in(b, self.world, self.accum) for b in self.plans.values())
