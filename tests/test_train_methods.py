@@ -142,8 +142,8 @@ def test_full_relaunches_through_accelerate_with_the_named_files(tokenizer_dir, 
     config = tiny_config(tokenizer_dir, methods=["full", "lora"])
     data = write_data(tmp_path / "data")
     job = resolved(config, "full", tmp_path / "full", data)
-    assert job["launch"] and job["processes"] == 2
-    assert not resolved(config, "lora", tmp_path / "lora", data)["launch"]
+    assert job.launch and job.processes == 2
+    assert not resolved(config, "lora", tmp_path / "lora", data).launch
     args = train_command.argparse.Namespace(config=[tmp_path / "c.yaml"], task="multiplication", model="tiny", run="full")
     command = train_command.launch_command(job, args, tmp_path / "full", data)
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
@@ -169,7 +169,7 @@ def test_two_stage_run_starts_from_the_first_stages_selected_checkpoint(tokenize
 
     train_in_process(config, "lora", results / "mathqa" / "tiny" / "lora", data, task="mathqa")
     job = resolved(config, "lora-two_stage", second, data, task="gsm8k")
-    assert job["stage"] == "two_stage" and job["init_checkpoint"] == str(results / "mathqa" / "tiny" / "lora" / "checkpoint")
+    assert job.stage == "two_stage" and job.init_checkpoint == str(results / "mathqa" / "tiny" / "lora" / "checkpoint")
     first = load_file(results / "mathqa" / "tiny" / "lora" / "checkpoint" / "adapter_model.safetensors")
     built = methods.build(job, torch.device("cpu"))
     start = {name: p.detach() for name, p in built.model.named_parameters() if p.requires_grad}

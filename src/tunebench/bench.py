@@ -21,6 +21,7 @@ Comparisons (every one uses the code the workflow runs):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -114,7 +115,7 @@ def _trainer(config: Mapping, task: str, method: str, data_dir: Path, out: Path,
     settings = tb_config.validate(settings)
     AcceleratorState._reset_state(True)
     job = tb_job.resolve(settings, task, MODEL, method, out, data_dir)
-    job["launch"] = False  # one process: the bench compares kernels, not launchers
+    job = dataclasses.replace(job, launch=False)  # one process: the bench compares kernels, not launchers
     return loop.Trainer(job)
 
 

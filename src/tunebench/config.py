@@ -308,9 +308,9 @@ class BaselineRun:
 
 def finetune_runs(config: Mapping) -> list[FinetuneRun]:
     runs = []
-    for entry in config["experiments"].get("finetune", []):
-        training = _merge(config.get("training", {}), entry.get("training") or {})
-        init = entry.get("init_from")
+    for entry in config["experiments"]["finetune"]:
+        training = _merge(config["training"], entry.get("training") or {})
+        init = entry["init_from"]
         for model in entry["models"]:
             for method in entry["methods"]:
                 runs.append(
@@ -318,10 +318,10 @@ def finetune_runs(config: Mapping) -> list[FinetuneRun]:
                         task=entry["task"],
                         model=model,
                         method=method,
-                        run=run_name(method, entry.get("tag")),
-                        format=entry.get("format", "special_tokens"),
+                        run=run_name(method, entry["tag"]),
+                        format=entry["format"],
                         training=training,
-                        evaluate=entry.get("evaluate", True),
+                        evaluate=entry["evaluate"],
                         init_from=(init["task"], run_name(method, init.get("tag"))) if init else None,
                     )
                 )
@@ -331,9 +331,9 @@ def finetune_runs(config: Mapping) -> list[FinetuneRun]:
 def baseline_runs(config: Mapping) -> list[BaselineRun]:
     return [
         BaselineRun(task=entry["task"], model=model, variant=variant)
-        for entry in config["experiments"].get("baselines", [])
+        for entry in config["experiments"]["baselines"]
         for model in entry["models"]
-        for variant in entry.get("variants", ["default"])
+        for variant in entry["variants"]
     ]
 
 
@@ -368,8 +368,8 @@ def resources(config: Mapping, kind: str, model: str, method: str | None = None)
     per node. The process counts are derived here and nowhere else: ``processes_per_node`` (the
     row's ``processes``, else one per GPU, else 1) and ``processes`` (all nodes together).
     """
-    table = config.get("resources", {})
-    merged = dict(table.get("default", {}))
+    table = config["resources"]
+    merged = dict(table["default"])
     size = config["models"][model].get("resources_size") or config["models"][model]["size"]
     row = table.get(kind, {}).get(size, {})
     if kind == "train":

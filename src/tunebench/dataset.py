@@ -52,15 +52,15 @@ def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, 
     ``overrides`` replace keys of ``tasks.<task_name>`` (the CLI's ``--rows``/``--digits``).
     """
     task = tasks.get(task_name)
-    seed = config.get("seed", 42) if seed is None else seed
-    options = dict(config.get("tasks", {}).get(task_name, {}), **overrides)
+    seed = config["seed"] if seed is None else seed
+    options = dict(config["tasks"][task_name], **overrides)
     mirror = tb_config.data_mirror(config)
     prepared = task.prepare(options, mirror, seed)
-    max_bad = config.get("data", {}).get("max_bad_fraction", 0.01)
+    max_bad = config["data"]["max_bad_fraction"]
     check_bad_rows(task_name, prepared, max_bad)
     check_not_empty(task, prepared)
 
-    limit = options.get("limit") or {}
+    limit = options["limit"]
     full_sizes = {split: len(prepared.splits.get(split, [])) for split in data.SPLITS}
     prepared.splits = {
         split: data.limit_rows(prepared.splits.get(split, []), limit.get(split), seed, task_name, split) for split in data.SPLITS
@@ -71,7 +71,7 @@ def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, 
             raise DataError(f"{task_name}: the {split} split repeats row ids; this is a bug in the task module.")
     # The digest of the settings actually used (command-line overrides included), as the workflow
     # computes it from the config: the data rule's stamp and param carry the same value.
-    effective = dict(config, seed=seed, tasks=dict(config.get("tasks") or {}, **{task_name: options}))
+    effective = dict(config, seed=seed, tasks=dict(config["tasks"], **{task_name: options}))
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "task": task_name,

@@ -65,15 +65,15 @@ def test_rows(config: Mapping[str, Any], task: str, data_dir: Path) -> list[dict
     limit and one prepared with it give the same subset.
     """
     rows = data.read_split(data_dir, "test")
-    limit = ((config.get("tasks", {}).get(task) or {}).get("limit") or {}).get("test")
-    rows = data.limit_rows(rows, limit, config.get("seed", 42), task, "test")
+    limit = config["tasks"][task]["limit"]["test"]
+    rows = data.limit_rows(rows, limit, config["seed"], task, "test")
     if not rows:
         raise DataError(f"{Path(data_dir) / 'test.jsonl'} has no rows; rebuild it with tunebench data {task}.")
     return rows
 
 
 def max_new_tokens(config: Mapping[str, Any], task: str) -> int:
-    return (config.get("evaluation", {}).get("max_new_tokens") or {}).get(task, tasks.get(task).max_new_tokens)
+    return config["evaluation"]["max_new_tokens"].get(task, tasks.get(task).max_new_tokens)
 
 
 def prompt_texts(spec: RunSpec, rows: Sequence[Mapping[str, Any]], tokenizer, train: Sequence[Mapping[str, Any]],
@@ -95,7 +95,7 @@ def decoder(config: Mapping[str, Any]) -> str:
     """The decoding path of ``evaluation.decoder``: ``auto`` is transformers' generate on a GPU, else batch-invariant."""
     import torch
 
-    chosen = config.get("evaluation", {}).get("decoder", "auto")
+    chosen = config["evaluation"]["decoder"]
     if chosen == "auto":
         return "generate" if torch.cuda.is_available() else "batch_invariant"
     return chosen
@@ -103,9 +103,9 @@ def decoder(config: Mapping[str, Any]) -> str:
 
 def eval_batch_size(config: Mapping[str, Any], model_name: str) -> int:
     """``evaluation.batch_sizes`` of the model's size label, else ``evaluation.batch_size``."""
-    evaluation = config.get("evaluation", {})
-    size = ((config.get("models") or {}).get(model_name) or {}).get("size")
-    return (evaluation.get("batch_sizes") or {}).get(size, evaluation.get("batch_size", 8))
+    evaluation = config["evaluation"]
+    size = config["models"][model_name]["size"]
+    return evaluation["batch_sizes"].get(size, evaluation["batch_size"])
 
 
 def devices(model) -> str:
@@ -148,7 +148,7 @@ def summary(spec: RunSpec, records: Sequence[Mapping[str, Any]], config: Mapping
             tokens_per_s: float, batch_size: int, limit: int, device: str) -> dict:
     """The metrics.json document of a run."""
     task = tasks.get(spec.task)
-    evaluation = config.get("evaluation", {})
+    evaluation = config["evaluation"]
     verdicts = [record["verdict"] for record in records]
     n = len(records)
     return {
@@ -164,9 +164,9 @@ def summary(spec: RunSpec, records: Sequence[Mapping[str, Any]], config: Mapping
         "metrics": stats.summarize(
             verdicts,
             task.metrics,
-            samples=evaluation.get("bootstrap_samples", 1000),
-            confidence=evaluation.get("confidence", 0.95),
-            seed=config.get("seed", 42),
+            samples=evaluation["bootstrap_samples"],
+            confidence=evaluation["confidence"],
+            seed=config["seed"],
         ),
         "prompt_tokens_mean": sum(r["prompt_tokens"] for r in records) / n,
         "generated_tokens_mean": sum(r["generated_tokens"] for r in records) / n,
@@ -218,7 +218,7 @@ def evaluate(
     if task not in scoring.TASKS:
         raise ConfigError(f"task {task!r} has no scorer; scored tasks are {', '.join(scoring.TASKS)}.")
     spec = resolve(config, task, model_name, run)
-    options = config.get("evaluation", {})
+    options = config["evaluation"]
     rows = test_rows(config, task, data_dir)
     train = data.read_split(data_dir, "train") if spec.is_baseline else []
     model, tokenizer = loaded if loaded is not None else load_run_model(config, spec, train_dir)

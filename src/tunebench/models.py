@@ -245,15 +245,15 @@ def bnb_config(settings: Mapping[str, Any]):
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type=settings.get("quant_type", "nf4"),
-        bnb_4bit_use_double_quant=settings.get("double_quant", True),
-        bnb_4bit_compute_dtype=DTYPES[settings.get("compute_dtype", "bfloat16")],
+        bnb_4bit_quant_type=settings["quant_type"],
+        bnb_4bit_use_double_quant=settings["double_quant"],
+        bnb_4bit_compute_dtype=DTYPES[settings["compute_dtype"]],
     )
 
 
 def inference_dtype(config: Mapping[str, Any]) -> torch.dtype:
     """Weights dtype for decoding: training's, with ``auto`` resolved (decoding on a CPU stays float32)."""
-    return WEIGHT_DTYPES[hardware.training_dtype(config.get("training", {}).get("dtype", "auto"))]
+    return WEIGHT_DTYPES[hardware.training_dtype(config["training"]["dtype"])]
 
 
 def model_source(config: Mapping[str, Any], model_name: str, role: str) -> dict:
@@ -342,7 +342,7 @@ def load_for_inference(config: Mapping[str, Any], model_name: str, role: str = "
     inference (:func:`placement`); on a CPU host it is loaded whole.
     """
     dtype = inference_dtype(config)
-    attn = config.get("training", {}).get("attn_implementation", "sdpa")
+    attn = config["training"]["attn_implementation"]
     if attn == "flash_attention_2" and not torch.cuda.is_available():
         attn = "sdpa"  # generation on a CPU host still works; flash attention is a GPU kernel
     device = "cuda" if torch.cuda.is_available() else "cpu"

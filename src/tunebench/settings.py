@@ -41,9 +41,9 @@ def data_settings(config: Mapping[str, Any], task: str) -> dict:
     return {
         "stage": "data",
         "task": task,
-        "options": copy.deepcopy((config.get("tasks") or {}).get(task) or {}),
-        "seed": config.get("seed", 42),
-        "max_bad_fraction": (config.get("data") or {}).get("max_bad_fraction", 0.01),
+        "options": copy.deepcopy(config["tasks"][task]),
+        "seed": config["seed"],
+        "max_bad_fraction": config["data"]["max_bad_fraction"],
     }
 
 
@@ -62,7 +62,7 @@ def train_settings(config: Mapping[str, Any], task: str, model: str, run: str) -
     item = tb_config.find_finetune(config, task, model, run)
     training = dict(item.training)
     if training.get("seed") is None:
-        training["seed"] = config.get("seed", 42)
+        training["seed"] = config["seed"]
     upstream = {"data": data_hash(config, task)}
     if item.init_from:
         upstream["init"] = train_hash(config, item.init_from[0], model, item.init_from[1])
@@ -103,7 +103,7 @@ def eval_settings(config: Mapping[str, Any], task: str, model: str, run: str) ->
         "run": run,
         "evaluation": copy.deepcopy(config.get("evaluation") or {}),
         "training_dtype": (config.get("training") or {}).get("dtype"),  # the inference dtype follows it
-        "seed": config.get("seed", 42),
+        "seed": config["seed"],
         "upstream": upstream,
     }
 

@@ -92,13 +92,13 @@ def numbers(config: Mapping, config_files: Iterable[str], metrics: pd.DataFrame)
         values[f"pub-{row['id']}"] = f"{value:,.0f}" if value >= 1000 else f"{value:g}"
         if row["model"]:
             values[f"pubmodel-{row['id']}"] = tex(row["model"])
-    evaluation = config.get("evaluation", {})
+    evaluation = config["evaluation"]
     finetune = tb_config.finetune_runs(config)
     values |= {
         "config": tex(", ".join(str(Path(f)) for f in config_files)),
-        "seed": str(config.get("seed", 42)),
-        "bootstrap-samples": f"{evaluation.get('bootstrap_samples', 1000):,}",
-        "confidence": f"{evaluation.get('confidence', 0.95) * 100:g}",
+        "seed": str(config["seed"]),
+        "bootstrap-samples": f"{evaluation['bootstrap_samples']:,}",
+        "confidence": f"{evaluation['confidence'] * 100:g}",
         "n-tasks": number_word(metrics["task"].nunique()),
         "models": (f"{number_word(metrics['model'].nunique())} model size" + ("s" if metrics["model"].nunique() > 1 else "")),
         "n-finetuned": str(len(metrics.drop_duplicates(["task", "model", "run"]).query("stage != 'baseline'"))),
@@ -327,7 +327,7 @@ def setup_tex(config: Mapping, metrics: pd.DataFrame) -> str:
         method_rows.append([tex(labels.method(method)), f"{settings['learning_rate']:g}",
                             str(lora["r"]) if lora else "–", f"{lora['alpha']:g}" if lora else "–",
                             tex(", ".join(lora["target_modules"])) if lora else tex("all weights"), tex(quant)])
-    training = config.get("training", {})
+    training = config["training"]
     keys = [("epochs", "Most epochs"), ("early_stop_patience", "Early-stop patience (epochs)"), ("batch_size", "Batch size per device"),
             ("gradient_accumulation", "Gradient accumulation"), ("max_length", "Longest example (tokens)"),
             ("batching", "Batching"), ("loss_on", "Tokens in the loss"), ("dtype", "Weights dtype"),

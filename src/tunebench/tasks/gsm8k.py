@@ -58,13 +58,13 @@ class Gsm8k(Task):
 
     def prepare(self, options: Mapping[str, Any], mirror, seed: int) -> Prepared:
         source = data.Source(self.name, mirror, options.get("hub"))
-        strip_notes = options.get("strip_calculator_notes", False)
+        strip_notes = options["strip_calculator_notes"]
         converted = {}
         for part in ("train", "test"):
             label = _MIRROR[part] if mirror else part
             records = source.jsonl(label) if mirror else source.hub_split(part)
             converted[part] = source.convert(label, records, _row(part, strip_notes))
-        n_validation = options.get("validation_rows", 500)
+        n_validation = options["validation_rows"]
         train = converted["train"]
         if n_validation >= len(train):
             raise ConfigError(
@@ -105,7 +105,7 @@ class Gsm8k(Task):
         )
         shots = [
             f"Problem: {ex['prompt']}\nSolution: {CALCULATOR_NOTE.sub('', ex['completion'])}"
-            for ex in self.examples(train, options.get("few_shot", 8))
+            for ex in self.examples(train, options["few_shot"])
         ]
         parts = (["Here are solved examples.", *shots] if shots else []) + [f"Problem: {row['prompt']}\nSolution:"]
         return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]

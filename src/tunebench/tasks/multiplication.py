@@ -110,9 +110,8 @@ class Multiplication(Task):
     baseline_variants = ("default", "stepwise")
 
     def prepare(self, options: Mapping[str, Any], mirror, seed: int) -> Prepared:
-        digits = tuple(options.get("digits", (4, 4)))
-        rows = options.get("rows", 40000)
-        splits = generate(rows, digits, seed, options.get("validation_fraction", 0.05), options.get("test_fraction", 0.05))
+        rows, digits = options["rows"], tuple(options["digits"])
+        splits = generate(rows, digits, seed, options["validation_fraction"], options["test_fraction"])
         source = {"kind": "generator", "generator": f"{__name__}.generate", "rows": rows, "digits": list(digits), "seed": seed}
         notes = ["Generated, not downloaded: a * b and b * a count as one problem and appear at most once overall."]
         return Prepared(splits={s: splits[s] for s in data.SPLITS}, source=source, notes=notes)

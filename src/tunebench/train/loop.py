@@ -26,18 +26,18 @@ from tqdm.auto import tqdm
 from .. import data, hardware, tasks
 from . import batching, methods
 from .checkpoint import ResumeDir
-from .job import fingerprint, layout
+from .job import Job, fingerprint, layout
 
 
 #: accelerate's mixed_precision for each resolved training.dtype (bfloat16_autocast: float32 weights, bf16 autocast).
 MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "bfloat16_autocast": "bf16", "float16": "fp16"}
 
 
-def make_accelerator(job: Mapping[str, Any]):
+def make_accelerator(job: Job):
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
-    training = job["training"]
+    training = job.training
     handlers = []
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Under DeepSpeed accelerate finds no process-group backend on a CPU-only host; gloo is it.
@@ -133,32 +133,32 @@ def _fresh_position() -> dict:
 class Trainer:
     """Everything one run needs, built from the resolved job; :meth:`run` is the loop."""
 
-    def __init__(self, job: dict, log=sys.stderr):
+    def __init__(self, job: Job, log=sys.stderr):
         from accelerate.utils import set_seed
         from transformers import get_scheduler
 
-        self.job, self.log, self.training = job, log, job["training"]
+        self.job, self.log, self.training = job, log, job.training
         training = self.training
         self.accelerator = make_accelerator(job)
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.accum, self.layout = training["gradient_accumulation"], training["batching"]
         self.pad_to = training["pad_to"] if self.layout == "pad_to" else None
-        set_seed(job["seed"])
+        set_seed(job.seed)
         self.deepspeed = _fill_deepspeed(self.accelerator, training)
 
         self.built = methods.build(job, self.accelerator.device)
         self.tokenizer = self.built.tokenizer
-        task = tasks.get(job["task"])
+        task = tasks.get(job.task)
         self.examples, self.stats = {}, {}
         for split in ("train", "validation"):
             self.examples[split], self.stats[split] = batching.encode_rows(
-                self.tokenizer, job["format"], task, data.read_rows(job["data"][split]["path"]), training["loss_on"],
-                training["max_length"], job["data"][split]["path"])
+                self.tokenizer, job.format, task, data.read_rows(job.data[split]["path"]), training["loss_on"],
+                training["max_length"], job.data[split]["path"])
         self.plans = {e: epoch_batches(self.examples["train"], e, training) for e in range(1, training["epochs"] + 1)}
         total_steps = sum(steps_in(b, self.world, self.accum) for b in self.plans.values())
 
         params = [p for p in self.built.model.parameters() if p.requires_grad]
-        optimizer = make_optimizer(params, training, job["method_settings"]["learning_rate"], _offloads_optimizer(self.accelerator))
+        optimizer = make_optimizer(params, training, job.method_settings["learning_rate"], _offloads_optimizer(self.accelerator))
         self.scheduler = get_scheduler(training["lr_schedule"], optimizer, num_training_steps=total_steps,
                                        num_warmup_steps=training["warmup_steps_per_device"] * self.world)
         self.model, self.optimizer = self.accelerator.prepare(self.built.model, optimizer)
@@ -240,7 +240,7 @@ class Trainer:
         training, epochs, every = self.training, self.training["epochs"], self.training["checkpoint_every_steps"]
         # Every rank names its host, so a multi-node job's log shows where its ranks ran.
         print(f"rank {self.rank} of {self.world} on host {socket.gethostname()}", file=self.log, flush=True)
-        self.say(f"precision: {training['dtype']} (training.dtype {training.get('dtype_requested', training['dtype'])}"
+        self.say(f"precision: {training['dtype']} (training.dtype {training['dtype_requested']}"
                  f" on {self.accelerator.device.type})")
         resume = ResumeDir(resume_path, self.accelerator, fingerprint(self.job), layout(self.job))
         message = resume.prepare()
@@ -297,7 +297,7 @@ class Trainer:
         return summary
 
 
-def train(job: dict, out_dir: Path, resume_path: Path, log=sys.stderr) -> dict:
+def train(job: Job, out_dir: Path, resume_path: Path, log=sys.stderr) -> dict:
     """Run (or resume) the job; write the outputs into ``out_dir``; return ``run.json``'s content."""
     return Trainer(job, log).run(Path(out_dir), Path(resume_path))
 
@@ -320,8 +320,8 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
     """Write the declared outputs; best.json last, since downstream rules wait for it."""
     job, accelerator, stats, best = trainer.job, trainer.accelerator, trainer.stats, position["best"]
     summary = {
-        "task": job["task"], "model": job["model"], "method": job["method"], "run": job["run"], "format": job["format"],
-        "stage": job["stage"], "train_tokens": position["train_tokens"], "wall_time_s": round(position["wall_time_s"], 2),
+        "task": job.task, "model": job.model, "method": job.method, "run": job.run, "format": job.format,
+        "stage": job.stage, "train_tokens": position["train_tokens"], "wall_time_s": round(position["wall_time_s"], 2),
         "peak_memory_mb": peak_of(position), "device": accelerator.device.type, "num_processes": accelerator.num_processes,
         "distributed": _distributed(accelerator),
         "epochs_run": sum(1 for h in position["history"] if h["kind"] == "epoch"),
@@ -330,7 +330,7 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
         "truncated_examples": {split: stats[split].truncated for split in stats},
         "skipped_examples": {split: stats[split].skipped for split in stats},
         "hardware": hardware.describe_run(trainer.built.model),
-        "settings_hash": job.get("settings_hash"),
+        "settings_hash": job.settings_hash,
     }
     if trainer.main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -338,7 +338,7 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
         with open(out_dir / "history.jsonl", "w") as handle:
             for line in position["history"]:
                 handle.write(json.dumps(line) + "\n")
-        (out_dir / "config.json").write_text(json.dumps(job, indent=2) + "\n")
+        (out_dir / "config.json").write_text(json.dumps(job.to_dict(), indent=2) + "\n")
         (out_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
         best_json = {"epoch": best["epoch"], "validation_perplexity": best["validation_perplexity"],
                      "validation_loss": best["validation_loss"], "checkpoint": "checkpoint"}
