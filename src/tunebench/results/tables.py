@@ -15,11 +15,10 @@ from typing import Iterable
 import pandas as pd
 
 from ..errors import UserError
-from . import labels
+from . import Output, labels
 from . import published as tb_published
 
-MINUS = "\u2212"
-
+from .text import MINUS, cost_unit, count, hours, latex_escape, pct, plain, signed, with_interval
 
 @dataclass
 class Table:
@@ -31,49 +30,6 @@ class Table:
     numeric: list[bool]  # right-aligned columns
     bold: set[tuple[int, int]] = field(default_factory=set)
     note: str = ""
-
-
-# -- number formatting ---------------------------------------------------------------------------
-
-def pct(value: float) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{value * 100:.1f}"
-
-
-def with_interval(value: float, low: float, high: float) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-        return pct(value)
-    return f"{pct(value)} [{pct(low)}, {pct(high)}]"
-
-
-def signed(value: float, digits: int = 1) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    text = f"{abs(value):.{digits}f}"
-    return ("+" if value >= 0 else MINUS) + text
-
-
-def count(value: float) -> str:
-    """Large counts readably: 3,712,004 → 3.71M; small ones as integers."""
-    if value is None or not math.isfinite(value):
-        return "–"
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.0f}"
-
-
-def hours(value: float) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    return f"{value:.3f}" if value < 1 else f"{value:.1f}"
-
-
-def plain(value: float, digits: int = 1) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    return f"{value:,.{digits}f}"
 
 
 def _round(series: pd.Series, factor: float = 100.0, digits: int = 1) -> pd.Series:
@@ -218,11 +174,6 @@ def published_table(metrics: pd.DataFrame) -> Table:
     )
 
 
-def cost_unit(kinds: Iterable[str]) -> str:
-    kinds = {k for k in kinds if k}
-    return f"{kinds.pop()}-hours" if len(kinds) == 1 else "device-hours"
-
-
 def cost_table(metrics: pd.DataFrame) -> Table:
     primary = metrics[metrics["primary"]]
     runs = primary[(primary["stage"] != "baseline") | (primary["variant"] == "default")]
@@ -335,20 +286,27 @@ def claims_table(claims: pd.DataFrame) -> Table:
     )
 
 
-def build(name: str, metrics: pd.DataFrame, claims: pd.DataFrame | None = None) -> Table:
-    if name == "claims":
+#: What draws each kind of table (see :class:`tunebench.results.Output`); per-task ones take the task.
+BUILDERS = {
+    "main": overview_table,
+    "task": main_table,
+    "published": published_table,
+    "cost": cost_table,
+    "ablation_format": ablation_table,
+}
+
+
+def build(output: Output, metrics: pd.DataFrame, claims: pd.DataFrame | None = None) -> Table:
+    if output.draws == "claims":
         if claims is None:
             raise UserError("the claims table needs results/claims.csv; run `tunebench claims` first.")
-        return claims_table(claims)
-    if name == "main":
-        return overview_table(metrics)
-    if name == "published":
-        return published_table(metrics)
-    if name == "cost":
-        return cost_table(metrics)
-    if name.startswith("ablation_format_"):
-        return ablation_table(metrics, name.removeprefix("ablation_format_"))
-    return main_table(metrics, name)
+        table = claims_table(claims)
+    elif output.task:
+        table = BUILDERS[output.draws](metrics, output.task)
+    else:
+        table = BUILDERS[output.draws](metrics)
+    table.name = output.name
+    return table
 
 
 # -- writers -------------------------------------------------------------------------------------
@@ -364,17 +322,6 @@ def to_markdown(table: Table) -> str:
     if table.note:
         lines += ["", table.note]
     return "\n".join(lines) + "\n"
-
-
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "≈": r"$\approx$", ">": r"$>$", "<": r"$<$",
-    "→": r"$\rightarrow$", "×": r"$\times$", MINUS: r"$-$", "–": "--",
-}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
 def _latex_header(text: str) -> str:
@@ -412,7 +359,7 @@ def write(table: Table, out_dir: Path) -> list[Path]:
     return paths
 
 
-def write_all(names: Iterable[str], metrics: pd.DataFrame, out_dir: Path,
+def write_all(outputs: Iterable[Output], metrics: pd.DataFrame, out_dir: Path,
               claims: pd.DataFrame | None = None) -> list[Path]:
-    return [path for name in names for path in write(build(name, metrics, claims), out_dir)]
+    return [path for output in outputs for path in write(build(output, metrics, claims), out_dir)]
 
