@@ -137,10 +137,10 @@ def test_claims_command_and_table(demo_config, tmp_path, capsys):
         expected = share_of(runs[(row["task"], row["better_run"])]) - share_of(runs[(row["task"], row["than_run"])])
         assert row["difference"] == pytest.approx(expected)
     table = tables.claims_table(frame)
-    assert len(table.rows) == len(frame)
-    assert table.rows[0][4].startswith(f"+{(frame['difference'].iloc[0] * 100):.1f} [")
-    assert list(table.data.columns[:10]) == ["claim", "task", "metric", "model", "size", "better_run", "than_run",
-                                            "n", "label", "published"]
+    assert len(table.text()) == len(frame)
+    assert table.text().iloc[0, 4].startswith(f"+{(frame['difference'].iloc[0] * 100):.1f} [")
+    assert list(table.csv_frame().columns[:10]) == ["claim", "task", "metric", "model", "size", "better_run",
+                                                   "than_run", "n", "label", "published"]
 
 
 def test_a_broken_prediction_line_is_one_sentence(demo_config, tmp_path):

@@ -243,3 +243,18 @@ def test_awkward_results_still_give_every_output(tmp_path):
     assert "| tiny-llama | LoRA | 8 | 8 | – | – | – |" in (tmp_path / "tables" / "sql.md").read_text()
     text = _paper_text(config, tmp_path, tmp_path / "build")
     assert "Full reaches 0.0\\,\\%" in text
+
+
+def test_the_csv_holds_the_numbers_the_markdown_shows(paper_config, tmp_path):
+    """Both round the same value the same way, also where a value lies close to a rounding boundary."""
+    metrics, _ = build_results(paper_config, tmp_path, seed=5)
+    chosen = plan(paper_config)
+    for output in [chosen.output("table", task) for task in chosen.tasks] + [chosen.output("table", "main")]:
+        table = tables.build(output, metrics)
+        csv, text = table.csv_frame(), table.text()
+        for column in table.columns:
+            if column.best or column.header == "Value (%)":
+                source = column.best or "value_pct"
+                shown = text[column.header].str.split(" ").str[0].str.strip("*")
+                written = csv[source].map(lambda value: "–" if pd.isna(value) else f"{value:.1f}")
+                assert shown.tolist() == written.tolist(), (output.name, column.header)

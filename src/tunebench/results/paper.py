@@ -187,7 +187,7 @@ def _figure(figure: Output, label: str | None = None) -> str:
 
 
 def _table(output: Output, table: tb_tables.Table) -> str:
-    size = "\\footnotesize" if len(table.rows) > 24 else "\\small"
+    size = "\\footnotesize" if len(table.frame) > 24 else "\\small"
     return (f"\\begin{{table}}[tbp]\n\\centering\n\\caption{{{tex(table.caption)}}}\n\\label{{tab:{output.name}}}\n{size}\n"
             f"\\fitbox{{\\input{{generated/tables/{output.name}.tex}}}}\n\\end{{table}}\n")
 
@@ -208,7 +208,7 @@ def results_tex(metrics: pd.DataFrame, chosen: Plan) -> str:
 def published_tex(metrics: pd.DataFrame, chosen: Plan) -> str:
     output = chosen.drawing("table", "published")
     table = tb_tables.build(output, metrics)
-    compared = table.data
+    compared = table.frame
     same = int((compared["match"] == "same setting").sum())
     sizes = _sizes(metrics)
     text = (f"Table~\\ref{{tab:published}} sets {len(compared)} figures stated by the case studies beside the same "

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Callable, Iterable
 
 MINUS = "\u2212"
 
 
-def pct(value: float) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{value * 100:.1f}"
+def number(value: float, digits: int = 1) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def with_interval(value: float, low: float, high: float) -> str:
+def interval(value: float, low: float, high: float, show: Callable[[float], str] = number) -> str:
+    """``value [low, high]`` in the units given, each shown by ``show``; the value alone without an interval."""
     if value is None or not math.isfinite(value):
         return "–"
     if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-        return pct(value)
-    return f"{pct(value)} [{pct(low)}, {pct(high)}]"
+        return show(value)
+    return f"{show(value)} [{show(low)}, {show(high)}]"
 
 
 def signed(value: float, digits: int = 1) -> str:
