@@ -23,8 +23,8 @@ from tunebench import config as tb_config
 from tunebench import evaluate as tb_evaluate
 from tunebench import settings as tb_settings
 from tunebench.errors import ConfigError, DataError
-from tunebench.generate import Generation
 from tunebench.formats import encode_prompt
+from tunebench.generate import Generation
 
 SCORED = ("viggo", "sql", "gsm8k", "multiplication")
 CONTRACT_KEYS = {"task", "model", "run", "method", "stage", "format", "variant", "n", "unscorable", "metrics",

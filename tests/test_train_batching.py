@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from train_support import TINY_LLAMA, multiplication_rows, resolved, tiny_config, tokenizer_dir, write_data  # noqa: F401
 from tunebench import formats, models, tasks
 from tunebench.errors import ConfigError, DataError
 from tunebench.train import batching
 from tunebench.train.loop import epoch_batches, steps_in
-
-from train_support import TINY_LLAMA, multiplication_rows, resolved, tiny_config, tokenizer_dir, write_data  # noqa: F401
 
 TASK = tasks.get("multiplication")
 

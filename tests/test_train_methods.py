@@ -15,14 +15,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from train_support import (  # noqa: F401
+    read_history,
+    resolved,
+    run_cli,
+    step_losses,
+    tiny_config,
+    tokenizer_dir,
+    train_in_process,
+    write_config,
+    write_data,
+)
 from tunebench import formats, models
 from tunebench.commands import train as train_command
 from tunebench.errors import ConfigError
 from tunebench.train import methods
-
-from train_support import (  # noqa: F401
-    read_history, resolved, run_cli, step_losses, tiny_config, tokenizer_dir, train_in_process, write_config, write_data,
-)
 
 
 def _check_outputs(out_dir, method: str, processes: int = 1) -> dict:
@@ -201,7 +208,7 @@ def test_adapter_config_is_the_same_bytes_under_any_hash_seed(tokenizer_dir, tmp
         "from train_support import TINY_LLAMA\n"
         "source = {'random_llama': TINY_LLAMA, 'tokenizer': {'local': sys.argv[1]}}\n"
         "tokenizer = models.load_tokenizer(source)\nmodel = models.load_model(source)\n"
-        "preset = {'r': 2, 'alpha': 4, 'dropout': 0.0, 'target_modules': "
+        "preset = {'r': 2, 'alpha': 4, 'dropout': 0.0, 'bias': 'none', 'target_modules': "
         "['v_proj', 'q_proj', 'up_proj', 'o_proj', 'k_proj', 'down_proj', 'gate_proj']}\n"
         "peft_model = get_peft_model(model, methods.lora_config(preset, None))\n"
         "meta = {'method': 'lora', 'new_token_ids': []}\n"

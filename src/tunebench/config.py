@@ -12,9 +12,10 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import jsonschema
 import yaml
@@ -185,7 +186,7 @@ def check(config: Mapping) -> None:
             kinds = [k for k in ("hub", "local", "gguf_package", "random_llama") if source.get(k) not in (None, "")]
             if len(kinds) != 1:
                 raise ConfigError(
-                    f"models.{name}.{role} must name exactly one of hub, local, gguf_package or random_llama (found {', '.join(kinds) or 'none'})."
+                    f"models.{name}.{role} must name exactly one of hub, local, gguf_package or random_llama (found " f"{', '.join(kinds) or 'none'})."
                 )
             if kinds == ["random_llama"] and not any((source.get("tokenizer") or {}).get(k) for k in ("hub", "local", "gguf_package")):
                 raise ConfigError(f"models.{name}.{role}.tokenizer must name a tokenizer source for a random_llama model.")
@@ -249,7 +250,7 @@ def check(config: Mapping) -> None:
                     first = (init["task"], model, run_name(method, init.get("tag")))
                     if first not in seen:
                         raise ConfigError(
-                            f"experiments.finetune[{i}].init_from needs the run {'/'.join(first)}, which no finetune entry trains."
+                            f"experiments.finetune[{i}].init_from needs the run {'/'.join(first)}, which no finetune " "entry trains."
                         )
 
 
@@ -265,7 +266,7 @@ def data_mirror(config: Mapping) -> Path | None:
     path = Path(value).expanduser()
     if not path.is_dir():
         source = MIRROR_ENV if os.environ.get(MIRROR_ENV) else "data.mirror"
-        raise ConfigError(f"{source} is {value!r}, which is not a directory; point it at the dataset mirror or unset it to read the hub.")
+        raise ConfigError(f"{source} is {value!r}, which is not a directory; point it at the dataset mirror or unset it to read the " "hub.")
     return path.resolve()
 
 

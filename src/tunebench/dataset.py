@@ -7,8 +7,9 @@ This module sits above both :mod:`tunebench.data` (the plumbing every task modul
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from . import config as tb_config
 from . import data, io, tasks
@@ -96,7 +97,7 @@ def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, 
             "encoding": "JSON Lines, UTF-8, one row per line, keys in a fixed order",
             "fields": _fields(prepared.splits),
             "prompt_formats": list(FORMATS),
-            "markers": "prompt and completion hold plain text; tunebench.formats adds the markers of the chosen prompt format",
+            "markers": "prompt and completion hold plain text; tunebench.formats adds the markers of the chosen " "prompt format",
         },
     }
     return prepared, manifest

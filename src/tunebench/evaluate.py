@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from . import config as tb_config
 from . import data, formats, hardware, io, scoring, stats, tasks
@@ -50,7 +51,7 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str) -> RunSp
         found = tb_config.find_baseline(config, task, model, run)
         if found.variant not in tasks.get(task).baseline_variants:
             known = ", ".join(tasks.get(task).baseline_variants)
-            raise ConfigError(f"experiments.baselines asks for {task} variant {found.variant!r}, which the task does not offer ({known}).")
+            raise ConfigError(f"experiments.baselines asks for {task} variant {found.variant!r}, which the task does not offer " f"({known}).")
         return RunSpec(task, model, run, tb_config.PROMPTED, "baseline", BASELINE_FORMAT, found.variant)
     found = tb_config.find_finetune(config, task, model, run)
     if not found.evaluate:
@@ -83,7 +84,7 @@ def prompt_texts(spec: RunSpec, rows: Sequence[Mapping[str, Any]], tokenizer, tr
     if not spec.is_baseline:
         return [formats.render_prompt(spec.format, task, row, tokenizer) for row in rows]
     if not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(f"models.{spec.model}.chat has no chat template, which the prompted baseline needs; point it at a chat model.")
+        raise ConfigError(f"models.{spec.model}.chat has no chat template, which the prompted baseline needs; point it at a chat " "model.")
     texts = []
     for row in rows:
         messages = task.baseline_messages(row, list(train), spec.variant, options)
@@ -92,7 +93,8 @@ def prompt_texts(spec: RunSpec, rows: Sequence[Mapping[str, Any]], tokenizer, tr
 
 
 def decoder(config: Mapping[str, Any]) -> str:
-    """The decoding path of ``evaluation.decoder``: ``auto`` is transformers' generate on a GPU, else batch-invariant."""
+    """The decoding path of ``evaluation.decoder``: ``auto`` is transformers' generate on a GPU, else
+    batch-invariant."""
     import torch
 
     chosen = config["evaluation"]["decoder"]
@@ -236,7 +238,7 @@ def evaluate(
     batch_size = eval_batch_size(config, model_name)
     path = decoder(config)
     report = progress or (lambda message: None)
-    report(f"{task}/{model_name}/{run}: {len(rows)} rows, batch size {batch_size}, up to {limit} new tokens, decoder {path}")
+    report(f"{task}/{model_name}/{run}: {len(rows)} rows, batch size {batch_size}, up to {limit} new tokens, decoder " f"{path}")
     generations, throughput = generate(
         model, tokenizer, prompts, max_new_tokens=limit, batch_size=batch_size, stop_strings=formats.stop_strings(spec.format, tokenizer),
         progress=lambda done: report(f"generated {done}/{len(rows)}"), decoder=path,

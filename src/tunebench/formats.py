@@ -22,7 +22,8 @@ instruction and chat formats.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .errors import ConfigError
 
@@ -117,7 +118,7 @@ def render(fmt: str, task: Any, row: Mapping[str, Any], tokenizer: Any = None) -
         # A template whose generation prompt is not a prefix of the finished conversation cannot be
         # split into a prompt to mask and a completion to learn.
         raise ConfigError(
-            f"the chat template of {getattr(tokenizer, 'name_or_path', 'the model')} does not render the prompt as a prefix "
+            f"the chat template of {getattr(tokenizer, 'name_or_path', 'the model')} does not render the prompt as a " "prefix "
             "of the full conversation; use format special_tokens or instruction for this model."
         )
     completion_text = full[len(prompt_text):]

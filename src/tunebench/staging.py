@@ -13,10 +13,11 @@ fetch command in one sentence (:func:`missing`).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from . import config as tb_config
 from .errors import DataUnavailable, UserError

@@ -56,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
         dataset.write(target, prepared, manifest)
     sizes = ", ".join(f"{split} {manifest['rows'][split]}" for split in data.SPLITS)
     dropped = ", ".join(f"{f['name']} {f['dropped_total']}" for f in manifest["filters"]) or "none"
-    print(f"{args.task}: {sizes} rows; {manifest['bad_rows_total']} malformed dropped; filters: {dropped}; written to {target}")
+    print(f"{args.task}: {sizes} rows; {manifest['bad_rows_total']} malformed dropped; filters: {dropped}; written to " f"{target}")
     return 0

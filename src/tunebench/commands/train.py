@@ -115,5 +115,5 @@ def run(args: argparse.Namespace) -> int:
     from ..train import loop
     summary = loop.train(job, out_dir, resume)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"{args.task}/{args.model}/{args.run}: {summary['epochs_run']} epochs, best checkpoint in {out_dir / 'checkpoint'}")
+        print(f"{args.task}/{args.model}/{args.run}: {summary['epochs_run']} epochs, best checkpoint in " f"{out_dir / 'checkpoint'}")
     return 0

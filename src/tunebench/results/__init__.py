@@ -9,8 +9,8 @@ all read these entries; none takes a name apart again.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from .. import config as tb_config
 from ..errors import UserError

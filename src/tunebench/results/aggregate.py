@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import pandas as pd
 
@@ -74,7 +74,7 @@ def _check_identity(doc: Mapping, path: Path, **expected: str) -> None:
     for key, want in expected.items():
         found = doc.get(key)
         if found is not None and found != want:
-            raise DataError(f"{path} says {key} is {found!r} but lies in the directory of {want!r}; delete the stale file and {_RERUN}.")
+            raise DataError(f"{path} says {key} is {found!r} but lies in the directory of {want!r}; delete the stale file and " f"{_RERUN}.")
 
 
 def size_value(model: Mapping) -> float:
@@ -117,11 +117,11 @@ def _eval_rows(config: Mapping, run, results: Path) -> list[dict]:
         entry = metrics[name]
         where = path.with_name(f"{path.name} (metric {name})")
         if not isinstance(entry, dict):
-            raise DataError(f"{path}: metrics.{name} must be an object with value, ci_low, ci_high and n; delete the file and {_RERUN}.")
+            raise DataError(f"{path}: metrics.{name} must be an object with value, ci_low, ci_high and n; delete the file and " f"{_RERUN}.")
         values = {k: number(entry, k, where, required=False) for k in ("value", "ci_low", "ci_high")}
         for key, value in values.items():
             if value is not None and not 0 <= value <= 1:
-                raise DataError(f"{path}: metrics.{name}.{key} is {value} but must be a fraction between 0 and 1; delete the file and {_RERUN}.")
+                raise DataError(f"{path}: metrics.{name}.{key} is {value} but must be a fraction between 0 and 1; delete the file " f"and {_RERUN}.")
         rows.append({"metric": name, "primary": name == task.primary_metric, **values,
                      "n": number(entry, "n", where), **facts})
     return rows
@@ -169,7 +169,7 @@ def read_history(path: Path) -> list[dict]:
     lines = []
     for number, line in io.read_jsonl(path, f"delete the run directory and {_RERUN}"):
         if not isinstance(line, dict) or line.get("kind") not in ("step", "epoch"):
-            raise DataError(f"{path} line {number} must be an object whose kind is step or epoch; delete the run directory and {_RERUN}.")
+            raise DataError(f"{path} line {number} must be an object whose kind is step or epoch; delete the run directory and " f"{_RERUN}.")
         lines.append(line)
     return lines
 
@@ -283,7 +283,7 @@ def _read_csv(path: Path, columns: list[str], writer: str) -> pd.DataFrame:
         bad = converted.isna() & frame[column].notna()
         if bad.any():
             row = int(bad.idxmax()) + 2
-            raise DataError(f"{path} line {row}: column {column} holds {frame[column][bad].iloc[0]!r}, which is not a number; regenerate the file with `tunebench {writer}`.")
+            raise DataError(f"{path} line {row}: column {column} holds {frame[column][bad].iloc[0]!r}, which is not a number; " f"regenerate the file with `tunebench {writer}`.")
         frame[column] = converted
     for column in {"primary", "selected"} & set(columns):
         frame[column] = frame[column].astype(str).str.lower().isin(("true", "1"))

@@ -10,9 +10,9 @@ this configuration makes is one row labelled *not run*, so a missing run never r
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import pandas as pd
 import yaml

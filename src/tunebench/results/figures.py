@@ -14,8 +14,8 @@ Each figure is drawn by one function, named by the ``draws`` of its entry in :fu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import matplotlib
 

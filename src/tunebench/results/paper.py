@@ -14,17 +14,17 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import pandas as pd
 
 from .. import config as tb_config
 from ..errors import UserError
 from . import METHODS, Output, Plan, labels, plan
+from . import claims as tb_claims
 from . import published as tb_published
 from . import tables as tb_tables
-from . import claims as tb_claims
 from .text import cost_unit, hours, latex_escape
 
 SOURCE_DIR = tb_config.ROOT / "paper"
@@ -271,10 +271,10 @@ def extras_tex(metrics: pd.DataFrame, curves: pd.DataFrame, chosen: Plan) -> str
             listed = [f"{interval(row)} with the {tex(labels.fmt(fmt))} format" for fmt, row in by_format.items()]
             sentences.append(f"{tex(model)} with {tex(labels.method(method))} scores {join(listed)} on "
                              f"{tex(labels.metric(part['metric'].iloc[0]).lower())}.")
-        parts.append(f"\\subsection{{Special tokens or an instruction?}}\nA reader of the first study asked whether its "
+        parts.append("\\subsection{Special tokens or an instruction?}\nA reader of the first study asked whether its "
                      "special tokens still matter once the task is described in plain words. We trained the same model "
                      "and method both ways. " + " ".join(sentences)
-                     + f" Figure~\\ref{{fig:ablation_format_{task}}} and Table~\\ref{{tab:ablation_format_{task}}} give every metric.\n")
+                     + f" Figure~\\ref{{fig:ablation_format_{task}}} and Table~\\ref{{tab:ablation_format_{task}}} give every " "metric.\n")
         parts.append(_figure(chosen.drawing("figure", "ablation_format", task)))
         parts.append(_table(output, table))
     curves_figure = chosen.drawing("figure", "learning_curves")

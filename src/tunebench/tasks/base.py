@@ -15,8 +15,9 @@ plus the task's own fields (``context`` for SQL, ``a``/``b`` for multiplication,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..data import BadRow, Filter, Prepared  # noqa: F401  (re-exported for task modules)
 from ..errors import DataError, DataUnavailable  # noqa: F401  (re-exported for task modules)

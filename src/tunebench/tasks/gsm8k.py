@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import heapq
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import data
 from ..errors import ConfigError
@@ -68,7 +69,7 @@ class Gsm8k(Task):
         train = converted["train"]
         if n_validation >= len(train):
             raise ConfigError(
-                f"tasks.gsm8k.validation_rows is {n_validation} but the training split has only {len(train)} rows; lower it."
+                f"tasks.gsm8k.validation_rows is {n_validation} but the training split has only {len(train)} rows; " "lower it."
             )
         held_out = set(data.rng(seed, self.name, "validation").sample(range(len(train)), n_validation))
         splits = {
@@ -77,7 +78,7 @@ class Gsm8k(Task):
             "test": converted["test"],
         }
         notes = [
-            f"Validation is a seeded sample of {n_validation} problems of the published train split; their ids keep the train prefix.",
+            f"Validation is a seeded sample of {n_validation} problems of the published train split; their ids keep " "the train prefix.",
             "Calculator notes <<...>> were " + ("removed from" if strip_notes else "kept in") + " the completions.",
         ]
         return source.prepared(splits, notes=notes)

@@ -9,7 +9,8 @@ problem, so no problem is in two splits.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import data
 from ..errors import ConfigError
@@ -73,7 +74,7 @@ def generate(rows: int, digits: tuple[int, int], seed: int, validation_fraction:
     distinct = span_a * span_b - overlap * (overlap - 1) // 2
     if rows > distinct:
         raise ConfigError(
-            f"tasks.multiplication.rows is {rows} but only {distinct} distinct {da}- by {db}-digit problems exist; lower rows or raise digits."
+            f"tasks.multiplication.rows is {rows} but only {distinct} distinct {da}- by {db}-digit problems exist; " "lower rows or raise digits."
         )
     n_test = round(rows * test_fraction)
     n_validation = round(rows * validation_fraction)

@@ -10,7 +10,8 @@ with a bare number behave differently under a real engine, so the study dropped 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import data
 from ..errors import ConfigError

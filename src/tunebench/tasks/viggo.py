@@ -8,7 +8,8 @@ is the input and the meaning representation is both the completion and the score
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import data
 from ..errors import ConfigError

@@ -20,8 +20,9 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,7 +123,7 @@ class ResumeDir:
             params = _trainable(self.accelerator.unwrap_model(model))
             saved = load_file(state / "trainable.safetensors")
             if set(saved) != set(params):
-                raise UserError(f"the resume state in {state} trains other weights than this run; delete {self.path} to start afresh.")
+                raise UserError(f"the resume state in {state} trains other weights than this run; delete {self.path} to start " "afresh.")
             with torch.no_grad():
                 for name, tensor in saved.items():
                     params[name].copy_(tensor)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import yaml
@@ -69,12 +70,12 @@ def _check_hardware(job: Job) -> None:
     if training["attn_implementation"] == "flash_attention_2" and not cuda:
         raise ConfigError("training.attn_implementation is flash_attention_2, which needs a CUDA GPU; use sdpa on this machine.")
     if training["dtype"] == "float16" and not cuda:
-        raise ConfigError("training.dtype is float16, which needs a CUDA GPU for mixed precision; use float32 or bfloat16 on this machine.")
+        raise ConfigError("training.dtype is float16, which needs a CUDA GPU for mixed precision; use float32 or bfloat16 on this " "machine.")
     if job.launch:
         launch = job.launcher["accelerate"]
         if not launch.get("use_cpu", False) and not cuda:
             raise ConfigError(
-                f"methods.{job.method}.accelerate_config is {job.accelerate_config!r}, which runs on GPUs, but none is visible; "
+                f"methods.{job.method}.accelerate_config is {job.accelerate_config!r}, which runs on GPUs, but none " "is visible; "
                 "use zero3_cpu for full fine-tuning on a CPU-only machine."
             )
         per_node = job.processes // job.nodes
@@ -107,7 +108,7 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str, out_dir:
         first_task, first_run = item.init_from
         first = out_dir.parent.parent.parent / first_task / model / first_run
         if not (first / "best.json").is_file():
-            raise ConfigError(f"this run starts from {first}, which has not finished training; train {first_task}/{model}/{first_run} first.")
+            raise ConfigError(f"this run starts from {first}, which has not finished training; train " f"{first_task}/{model}/{first_run} first.")
         init_checkpoint = str(first / "checkpoint")
     data = {}
     for split in SPLITS:

@@ -17,8 +17,9 @@ import resource
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -27,7 +28,6 @@ from .. import data, hardware, tasks
 from . import batching, methods
 from .checkpoint import ResumeDir
 from .job import Job, fingerprint, layout
-
 
 #: accelerate's mixed_precision for each resolved training.dtype (bfloat16_autocast: float32 weights, bf16 autocast).
 MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "bfloat16_autocast": "bf16", "float16": "fp16"}
@@ -137,11 +137,14 @@ class Trainer:
         from accelerate.utils import set_seed
         from transformers import get_scheduler
 
-        self.job, self.log, self.training = job, log, job.training
-        training = self.training
+        self.job = job
+        self.log = log
+        self.training = training = job.training
         self.accelerator = make_accelerator(job)
-        self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
-        self.accum, self.layout = training["gradient_accumulation"], training["batching"]
+        self.world = self.accelerator.num_processes
+        self.rank = self.accelerator.process_index
+        self.accum = training["gradient_accumulation"]
+        self.layout = training["batching"]
         self.pad_to = training["pad_to"] if self.layout == "pad_to" else None
         set_seed(job.seed)
         self.deepspeed = _fill_deepspeed(self.accelerator, training)
@@ -149,7 +152,8 @@ class Trainer:
         self.built = methods.build(job, self.accelerator.device)
         self.tokenizer = self.built.tokenizer
         task = tasks.get(job.task)
-        self.examples, self.stats = {}, {}
+        self.examples = {}
+        self.stats = {}
         for split in ("train", "validation"):
             self.examples[split], self.stats[split] = batching.encode_rows(
                 self.tokenizer, job.format, task, data.read_rows(job.data[split]["path"]), training["loss_on"],
@@ -215,13 +219,15 @@ class Trainer:
         rows = batching.layout_rows(self.examples["validation"], self.layout, self.training["max_length"])
         size = self.training["batch_size"]
         batches = [rows[i:i + size] for i in range(0, len(rows), size)]
-        nll_total, targets_total = 0.0, 0.0
+        nll_total = 0.0
+        targets_total = 0.0
         with torch.no_grad():
             # Processes past the end repeat the last batch uncounted, so all run the same passes.
             for index in range(self.rank, math.ceil(len(batches) / self.world) * self.world, self.world):
                 nll, targets = self.nll(self.collate(batches[min(index, len(batches) - 1)]))
                 if index < len(batches):
-                    nll_total, targets_total = nll_total + float(nll), targets_total + float(targets)
+                    nll_total += float(nll)
+                    targets_total += float(targets)
         nll_total, targets_total = self.reduce(nll_total, targets_total)
         return nll_total / targets_total, math.exp(nll_total / targets_total)
 
@@ -237,7 +243,9 @@ class Trainer:
         return float(peaks.max() if self.accelerator.device.type == "cuda" else peaks.sum())
 
     def run(self, out_dir: Path, resume_path: Path) -> dict:
-        training, epochs, every = self.training, self.training["epochs"], self.training["checkpoint_every_steps"]
+        training = self.training
+        epochs = training["epochs"]
+        every = training["checkpoint_every_steps"]
         # Every rank names its host, so a multi-node job's log shows where its ranks ran.
         print(f"rank {self.rank} of {self.world} on host {socket.gethostname()}", file=self.log, flush=True)
         self.say(f"precision: {training['dtype']} (training.dtype {training['dtype_requested']}"
@@ -252,13 +260,15 @@ class Trainer:
         else:
             self.say(f"resuming at epoch {position['epoch']}, step {position['step']} from {resume.latest()}")
         while not position["done"]:
-            epoch, batches = position["epoch"], self.plans[position["epoch"]]
+            epoch = position["epoch"]
+            batches = self.plans[epoch]
             steps = steps_in(batches, self.world, self.accum)
             sums = position["partial"] or {"nll": 0.0, "targets": 0.0, "tokens": 0.0, "seconds": 0.0}
             bar = tqdm(total=steps, initial=position["step"], desc=f"epoch {epoch}/{epochs}", unit="step",
                        disable=not self.main, file=self.log, dynamic_ncols=True, mininterval=2.0)
             for step in range(position["step"], steps):
-                started, lr = time.perf_counter(), self.scheduler.get_last_lr()[0]
+                started = time.perf_counter()
+                lr = self.scheduler.get_last_lr()[0]
                 done = self.step(batches, step)
                 done["seconds"] = time.perf_counter() - started
                 for key in sums:
@@ -275,7 +285,9 @@ class Trainer:
             bar.close()
 
             val_loss, perplexity = self.validate()
-            train_loss, rate, peak = sums["nll"] / sums["targets"], sums["tokens"] / max(sums["seconds"], 1e-9), self.peak_memory_mb()
+            train_loss = sums["nll"] / sums["targets"]
+            rate = sums["tokens"] / max(sums["seconds"], 1e-9)
+            peak = self.peak_memory_mb()
             best = position["best"]["validation_perplexity"] if position["best"] else None
             improved, position["stale"], stop = judge_epoch(best, position["stale"], perplexity, training["early_stop_patience"])
             if improved:
@@ -287,8 +299,8 @@ class Trainer:
                                         "peak_memory_mb": round(peak, 1)})
             position.update(epoch=epoch + 1, step=0, partial=None, done=stop or epoch == epochs,
                             train_tokens=position["train_tokens"] + int(sums["tokens"]), wall_time_s=position["wall_time_s"] + sums["seconds"])
-            self.say(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, validation loss {val_loss:.4f}, perplexity {perplexity:.3f}"
-                     f"{' (best)' if improved else ''}; {rate:.0f} tokens/s, {sums['seconds']:.0f} s, peak memory {peak:.0f} MB"
+            self.say(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, validation loss {val_loss:.4f}, perplexity " f"{perplexity:.3f}"
+                     f"{' (best)' if improved else ''}; {rate:.0f} tokens/s, {sums['seconds']:.0f} s, peak memory " f"{peak:.0f} MB"
                      + ("; stopping early" if stop else ""))
             resume.save(self.model, self.optimizer, self.scheduler, position)
 
@@ -318,7 +330,10 @@ def _distributed(accelerator) -> dict:
 
 def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) -> dict:
     """Write the declared outputs; best.json last, since downstream rules wait for it."""
-    job, accelerator, stats, best = trainer.job, trainer.accelerator, trainer.stats, position["best"]
+    job = trainer.job
+    accelerator = trainer.accelerator
+    stats = trainer.stats
+    best = position["best"]
     summary = {
         "task": job.task, "model": job.model, "method": job.method, "run": job.run, "format": job.format,
         "stage": job.stage, "train_tokens": position["train_tokens"], "wall_time_s": round(position["wall_time_s"], 2),
