@@ -384,15 +384,16 @@ def resources(config: Mapping, kind: str, model: str, method: str | None = None)
 
 def _check_resources(config: Mapping) -> None:
     """Rows that no node can hold, or that the SLURM plugin cannot express, fail before any job."""
-    table = config.get("resources", {})
-    rows = [("resources.default", table.get("default", {}), "default")]
-    rows += [(f"resources.evaluate.{size}", row, "evaluate") for size, row in table.get("evaluate", {}).items()]
+    table = config["resources"]
+    rows = [("resources.default", table["default"], "default")]
+    rows += [(f"resources.evaluate.{size}", row, "evaluate") for size, row in table["evaluate"].items()]
     rows += [(f"resources.train.{size}.{method}", row, "train")
-             for size, methods in table.get("train", {}).items() for method, row in methods.items()]
-    most = table.get("max_gpus_per_node", 8)
+             for size, methods in table["train"].items() for method, row in methods.items()]
+    most = table["max_gpus_per_node"]
     for key, row, kind in rows:
-        row = {**table.get("default", {}), **row}
-        gpu, nodes = row.get("gpu", 0), row.get("nodes", 1)
+        row = {**table["default"], **row}  # a row names what differs from the filled default row
+        gpu = row["gpu"]
+        nodes = row["nodes"]
         per_node = row.get("processes") or max(1, gpu)
         if gpu > most:
             spread = -(-gpu // most)  # nodes each old node becomes
@@ -412,12 +413,12 @@ def _check_resources(config: Mapping) -> None:
             raise ConfigError(
                 f"{key} runs one GPU on each of {nodes} nodes; put at least 2 GPUs on each node or use one node."
             )
-        if nodes > 1 and row.get("threads", 2) % per_node:
+        if nodes > 1 and row["threads"] % per_node:
             raise ConfigError(
-                f"{key} gives {row.get('threads', 2)} threads per node to {per_node} processes; "
+                f"{key} gives {row['threads']} threads per node to {per_node} processes; "
                 "make threads a multiple of the processes per node."
             )
-        if gpu and row.get("gpu_model") and row["gpu_model"] not in table.get("gpu_memory_gb", {}):
+        if gpu and row.get("gpu_model") and row["gpu_model"] not in table["gpu_memory_gb"]:
             raise ConfigError(
                 f"{key} names gpu_model {row['gpu_model']!r}, which resources.gpu_memory_gb does not list; "
                 "add its memory in GB."

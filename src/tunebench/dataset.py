@@ -61,7 +61,7 @@ def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, 
     check_bad_rows(task_name, prepared, max_bad)
     check_not_empty(task, prepared)
 
-    limit = options["limit"]
+    limit = options.get("limit") or {}  # the schema leaves an absent limit absent: it is part of the data's digest
     full_sizes = {split: len(prepared.splits.get(split, [])) for split in data.SPLITS}
     prepared.splits = {
         split: data.limit_rows(prepared.splits.get(split, []), limit.get(split), seed, task_name, split) for split in data.SPLITS

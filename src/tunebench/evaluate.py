@@ -66,7 +66,7 @@ def test_rows(config: Mapping[str, Any], task: str, data_dir: Path) -> list[dict
     limit and one prepared with it give the same subset.
     """
     rows = data.read_split(data_dir, "test")
-    limit = config["tasks"][task]["limit"]["test"]
+    limit = (config["tasks"][task].get("limit") or {}).get("test")  # an absent limit keeps every row
     rows = data.limit_rows(rows, limit, config["seed"], task, "test")
     if not rows:
         raise DataError(f"{Path(data_dir) / 'test.jsonl'} has no rows; rebuild it with tunebench data {task}.")

@@ -257,7 +257,7 @@ def inference_dtype(config: Mapping[str, Any]) -> torch.dtype:
 
 
 def model_source(config: Mapping[str, Any], model_name: str, role: str) -> dict:
-    models = config.get("models", {})
+    models = config["models"]
     if model_name not in models:
         raise ConfigError(f"model {model_name!r} is not defined under models; known models are {', '.join(sorted(models))}.")
     entry = models[model_name]
@@ -278,7 +278,7 @@ def max_memory(config: Mapping[str, Any]) -> dict | None:
     otherwise every visible GPU offers its free memory less :data:`CACHE_SHARE`, and without a GPU the
     model is not spread.
     """
-    override = config.get("evaluation", {}).get("max_memory")
+    override = config["evaluation"]["max_memory"]
     if override:
         return {int(key) if str(key).isdigit() else key: value for key, value in override.items()}
     if not torch.cuda.is_available():

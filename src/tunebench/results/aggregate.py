@@ -26,8 +26,10 @@ from .. import tasks as tb_tasks
 from ..errors import DataError
 from . import STAGES
 
+#: The columns naming a run, first in both tables.
+RUN_COLUMNS = ["task", "model", "size", "params_b", "method", "run", "stage", "format"]
 METRIC_COLUMNS = [
-    "task", "model", "size", "params_b", "method", "run", "stage", "format", "variant", "init_from",
+    *RUN_COLUMNS, "variant", "init_from",
     "metric", "primary", "value", "ci_low", "ci_high", "n", "n_examples", "unscorable",
     "train_tokens", "train_tokens_total", "train_wall_time_s", "train_tokens_per_s", "peak_memory_mb",
     "device", "device_kind", "num_processes", "device_hours", "device_hours_total", "epochs_run",
@@ -35,7 +37,7 @@ METRIC_COLUMNS = [
     "eval_wall_time_s", "eval_tokens_per_s", "prompt_tokens_mean", "generated_tokens_mean", "eval_batch_size",
 ]
 CURVE_COLUMNS = [
-    "task", "model", "size", "params_b", "method", "run", "stage", "format", "init_from", "epoch", "train_loss",
+    *RUN_COLUMNS, "init_from", "epoch", "train_loss",
     "validation_loss", "validation_perplexity", "wall_time_s", "selected",
 ]
 TEXT_COLUMNS = {"task", "model", "size", "method", "run", "stage", "format", "variant", "init_from", "metric",
@@ -144,7 +146,7 @@ def _train_record(config: Mapping, task: str, model: str, run_name: str, method:
     kind = "CPU" if device.lower().startswith("cpu") else "GPU"
     # A GPU-hour is one device for an hour (one process per GPU); a CPU-hour is one core for an hour,
     # and the job's cores are the threads the resources table grants it.
-    devices = processes if kind == "GPU" else tb_config.resources(config, "train", model, method).get("threads", 1)
+    devices = processes if kind == "GPU" else tb_config.resources(config, "train", model, method)["threads"]
     rates = [s["tokens_per_s"] for s in steps if isinstance(s.get("tokens_per_s"), (int, float))]
     return {
         "train_tokens": tokens,

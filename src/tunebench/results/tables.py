@@ -36,13 +36,13 @@ class Column:
 
 @dataclass
 class Table:
-    name: str
     caption: str
     frame: pd.DataFrame
     columns: list[Column]
     csv: list[str]  # the frame columns the CSV holds, in order
     rounded: tuple[str, ...] = ()  # of those, the percentages the CSV rounds to one decimal
     note: str = ""
+    name: str = ""  # the file name, from the table's entry in the plan (see build)
 
     def csv_frame(self) -> pd.DataFrame:
         out = self.frame[self.csv].copy()
@@ -71,8 +71,8 @@ class Table:
 
 # -- the tables ----------------------------------------------------------------------------------
 
-#: The columns of a metrics.csv run that name it in a table (labels.run reads them).
-RUN_FIELDS = ("task", "model", "size", "method", "stage", "format", "variant", "init_from", "run")
+#: The columns of a run that lead the headline and cost tables' CSVs.
+HEADLINE_FIELDS = ("task", "model", "size", "run", "stage")
 
 
 def _runs(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -126,7 +126,6 @@ def task_table(metrics: pd.DataFrame, task: str) -> Table:
     columns += [Column(labels.metric(name) + " (%)", _percent_interval(name), numeric=True, best=name)
                 for name in names]
     return Table(
-        name=task,
         caption=(f"{labels.task(task)}: share of test examples scored correct, in percent, with "
                  f"bootstrap confidence intervals in brackets; the best value per column is in bold."),
         frame=table,
@@ -144,15 +143,13 @@ def main_table(metrics: pd.DataFrame) -> Table:
         gain = math.nan
         if run["stage"] != "baseline":
             gain = (run["value"] - _baseline_value(primary, run, variant="default")) * 100
-        records.append({
-            "task": run["task"], "model": run["model"], "size": run["size"], "run": run["run"], "stage": run["stage"],
+        records.append({key: run[key] for key in HEADLINE_FIELDS} | {
             "metric": run["metric"], "value_pct": run["value"] * 100, "ci_low_pct": run["ci_low"] * 100,
             "ci_high_pct": run["ci_high"] * 100, "gain_points": gain, "n": run["n"],
             "prompt_tokens_mean": run["prompt_tokens_mean"],
         } | {field: run[field] for field in ("method", "format", "variant", "init_from")})
     frame = pd.DataFrame(records)
     return Table(
-        name="main",
         caption=("Every run on its task's primary metric (percent of test examples, bootstrap interval in brackets) "
                  "and its gain over the prompted baseline of the same model."),
         frame=frame,
@@ -200,7 +197,6 @@ def published_table(metrics: pd.DataFrame) -> Table:
         return PUBLISHED_DIGITS.get(row["quantity"], 1)
 
     return Table(
-        name="published",
         caption=("Figures stated by the case studies beside the same quantity measured on our runs; the "
                  "difference is ours minus published, and the last column names what differs from the study's "
                  "setting: the model size, the fine-tuning method, or CPU processes in place of GPUs."),
@@ -230,8 +226,7 @@ def cost_table(metrics: pd.DataFrame) -> Table:
     records = []
     for _, run in runs.iterrows():
         trained = run["stage"] != "baseline"
-        records.append({
-            "task": run["task"], "model": run["model"], "size": run["size"], "run": run["run"], "stage": run["stage"],
+        records.append({key: run[key] for key in HEADLINE_FIELDS} | {
             "device_kind": run["device_kind"] if trained else "",
             "num_processes": run["num_processes"] if trained else math.nan,
             "device_hours": run["device_hours_total"], "train_tokens": run["train_tokens_total"],
@@ -246,7 +241,6 @@ def cost_table(metrics: pd.DataFrame) -> Table:
         return lambda row: show(row) if row["stage"] != "baseline" else "–"
 
     return Table(
-        name="cost",
         caption=(f"What each model costs: training time in {unit} (a two-stage run includes its first stage), "
                  "tokens trained, and the mean prompt and generated tokens per test query, beside the task's "
                  f"primary metric ({primaries}) and its gain over the prompted baseline of the same model."),
@@ -294,7 +288,6 @@ def ablation_table(metrics: pd.DataFrame, task: str) -> Table:
     table = pd.DataFrame(records)
     percents = [f"{name}{suffix}" for name in names for suffix in ("", "_ci_low", "_ci_high")]
     return Table(
-        name=f"ablation_format_{task}",
         caption=(f"{labels.task(task)}: the same model and method fine-tuned with the special-token format and "
                  "with a natural-language instruction format (percent, with bootstrap intervals)."),
         frame=table,
@@ -326,7 +319,6 @@ def claims_table(claims: pd.DataFrame) -> Table:
         return lambda row: show(row) if row["label"] != "not run" else "–"
 
     return Table(
-        name="claims",
         caption=("The case studies' claims on these runs: the mean paired difference on the same test rows, in "
                  "points, with its paired bootstrap interval; reproduced when the interval lies above zero, "
                  "contradicted when below, undecided when it holds zero."),
