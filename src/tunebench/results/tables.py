@@ -163,8 +163,8 @@ def main_table(metrics: pd.DataFrame) -> Table:
             Column("Gain (points)", lambda row: signed(row["gain_points"]), numeric=True),
             Column("Prompt tokens / query", lambda row: plain(row["prompt_tokens_mean"]), numeric=True),
         ],
-        csv=["task", "model", "size", "run", "stage", "metric", "value_pct", "ci_low_pct", "ci_high_pct",
-             "gain_points", "n", "prompt_tokens_mean"],
+        csv=[*HEADLINE_FIELDS, "metric", "value_pct", "ci_low_pct", "ci_high_pct", "gain_points", "n",
+             "prompt_tokens_mean"],
         rounded=("value_pct", "ci_low_pct", "ci_high_pct", "gain_points"),
     )
 
@@ -257,9 +257,9 @@ def cost_table(metrics: pd.DataFrame) -> Table:
             Column("Primary metric (%)", lambda row: number(row["value_pct"]), numeric=True),
             Column("Gain (points)", when_trained(lambda row: signed(row["gain_points"])), numeric=True),
         ],
-        csv=["task", "model", "size", "run", "stage", "device_kind", "num_processes", "device_hours", "train_tokens",
-             "train_wall_time_s", "peak_memory_mb", "prompt_tokens_mean", "generated_tokens_mean", "eval_wall_time_s",
-             "metric", "value_pct", "gain_points"],
+        csv=[*HEADLINE_FIELDS, "device_kind", "num_processes", "device_hours", "train_tokens", "train_wall_time_s",
+             "peak_memory_mb", "prompt_tokens_mean", "generated_tokens_mean", "eval_wall_time_s", "metric",
+             "value_pct", "gain_points"],
         rounded=("value_pct", "gain_points"),
         note=("A GPU-hour is one GPU for an hour; a CPU-hour is one CPU core for an hour, counting the cores the "
               "job was given."),
