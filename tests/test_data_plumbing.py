@@ -129,7 +129,7 @@ def test_limits_are_seeded_subsets_in_source_order():
 
 def test_rows_are_written_with_a_fixed_key_order(tmp_path):
     path = tmp_path / "x.jsonl"
-    data.write_jsonl(path, [{"b": 1, "answer": "4", "id": "x", "a": 2, "completion": "c", "prompt": "p"}])
+    data.write_rows(path, [{"b": 1, "answer": "4", "id": "x", "a": 2, "completion": "c", "prompt": "p"}])
     assert path.read_text() == '{"id": "x", "prompt": "p", "completion": "c", "answer": "4", "a": 2, "b": 1}\n'
     with pytest.raises(DataError, match="lacks prompt"):
         (tmp_path / "bad.jsonl").write_text('{"id": "x", "completion": "c", "answer": "a"}\n')

@@ -171,10 +171,10 @@ def test_the_command_evaluates_a_fine_tuned_lora_checkpoint(tokenizer_dir, mirro
 def test_the_test_split_is_cut_to_the_configured_limit(config, tmp_path):
     rows = [{"id": f"multiplication-test-{i:05d}", "prompt": f"What is {i} * 3?", "completion": str(3 * i), "answer": str(3 * i)}
             for i in range(12)]
-    data.write_jsonl(tmp_path / "test.jsonl", rows)
+    data.write_rows(tmp_path / "test.jsonl", rows)
     cut = tb_evaluate.test_rows(config, "multiplication", tmp_path)
     assert cut == data.limit_rows(rows, 5, config["seed"], "multiplication", "test") and len(cut) == 5
-    data.write_jsonl(tmp_path / "test.jsonl", cut)
+    data.write_rows(tmp_path / "test.jsonl", cut)
     assert tb_evaluate.test_rows(config, "multiplication", tmp_path) == cut
 
 

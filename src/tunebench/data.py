@@ -301,8 +301,8 @@ def dumps_row(row: Mapping[str, Any]) -> str:
     return json.dumps(ordered, ensure_ascii=False)
 
 
-def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> str:
-    """Write rows and return the file's sha256."""
+def write_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> str:
+    """Write prepared rows, the contract's fields first (see :func:`dumps_row`); returns the file's sha256."""
     data = "".join(dumps_row(row) + "\n" for row in rows).encode("utf-8")
     io.write_atomic(path, data)  # a unique temporary name: two runs into one directory do not collide
     return hashlib.sha256(data).hexdigest()

@@ -114,7 +114,7 @@ def _fields(splits: Mapping[str, list[dict]]) -> list[str]:
 def write(out_dir: Path, prepared: Prepared, manifest: dict) -> dict:
     """Write the three splits and the manifest (with each file's sha256) into ``out_dir``."""
     out_dir = Path(out_dir)
-    hashes = {split: data.write_jsonl(out_dir / f"{split}.jsonl", prepared.splits[split]) for split in data.SPLITS}
+    hashes = {split: data.write_rows(out_dir / f"{split}.jsonl", prepared.splits[split]) for split in data.SPLITS}
     manifest = dict(manifest)
     manifest["format"] = dict(manifest["format"], sha256=hashes)
     io.write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     prepared, manifest = dataset.prepare(args.task, config, seed=args.seed, **overrides)
     if args.out:
         rows = [dict(row, split=split) for split in data.SPLITS for row in prepared.splits[split]]
-        data.write_jsonl(args.out, rows)
+        data.write_rows(args.out, rows)
         target = args.out
     else:
         target = args.out_dir or Path("results") / "data" / args.task

@@ -55,6 +55,6 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = models.load_tokenizer(models.model_source(config, args.model, args.role))
     rows = data.read_rows(args.split_file)
     exported = formats.export_openai(tasks.get(task), rows, args.format, tokenizer)
-    data.write_jsonl(args.out, exported)
+    data.write_rows(args.out, exported)
     print(f"{task}: {len(exported)} rows of {args.split_file} in the {args.format} format written to {args.out}")
     return 0

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .. import data, hardware, tasks
+from .. import data, hardware, io, tasks
 from . import batching, methods
 from .checkpoint import ResumeDir
 from .job import Job, fingerprint, layout
@@ -350,9 +350,7 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
     if trainer.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         resume.publish_best(best["dir"], out_dir / "checkpoint")
-        with open(out_dir / "history.jsonl", "w") as handle:
-            for line in position["history"]:
-                handle.write(json.dumps(line) + "\n")
+        io.write_jsonl(out_dir / "history.jsonl", position["history"])
         (out_dir / "config.json").write_text(json.dumps(job.to_dict(), indent=2) + "\n")
         (out_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
         best_json = {"epoch": best["epoch"], "validation_perplexity": best["validation_perplexity"],
