@@ -1,7 +1,7 @@
 """One task's dataset: prepared by its task module, checked, limited and written with its manifest.
 
-This module sits above both :mod:`tunebench.data` (the plumbing every task module uses) and
-:mod:`tunebench.tasks`, so that neither of those needs the other's caller.
+It sits above :mod:`tunebench.data` (the plumbing every task module builds on) and
+:mod:`tunebench.tasks`, so that data never imports the task modules that import it.
 """
 
 from __future__ import annotations
