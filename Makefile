@@ -35,6 +35,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The container's lock, resolved from pyproject.toml with requirements.lock's pins as constraints.
 # PyPI's Linux x86_64 torch wheel is the CUDA 13.0 build, so it brings its nvidia-*, cuda-* and

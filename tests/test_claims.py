@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tunebench import cli, stats, tasks
+from tunebench import config as tb_config
 from tunebench.errors import DataError
 from tunebench.results import claims, paper, plan, tables
 
@@ -64,8 +65,8 @@ def test_a_claim_is_labelled_from_its_paired_interval(demo_config, tmp_path, fin
     write_predictions(tmp_path, "viggo", "lora", fine_tuned)
     write_predictions(tmp_path, "viggo", "baseline", prompted)
     config = copy.deepcopy(demo_config)
-    config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"],
-                                          "format": "special_tokens", "evaluate": True}]
+    config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"]}]
+    config = tb_config.validate(config)
     frame = claims.decide(config, tmp_path, [claim("viggo_finetuned_beats_prompted")])
     assert len(frame) == 1
     row = frame.iloc[0]
@@ -96,8 +97,8 @@ def test_rows_either_run_could_not_score_are_left_out(demo_config, tmp_path):
     write_predictions(tmp_path, "viggo", "lora", [True, True, None, True])
     write_predictions(tmp_path, "viggo", "baseline", [False, None, False, False])
     config = copy.deepcopy(demo_config)
-    config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"],
-                                          "format": "special_tokens", "evaluate": True}]
+    config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"]}]
+    config = tb_config.validate(config)
     row = claims.decide(config, tmp_path, [claim("viggo_finetuned_beats_prompted")]).iloc[0]
     assert (row["n"], row["difference"]) == (2, 1.0)
 
@@ -153,10 +154,10 @@ def test_claims_command_and_table(demo_config, tmp_path, capsys):
         expected = share_of(runs[(row["task"], row["better_run"])]) - share_of(runs[(row["task"], row["than_run"])])
         assert row["difference"] == pytest.approx(expected)
     table = tables.claims_table(frame)
-    assert len(table.rows) == len(frame)
-    assert table.rows[0][4].startswith(f"+{(frame['difference'].iloc[0] * 100):.1f} [")
-    assert list(table.data.columns[:10]) == ["claim", "task", "metric", "model", "size", "better_run", "than_run",
-                                            "n", "label", "published"]
+    assert len(table.text()) == len(frame)
+    assert table.text().iloc[0, 4].startswith(f"+{(frame['difference'].iloc[0] * 100):.1f} [")
+    assert list(table.csv_frame().columns[:10]) == ["claim", "task", "metric", "model", "size", "better_run",
+                                                   "than_run", "n", "label", "published"]
 
 
 def test_a_broken_prediction_line_is_one_sentence(demo_config, tmp_path):
@@ -165,7 +166,7 @@ def test_a_broken_prediction_line_is_one_sentence(demo_config, tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text('{"id": "viggo-test-00000", "verdict": {}}\n')
     config = copy.deepcopy(demo_config)
-    config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"],
-                                          "format": "special_tokens", "evaluate": True}]
+    config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"]}]
+    config = tb_config.validate(config)
     with pytest.raises(DataError, match=r"line 1 is not a prediction record with a verdict for attributes_ordered_accuracy;"):
         claims.decide(config, tmp_path, [claim("viggo_finetuned_beats_prompted")])

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from slurm_support import profile_without_container
 from tunebench import cluster
 from tunebench import config as tb_config
-from tunebench.train import checkpoint
 from tunebench.errors import ConfigError, UserError
-
-from slurm_support import profile_without_container
+from tunebench.train import checkpoint
 
 BIN = Path(sys.executable).parent
 SLURM_TOOLS = {"sbatch", "srun", "squeue", "sacct", "scontrol", "sinfo", "scancel", "salloc", "sacctmgr", "sshare"}

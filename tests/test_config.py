@@ -132,7 +132,7 @@ def test_resources_by_size_and_method(repo_root):
 
 @pytest.mark.parametrize("row, message", [
     ({"gpu": 16, "gpu_model": "a10g"},
-     r"resources.train.70B.full asks for 16 GPUs on one node but resources.max_gpus_per_node is 8; .*nodes: 2, gpu: 8"),
+     r"resources.train.70B.full asks for 16 GPUs on one node but resources.max_gpus_per_node is 8; .*nodes: 2, " r"gpu: 8"),
     ({"nodes": 2, "gpu": 1, "gpu_model": "a10g"}, "runs one GPU on each of 2 nodes"),
     ({"nodes": 2, "gpu": 8, "gpu_model": "a10g", "threads": 12}, "gives 12 threads per node to 8 processes"),
     ({"gpu": 8, "gpu_model": "b200"}, "names gpu_model 'b200', which resources.gpu_memory_gb does not list"),

@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from tunebench import cli, config, data
+from tunebench import cli, config, data, dataset
 from tunebench.tasks import gsm8k, mathqa, sql, viggo
 
 PAPER = config.ROOT / "config" / "config.yaml"
@@ -43,7 +43,7 @@ def _contract(prepared):
 
 
 def test_viggo_from_the_mirror_matches_the_published_split_sizes(paper, mirror):
-    prepared, manifest = data.prepare("viggo", paper)
+    prepared, manifest = dataset.prepare("viggo", paper)
     assert manifest["rows"] == {"train": 5103, "validation": 714, "test": 1083}
     assert manifest["bad_rows_total"] == 0
     # The mirror's files are recorded by hash (the values SOURCES.md publishes).
@@ -60,7 +60,7 @@ def test_viggo_from_the_mirror_matches_the_published_split_sizes(paper, mirror):
 
 
 def test_viggo_baseline_prompt_has_one_example_per_function(paper):
-    prepared, _ = data.prepare("viggo", paper)
+    prepared, _ = dataset.prepare("viggo", paper)
     task = viggo.TASK
     row = prepared.splits["test"][0]
     messages = task.baseline_messages(row, prepared.splits["train"], "default", paper["evaluation"])
@@ -77,7 +77,7 @@ def test_viggo_baseline_prompt_has_one_example_per_function(paper):
 
 
 def test_gsm8k_from_the_mirror(paper):
-    prepared, manifest = data.prepare("gsm8k", paper)
+    prepared, manifest = dataset.prepare("gsm8k", paper)
     assert manifest["rows"] == {"train": 7473 - 500, "validation": 500, "test": 1319}
     _contract(prepared)
     _disjoint(prepared)
@@ -91,13 +91,13 @@ def test_gsm8k_from_the_mirror(paper):
 def test_gsm8k_calculator_notes_can_be_stripped(paper):
     cfg = json.loads(json.dumps(paper))
     cfg["tasks"]["gsm8k"]["strip_calculator_notes"] = True
-    prepared, manifest = data.prepare("gsm8k", cfg)
+    prepared, manifest = dataset.prepare("gsm8k", cfg)
     assert not any("<<" in row["completion"] or ">>" in row["completion"] for rows in prepared.splits.values() for row in rows)
     assert any("removed" in note for note in manifest["notes"])
 
 
 def test_gsm8k_few_shot_prompt(paper):
-    prepared, _ = data.prepare("gsm8k", paper)
+    prepared, _ = dataset.prepare("gsm8k", paper)
     row = prepared.splits["test"][5]
     messages = gsm8k.TASK.baseline_messages(row, prepared.splits["train"], "default", {"few_shot": 8})
     user = messages[1]["content"]
@@ -108,7 +108,7 @@ def test_gsm8k_few_shot_prompt(paper):
 
 
 def test_sql_from_the_mirror_sample(paper):
-    prepared, manifest = data.prepare("sql", paper)
+    prepared, manifest = dataset.prepare("sql", paper)
     assert manifest["source"]["files"]["sql-create-context/sample.jsonl"]["records"] == 2410
     varchar = next(f for f in manifest["filters"] if f["name"] == "varchar_numeric")
     total = sum(manifest["rows"].values())
@@ -124,13 +124,13 @@ def test_sql_from_the_mirror_sample(paper):
     # The switch keeps them.
     cfg = json.loads(json.dumps(paper))
     cfg["tasks"]["sql"]["drop_varchar_numeric"] = False
-    _, kept = data.prepare("sql", cfg)
+    _, kept = dataset.prepare("sql", cfg)
     assert sum(kept["rows"].values()) == 2410
     assert [f["name"] for f in kept["filters"]] == ["duplicate"]
 
 
 def test_sql_split_depends_on_content_not_order(paper):
-    prepared, _ = data.prepare("sql", paper)
+    prepared, _ = dataset.prepare("sql", paper)
     rows = [row for split in data.SPLITS for row in prepared.splits[split]]
     random.Random(0).shuffle(rows)
     again = data.split_by_content(rows, lambda row: (row["id"],), 0.02, 0.02)
@@ -156,14 +156,14 @@ def test_varchar_number_comparisons(context, query, expected):
 
 
 def test_sql_baseline_asks_for_tags(paper):
-    prepared, _ = data.prepare("sql", paper)
+    prepared, _ = dataset.prepare("sql", paper)
     row = prepared.splits["test"][0]
     user = sql.TASK.baseline_messages(row, [], "default", {})[-1]["content"]
     assert row["context"] in user and row["question"] in user and "<SQL>" in user and "</SQL>" in user
 
 
 def test_mathqa_from_the_mirror_without_train(paper):
-    prepared, manifest = data.prepare("mathqa", paper)
+    prepared, manifest = dataset.prepare("mathqa", paper)
     assert manifest["rows"] == {"train": 4475 + 2985, "validation": 604, "test": 0}
     assert any("lacks mathqa/train.json" in note for note in manifest["notes"])
     assert manifest["bad_rows_total"] == 0

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tunebench import cli, config, data, formats
+from tunebench import cli, config, data, dataset, formats
 from tunebench.errors import DataError
 
 GOOD_MR = "inform(name[Tetris], rating[good])"
@@ -44,7 +44,7 @@ def test_bad_rows_are_dropped_and_counted_by_reason(tmp_path, monkeypatch):
     good = [(GOOD_MR, f"Tetris is good, says reviewer {i}.") for i in range(96)]
     bad = [(GOOD_MR, "   "), ("not a meaning representation", "Some sentence."), ("shout(name[X])", "X!")]
     mirror = _viggo_mirror(tmp_path, good + bad, extra_lines=['"inform(name[A])","a sentence","an extra field"'])
-    prepared, manifest = data.prepare("viggo", _config(mirror, max_bad=0.05))
+    prepared, manifest = dataset.prepare("viggo", _config(mirror, max_bad=0.05))
     assert manifest["rows"]["train"] == 96
     assert manifest["bad_rows"]["viggo/train.csv"] == {
         "empty sentence": 1,
@@ -61,7 +61,7 @@ def test_too_many_bad_rows_stop_the_stage_with_one_sentence(tmp_path, monkeypatc
     rows = [(GOOD_MR, f"Tetris {i}.") for i in range(90)] + [("", f"empty {i}") for i in range(10)]
     mirror = _viggo_mirror(tmp_path, rows)
     with pytest.raises(DataError) as error:
-        data.prepare("viggo", _config(mirror, max_bad=0.05))
+        dataset.prepare("viggo", _config(mirror, max_bad=0.05))
     message = str(error.value)
     assert "10 of 100 records of viggo/train.csv" in message and "data.max_bad_fraction = 0.05" in message
     assert "empty meaning representation" in message and message.count(". ") == 0 and "\n" not in message
@@ -69,7 +69,7 @@ def test_too_many_bad_rows_stop_the_stage_with_one_sentence(tmp_path, monkeypatc
     out = tmp_path / "out"
     config_file = tmp_path / "c.yaml"
     config_file.write_text(
-        f"data: {{mirror: {mirror}, max_bad_fraction: 0.05}}\nmodels: {{m: {{size: 1M, base: {{hub: x/y}}}}}}\nexperiments: {{}}\n"
+        f"data: {{mirror: {mirror}, max_bad_fraction: 0.05}}\nmodels: {{m: {{size: 1M, base: {{hub: " f"x/y}}}}}}\nexperiments: {{}}\n"
     )
     assert cli.main(["data", "viggo", "--config", str(config_file), "--out-dir", str(out)]) == 2
     assert not (out / "train.jsonl").exists()
@@ -82,7 +82,7 @@ def test_unparsable_json_lines_are_counted(tmp_path, monkeypatch):
     good = [json.dumps({"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"}) for i in range(200)]
     (folder / "train.jsonl").write_text("\n".join(good + ["{not json", '{"question": "q", "answer": "no final line"}']) + "\n")
     (folder / "test.jsonl").write_text("\n".join(good[:10]) + "\n")
-    prepared, manifest = data.prepare("gsm8k", _config(tmp_path, gsm8k={"validation_rows": 20}))
+    prepared, manifest = dataset.prepare("gsm8k", _config(tmp_path, gsm8k={"validation_rows": 20}))
     assert manifest["bad_rows"]["gsm8k/train.jsonl"] == {
         "line is not valid JSON": 1,
         "solution does not end with #### <number>": 1,
@@ -94,13 +94,13 @@ def test_missing_mirror_file_is_named(tmp_path, monkeypatch):
     monkeypatch.delenv(config.MIRROR_ENV, raising=False)
     (tmp_path / "viggo").mkdir()
     with pytest.raises(DataError, match=r"has no viggo/train\.csv"):
-        data.prepare("viggo", _config(tmp_path))
+        dataset.prepare("viggo", _config(tmp_path))
 
 
 def test_mirror_that_is_not_a_directory(tmp_path, monkeypatch):
     monkeypatch.setenv(config.MIRROR_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(config.ConfigError, match="TUNEBENCH_DATA_MIRROR"):
-        data.prepare("viggo", config.defaults())
+        dataset.prepare("viggo", config.defaults())
 
 
 def test_no_mirror_and_no_hub_names_both_ways(tmp_path):
@@ -108,8 +108,8 @@ def test_no_mirror_and_no_hub_names_both_ways(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != config.MIRROR_ENV}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     code = (
-        "from tunebench import config, data\n"
-        "try:\n    data.prepare('viggo', config.defaults())\n"
+        "from tunebench import config, data, dataset\n"
+        "try:\n    dataset.prepare('viggo', config.defaults())\n"
         "except data.DataUnavailable as e:\n    print(e)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
@@ -129,7 +129,7 @@ def test_limits_are_seeded_subsets_in_source_order():
 
 def test_rows_are_written_with_a_fixed_key_order(tmp_path):
     path = tmp_path / "x.jsonl"
-    data.write_jsonl(path, [{"b": 1, "answer": "4", "id": "x", "a": 2, "completion": "c", "prompt": "p"}])
+    data.write_rows(path, [{"b": 1, "answer": "4", "id": "x", "a": 2, "completion": "c", "prompt": "p"}])
     assert path.read_text() == '{"id": "x", "prompt": "p", "completion": "c", "answer": "4", "a": 2, "b": 1}\n'
     with pytest.raises(DataError, match="lacks prompt"):
         (tmp_path / "bad.jsonl").write_text('{"id": "x", "completion": "c", "answer": "a"}\n')
@@ -187,9 +187,9 @@ def test_hub_path_reads_gem_column_names(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != config.MIRROR_ENV}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     code = (
-        "import json, sys\nfrom tunebench import config, data\n"
+        "import json, sys\nfrom tunebench import config, dataset\n"
         "cfg = config.defaults()\ncfg['tasks']['viggo']['hub']['id'] = sys.argv[1]\n"
-        "prepared, manifest = data.prepare('viggo', cfg)\n"
+        "prepared, manifest = dataset.prepare('viggo', cfg)\n"
         "print(json.dumps({'manifest': manifest, 'first': prepared.splits['test'][0]}))\n"
     )
     result = subprocess.run([sys.executable, "-c", code, str(hub)], capture_output=True, text=True, env=env, timeout=120)
@@ -208,7 +208,7 @@ def test_a_header_only_csv_is_refused(tmp_path, monkeypatch):
     monkeypatch.delenv(config.MIRROR_ENV, raising=False)
     mirror = _viggo_mirror(tmp_path, [])
     with pytest.raises(DataError) as error:
-        data.prepare("viggo", _config(mirror))
+        dataset.prepare("viggo", _config(mirror))
     message = str(error.value)
     assert "viggo: the train split has no usable rows" in message and "viggo/train.csv (0 records)" in message
     assert "\n" not in message
@@ -222,13 +222,13 @@ def test_an_empty_gsm8k_test_file_is_refused(tmp_path, monkeypatch):
     (folder / "train.jsonl").write_text("\n".join(good) + "\n")
     (folder / "test.jsonl").write_text("")
     with pytest.raises(DataError, match=r"gsm8k: the test split has no usable rows .*gsm8k/test\.jsonl \(0 records\)"):
-        data.prepare("gsm8k", _config(tmp_path, gsm8k={"validation_rows": 5}))
+        dataset.prepare("gsm8k", _config(tmp_path, gsm8k={"validation_rows": 5}))
 
 
 def test_a_csv_cut_inside_a_quote_at_the_end_keeps_no_truncated_row(tmp_path, monkeypatch):
     monkeypatch.delenv(config.MIRROR_ENV, raising=False)
     mirror = _viggo_mirror(tmp_path, _viggo_good(), extra_lines=['"inform(name[Tetris], rating[go'])
-    prepared, manifest = data.prepare("viggo", _config(mirror))
+    prepared, manifest = dataset.prepare("viggo", _config(mirror))
     assert manifest["rows"]["train"] == 100
     assert manifest["bad_rows"]["viggo/train.csv"] == {"row has an unclosed or misplaced quote": 1}
     assert all(row["answer"] == GOOD_MR for row in prepared.splits["train"])
@@ -245,7 +245,7 @@ def test_an_unclosed_quote_mid_file_never_merges_two_rows(tmp_path, monkeypatch)
     (folder / "train.csv").write_text("\n".join(lines) + "\n")
     for name in ("valid.csv", "test.csv"):
         (folder / name).write_text(f'mr,ref\n"{GOOD_MR}",Tetris.\n')
-    prepared, manifest = data.prepare("viggo", _config(tmp_path))
+    prepared, manifest = dataset.prepare("viggo", _config(tmp_path))
     prompts = [row["prompt"] for row in prepared.splits["train"]]
     assert "The next good row." in prompts and len(prompts) == 101
     assert all("\n" not in prompt and "cut short" not in prompt for prompt in prompts)
@@ -255,7 +255,7 @@ def test_an_unclosed_quote_mid_file_never_merges_two_rows(tmp_path, monkeypatch)
 def test_nul_bytes_are_bad_rows(tmp_path, monkeypatch):
     monkeypatch.delenv(config.MIRROR_ENV, raising=False)
     mirror = _viggo_mirror(tmp_path, _viggo_good() + [(GOOD_MR, "Tetris\x00 is good.")])
-    prepared, manifest = data.prepare("viggo", _config(mirror))
+    prepared, manifest = dataset.prepare("viggo", _config(mirror))
     assert manifest["bad_rows"]["viggo/train.csv"] == {"row contains a NUL byte": 1}
     assert not any("\x00" in row["prompt"] for row in prepared.splits["train"])
     folder = tmp_path / "gsm8k"
@@ -264,7 +264,7 @@ def test_nul_bytes_are_bad_rows(tmp_path, monkeypatch):
     escaped = json.dumps({"question": "What is\u0000 1 + 1?", "answer": "#### 2"})  # NUL as a JSON escape
     (folder / "train.jsonl").write_text("\n".join(good + [escaped, '{"question": "a\x00", "answer": "#### 1"}']) + "\n")
     (folder / "test.jsonl").write_text("\n".join(good[:5]) + "\n")
-    prepared, manifest = data.prepare("gsm8k", _config(tmp_path, max_bad=0.05, gsm8k={"validation_rows": 5}))
+    prepared, manifest = dataset.prepare("gsm8k", _config(tmp_path, max_bad=0.05, gsm8k={"validation_rows": 5}))
     assert manifest["bad_rows"]["gsm8k/train.jsonl"] == {"line contains a NUL byte": 1, "question contains a NUL byte": 1}
     assert not any("\x00" in row["prompt"] for rows in prepared.splits.values() for row in rows)
 
@@ -275,14 +275,14 @@ def test_a_byte_order_mark_is_read_correctly(tmp_path, monkeypatch):
     for name in ("train.csv", "valid.csv", "test.csv"):
         path = mirror / "viggo" / name
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
-    prepared, manifest = data.prepare("viggo", _config(mirror))
+    prepared, manifest = dataset.prepare("viggo", _config(mirror))
     assert manifest["rows"]["train"] == 100 and manifest["bad_rows_total"] == 0
     folder = tmp_path / "gsm8k"
     folder.mkdir()
     good = [json.dumps({"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"}) for i in range(50)]
     (folder / "train.jsonl").write_text("\ufeff" + "\n".join(good) + "\n", encoding="utf-8")
     (folder / "test.jsonl").write_text("\ufeff" + "\n".join(good[:5]) + "\n", encoding="utf-8")
-    _, manifest = data.prepare("gsm8k", _config(tmp_path, gsm8k={"validation_rows": 5}))
+    _, manifest = dataset.prepare("gsm8k", _config(tmp_path, gsm8k={"validation_rows": 5}))
     assert manifest["bad_rows_total"] == 0 and manifest["rows"]["test"] == 5
 
 
@@ -294,7 +294,7 @@ def test_an_integer_over_the_digit_limit_is_a_bad_row(tmp_path, monkeypatch, cap
     huge = '{"question": "How big?", "answer": "#### 1", "id": ' + "9" * 5000 + "}"
     (folder / "train.jsonl").write_text("\n".join(good + [huge]) + "\n")
     (folder / "test.jsonl").write_text("\n".join(good[:5]) + "\n")
-    _, manifest = data.prepare("gsm8k", _config(tmp_path, gsm8k={"validation_rows": 5}))
+    _, manifest = dataset.prepare("gsm8k", _config(tmp_path, gsm8k={"validation_rows": 5}))
     assert manifest["bad_rows"]["gsm8k/train.jsonl"] == {"line holds a number too long to read": 1}
     # Too many of them: one sentence from the CLI, exit status 2, no traceback.
     (folder / "train.jsonl").write_text("\n".join(good[:20] + [huge] * 5) + "\n")

@@ -18,13 +18,13 @@ import yaml
 from transformers import AutoTokenizer
 
 from train_support import tiny_config, tokenizer_dir, train_in_process, write_data  # noqa: F401  (session fixture)
-from tunebench import cli, data, formats, hardware, models, tasks
+from tunebench import cli, data, dataset, formats, hardware, models, tasks
 from tunebench import config as tb_config
 from tunebench import evaluate as tb_evaluate
 from tunebench import settings as tb_settings
 from tunebench.errors import ConfigError, DataError
+from tunebench.formats import encode_prompt
 from tunebench.generate import Generation
-from tunebench.train.batching import encode_prompt
 
 SCORED = ("viggo", "sql", "gsm8k", "multiplication")
 CONTRACT_KEYS = {"task", "model", "run", "method", "stage", "format", "variant", "n", "unscorable", "metrics",
@@ -65,8 +65,8 @@ def prepared(config, tmp_path_factory):
     """Each scored task prepared from the mirror (multiplication generated), cut to 5 test rows."""
     root = tmp_path_factory.mktemp("data")
     for task in SCORED:
-        rows, manifest = data.prepare(task, config)
-        data.write(root / task, rows, manifest)
+        rows, manifest = dataset.prepare(task, config)
+        dataset.write(root / task, rows, manifest)
     return root
 
 
@@ -171,10 +171,10 @@ def test_the_command_evaluates_a_fine_tuned_lora_checkpoint(tokenizer_dir, mirro
 def test_the_test_split_is_cut_to_the_configured_limit(config, tmp_path):
     rows = [{"id": f"multiplication-test-{i:05d}", "prompt": f"What is {i} * 3?", "completion": str(3 * i), "answer": str(3 * i)}
             for i in range(12)]
-    data.write_jsonl(tmp_path / "test.jsonl", rows)
+    data.write_rows(tmp_path / "test.jsonl", rows)
     cut = tb_evaluate.test_rows(config, "multiplication", tmp_path)
     assert cut == data.limit_rows(rows, 5, config["seed"], "multiplication", "test") and len(cut) == 5
-    data.write_jsonl(tmp_path / "test.jsonl", cut)
+    data.write_rows(tmp_path / "test.jsonl", cut)
     assert tb_evaluate.test_rows(config, "multiplication", tmp_path) == cut
 
 

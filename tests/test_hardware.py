@@ -14,11 +14,10 @@ import bitsandbytes as bnb
 import pytest
 import torch
 
+from train_support import resolved, tiny_config, tokenizer_dir, write_data  # noqa: F401
 from tunebench import hardware, models
 from tunebench.errors import ConfigError
 from tunebench.train import methods
-
-from train_support import resolved, tiny_config, tokenizer_dir, write_data  # noqa: F401
 
 # SmolLM2-135M-Instruct's layer shapes, one decoder layer deep.
 SMOLLM2_LAYER = {

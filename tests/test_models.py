@@ -7,11 +7,10 @@ import json
 import pytest
 import torch
 
+from train_support import TINY_LLAMA, resolved, tiny_config, tokenizer_dir, write_data  # noqa: F401
 from tunebench import formats, models
 from tunebench.errors import ConfigError, UserError
 from tunebench.train import methods
-
-from train_support import TINY_LLAMA, resolved, tiny_config, tokenizer_dir, write_data  # noqa: F401
 
 
 def _random_source(tokenizer_dir, **overrides) -> dict:

@@ -77,9 +77,10 @@ def test_70b_full_on_one_node_is_refused_one_sentence_per_job(repo_root, tmp_pat
 
 
 def test_an_evaluation_that_spills_off_its_gpus_is_refused(paper_config):
-    config = tb_config.validate(yaml.safe_load(yaml.safe_dump(paper_config)))
+    edited = yaml.safe_load(yaml.safe_dump(paper_config))
+    edited["experiments"] = {"finetune": [], "baselines": [{"task": "viggo", "models": ["llama2-70b"]}]}
+    config = tb_config.validate(edited)
     config["resources"]["evaluate"]["70B"].update(gpu=2, gpu_model="a10g")
-    config["experiments"] = {"finetune": [], "baselines": [{"task": "viggo", "models": ["llama2-70b"]}]}
     (fit,) = tb_plan.plan(config)
     assert fit.kind == "evaluate" and fit.gpu_limit_gb == pytest.approx(19.2)
     # 138 GB of bf16 weights on two 24 GB GPUs: what accelerate's device map cannot place is the shortfall.

@@ -35,8 +35,8 @@ def decided(root: Path) -> pd.DataFrame:
 def demo_results(demo_config, tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     metrics, curves = build_results(demo_config, root)
-    tables.write_all(plan(demo_config).tables, metrics, root / "tables", decided(root))
-    figures.write_all(plan(demo_config).figures, metrics, curves, root / "figures", decided(root))
+    tables.write_all(plan(demo_config).of("table"), metrics, root / "tables", decided(root))
+    figures.write_all(plan(demo_config).of("figure"), metrics, curves, root / "figures", decided(root))
     return root, metrics, curves
 
 
@@ -108,7 +108,7 @@ def test_figures_are_written_and_reproducible(demo_config, demo_results, tmp_pat
     for name in plan(demo_config).figures:
         for ext in ("png", "pdf"):
             assert (root / "figures" / f"{name}.{ext}").stat().st_size > 10_000, (name, ext)
-    again = figures.write_all(["viggo_accuracy"], metrics, curves, tmp_path)
+    again = figures.write_all([plan(demo_config).output("figure", "viggo_accuracy")], metrics, curves, tmp_path)
     assert [p.read_bytes() for p in again] == [(root / "figures" / p.name).read_bytes() for p in again]
 
 
@@ -135,7 +135,7 @@ def test_learning_curve_panels_show_whole_epochs_and_colour_each_star(demo_confi
 @pytest.mark.slow
 def test_figures_of_the_paper_matrix(paper_config, tmp_path):
     metrics, curves = build_results(paper_config, tmp_path, seed=5)
-    written = figures.write_all(plan(paper_config).figures, metrics, curves, tmp_path / "figures", decided(tmp_path))
+    written = figures.write_all(plan(paper_config).of("figure"), metrics, curves, tmp_path / "figures", decided(tmp_path))
     assert len(written) == 2 * len(plan(paper_config).figures)
 
 
@@ -159,7 +159,7 @@ def test_a_changed_metric_changes_the_table_and_the_paper_text(demo_config, demo
     doc["metrics"]["attributes_ordered_accuracy"].update(value=0.837, ci_low=0.761, ci_high=0.902)
     path.write_text(json.dumps(doc))
     metrics, _ = aggregate.write(demo_config, root, root / "metrics.csv", root / "learning_curves.csv")
-    tables.write_all(plan(demo_config).tables, aggregate.read_metrics(root / "metrics.csv"), root / "tables", decided(root))
+    tables.write_all(plan(demo_config).of("table"), aggregate.read_metrics(root / "metrics.csv"), root / "tables", decided(root))
     after_table = (root / "tables" / "viggo.md").read_text()
     after_paper = _paper_text(demo_config, root, tmp_path / "build")
 
@@ -238,8 +238,23 @@ def test_awkward_results_still_give_every_output(tmp_path):
     metrics = aggregate.read_metrics(tmp_path / "metrics.csv")
     curves = aggregate.read_curves(tmp_path / "learning_curves.csv")
     chosen = plan(config)
-    tables.write_all(chosen.tables, metrics, tmp_path / "tables", decided(tmp_path))
-    figures.write_all(chosen.figures, metrics, curves, tmp_path / "figures", decided(tmp_path))
+    tables.write_all(chosen.of("table"), metrics, tmp_path / "tables", decided(tmp_path))
+    figures.write_all(chosen.of("figure"), metrics, curves, tmp_path / "figures", decided(tmp_path))
     assert "| tiny-llama | LoRA | 8 | 8 | – | – | – |" in (tmp_path / "tables" / "sql.md").read_text()
     text = _paper_text(config, tmp_path, tmp_path / "build")
     assert "Full reaches 0.0\\,\\%" in text
+
+
+def test_the_csv_holds_the_numbers_the_markdown_shows(paper_config, tmp_path):
+    """Both round the same value the same way, also where a value lies close to a rounding boundary."""
+    metrics, _ = build_results(paper_config, tmp_path, seed=5)
+    chosen = plan(paper_config)
+    for output in [chosen.output("table", task) for task in chosen.tasks] + [chosen.output("table", "main")]:
+        table = tables.build(output, metrics)
+        csv, text = table.csv_frame(), table.text()
+        for column in table.columns:
+            if column.best or column.header == "Value (%)":
+                source = column.best or "value_pct"
+                shown = text[column.header].str.split(" ").str[0].str.strip("*")
+                written = csv[source].map(lambda value: "–" if pd.isna(value) else f"{value:.1f}")
+                assert shown.tolist() == written.tolist(), (output.name, column.header)

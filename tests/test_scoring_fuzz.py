@@ -19,7 +19,7 @@ SQL_DATABASES = 3
 MEGABYTE = 1 << 20
 
 GOLDS = {
-    "viggo": {"answer": "give_opinion(name[Tom Clancy's The Division], esrb[M (for Mature)], rating[average], genres[role-playing, shooter])"},
+    "viggo": {"answer": "give_opinion(name[Tom Clancy's The Division], esrb[M (for Mature)], rating[average], " "genres[role-playing, shooter])"},
     "gsm8k": {"answer": "987654321"},
     "multiplication": {"answer": "98765432123", "a": 1234567, "b": 80003659},
     "sql": {
@@ -73,7 +73,7 @@ SQL_ATTACKS = [
     "SELECT * FROM sqlite_master",
     f"SELECT instr(({ENDLESS} SELECT group_concat('a', '') FROM c LIMIT 1), 'b')",
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 9999) "
-    "SELECT (SELECT group_concat('a', '') FROM c) LIKE '%' || replace((SELECT group_concat('a', '') FROM c LIMIT 400), 'a', 'a%') || 'b'",
+    "SELECT (SELECT group_concat('a', '') FROM c) LIKE '%' || replace((SELECT group_concat('a', '') FROM c LIMIT " "400), 'a', 'a%') || 'b'",
     "SELECT name FROM head WHERE random() > 0",
     "SELECT * FROM head a, head b, head c, head d, head e, head f",
     "SELECT name FROM head WHERE " + " OR ".join(["(age > 1"] * 3000),

@@ -107,7 +107,7 @@ def head_suite():
         ("SELECT randomblob(100)", "not authorized"),
         ("SELECT zeroblob(100000000)", "not authorized"),
         ("SELECT printf('%.*c', 1000000000, 'x')", "not authorized"),
-        ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000) SELECT group_concat('ab', '') FROM c",
+        ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000) SELECT group_concat('ab', " "'') FROM c",
          "too big"),
         ("SELECT * FROM head a, head b, head c, head d", "more than 1000 result rows"),
     ],
@@ -340,7 +340,7 @@ def test_acceptance_on_the_mirror_sample(sample):
     scorable = [row for row, verdict in zip(sample, verdicts) if verdict is not None]
     assert all(verdict is True for verdict in verdicts if verdict is not None)
     share = len(scorable) / len(sample)
-    print(f"\ngold against itself: {len(scorable)} of {len(sample)} scorable ({share:.1%}), all correct, {self_seconds:.1f} s")
+    print(f"\ngold against itself: {len(scorable)} of {len(sample)} scorable ({share:.1%}), all correct, " f"{self_seconds:.1f} s")
     assert share >= 0.90
 
     start = time.monotonic()

@@ -15,7 +15,6 @@ padded per batch so that an epoch has four optimizer steps) rather than all of i
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import os

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from train_support import TINY_LLAMA, multiplication_rows, resolved, tiny_config, tokenizer_dir, write_data  # noqa: F401
 from tunebench import formats, models, tasks
 from tunebench.errors import ConfigError, DataError
 from tunebench.train import batching
 from tunebench.train.loop import epoch_batches, steps_in
-
-from train_support import TINY_LLAMA, multiplication_rows, resolved, tiny_config, tokenizer_dir, write_data  # noqa: F401
 
 TASK = tasks.get("multiplication")
 
@@ -31,7 +30,7 @@ def test_completion_loss_masks_the_prompt_and_keeps_the_end_marker(tokenizer):
     row = multiplication_rows("train", 1)[0]
     example, truncated = batching.encode(tokenizer, "special_tokens", TASK, row, "completion", 64)
     prompt_text, completion_text = formats.render("special_tokens", TASK, row, tokenizer)
-    prompt_ids = batching.encode_prompt(tokenizer, prompt_text)
+    prompt_ids = formats.encode_prompt(tokenizer, prompt_text)
     assert not truncated
     assert example.input_ids[: len(prompt_ids)] == prompt_ids
     # targets are shifted: position t predicts token t + 1, and only completion tokens are targets
@@ -48,7 +47,7 @@ def test_every_format_trains_on_its_completion_and_end_marker_only(tokenizer, fm
     example, _ = batching.encode(tokenizer, fmt, TASK, row, "completion", 256)
     prompt_text, completion_text = formats.render(fmt, TASK, row, tokenizer)
     assert prompt_text == formats.render_prompt(fmt, TASK, row, tokenizer)
-    prompt_ids = batching.encode_prompt(tokenizer, prompt_text)
+    prompt_ids = formats.encode_prompt(tokenizer, prompt_text)
     assert example.input_ids[: len(prompt_ids)] == prompt_ids
     targets = [label for label in example.labels if label != batching.IGNORE]
     assert tokenizer.decode(targets) == completion_text

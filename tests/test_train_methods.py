@@ -15,14 +15,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from train_support import (  # noqa: F401
+    read_history,
+    resolved,
+    run_cli,
+    step_losses,
+    tiny_config,
+    tokenizer_dir,
+    train_in_process,
+    write_config,
+    write_data,
+)
 from tunebench import formats, models
 from tunebench.commands import train as train_command
 from tunebench.errors import ConfigError
 from tunebench.train import methods
-
-from train_support import (  # noqa: F401
-    read_history, resolved, run_cli, step_losses, tiny_config, tokenizer_dir, train_in_process, write_config, write_data,
-)
 
 
 def _check_outputs(out_dir, method: str, processes: int = 1) -> dict:
@@ -167,8 +174,8 @@ def test_full_relaunches_through_accelerate_with_the_named_files(tokenizer_dir, 
     config = tiny_config(tokenizer_dir, methods=["full", "lora"])
     data = write_data(tmp_path / "data")
     job = resolved(config, "full", tmp_path / "full", data)
-    assert job["launch"] and job["processes"] == 2
-    assert not resolved(config, "lora", tmp_path / "lora", data)["launch"]
+    assert job.launch and job.processes == 2
+    assert not resolved(config, "lora", tmp_path / "lora", data).launch
     args = train_command.argparse.Namespace(config=[tmp_path / "c.yaml"], task="multiplication", model="tiny", run="full")
     command = train_command.launch_command(job, args, tmp_path / "full", data)
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
@@ -194,7 +201,7 @@ def test_two_stage_run_starts_from_the_first_stages_selected_checkpoint(tokenize
 
     train_in_process(config, "lora", results / "mathqa" / "tiny" / "lora", data, task="mathqa")
     job = resolved(config, "lora-two_stage", second, data, task="gsm8k")
-    assert job["stage"] == "two_stage" and job["init_checkpoint"] == str(results / "mathqa" / "tiny" / "lora" / "checkpoint")
+    assert job.stage == "two_stage" and job.init_checkpoint == str(results / "mathqa" / "tiny" / "lora" / "checkpoint")
     first = load_file(results / "mathqa" / "tiny" / "lora" / "checkpoint" / "adapter_model.safetensors")
     built = methods.build(job, torch.device("cpu"))
     start = {name: p.detach() for name, p in built.model.named_parameters() if p.requires_grad}
@@ -226,7 +233,7 @@ def test_adapter_config_is_the_same_bytes_under_any_hash_seed(tokenizer_dir, tmp
         "from train_support import TINY_LLAMA\n"
         "source = {'random_llama': TINY_LLAMA, 'tokenizer': {'local': sys.argv[1]}}\n"
         "tokenizer = models.load_tokenizer(source)\nmodel = models.load_model(source)\n"
-        "preset = {'r': 2, 'alpha': 4, 'dropout': 0.0, 'target_modules': "
+        "preset = {'r': 2, 'alpha': 4, 'dropout': 0.0, 'bias': 'none', 'target_modules': "
         "['v_proj', 'q_proj', 'up_proj', 'o_proj', 'k_proj', 'down_proj', 'gate_proj']}\n"
         "peft_model = get_peft_model(model, methods.lora_config(preset, None))\n"
         "meta = {'method': 'lora', 'new_token_ids': []}\n"

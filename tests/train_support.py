@@ -59,10 +59,12 @@ def write_data(directory: Path, train: int = 8, validation: int = 4, test: int =
 
 
 def tiny_config(tokenizer_dir: Path, training: dict | None = None, **entry) -> dict:
-    """A config with the tiny model and one finetune entry (all three methods unless given)."""
+    """A validated config with the tiny model and one finetune entry (all three methods unless given)."""
+    from tunebench import config as tb_config
+
     finetune = {"task": "multiplication", "models": ["tiny"], "methods": ["full", "lora", "qlora"]}
     finetune.update(entry)
-    return {
+    return tb_config.validate({
         "seed": 42,
         "models": {"tiny": {"size": "tiny", "base": {"random_llama": dict(TINY_LLAMA), "tokenizer": {"local": str(tokenizer_dir)}}}},
         "methods": {
@@ -75,7 +77,7 @@ def tiny_config(tokenizer_dir: Path, training: dict | None = None, **entry) -> d
                      "batching": "pad_to_longest", "loss_on": "completion", "dtype": "float32", **(training or {})},
         "experiments": {"finetune": [finetune]},
         "resources": {"train": {"tiny": {"full": {"processes": 2}}}},
-    }
+    })
 
 
 def write_config(path: Path, config: dict) -> Path:

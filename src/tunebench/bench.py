@@ -22,19 +22,21 @@ Comparisons (every one uses the code the workflow runs):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import pandas as pd
 import torch
 
 from . import config as tb_config
-from . import data, formats, models, tasks
+from . import data, dataset, formats, models, tasks
 from .train import batching
 
 MODEL = "smollm2-135m"
@@ -95,9 +97,9 @@ def prepare_data(config: Mapping, tasks_needed, root: Path) -> dict[str, Path]:
     """Prepared splits of ``tasks_needed`` under ``root`` (through the data stage's own code)."""
     found = {}
     for task in tasks_needed:
-        prepared, manifest = data.prepare(task, config)
+        prepared, manifest = dataset.prepare(task, config)
         directory = root / task
-        data.write(directory, prepared, manifest)
+        dataset.write(directory, prepared, manifest)
         found[task] = directory
     return found
 
@@ -115,7 +117,7 @@ def _trainer(config: Mapping, task: str, method: str, data_dir: Path, out: Path,
     settings = tb_config.validate(settings)
     AcceleratorState._reset_state(True)
     job = tb_job.resolve(settings, task, MODEL, method, out, data_dir)
-    job["launch"] = False  # one process: the bench compares kernels, not launchers
+    job = dataclasses.replace(job, launch=False)  # one process: the bench compares kernels, not launchers
     return loop.Trainer(job)
 
 
@@ -204,7 +206,7 @@ def generation(config: Mapping, data_dirs: Mapping[str, Path], size: Size) -> li
     model, tokenizer = models.load_for_inference(as_float32, MODEL, role="chat")
     task = tasks.get("viggo")
     test = data.read_split(data_dirs["viggo"], "test")[: size.prompts]
-    prompts = [batching.encode_prompt(tokenizer, formats.render_prompt("instruction", task, row, tokenizer))
+    prompts = [formats.encode_prompt(tokenizer, formats.render_prompt("instruction", task, row, tokenizer))
                for row in test]
     largest = size.batch_sizes[-1]
     variants = [(d, b, "batch_invariant") for d in ("float32", "bfloat16") for b in size.batch_sizes]
@@ -289,7 +291,7 @@ def data_preparation(config: Mapping, size: Size) -> list[dict]:
     rows.append({"comparison": "data", "case": "multiplication 4 × 4", "variant": "generate", "metric": "rows/s",
                  **_summary(rates)})
     for task in tasks.NAMES:
-        seconds = [_timed(lambda: data.prepare(task, config))[0] for _ in range(size.repeats)]
+        seconds = [_timed(lambda: dataset.prepare(task, config))[0] for _ in range(size.repeats)]
         rows.append({"comparison": "data", "case": task, "variant": "prepare", "metric": "seconds", **_summary(seconds)})
     return rows
 

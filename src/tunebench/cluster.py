@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-from typing import Mapping
+from collections.abc import Mapping
 
 from .errors import ConfigError
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import jsonschema
 import yaml
@@ -185,7 +186,7 @@ def check(config: Mapping) -> None:
             kinds = [k for k in ("hub", "local", "gguf_package", "random_llama") if source.get(k) not in (None, "")]
             if len(kinds) != 1:
                 raise ConfigError(
-                    f"models.{name}.{role} must name exactly one of hub, local, gguf_package or random_llama (found {', '.join(kinds) or 'none'})."
+                    f"models.{name}.{role} must name exactly one of hub, local, gguf_package or random_llama (found " f"{', '.join(kinds) or 'none'})."
                 )
             if kinds == ["random_llama"] and not any((source.get("tokenizer") or {}).get(k) for k in ("hub", "local", "gguf_package")):
                 raise ConfigError(f"models.{name}.{role}.tokenizer must name a tokenizer source for a random_llama model.")
@@ -259,7 +260,7 @@ def check(config: Mapping) -> None:
                     first = (init["task"], model, run_name(method, init.get("tag")))
                     if first not in seen:
                         raise ConfigError(
-                            f"experiments.finetune[{i}].init_from needs the run {'/'.join(first)}, which no finetune entry trains."
+                            f"experiments.finetune[{i}].init_from needs the run {'/'.join(first)}, which no finetune " "entry trains."
                         )
 
 
@@ -279,7 +280,7 @@ def data_mirror(config: Mapping) -> Path | None:
     path = Path(value).expanduser()
     if not path.is_dir():
         source = MIRROR_ENV if os.environ.get(MIRROR_ENV) else "data.mirror"
-        raise ConfigError(f"{source} is {value!r}, which is not a directory; point it at the dataset mirror or unset it to read the hub.")
+        raise ConfigError(f"{source} is {value!r}, which is not a directory; point it at the dataset mirror or unset it to read the " "hub.")
     return path.resolve()
 
 
@@ -302,6 +303,10 @@ class FinetuneRun:
         return "two_stage" if self.init_from else "finetuned"
 
 
+#: The ``method`` of prompted baselines in metrics.json and results/metrics.csv.
+PROMPTED = "prompted"
+
+
 @dataclass(frozen=True)
 class BaselineRun:
     """A chat model prompted on a task with one prompt variant."""
@@ -320,23 +325,23 @@ class BaselineRun:
 def finetune_runs(config: Mapping) -> list[FinetuneRun]:
     """Every run of ``experiments.finetune``; an entry's extra ``seeds`` follow its own runs."""
     runs = []
-    for entry in config["experiments"].get("finetune", []):
-        training = _merge(config.get("training", {}), entry.get("training") or {})
-        init = entry.get("init_from")
+    for entry in config["experiments"]["finetune"]:
+        training = _merge(config["training"], entry.get("training") or {})
+        init = entry["init_from"]
         for model in entry["models"]:
             for method in entry["methods"]:
                 run = FinetuneRun(
                     task=entry["task"],
                     model=model,
                     method=method,
-                    run=run_name(method, entry.get("tag")),
-                    format=entry.get("format", "special_tokens"),
+                    run=run_name(method, entry["tag"]),
+                    format=entry["format"],
                     training=training,
-                    evaluate=entry.get("evaluate", True),
+                    evaluate=entry["evaluate"],
                     init_from=(init["task"], run_name(method, init.get("tag"))) if init else None,
                 )
                 runs.append(run)
-                for seed in entry.get("seeds", []):
+                for seed in entry["seeds"]:
                     runs.append(
                         replace(run, run=seed_run_name(run.run, seed), training={**training, "seed": seed},
                                 replicate_of=run.run)
@@ -347,9 +352,9 @@ def finetune_runs(config: Mapping) -> list[FinetuneRun]:
 def baseline_runs(config: Mapping) -> list[BaselineRun]:
     return [
         BaselineRun(task=entry["task"], model=model, variant=variant)
-        for entry in config["experiments"].get("baselines", [])
+        for entry in config["experiments"]["baselines"]
         for model in entry["models"]
-        for variant in entry.get("variants", ["default"])
+        for variant in entry["variants"]
     ]
 
 
@@ -384,8 +389,8 @@ def resources(config: Mapping, kind: str, model: str, method: str | None = None)
     per node. The process counts are derived here and nowhere else: ``processes_per_node`` (the
     row's ``processes``, else one per GPU, else 1) and ``processes`` (all nodes together).
     """
-    table = config.get("resources", {})
-    merged = dict(table.get("default", {}))
+    table = config["resources"]
+    merged = dict(table["default"])
     size = config["models"][model].get("resources_size") or config["models"][model]["size"]
     row = table.get(kind, {}).get(size, {})
     if kind == "train":
@@ -399,15 +404,16 @@ def resources(config: Mapping, kind: str, model: str, method: str | None = None)
 
 def _check_resources(config: Mapping) -> None:
     """Rows that no node can hold, or that the SLURM plugin cannot express, fail before any job."""
-    table = config.get("resources", {})
-    rows = [("resources.default", table.get("default", {}), "default")]
-    rows += [(f"resources.evaluate.{size}", row, "evaluate") for size, row in table.get("evaluate", {}).items()]
+    table = config["resources"]
+    rows = [("resources.default", table["default"], "default")]
+    rows += [(f"resources.evaluate.{size}", row, "evaluate") for size, row in table["evaluate"].items()]
     rows += [(f"resources.train.{size}.{method}", row, "train")
-             for size, methods in table.get("train", {}).items() for method, row in methods.items()]
-    most = table.get("max_gpus_per_node", 8)
+             for size, methods in table["train"].items() for method, row in methods.items()]
+    most = table["max_gpus_per_node"]
     for key, row, kind in rows:
-        row = {**table.get("default", {}), **row}
-        gpu, nodes = row.get("gpu", 0), row.get("nodes", 1)
+        row = {**table["default"], **row}  # a row names what differs from the filled default row
+        gpu = row["gpu"]
+        nodes = row["nodes"]
         per_node = row.get("processes") or max(1, gpu)
         if gpu > most:
             spread = -(-gpu // most)  # nodes each old node becomes
@@ -427,12 +433,12 @@ def _check_resources(config: Mapping) -> None:
             raise ConfigError(
                 f"{key} runs one GPU on each of {nodes} nodes; put at least 2 GPUs on each node or use one node."
             )
-        if nodes > 1 and row.get("threads", 2) % per_node:
+        if nodes > 1 and row["threads"] % per_node:
             raise ConfigError(
-                f"{key} gives {row.get('threads', 2)} threads per node to {per_node} processes; "
+                f"{key} gives {row['threads']} threads per node to {per_node} processes; "
                 "make threads a multiple of the processes per node."
             )
-        if gpu and row.get("gpu_model") and row["gpu_model"] not in table.get("gpu_memory_gb", {}):
+        if gpu and row.get("gpu_model") and row["gpu_model"] not in table["gpu_memory_gb"]:
             raise ConfigError(
                 f"{key} names gpu_model {row['gpu_model']!r}, which resources.gpu_memory_gb does not list; "
                 "add its memory in GB."

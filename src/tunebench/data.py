@@ -1,12 +1,12 @@
 """The data stage's plumbing: where raw rows come from, how bad ones are counted, how splits and
-limits are drawn, and how prepared splits and their manifest are written.
+limits are drawn, and how prepared splits are written and read back.
 
 A task module reads its raw splits through a :class:`Source` (the mirror directory or the Hugging
-Face hub), turns each raw record into a prepared row with a function that raises
-:class:`~tunebench.tasks.base.BadRow` for a record it cannot use, and returns a
-:class:`~tunebench.tasks.base.Prepared`. :func:`prepare` then checks the share of bad rows, applies
-the configured limits and :func:`write` produces ``{split}.jsonl`` plus ``manifest.json``, with
-fixed key order so that the same inputs give the same bytes.
+Face hub), turns each raw record into a prepared row with a function that raises :class:`BadRow`
+for a record it cannot use, and returns a :class:`Prepared`. :func:`tunebench.dataset.prepare` then
+checks the share of bad rows, applies the configured limits and writes ``{split}.jsonl`` plus
+``manifest.json``, with fixed key order so that the same inputs give the same bytes. Nothing here
+knows a task: the task modules build on this module, not the other way round.
 """
 
 from __future__ import annotations
@@ -16,18 +16,41 @@ import hashlib
 import json
 import random
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from . import config as tb_config
-from . import settings as tb_settings
+from . import io
 from .errors import DataError, DataUnavailable
-from .formats import FORMATS
-from .tasks.base import BadRow, Prepared
 
 SPLITS = ("train", "validation", "test")
 LEADING_FIELDS = ("id", "prompt", "completion", "answer")
-MANIFEST_VERSION = 1
+
+
+class BadRow(ValueError):
+    """A source row that cannot become an example; the message is the reason counted in the manifest."""
+
+
+@dataclass
+class Filter:
+    """A deliberate filter applied to well-formed rows, reported in the manifest."""
+
+    name: str
+    reason: str
+    dropped: dict[str, int] = field(default_factory=dict)  # per split
+
+
+@dataclass
+class Prepared:
+    """A task's dataset after loading and formatting, before it is written."""
+
+    splits: dict[str, list[dict]]
+    source: dict[str, Any]  # hub id + revision, or mirror files with their sha256, or generator settings
+    filters: list[Filter] = field(default_factory=list)
+    bad_rows: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> reason -> count
+    notes: list[str] = field(default_factory=list)  # what a reader of the manifest must know
 
 
 def sha256_file(path: Path) -> str:
@@ -60,7 +83,7 @@ def split_by_content(
     """Assign each row to a split by a hash of its content: independent of row order and reproducible."""
     if validation_fraction + test_fraction >= 1:
         raise DataError(
-            f"validation_fraction ({validation_fraction}) plus test_fraction ({test_fraction}) leave no training rows; lower them."
+            f"validation_fraction ({validation_fraction}) plus test_fraction ({test_fraction}) leave no training " "rows; lower them."
         )
     out: dict[str, list[dict]] = {split: [] for split in SPLITS}
     for row in rows:
@@ -211,7 +234,7 @@ class Source:
         except Exception as exc:  # no network, unknown id, gated, unknown config or split: not available
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DataUnavailable(
-                f"{self.task}: the hub dataset {hub_id} (split {split}) could not be loaded ({reason}); set data.mirror "
+                f"{self.task}: the hub dataset {hub_id} (split {split}) could not be loaded ({reason}); set " "data.mirror "
                 f"in the config or the environment variable {tb_config.MIRROR_ENV} to a local dataset mirror, "
                 "or make the Hugging Face hub reachable."
             ) from None
@@ -271,98 +294,6 @@ def text_field(record: Mapping[str, Any], key: str, what: str | None = None) -> 
     return value
 
 
-def check_bad_rows(task: str, prepared: Prepared, max_bad_fraction: float) -> None:
-    """Refuse a part whose share of malformed records exceeds ``data.max_bad_fraction``."""
-    read = prepared.source.get("rows_read", {})
-    for part, reasons in prepared.bad_rows.items():
-        bad = sum(reasons.values())
-        total = read.get(part, 0)
-        if total and bad / total > max_bad_fraction:
-            worst = max(reasons, key=reasons.get)
-            raise DataError(
-                f"{task}: {bad} of {total} records of {part} are malformed ({bad / total:.1%}, most often: {worst}), "
-                f"more than data.max_bad_fraction = {max_bad_fraction}; repair the source or raise that limit."
-            )
-
-
-def check_not_empty(task: Any, prepared: Prepared) -> None:
-    """Refuse a split the task needs that came out empty (a header-only CSV, an empty JSONL file)."""
-    for split in task.required_splits:
-        if not prepared.splits.get(split):
-            read = prepared.source.get("rows_read", {})
-            parts = ", ".join(f"{part} ({count} records)" for part, count in read.items()) or "no source"
-            raise DataError(
-                f"{task.name}: the {split} split has no usable rows (read: {parts}); "
-                "replace the empty or damaged source file with the original."
-            )
-
-
-def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, **overrides: Any) -> tuple[Prepared, dict]:
-    """Load and format one task as ``config`` says; returns the limited splits and the manifest.
-
-    ``overrides`` replace keys of ``tasks.<task_name>`` (the CLI's ``--rows``/``--digits``).
-    """
-    from . import tasks
-
-    task = tasks.get(task_name)
-    seed = config.get("seed", 42) if seed is None else seed
-    options = dict(config.get("tasks", {}).get(task_name, {}), **overrides)
-    mirror = tb_config.data_mirror(config)
-    prepared = task.prepare(options, mirror, seed)
-    max_bad = config.get("data", {}).get("max_bad_fraction", 0.01)
-    check_bad_rows(task_name, prepared, max_bad)
-    check_not_empty(task, prepared)
-
-    limit = options.get("limit") or {}
-    full_sizes = {split: len(prepared.splits.get(split, [])) for split in SPLITS}
-    prepared.splits = {
-        split: limit_rows(prepared.splits.get(split, []), limit.get(split), seed, task_name, split) for split in SPLITS
-    }
-    for split in SPLITS:
-        ids = [row["id"] for row in prepared.splits[split]]
-        if len(set(ids)) != len(ids):
-            raise DataError(f"{task_name}: the {split} split repeats row ids; this is a bug in the task module.")
-    # The digest of the settings actually used (command-line overrides included), as the workflow
-    # computes it from the config: the data rule's stamp and param carry the same value.
-    effective = dict(config, seed=seed, tasks=dict(config.get("tasks") or {}, **{task_name: options}))
-    manifest = {
-        "manifest_version": MANIFEST_VERSION,
-        "task": task_name,
-        tb_settings.KEY: tb_settings.data_hash(effective, task_name),
-        "seed": seed,
-        "source": prepared.source,
-        "options": {key: value for key, value in sorted(options.items()) if key not in ("hub", "limit")},
-        "bad_rows": prepared.bad_rows,
-        "bad_rows_total": sum(sum(reasons.values()) for reasons in prepared.bad_rows.values()),
-        "max_bad_fraction": max_bad,
-        "filters": [
-            {"name": f.name, "reason": f.reason, "dropped": {split: f.dropped.get(split, 0) for split in SPLITS},
-             "dropped_total": sum(f.dropped.values())}
-            for f in prepared.filters
-        ],
-        "rows_before_limit": full_sizes,
-        "limit": {split: limit.get(split) for split in SPLITS},
-        "rows": {split: len(prepared.splits[split]) for split in SPLITS},
-        "notes": prepared.notes,
-        "format": {
-            "files": {split: f"{split}.jsonl" for split in SPLITS},
-            "encoding": "JSON Lines, UTF-8, one row per line, keys in a fixed order",
-            "fields": _fields(prepared.splits),
-            "prompt_formats": list(FORMATS),
-            "markers": "prompt and completion hold plain text; tunebench.formats adds the markers of the chosen prompt format",
-        },
-    }
-    return prepared, manifest
-
-
-def _fields(splits: Mapping[str, list[dict]]) -> list[str]:
-    keys: set[str] = set()
-    for rows in splits.values():
-        for row in rows:
-            keys.update(row)
-    return list(LEADING_FIELDS) + sorted(keys - set(LEADING_FIELDS))
-
-
 def dumps_row(row: Mapping[str, Any]) -> str:
     """One JSON line: the contract's fields first, then the task's own fields in sorted order."""
     ordered = {key: row[key] for key in LEADING_FIELDS if key in row}
@@ -370,21 +301,11 @@ def dumps_row(row: Mapping[str, Any]) -> str:
     return json.dumps(ordered, ensure_ascii=False)
 
 
-def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> str:
-    """Write rows and return the file's sha256."""
+def write_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> str:
+    """Write prepared rows, the contract's fields first (see :func:`dumps_row`); returns the file's sha256."""
     data = "".join(dumps_row(row) + "\n" for row in rows).encode("utf-8")
-    tb_settings.write_atomic(path, data)  # a unique temporary name: two runs into one directory do not collide
+    io.write_atomic(path, data)  # a unique temporary name: two runs into one directory do not collide
     return hashlib.sha256(data).hexdigest()
-
-
-def write(out_dir: Path, prepared: Prepared, manifest: dict) -> dict:
-    """Write the three splits and the manifest (with each file's sha256) into ``out_dir``."""
-    out_dir = Path(out_dir)
-    hashes = {split: write_jsonl(out_dir / f"{split}.jsonl", prepared.splits[split]) for split in SPLITS}
-    manifest = dict(manifest)
-    manifest["format"] = dict(manifest["format"], sha256=hashes)
-    tb_settings.write_atomic(out_dir / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-    return manifest
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -393,33 +314,14 @@ def read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"{path} does not exist; run the data stage first (tunebench data TASK).")
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:  # not JSON, or an integer beyond the 4,300-digit conversion limit
-                raise DataError(f"{path} line {number} is not valid JSON or holds a number too long to read; "
-                                "rebuild the file with tunebench data.") from None
-            missing = [key for key in LEADING_FIELDS if not isinstance(row, dict) or key not in row]
-            if missing:
-                raise DataError(f"{path} line {number} lacks {', '.join(missing)}; rebuild the file with tunebench data.")
-            rows.append(row)
+    for number, row in io.read_jsonl(path, "rebuild the file with tunebench data"):
+        missing = [key for key in LEADING_FIELDS if not isinstance(row, dict) or key not in row]
+        if missing:
+            raise DataError(f"{path} line {number} lacks {', '.join(missing)}; rebuild the file with tunebench data.")
+        rows.append(row)
     return rows
 
 
 def read_split(data_dir: Path, split: str) -> list[dict]:
     """Rows of ``{data_dir}/{split}.jsonl``."""
     return read_rows(Path(data_dir) / f"{split}.jsonl")
-
-
-def export_openai(task: Any, rows: Iterable[Mapping[str, Any]], fmt: str, tokenizer: Any = None) -> list[dict]:
-    """Rows in OpenAI's legacy fine-tuning layout: ``{"prompt", "completion"}`` rendered in ``fmt``."""
-    from . import formats
-
-    out = []
-    for row in rows:
-        prompt_text, completion_text = formats.render(fmt, task, row, tokenizer)
-        out.append({"prompt": prompt_text, "completion": completion_text})
-    return out

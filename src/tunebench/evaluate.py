@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from . import config as tb_config
-from . import data, formats, hardware, scoring, stats, tasks
+from . import data, formats, hardware, io, scoring, stats, tasks
 from . import settings as tb_settings
 from .errors import ConfigError, DataError, UserError
 from .generate import Generation, generate
 
-#: The ``method`` of prompted baselines in metrics.json (the same word results/metrics.csv uses).
-PROMPTED = "prompted"
 #: Prompt format of the baselines: the chat model's own template.
 BASELINE_FORMAT = "chat"
 
@@ -52,8 +51,8 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str) -> RunSp
         found = tb_config.find_baseline(config, task, model, run)
         if found.variant not in tasks.get(task).baseline_variants:
             known = ", ".join(tasks.get(task).baseline_variants)
-            raise ConfigError(f"experiments.baselines asks for {task} variant {found.variant!r}, which the task does not offer ({known}).")
-        return RunSpec(task, model, run, PROMPTED, "baseline", BASELINE_FORMAT, found.variant)
+            raise ConfigError(f"experiments.baselines asks for {task} variant {found.variant!r}, which the task does not offer " f"({known}).")
+        return RunSpec(task, model, run, tb_config.PROMPTED, "baseline", BASELINE_FORMAT, found.variant)
     found = tb_config.find_finetune(config, task, model, run)
     if not found.evaluate:
         raise ConfigError(f"experiments.finetune sets evaluate: false for {task}/{model}/{run}, so it has nothing to evaluate.")
@@ -67,15 +66,15 @@ def test_rows(config: Mapping[str, Any], task: str, data_dir: Path) -> list[dict
     limit and one prepared with it give the same subset.
     """
     rows = data.read_split(data_dir, "test")
-    limit = ((config.get("tasks", {}).get(task) or {}).get("limit") or {}).get("test")
-    rows = data.limit_rows(rows, limit, config.get("seed", 42), task, "test")
+    limit = (config["tasks"][task].get("limit") or {}).get("test")  # an absent limit keeps every row
+    rows = data.limit_rows(rows, limit, config["seed"], task, "test")
     if not rows:
         raise DataError(f"{Path(data_dir) / 'test.jsonl'} has no rows; rebuild it with tunebench data {task}.")
     return rows
 
 
 def max_new_tokens(config: Mapping[str, Any], task: str) -> int:
-    return (config.get("evaluation", {}).get("max_new_tokens") or {}).get(task, tasks.get(task).max_new_tokens)
+    return config["evaluation"]["max_new_tokens"].get(task, tasks.get(task).max_new_tokens)
 
 
 def prompt_texts(spec: RunSpec, rows: Sequence[Mapping[str, Any]], tokenizer, train: Sequence[Mapping[str, Any]],
@@ -85,7 +84,7 @@ def prompt_texts(spec: RunSpec, rows: Sequence[Mapping[str, Any]], tokenizer, tr
     if not spec.is_baseline:
         return [formats.render_prompt(spec.format, task, row, tokenizer) for row in rows]
     if not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(f"models.{spec.model}.chat has no chat template, which the prompted baseline needs; point it at a chat model.")
+        raise ConfigError(f"models.{spec.model}.chat has no chat template, which the prompted baseline needs; point it at a chat " "model.")
     texts = []
     for row in rows:
         messages = task.baseline_messages(row, list(train), spec.variant, options)
@@ -94,10 +93,11 @@ def prompt_texts(spec: RunSpec, rows: Sequence[Mapping[str, Any]], tokenizer, tr
 
 
 def decoder(config: Mapping[str, Any]) -> str:
-    """The decoding path of ``evaluation.decoder``: ``auto`` is transformers' generate on a GPU, else batch-invariant."""
+    """The decoding path of ``evaluation.decoder``: ``auto`` is transformers' generate on a GPU, else
+    batch-invariant."""
     import torch
 
-    chosen = config.get("evaluation", {}).get("decoder", "auto")
+    chosen = config["evaluation"]["decoder"]
     if chosen == "auto":
         return "generate" if torch.cuda.is_available() else "batch_invariant"
     return chosen
@@ -105,9 +105,9 @@ def decoder(config: Mapping[str, Any]) -> str:
 
 def eval_batch_size(config: Mapping[str, Any], model_name: str) -> int:
     """``evaluation.batch_sizes`` of the model's size label, else ``evaluation.batch_size``."""
-    evaluation = config.get("evaluation", {})
-    size = ((config.get("models") or {}).get(model_name) or {}).get("size")
-    return (evaluation.get("batch_sizes") or {}).get(size, evaluation.get("batch_size", 8))
+    evaluation = config["evaluation"]
+    size = config["models"][model_name]["size"]
+    return evaluation["batch_sizes"].get(size, evaluation["batch_size"])
 
 
 def devices(model) -> str:
@@ -150,7 +150,7 @@ def summary(spec: RunSpec, records: Sequence[Mapping[str, Any]], config: Mapping
             tokens_per_s: float, batch_size: int, limit: int, device: str) -> dict:
     """The metrics.json document of a run."""
     task = tasks.get(spec.task)
-    evaluation = config.get("evaluation", {})
+    evaluation = config["evaluation"]
     verdicts = [record["verdict"] for record in records]
     n = len(records)
     return {
@@ -166,9 +166,9 @@ def summary(spec: RunSpec, records: Sequence[Mapping[str, Any]], config: Mapping
         "metrics": stats.summarize(
             verdicts,
             task.metrics,
-            samples=evaluation.get("bootstrap_samples", 1000),
-            confidence=evaluation.get("confidence", 0.95),
-            seed=config.get("seed", 42),
+            samples=evaluation["bootstrap_samples"],
+            confidence=evaluation["confidence"],
+            seed=config["seed"],
         ),
         "prompt_tokens_mean": sum(r["prompt_tokens"] for r in records) / n,
         "generated_tokens_mean": sum(r["generated_tokens"] for r in records) / n,
@@ -182,11 +182,7 @@ def summary(spec: RunSpec, records: Sequence[Mapping[str, Any]], config: Mapping
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tb_settings.write_atomic(path, text.encode("utf-8"))
-
-
-def load_model(config: Mapping[str, Any], spec: RunSpec, train_dir: Path | None):
+def load_run_model(config: Mapping[str, Any], spec: RunSpec, train_dir: Path | None):
     """``(model, tokenizer)`` of the run: the chat source for a baseline, the selected checkpoint otherwise."""
     from . import models
 
@@ -224,15 +220,13 @@ def evaluate(
     if task not in scoring.TASKS:
         raise ConfigError(f"task {task!r} has no scorer; scored tasks are {', '.join(scoring.TASKS)}.")
     spec = resolve(config, task, model_name, run)
-    options = config.get("evaluation", {})
+    options = config["evaluation"]
     rows = test_rows(config, task, data_dir)
     train = data.read_split(data_dir, "train") if spec.is_baseline else []
-    model, tokenizer = loaded if loaded is not None else load_model(config, spec, train_dir)
-
-    from .train.batching import encode_prompt
+    model, tokenizer = loaded if loaded is not None else load_run_model(config, spec, train_dir)
 
     texts = prompt_texts(spec, rows, tokenizer, train, options)
-    prompts = [encode_prompt(tokenizer, text) for text in texts]
+    prompts = [formats.encode_prompt(tokenizer, text) for text in texts]
     limit = max_new_tokens(config, task)
     context = _context_length(model)
     too_long = sum(len(p) + limit > context for p in prompts) if context else 0
@@ -244,7 +238,7 @@ def evaluate(
     batch_size = eval_batch_size(config, model_name)
     path = decoder(config)
     report = progress or (lambda message: None)
-    report(f"{task}/{model_name}/{run}: {len(rows)} rows, batch size {batch_size}, up to {limit} new tokens, decoder {path}")
+    report(f"{task}/{model_name}/{run}: {len(rows)} rows, batch size {batch_size}, up to {limit} new tokens, decoder " f"{path}")
     generations, throughput = generate(
         model, tokenizer, prompts, max_new_tokens=limit, batch_size=batch_size, stop_strings=formats.stop_strings(spec.format, tokenizer),
         progress=lambda done: report(f"generated {done}/{len(rows)}"), decoder=path,
@@ -263,7 +257,7 @@ def evaluate(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    io.write_jsonl(out_dir / "predictions.jsonl", records)
     # metrics.json last: it is the file downstream rules wait for.
-    _write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    io.write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

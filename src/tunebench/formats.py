@@ -22,7 +22,8 @@ instruction and chat formats.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .errors import ConfigError
 
@@ -117,7 +118,7 @@ def render(fmt: str, task: Any, row: Mapping[str, Any], tokenizer: Any = None) -
         # A template whose generation prompt is not a prefix of the finished conversation cannot be
         # split into a prompt to mask and a completion to learn.
         raise ConfigError(
-            f"the chat template of {getattr(tokenizer, 'name_or_path', 'the model')} does not render the prompt as a prefix "
+            f"the chat template of {getattr(tokenizer, 'name_or_path', 'the model')} does not render the prompt as a " "prefix "
             "of the full conversation; use format special_tokens or instruction for this model."
         )
     completion_text = full[len(prompt_text):]
@@ -188,3 +189,23 @@ def added_tokens(fmt: str) -> list[str]:
     """Tokens the format adds to the tokenizer (their embedding rows are new and trained)."""
     _check_format(fmt)
     return list(SPECIAL_TOKENS) if fmt == "special_tokens" else []
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Token ids of a rendered prompt, as training saw them and generation must see them.
+
+    The tokenizer's own specials (BOS) are added unless the rendered text already starts with BOS,
+    as a chat template's output may.
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    add = not (bos and text.startswith(bos))
+    return tokenizer(text, add_special_tokens=add)["input_ids"]
+
+
+def export_openai(task: Any, rows: Iterable[Mapping[str, Any]], fmt: str, tokenizer: Any = None) -> list[dict]:
+    """Rows in OpenAI's legacy fine-tuning layout: ``{"prompt", "completion"}`` rendered in ``fmt``."""
+    out = []
+    for row in rows:
+        prompt_text, completion_text = render(fmt, task, row, tokenizer)
+        out.append({"prompt": prompt_text, "completion": completion_text})
+    return out

@@ -31,9 +31,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -196,7 +196,8 @@ def batch_invariant(model) -> Iterator[None]:
 
 
 def stop_token_ids(tokenizer, model=None, stop_strings: Sequence[str] = ()) -> set[int]:
-    """End-of-sequence ids of the tokenizer and the model's generation config, plus the stop strings that are one token."""
+    """End-of-sequence ids of the tokenizer and the model's generation config, plus the stop strings that
+    are one token."""
     ids: set[int] = set()
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
@@ -475,7 +476,7 @@ def generate(
                     _free_accelerator_memory()
                     if batch_size == 1:
                         raise UserError(
-                            f"one prompt of {len(rows[0])} tokens plus {max_new_tokens} new tokens does not fit the memory of "
+                            f"one prompt of {len(rows[0])} tokens plus {max_new_tokens} new tokens does not fit the " "memory of "
                             f"{_device(model)}; give the evaluation job more GPUs (resources.evaluate) or lower "
                             "evaluation.max_new_tokens."
                         ) from None

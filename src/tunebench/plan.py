@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources as package_files
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from . import config as tb_config
+from . import io
 
 #: Key under which outputs record their digest.
 KEY = "settings_hash"
@@ -42,9 +42,9 @@ def data_settings(config: Mapping[str, Any], task: str) -> dict:
     return {
         "stage": "data",
         "task": task,
-        "options": copy.deepcopy((config.get("tasks") or {}).get(task) or {}),
-        "seed": config.get("seed", 42),
-        "max_bad_fraction": (config.get("data") or {}).get("max_bad_fraction", 0.01),
+        "options": copy.deepcopy(config["tasks"][task]),
+        "seed": config["seed"],
+        "max_bad_fraction": config["data"]["max_bad_fraction"],
     }
 
 
@@ -63,7 +63,7 @@ def train_settings(config: Mapping[str, Any], task: str, model: str, run: str) -
     item = tb_config.find_finetune(config, task, model, run)
     training = dict(item.training)
     if training.get("seed") is None:
-        training["seed"] = config.get("seed", 42)
+        training["seed"] = config["seed"]
     upstream = {"data": data_hash(config, task)}
     if item.init_from:
         upstream["init"] = train_hash(config, item.init_from[0], model, item.init_from[1])
@@ -104,7 +104,7 @@ def eval_settings(config: Mapping[str, Any], task: str, model: str, run: str) ->
         "run": run,
         "evaluation": copy.deepcopy(config.get("evaluation") or {}),
         "training_dtype": (config.get("training") or {}).get("dtype"),  # the inference dtype follows it
-        "seed": config.get("seed", 42),
+        "seed": config["seed"],
         "upstream": upstream,
     }
 
@@ -127,43 +127,10 @@ def results_hash(config: Mapping[str, Any]) -> str:
     return digest(results_settings(config))
 
 
-def write_if_changed(path: Path, text: str) -> bool:
-    """Write ``text`` to ``path`` unless it already holds exactly that; True when written.
-
-    Rewriting only on change keeps the file's modification time, which is what Snakemake compares
-    with its outputs' when no metadata says otherwise. The new content lands under a unique temporary
-    name and is renamed into place, so concurrent writers never see a partial file.
-    """
-    path = Path(path)
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except (OSError, UnicodeDecodeError):
-        pass
-    write_atomic(path, text.encode("utf-8"))
-    return True
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a uniquely named temporary file in the same directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Process id plus random bits: unique across processes and threads. Opened with "x" (not through
-    # tempfile, whose files are private) so that the result gets the usual umask-based permissions.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def stamp(path: Path, settings: Mapping[str, Any]) -> str:
     """Record ``settings`` and their digest in the stamp file ``path`` (only if changed); the digest."""
     value = digest(settings)
-    write_if_changed(path, json.dumps({KEY: value, "settings": settings}, indent=2, sort_keys=True, default=str) + "\n")
+    io.write_if_changed(path, json.dumps({KEY: value, "settings": settings}, indent=2, sort_keys=True, default=str) + "\n")
     return value
 
 

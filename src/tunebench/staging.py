@@ -13,10 +13,11 @@ fetch command in one sentence (:func:`missing`).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from . import config as tb_config
 from .errors import DataUnavailable, UserError
@@ -103,14 +104,20 @@ def items(config: Mapping[str, Any]) -> list[Item]:
     return list(found.values())
 
 
+def _snapshot(item: Item, cache: Path, **options: Any) -> Path:
+    """The hub's snapshot_download of ``item`` at its revision, limited to the files loading needs."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(item.repo_id, repo_type=item.repo_type, revision=item.revision,
+                                  allow_patterns=item.patterns, cache_dir=cache, **options))
+
+
 def cached_snapshot(item: Item, cache: Path) -> Path | None:
     """The snapshot directory of ``item`` in ``cache``, or None when it is not there (never downloads)."""
-    from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(item.repo_id, repo_type=item.repo_type, revision=item.revision,
-                                      allow_patterns=item.patterns, cache_dir=cache, local_files_only=True))
+        return _snapshot(item, cache, local_files_only=True)
     except LocalEntryNotFoundError:
         return None
 
@@ -118,8 +125,6 @@ def cached_snapshot(item: Item, cache: Path) -> Path | None:
 def fetch(config: Mapping[str, Any], hf_home: str | os.PathLike | None = None,
           report=print) -> dict[str, list[str]]:
     """Stage every item of the config; returns the names found ``cached`` and those ``downloaded``."""
-    from huggingface_hub import snapshot_download
-
     cache = hub_cache(hf_home)
     cache.mkdir(parents=True, exist_ok=True)
     done: dict[str, list[str]] = {"cached": [], "downloaded": []}
@@ -132,8 +137,7 @@ def fetch(config: Mapping[str, Any], hf_home: str | os.PathLike | None = None,
             raise UserError(f"{item.name} ({item.needed_by}) is not in the hub cache {cache} and HF_HUB_OFFLINE is set; "
                             "run `tunebench fetch` where the hub is reachable, without HF_HUB_OFFLINE.")
         try:
-            snapshot_download(item.repo_id, repo_type=item.repo_type, revision=item.revision, allow_patterns=item.patterns,
-                              cache_dir=cache, token=os.environ.get("HF_TOKEN") or None)
+            _snapshot(item, cache, token=os.environ.get("HF_TOKEN") or None)
         except Exception as exc:  # unknown id, gated repository, no network: one sentence with the reason
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UserError(f"{item.name} ({item.needed_by}) could not be downloaded ({reason}); check the id, revision "

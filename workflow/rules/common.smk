@@ -267,7 +267,7 @@ def train_summaries():
     return [f"{train_dir(run)}/best.json" for run in FINETUNE]
 
 
-# Tables and figures this config produces, named before any run has finished.
+# Tables and figures this config produces (tunebench.results.Output entries), known before any run has finished.
 RESULTS = results_plan(config)
 
 
@@ -292,43 +292,36 @@ def figure_files():
     )
 
 
-def _caption(kind, name):
-    """Caption file of a table or figure: one per kind (tasks share theirs)."""
-    for prefix in ("ablation_format", "two_stage"):
-        if name.startswith(prefix):
-            return f"../report/{kind}_{prefix}.rst"
-    if name in RESULTS.tasks or name.removesuffix("_accuracy") in RESULTS.tasks:
-        return f"../report/{kind}_task.rst"
-    return f"../report/{kind}_{name}.rst"
-
-
 def report_tables():
     """Every table file; the CSV of each is shown in the Snakemake report."""
     files = []
-    for name in RESULTS.tables:
+    for output in RESULTS.of("table"):
         shown = report(
-            f"results/tables/{name}.csv",
-            caption=_caption("table", name),
-            category="Tables",
-            labels={"table": name.replace("_", " ")},
+            f"results/tables/{output.name}.csv",
+            caption=output.report_caption,
+            category=output.category,
+            labels={"table": output.label},
         )
         files.append(shown)
-        files += [f"results/tables/{name}.md", f"results/tables/{name}.tex"]
+        files += [
+            f"results/tables/{output.name}.md",
+            f"results/tables/{output.name}.tex",
+        ]
     return files
 
 
 def report_figures():
     """Every figure file; the PNG of each is shown in the Snakemake report."""
     files = []
-    for name in RESULTS.figures:
+    for output in RESULTS.of("figure"):
         shown = report(
-            f"results/figures/{name}.png",
-            caption=_caption("figure", name),
-            category="Figures",
-            labels={"figure": name.replace("_", " ")},
+            f"results/figures/{output.name}.png",
+            caption=output.report_caption,
+            category=output.category,
+            labels={"figure": output.label},
         )
         files.append(shown)
-        files.append(f"results/figures/{name}.pdf")
+        files.append(f"results/figures/{output.name}.pdf")
     return files
 
 
@@ -339,7 +332,9 @@ def claims_predictions():
 
 def claims_input(wildcards):
     """results/claims.csv for the steps that show the claims, when this config decides any."""
-    return {"claims": "results/claims.csv"} if "claims" in RESULTS.tables else {}
+    return (
+        {"claims": "results/claims.csv"} if RESULTS.drawing("table", "claims") else {}
+    )
 
 
 def paper_inputs():

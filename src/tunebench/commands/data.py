@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .. import config as tb_config
-from .. import data, tasks
+from .. import data, dataset, tasks
 from ..errors import UserError
 
 
@@ -46,15 +46,15 @@ def run(args: argparse.Namespace) -> int:
     if args.digits is not None and not all(1 <= d <= 12 for d in args.digits):
         raise UserError(f"--digits {args.digits[0]} {args.digits[1]} must both be between 1 and 12.")
 
-    prepared, manifest = data.prepare(args.task, config, seed=args.seed, **overrides)
+    prepared, manifest = dataset.prepare(args.task, config, seed=args.seed, **overrides)
     if args.out:
         rows = [dict(row, split=split) for split in data.SPLITS for row in prepared.splits[split]]
-        data.write_jsonl(args.out, rows)
+        data.write_rows(args.out, rows)
         target = args.out
     else:
         target = args.out_dir or Path("results") / "data" / args.task
-        data.write(target, prepared, manifest)
+        dataset.write(target, prepared, manifest)
     sizes = ", ".join(f"{split} {manifest['rows'][split]}" for split in data.SPLITS)
     dropped = ", ".join(f"{f['name']} {f['dropped_total']}" for f in manifest["filters"]) or "none"
-    print(f"{args.task}: {sizes} rows; {manifest['bad_rows_total']} malformed dropped; filters: {dropped}; written to {target}")
+    print(f"{args.task}: {sizes} rows; {manifest['bad_rows_total']} malformed dropped; filters: {dropped}; written to " f"{target}")
     return 0

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         config = tb_config.load(args.config)
         tokenizer = models.load_tokenizer(models.model_source(config, args.model, args.role))
     rows = data.read_rows(args.split_file)
-    exported = data.export_openai(tasks.get(task), rows, args.format, tokenizer)
-    data.write_jsonl(args.out, exported)
+    exported = formats.export_openai(tasks.get(task), rows, args.format, tokenizer)
+    data.write_rows(args.out, exported)
     print(f"{task}: {len(exported)} rows of {args.split_file} in the {args.format} format written to {args.out}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .. import config as tb_config
-from ..results import aggregate, claims, figures, plan, select
+from ..results import aggregate, claims, figures, plan
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,10 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = select(args.names, plan(tb_config.load(args.config)).figures, "figure")
+    chosen = plan(tb_config.load(args.config)).named("figure", args.names)
+    draws = {output.draws for output in chosen}
     metrics = aggregate.read_metrics(args.metrics)
-    curves = aggregate.read_curves(args.curves) if "learning_curves" in names else None
-    decided = claims.read(args.claims) if "claims" in names else None
-    written = figures.write_all(names, metrics, curves, args.out_dir, decided)
+    curves = aggregate.read_curves(args.curves) if "learning_curves" in draws else None
+    decided = claims.read(args.claims) if "claims" in draws else None
+    written = figures.write_all(chosen, metrics, curves, args.out_dir, decided)
     print(f"{len(written)} files in {args.out_dir}")
     return 0

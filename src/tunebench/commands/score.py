@@ -81,7 +81,7 @@ def read_lines(path: Path, task: str) -> list[dict]:
                     raise UserError(f"{path} line {number} is not valid JSON ({exc.msg}); fix or remove that line.") from None
                 except ValueError:  # json's integer conversion stops beyond 4,300 digits
                     raise UserError(
-                        f"{path} line {number} holds an integer too long to read (over 4,300 digits); fix or remove that line."
+                        f"{path} line {number} holds an integer too long to read (over 4,300 digits); fix or remove " "that line."
                     ) from None
                 problem = _problem(row, task)
                 if problem:
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     for name in summary["metrics"]:
         unscorable = sum(v[name] is None for v in verdicts)
         if unscorable:
-            print(f"tunebench score: {unscorable} of {len(rows)} rows are unscorable for {name} and left out of its value.",
+            print(f"tunebench score: {unscorable} of {len(rows)} rows are unscorable for {name} and left out of its " "value.",
                   file=sys.stderr)
     print(json.dumps(summary))
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .. import config as tb_config
-from ..results import aggregate, claims, plan, select, tables
+from ..results import aggregate, claims, plan, tables
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = select(args.names, plan(tb_config.load(args.config)).tables, "table")
-    decided = claims.read(args.claims) if "claims" in names else None
-    written = tables.write_all(names, aggregate.read_metrics(args.metrics), args.out_dir, decided)
+    chosen = plan(tb_config.load(args.config)).named("table", args.names)
+    decided = claims.read(args.claims) if any(output.draws == "claims" for output in chosen) else None
+    written = tables.write_all(chosen, aggregate.read_metrics(args.metrics), args.out_dir, decided)
     print(f"{len(written)} files in {args.out_dir}")
     return 0

@@ -47,16 +47,16 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch_command(job: dict, args: argparse.Namespace, out_dir: Path, data_dir: Path) -> list[str]:
+def launch_command(job: tb_job.Job, args: argparse.Namespace, out_dir: Path, data_dir: Path) -> list[str]:
     """``accelerate launch`` of this command with the job's accelerate file and process count."""
-    accelerate_file = tb_job.accelerate_file(job["accelerate_config"])
+    accelerate_file = tb_job.accelerate_file(job.accelerate_config)
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(accelerate_file),
-        "--num_processes", str(job["processes"]),
+        "--num_processes", str(job.processes),
     ]
-    if job["nodes"] > 1:
-        command += cluster.machine_arguments(job["nodes"])
+    if job.nodes > 1:
+        command += cluster.machine_arguments(job.nodes)
     else:
         command += ["--main_process_port", str(_free_port())]
     launch = yaml.safe_load(accelerate_file.read_text()) or {}
@@ -99,21 +99,21 @@ def run(args: argparse.Namespace) -> int:
     launched = bool(os.environ.get(LAUNCHED_ENV))
     if not launched:
         where = f"resources.train of {args.task}/{args.model}/{args.run}"
-        cluster.check_allocation(job["nodes"], where)
+        cluster.check_allocation(job.nodes, where)
         checkpoint.check_layout(resume, tb_job.fingerprint(job), tb_job.layout(job))
     # The launchers replace this process, so a scheduler's signals reach them (and through them the workers).
-    if job["nodes"] > 1 and not launched and not os.environ.get(cluster.NODE_LAUNCH_ENV):
+    if job.nodes > 1 and not launched and not os.environ.get(cluster.NODE_LAUNCH_ENV):
         command = cluster.node_step_command([sys.executable, "-m", *train_arguments(args, out_dir, data_dir)],
-                                            job["nodes"], job["threads_per_node"])
+                                            job.nodes, job.threads_per_node)
         print(f"launch on {socket.gethostname()}: {cluster.show(command)}", file=sys.stderr, flush=True)
         os.execvpe(command[0], command, dict(os.environ, **{cluster.NODE_LAUNCH_ENV: "1"}))
-    if job["launch"] and not launched:
+    if job.launch and not launched:
         command = launch_command(job, args, out_dir, data_dir)
         print(f"launch on {socket.gethostname()}: {cluster.show(command)}", file=sys.stderr, flush=True)
-        os.execve(command[0], command, launch_env(os.environ, job["processes"] // job["nodes"]))
+        os.execve(command[0], command, launch_env(os.environ, job.processes // job.nodes))
 
     from ..train import loop
     summary = loop.train(job, out_dir, resume)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"{args.task}/{args.model}/{args.run}: {summary['epochs_run']} epochs, best checkpoint in {out_dir / 'checkpoint'}")
+        print(f"{args.task}/{args.model}/{args.run}: {summary['epochs_run']} epochs, best checkpoint in " f"{out_dir / 'checkpoint'}")
     return 0

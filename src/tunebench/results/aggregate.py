@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import pandas as pd
 
 from .. import config as tb_config
+from .. import io
 from .. import settings as tb_settings
 from .. import tasks as tb_tasks
 from ..errors import DataError
-from . import PROMPTED, STAGES
+from . import STAGES
 
+#: The columns naming a run, first in both tables.
+RUN_COLUMNS = ["task", "model", "size", "params_b", "method", "run", "stage", "format"]
 METRIC_COLUMNS = [
-    "task", "model", "size", "params_b", "method", "run", "stage", "format", "variant", "init_from",
+    *RUN_COLUMNS, "variant", "init_from",
     "metric", "primary", "value", "ci_low", "ci_high", "n", "n_examples", "unscorable",
     "train_tokens", "train_tokens_total", "train_wall_time_s", "train_tokens_per_s", "peak_memory_mb",
     "device", "device_kind", "num_processes", "device_hours", "device_hours_total", "epochs_run",
@@ -34,7 +37,7 @@ METRIC_COLUMNS = [
     "eval_wall_time_s", "eval_tokens_per_s", "prompt_tokens_mean", "generated_tokens_mean", "eval_batch_size",
 ]
 CURVE_COLUMNS = [
-    "task", "model", "size", "params_b", "method", "run", "stage", "format", "init_from", "epoch", "train_loss",
+    *RUN_COLUMNS, "init_from", "epoch", "train_loss",
     "validation_loss", "validation_perplexity", "wall_time_s", "selected",
 ]
 TEXT_COLUMNS = {"task", "model", "size", "method", "run", "stage", "format", "variant", "init_from", "metric",
@@ -73,7 +76,7 @@ def _check_identity(doc: Mapping, path: Path, **expected: str) -> None:
     for key, want in expected.items():
         found = doc.get(key)
         if found is not None and found != want:
-            raise DataError(f"{path} says {key} is {found!r} but lies in the directory of {want!r}; delete the stale file and {_RERUN}.")
+            raise DataError(f"{path} says {key} is {found!r} but lies in the directory of {want!r}; delete the stale file and " f"{_RERUN}.")
 
 
 def size_value(model: Mapping) -> float:
@@ -116,11 +119,11 @@ def _eval_rows(config: Mapping, run, results: Path) -> list[dict]:
         entry = metrics[name]
         where = path.with_name(f"{path.name} (metric {name})")
         if not isinstance(entry, dict):
-            raise DataError(f"{path}: metrics.{name} must be an object with value, ci_low, ci_high and n; delete the file and {_RERUN}.")
+            raise DataError(f"{path}: metrics.{name} must be an object with value, ci_low, ci_high and n; delete the file and " f"{_RERUN}.")
         values = {k: number(entry, k, where, required=False) for k in ("value", "ci_low", "ci_high")}
         for key, value in values.items():
             if value is not None and not 0 <= value <= 1:
-                raise DataError(f"{path}: metrics.{name}.{key} is {value} but must be a fraction between 0 and 1; delete the file and {_RERUN}.")
+                raise DataError(f"{path}: metrics.{name}.{key} is {value} but must be a fraction between 0 and 1; delete the file " f"and {_RERUN}.")
         rows.append({"metric": name, "primary": name == task.primary_metric, **values,
                      "n": number(entry, "n", where), **facts})
     return rows
@@ -143,7 +146,7 @@ def _train_record(config: Mapping, task: str, model: str, run_name: str, method:
     kind = "CPU" if device.lower().startswith("cpu") else "GPU"
     # A GPU-hour is one device for an hour (one process per GPU); a CPU-hour is one core for an hour,
     # and the job's cores are the threads the resources table grants it.
-    devices = processes if kind == "GPU" else tb_config.resources(config, "train", model, method).get("threads", 1)
+    devices = processes if kind == "GPU" else tb_config.resources(config, "train", model, method)["threads"]
     rates = [s["tokens_per_s"] for s in steps if isinstance(s.get("tokens_per_s"), (int, float))]
     return {
         "train_tokens": tokens,
@@ -166,16 +169,9 @@ def read_history(path: Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"{path} is missing; run the train step for it first.")
     lines = []
-    for number_, text in enumerate(path.read_text().splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            line = json.loads(text)
-        except ValueError:  # not JSON, or an integer beyond the 4,300-digit conversion limit
-            raise DataError(f"{path} line {number_} is not valid JSON or holds a number too long to read; "
-                            f"delete the run directory and {_RERUN}.") from None
+    for number, line in io.read_jsonl(path, f"delete the run directory and {_RERUN}"):
         if not isinstance(line, dict) or line.get("kind") not in ("step", "epoch"):
-            raise DataError(f"{path} line {number_} must be an object whose kind is step or epoch; delete the run directory and {_RERUN}.")
+            raise DataError(f"{path} line {number} must be an object whose kind is step or epoch; delete the run directory and " f"{_RERUN}.")
         lines.append(line)
     return lines
 
@@ -197,7 +193,7 @@ def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
         return records[key]
 
     for run in tb_config.baseline_runs(config):
-        base = {"task": run.task, **_model_columns(config, run.model), "method": PROMPTED, "run": run.run,
+        base = {"task": run.task, **_model_columns(config, run.model), "method": tb_config.PROMPTED, "run": run.run,
                 "stage": "baseline", "format": "chat", "variant": run.variant, "init_from": ""}
         rows += [{**base, **row} for row in _eval_rows(config, run, results)]
     for run in tb_config.finetune_runs(config):
@@ -253,7 +249,7 @@ def sort_runs(frame: pd.DataFrame) -> pd.DataFrame:
         "task": frame["task"].map({t: i for i, t in enumerate(tb_config.SCORED_TASKS)}),
         "params_b": frame["params_b"],
         "stage": frame["stage"].map({s: i for i, s in enumerate(STAGES)}),
-        "method": frame["method"].map({m: i for i, m in enumerate((PROMPTED, "full", "lora", "qlora"))}),
+        "method": frame["method"].map({m: i for i, m in enumerate((tb_config.PROMPTED, "full", "lora", "qlora"))}),
         "run": frame["run"],
         "position": range(len(frame)),
     })
@@ -289,7 +285,7 @@ def _read_csv(path: Path, columns: list[str], writer: str) -> pd.DataFrame:
         bad = converted.isna() & frame[column].notna()
         if bad.any():
             row = int(bad.idxmax()) + 2
-            raise DataError(f"{path} line {row}: column {column} holds {frame[column][bad].iloc[0]!r}, which is not a number; regenerate the file with `tunebench {writer}`.")
+            raise DataError(f"{path} line {row}: column {column} holds {frame[column][bad].iloc[0]!r}, which is not a number; " f"regenerate the file with `tunebench {writer}`.")
         frame[column] = converted
     for column in {"primary", "selected"} & set(columns):
         frame[column] = frame[column].astype(str).str.lower().isin(("true", "1"))

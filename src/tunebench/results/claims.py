@@ -15,16 +15,15 @@ reported beside the interval; the label still comes from the interval of the pri
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import pandas as pd
 import yaml
 
 from .. import config as tb_config
-from .. import stats
+from .. import io, stats
 from .. import tasks as tb_tasks
 from ..errors import DataError
 
@@ -83,17 +82,18 @@ def verdicts(path: Path, metric: str) -> dict[str, float]:
     if not path.is_file():
         raise DataError(f"{path} is missing; run the evaluation step for it first.")
     found = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+    bad = (f"is not a prediction record with a verdict for {metric}; "
+           "delete the file and re-run its evaluation step.")
+    try:
+        for number, record in io.iter_jsonl(path):
             try:
-                record = json.loads(line)
-                value = record["verdict"][metric]
-                row_id = record["id"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DataError(f"{path} line {number} is not a prediction record with a verdict for {metric}; "
-                                "delete the file and re-run its evaluation step.") from None
+                value, row_id = record["verdict"][metric], record["id"]
+            except (KeyError, TypeError):
+                raise DataError(f"{path} line {number} {bad}") from None
             if value is not None:
                 found[row_id] = float(value)
+    except io.BadLine as line:
+        raise DataError(f"{path} line {line.number} {bad}") from None
     return found
 
 

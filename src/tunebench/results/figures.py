@@ -1,20 +1,22 @@
 """Figures of ``results/metrics.csv`` and ``results/learning_curves.csv`` (seaborn; PNG and PDF).
 
-Each figure is drawn by one function and saved under one name (see :func:`tunebench.results.plan`):
+Each figure is drawn by one function, named by the ``draws`` of its entry in :func:`tunebench.results.plan`:
 
-``{task}_accuracy``       per metric, bars by model size and one bar per method: the prompted baseline
-                          in a dark shade with the fine-tuning gain stacked above it in a light one,
-                          intervals on both, and a line at any published GPT-4 figure
-``learning_curves``       validation perplexity per epoch, the selected checkpoint starred
-``two_stage_{task}``      prompted, fine-tuned on the task, and fine-tuned on a first task before it
-``gain_vs_cost``          gain over the prompted baseline against training device-hours
-``ablation_format_{task}`` the same model and method trained in two prompt formats
-``claims``                each claim of the studies: the paired difference and its interval, by verdict
+``task``             per metric, bars by model size and one bar per method: the prompted baseline
+                     in a dark shade with the fine-tuning gain stacked above it in a light one,
+                     intervals on both, and a line at any published GPT-4 figure
+``learning_curves``  validation perplexity per epoch, the selected checkpoint starred
+``two_stage``        prompted, fine-tuned on the task, and fine-tuned on a first task before it
+``gain_vs_cost``     gain over the prompted baseline against training device-hours
+``ablation_format``  the same model and method trained in two prompt formats
+``claims``           each claim of the studies: the paired difference and its interval, by verdict
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on a compute node
@@ -31,9 +33,9 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 
 from .. import config as tb_config  # noqa: E402
 from ..errors import UserError  # noqa: E402
-from . import METHODS, labels  # noqa: E402
+from . import METHODS, Output, labels  # noqa: E402
 from . import published as tb_published  # noqa: E402
-from .tables import cost_unit  # noqa: E402
+from .text import cost_unit  # noqa: E402
 
 WIDTH = 7.0  # inches: the text width of the paper, so figures are not rescaled there
 PROMPTED_COLOR = "#3a3a3a"
@@ -386,27 +388,31 @@ def claims(frame: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def build(name: str, metrics: pd.DataFrame, curves: pd.DataFrame, claims_frame: pd.DataFrame | None = None) -> plt.Figure:
+#: What draws each kind of figure (see :class:`tunebench.results.Output`); per-task ones take the task.
+BUILDERS = {
+    "task": lambda metrics, task: task_accuracy(metrics, tb_published.load(), task),
+    "two_stage": two_stage,
+    "gain_vs_cost": gain_vs_cost,
+    "ablation_format": ablation,
+}
+
+
+def build(output: Output, metrics: pd.DataFrame, curves: pd.DataFrame,
+          claims_frame: pd.DataFrame | None = None) -> plt.Figure:
     _theme()
-    if name == "claims":
+    if output.draws == "claims":
         if claims_frame is None:
             raise UserError("the claims figure needs results/claims.csv; run `tunebench claims` first.")
         return claims(claims_frame)
-    if name == "learning_curves":
+    if output.draws == "learning_curves":
         return learning_curves(curves)
-    if name == "gain_vs_cost":
-        return gain_vs_cost(metrics)
-    if name.startswith("two_stage_"):
-        return two_stage(metrics, name.removeprefix("two_stage_"))
-    if name.startswith("ablation_format_"):
-        return ablation(metrics, name.removeprefix("ablation_format_"))
-    if name.endswith("_accuracy"):
-        return task_accuracy(metrics, tb_published.load(), name.removesuffix("_accuracy"))
-    raise UserError(f"there is no figure named {name}; the names are TASK_accuracy, learning_curves, "
-                    "two_stage_TASK, gain_vs_cost and ablation_format_TASK.")
+    if output.task:
+        return BUILDERS[output.draws](metrics, output.task)
+    return BUILDERS[output.draws](metrics)
 
 
-def write_all(names, metrics: pd.DataFrame, curves: pd.DataFrame, out_dir: Path,
+def write_all(outputs: Iterable[Output], metrics: pd.DataFrame, curves: pd.DataFrame, out_dir: Path,
               claims_frame: pd.DataFrame | None = None) -> list[Path]:
-    return [path for name in names for path in save(build(name, metrics, curves, claims_frame), Path(out_dir) / name)]
+    return [path for output in outputs
+            for path in save(build(output, metrics, curves, claims_frame), Path(out_dir) / output.name)]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 TASK_LABELS = {"viggo": "ViGGO", "sql": "SQL", "gsm8k": "GSM8K", "mathqa": "MathQA", "multiplication": "Multiplication"}
 METHOD_LABELS = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA", "prompted": "Prompted"}

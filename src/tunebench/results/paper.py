@@ -14,17 +14,18 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import pandas as pd
 
 from .. import config as tb_config
 from ..errors import UserError
-from . import METHODS, labels, plan
+from . import METHODS, Output, Plan, labels, plan
+from . import claims as tb_claims
 from . import published as tb_published
 from . import tables as tb_tables
-from . import claims as tb_claims
+from .text import cost_unit, hours, latex_escape
 
 SOURCE_DIR = tb_config.ROOT / "paper"
 MAIN = "tunebench.tex"
@@ -36,7 +37,7 @@ class LatexError(UserError, RuntimeError):
 
 
 def tex(text) -> str:
-    return tb_tables.latex_escape(str(text))
+    return latex_escape(str(text))
 
 
 def pct(value: float) -> str:
@@ -92,13 +93,13 @@ def numbers(config: Mapping, config_files: Iterable[str], metrics: pd.DataFrame)
         values[f"pub-{row['id']}"] = f"{value:,.0f}" if value >= 1000 else f"{value:g}"
         if row["model"]:
             values[f"pubmodel-{row['id']}"] = tex(row["model"])
-    evaluation = config.get("evaluation", {})
+    evaluation = config["evaluation"]
     finetune = tb_config.finetune_runs(config)
     values |= {
         "config": tex(", ".join(str(Path(f)) for f in config_files)),
-        "seed": str(config.get("seed", 42)),
-        "bootstrap-samples": f"{evaluation.get('bootstrap_samples', 1000):,}",
-        "confidence": f"{evaluation.get('confidence', 0.95) * 100:g}",
+        "seed": str(config["seed"]),
+        "bootstrap-samples": f"{evaluation['bootstrap_samples']:,}",
+        "confidence": f"{evaluation['confidence'] * 100:g}",
         "n-tasks": number_word(metrics["task"].nunique()),
         "models": (f"{number_word(metrics['model'].nunique())} model size" + ("s" if metrics["model"].nunique() > 1 else "")),
         "n-finetuned": str(len(metrics.drop_duplicates(["task", "model", "run"]).query("stage != 'baseline'"))),
@@ -110,9 +111,9 @@ def numbers(config: Mapping, config_files: Iterable[str], metrics: pd.DataFrame)
     }
     runs = metrics.drop_duplicates(["task", "model", "run"])
     trained = runs[runs["stage"] != "baseline"]
-    values["train-device-hours"] = tb_tables.hours(float(trained["device_hours"].sum())) if not trained.empty else "0"
-    values["train-unit"] = tb_tables.cost_unit(trained["device_kind"]) if not trained.empty else "device-hours"
-    values["eval-hours"] = tb_tables.hours(float(runs["eval_wall_time_s"].fillna(0).sum()) / 3600)
+    values["train-device-hours"] = hours(float(trained["device_hours"].sum())) if not trained.empty else "0"
+    values["train-unit"] = cost_unit(trained["device_kind"]) if not trained.empty else "device-hours"
+    values["eval-hours"] = hours(float(runs["eval_wall_time_s"].fillna(0).sum()) / 3600)
     return values
 
 
@@ -179,36 +180,35 @@ def task_findings(metrics: pd.DataFrame, task: str) -> str:
     return " ".join(sentences)
 
 
-def _figure(name: str, caption: str, label: str) -> str:
-    return (f"\\begin{{figure}}[tbp]\n\\centering\n\\fitbox{{\\includegraphics{{generated/figures/{name}.pdf}}}}\n"
-            f"\\caption{{{caption}}}\n\\label{{fig:{label}}}\n\\end{{figure}}\n")
+def _figure(figure: Output, label: str | None = None) -> str:
+    """The figure float of an output; ``label`` replaces the output's name in its \\label."""
+    return (f"\\begin{{figure}}[tbp]\n\\centering\n\\fitbox{{\\includegraphics{{generated/figures/{figure.name}.pdf}}}}\n"
+            f"\\caption{{{tex(figure.caption)}}}\n\\label{{fig:{label or figure.name}}}\n\\end{{figure}}\n")
 
 
-def _table(name: str, caption: str, rows: int) -> str:
-    size = "\\footnotesize" if rows > 24 else "\\small"
-    return (f"\\begin{{table}}[tbp]\n\\centering\n\\caption{{{tex(caption)}}}\n\\label{{tab:{name}}}\n{size}\n"
-            f"\\fitbox{{\\input{{generated/tables/{name}.tex}}}}\n\\end{{table}}\n")
+def _table(output: Output, table: tb_tables.Table) -> str:
+    size = "\\footnotesize" if len(table.frame) > 24 else "\\small"
+    return (f"\\begin{{table}}[tbp]\n\\centering\n\\caption{{{tex(table.caption)}}}\n\\label{{tab:{output.name}}}\n{size}\n"
+            f"\\fitbox{{\\input{{generated/tables/{output.name}.tex}}}}\n\\end{{table}}\n")
 
 
-def results_tex(metrics: pd.DataFrame, tasks: Iterable[str]) -> str:
+def results_tex(metrics: pd.DataFrame, chosen: Plan) -> str:
     parts = []
-    for task in tasks:
-        table = tb_tables.build(task, metrics)
+    for task in chosen.tasks:
+        output = chosen.drawing("table", "task", task)
+        table = tb_tables.build(output, metrics)
         name = tex(labels.task(task))
         parts.append(f"\\subsection{{{name}}}\\label{{sec:{task}}}\n{task_findings(metrics, task)} "
                      f"Figure~\\ref{{fig:{task}}} shows every metric and Table~\\ref{{tab:{task}}} lists the values.\n")
-        parts.append(_figure(f"{task}_accuracy",
-                             f"{name}, one panel per metric. The dark part of a bar is the prompted chat model; the "
-                             "light part stacked on it is what fine-tuning with that method adds (hatched where it "
-                             "lost accuracy instead). Whiskers are bootstrap intervals; a dashed purple line marks a "
-                             "published GPT-4 figure where the study gives one.", task))
-        parts.append(_table(task, table.caption, len(table.rows)))
+        parts.append(_figure(chosen.drawing("figure", "task", task), label=task))
+        parts.append(_table(output, table))
     return "\n".join(parts)
 
 
-def published_tex(metrics: pd.DataFrame) -> str:
-    table = tb_tables.build("published", metrics)
-    compared = table.data
+def published_tex(metrics: pd.DataFrame, chosen: Plan) -> str:
+    output = chosen.drawing("table", "published")
+    table = tb_tables.build(output, metrics)
+    compared = table.frame
     same = int((compared["match"] == "same setting").sum())
     sizes = _sizes(metrics)
     text = (f"Table~\\ref{{tab:published}} sets {len(compared)} figures stated by the case studies beside the same "
@@ -218,11 +218,12 @@ def published_tex(metrics: pd.DataFrame) -> str:
     if not any(size in set(tb_published.load()["size"]) for size in sizes):
         text += (f" None of our model sizes ({tex(join(sizes))}) is one the studies used, so every difference in "
                  "accuracy mixes the effect of scale with that of the method.")
-    return text + "\n\n" + _table("published", table.caption, len(table.rows)) + f"\n{tex(table.note)}\n"
+    return text + "\n\n" + _table(output, table) + f"\n{tex(table.note)}\n"
 
 
-def cost_tex(metrics: pd.DataFrame, figures: Iterable[str]) -> str:
-    table = tb_tables.build("cost", metrics)
+def cost_tex(metrics: pd.DataFrame, chosen: Plan) -> str:
+    output = chosen.drawing("table", "cost")
+    table = tb_tables.build(output, metrics)
     pairs = _comparisons(metrics)
     text = ("Table~\\ref{tab:cost} lists what each model cost to train and what each query costs to answer. ")
     if not pairs.empty and pairs["prompt_tokens_mean"].notna().any():
@@ -232,15 +233,15 @@ def cost_tex(metrics: pd.DataFrame, figures: Iterable[str]) -> str:
                  f"{base_tokens:,.0f} prompt tokens on average, against {tuned_tokens:,.0f} for the fine-tuned models, "
                  f"which have learned the task and need only its input: {base_tokens / tuned_tokens:.1f} times fewer "
                  "tokens to read per answer. ")
-    parts = [text + f"{tex(table.note)}\n", _table("cost", table.caption, len(table.rows))]
-    if "gain_vs_cost" in figures:
+    parts = [text + f"{tex(table.note)}\n", _table(output, table)]
+    figure = chosen.drawing("figure", "gain_vs_cost")
+    if figure:
         parts.append("Figure~\\ref{fig:gain_vs_cost} plots each model's gain against its training cost.\n")
-        parts.append(_figure("gain_vs_cost", "Gain of each fine-tuned model over the same model prompted, on the "
-                             "task's primary metric, against the device-hours spent training it.", "gain_vs_cost"))
+        parts.append(_figure(figure))
     return "\n".join(parts)
 
 
-def extras_tex(metrics: pd.DataFrame, curves: pd.DataFrame, chosen) -> str:
+def extras_tex(metrics: pd.DataFrame, curves: pd.DataFrame, chosen: Plan) -> str:
     parts = []
     for task in chosen.two_stage:
         primary = metrics[(metrics["task"] == task) & metrics["primary"]]
@@ -257,11 +258,10 @@ def extras_tex(metrics: pd.DataFrame, curves: pd.DataFrame, chosen) -> str:
                                  f"from {tex(labels.task(task))} alone ({points(delta)} points).")
         parts.append(f"\\subsection{{Two-stage training on {tex(labels.task(task))}}}\n"
                      + " ".join(sentences) + f" Figure~\\ref{{fig:two_stage_{task}}} shows the three stages side by side.\n")
-        parts.append(_figure(f"two_stage_{task}", f"{tex(labels.task(task))}: the prompted model, the model fine-tuned on "
-                             "the task alone, and the model fine-tuned on a related task first; whiskers are bootstrap "
-                             "intervals.", f"two_stage_{task}"))
+        parts.append(_figure(chosen.drawing("figure", "two_stage", task)))
     for task in chosen.ablations:
-        table = tb_tables.build(f"ablation_format_{task}", metrics)
+        output = chosen.drawing("table", "ablation_format", task)
+        table = tb_tables.build(output, metrics)
         frame = metrics[(metrics["task"] == task) & (metrics["stage"] == "finetuned") & metrics["primary"]]
         sentences = []
         for (model, method), part in frame.groupby(["model", "method"], sort=False):
@@ -271,15 +271,14 @@ def extras_tex(metrics: pd.DataFrame, curves: pd.DataFrame, chosen) -> str:
             listed = [f"{interval(row)} with the {tex(labels.fmt(fmt))} format" for fmt, row in by_format.items()]
             sentences.append(f"{tex(model)} with {tex(labels.method(method))} scores {join(listed)} on "
                              f"{tex(labels.metric(part['metric'].iloc[0]).lower())}.")
-        parts.append(f"\\subsection{{Special tokens or an instruction?}}\nA reader of the first study asked whether its "
+        parts.append("\\subsection{Special tokens or an instruction?}\nA reader of the first study asked whether its "
                      "special tokens still matter once the task is described in plain words. We trained the same model "
                      "and method both ways. " + " ".join(sentences)
-                     + f" Figure~\\ref{{fig:ablation_format_{task}}} and Table~\\ref{{tab:ablation_format_{task}}} give every metric.\n")
-        parts.append(_figure(f"ablation_format_{task}", f"{tex(labels.task(task))}: special-token format against an "
-                             "instruction format, same model and method; whiskers are bootstrap intervals.",
-                             f"ablation_format_{task}"))
-        parts.append(_table(f"ablation_format_{task}", table.caption, len(table.rows)))
-    if "learning_curves" in chosen.figures and not curves.empty:
+                     + f" Figure~\\ref{{fig:ablation_format_{task}}} and Table~\\ref{{tab:ablation_format_{task}}} give every " "metric.\n")
+        parts.append(_figure(chosen.drawing("figure", "ablation_format", task)))
+        parts.append(_table(output, table))
+    curves_figure = chosen.drawing("figure", "learning_curves")
+    if curves_figure and not curves.empty:
         runs = curves.groupby(["task", "model", "run"], sort=False)
         first = runs["validation_perplexity"].first()
         best = curves[curves["selected"]].set_index(["task", "model", "run"])["validation_perplexity"]
@@ -294,8 +293,7 @@ def extras_tex(metrics: pd.DataFrame, curves: pd.DataFrame, chosen) -> str:
                      f"{first.mean():.2f} and at the selected checkpoint {best.reindex(first.index).mean():.2f}; "
                      f"{at_end} of the {len(first)} runs selected their last epoch{hint}. "
                      "Figure~\\ref{fig:learning_curves} shows every run.\n")
-        parts.append(_figure("learning_curves", "Validation perplexity after each epoch; the star marks the checkpoint "
-                             "that was evaluated (the lowest perplexity).", "learning_curves"))
+        parts.append(_figure(curves_figure))
     return "\n".join(parts)
 
 
@@ -327,7 +325,7 @@ def setup_tex(config: Mapping, metrics: pd.DataFrame) -> str:
         method_rows.append([tex(labels.method(method)), f"{settings['learning_rate']:g}",
                             str(lora["r"]) if lora else "–", f"{lora['alpha']:g}" if lora else "–",
                             tex(", ".join(lora["target_modules"])) if lora else tex("all weights"), tex(quant)])
-    training = config.get("training", {})
+    training = config["training"]
     keys = [("epochs", "Most epochs"), ("early_stop_patience", "Early-stop patience (epochs)"), ("batch_size", "Batch size per device"),
             ("gradient_accumulation", "Gradient accumulation"), ("max_length", "Longest example (tokens)"),
             ("batching", "Batching"), ("loss_on", "Tokens in the loss"), ("dtype", "Weights dtype"),
@@ -393,8 +391,8 @@ def seeds_tex(claims: pd.DataFrame) -> str:
             "spread over seeds shows how much of a difference training variance alone can move.\n")
 
 
-def claims_tex(claims: pd.DataFrame | None) -> str:
-    if claims is None or claims.empty:
+def claims_tex(claims: pd.DataFrame | None, chosen: Plan) -> str:
+    if claims is None or claims.empty or not chosen.drawing("table", "claims"):
         return "This configuration makes no pair of runs that a claim of the studies compares.\n"
     found = tb_claims.counts(claims)
     undecided = claims[claims["label"] == "undecided"]
@@ -409,17 +407,15 @@ def claims_tex(claims: pd.DataFrame | None) -> str:
                  "the effect too weak at this model size) to tell")
     text += ". Table~\\ref{tab:claims} lists every comparison and Figure~\\ref{fig:claims} draws them.\n"
     text += seeds_tex(claims)
-    table = tb_tables.claims_table(claims)
-    return (text + _figure("claims", "The studies' claims on these runs: paired difference on the same test rows with "
-                           "its bootstrap interval, coloured by verdict.", "claims")
-            + _table("claims", table.caption, len(table.rows)))
+    output = chosen.drawing("table", "claims")
+    return text + _figure(chosen.drawing("figure", "claims")) + _table(output, tb_tables.build(output, metrics=None, claims=claims))
 
 
 def write_sources(config: Mapping, config_files: Iterable[str], metrics: pd.DataFrame, curves: pd.DataFrame,
                   tables_dir: Path, figures_dir: Path, build_dir: Path, claims: pd.DataFrame | None = None) -> Path:
     """Copy the hand-written sources and write the generated includes; returns the main .tex file."""
     chosen = plan(config)
-    if "claims" in chosen.tables and claims is None:
+    if chosen.drawing("table", "claims") and claims is None:
         raise UserError("this configuration decides claims of the studies; run `tunebench claims` before the paper.")
     build_dir = Path(build_dir)
     generated = build_dir / "generated"
@@ -442,11 +438,11 @@ def write_sources(config: Mapping, config_files: Iterable[str], metrics: pd.Data
     files = {
         "numbers.tex": numbers_tex(numbers(config, config_files, metrics)),
         "headline.tex": " ".join(filter(None, [headline(metrics), claims_headline(claims)])) + "\n",
-        "claims.tex": claims_tex(claims) if "claims" in chosen.tables else claims_tex(None),
+        "claims.tex": claims_tex(claims, chosen),
         "setup.tex": setup_tex(config, metrics),
-        "results.tex": results_tex(metrics, chosen.tasks),
-        "published.tex": published_tex(metrics),
-        "cost.tex": cost_tex(metrics, chosen.figures) if "cost" in chosen.tables else "No model was fine-tuned.\n",
+        "results.tex": results_tex(metrics, chosen),
+        "published.tex": published_tex(metrics, chosen),
+        "cost.tex": cost_tex(metrics, chosen) if chosen.drawing("table", "cost") else "No model was fine-tuned.\n",
         "extras.tex": extras_tex(metrics, curves, chosen),
     }
     for name, text in files.items():

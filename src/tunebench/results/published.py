@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from . import METHODS
-from . import labels
+from . import METHODS, labels
 
 COLUMNS = ["id", "study", "source", "task", "model", "size", "method", "stage", "metric", "quantity",
            "relation", "value", "unit", "claim"]

@@ -1,86 +1,79 @@
-"""Tables of ``results/metrics.csv``, each written as CSV, Markdown and a LaTeX booktabs tabular.
+"""Tables of ``results/metrics.csv``, each one numeric DataFrame written as CSV, Markdown and LaTeX.
 
-The CSV holds the numbers a reader would copy (percentages rounded to one decimal, intervals in
-their own columns); Markdown and LaTeX hold the same numbers as display text. The LaTeX file is a
-bare ``tabular`` so a document chooses the float, caption and size around it.
+A builder returns a :class:`Table`: a frame with one row per table row, every number as measured
+(shares in percent, unrounded), and the columns a reader sees, each saying how a row of the frame
+reads in it. The CSV holds the frame's numbers a reader would copy (percentages rounded to one
+decimal, intervals in their own columns); pandas writes the same rows as display text to Markdown
+(``to_markdown``) and to a booktabs LaTeX ``tabular`` (``Styler.to_latex``, the best value of a
+column in bold). The LaTeX file is a bare ``tabular`` so a document chooses the float, caption and
+size around it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
 from ..errors import UserError
-from . import labels
+from . import Output, labels
 from . import published as tb_published
+from .text import cost_unit, count, hours, interval, latex_escape, number, plain, signed
 
-MINUS = "\u2212"
+
+@dataclass(frozen=True)
+class Column:
+    """One column a reader sees: its header and the text of a row of the table's frame in it."""
+
+    header: str
+    cell: Callable[[pd.Series], str]
+    numeric: bool = False  # right-aligned
+    best: str | None = None  # the frame column whose largest value is bold (ties too), given two rows or more
 
 
 @dataclass
 class Table:
-    name: str
     caption: str
-    data: pd.DataFrame  # machine-readable content (the CSV)
-    header: list[str]
-    rows: list[list[str]]
-    numeric: list[bool]  # right-aligned columns
-    bold: set[tuple[int, int]] = field(default_factory=set)
+    frame: pd.DataFrame
+    columns: list[Column]
+    csv: list[str]  # the frame columns the CSV holds, in order
+    rounded: tuple[str, ...] = ()  # of those, the percentages the CSV rounds to one decimal
     note: str = ""
+    name: str = ""  # the file name, from the table's entry in the plan (see build)
 
+    def csv_frame(self) -> pd.DataFrame:
+        out = self.frame[self.csv].copy()
+        for column in self.rounded:
+            # Python's round is exact on the binary value, as the display text's formatting is; numpy's is not.
+            out[column] = out[column].map(lambda value: round(float(value), 1))
+        return out
 
-# -- number formatting ---------------------------------------------------------------------------
+    def text(self) -> pd.DataFrame:
+        """The display text, one column per :class:`Column`, headed by its header."""
+        cells = [[column.cell(row) for column in self.columns] for _, row in self.frame.iterrows()]
+        return pd.DataFrame(cells, columns=[column.header for column in self.columns], dtype=object)
 
-def pct(value: float) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{value * 100:.1f}"
-
-
-def with_interval(value: float, low: float, high: float) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-        return pct(value)
-    return f"{pct(value)} [{pct(low)}, {pct(high)}]"
-
-
-def signed(value: float, digits: int = 1) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    text = f"{abs(value):.{digits}f}"
-    return ("+" if value >= 0 else MINUS) + text
-
-
-def count(value: float) -> str:
-    """Large counts readably: 3,712,004 → 3.71M; small ones as integers."""
-    if value is None or not math.isfinite(value):
-        return "–"
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.0f}"
-
-
-def hours(value: float) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    return f"{value:.3f}" if value < 1 else f"{value:.1f}"
-
-
-def plain(value: float, digits: int = 1) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    return f"{value:,.{digits}f}"
-
-
-def _round(series: pd.Series, factor: float = 100.0, digits: int = 1) -> pd.Series:
-    return (series.astype(float) * factor).round(digits)
+    def bold(self) -> pd.DataFrame:
+        """Which cells hold the best value of their column."""
+        mask = pd.DataFrame(False, index=range(len(self.frame)), columns=[column.header for column in self.columns])
+        if len(self.frame) < 2:
+            return mask
+        for column in self.columns:
+            if column.best:
+                values = self.frame[column.best].astype(float).reset_index(drop=True)
+                if values.notna().any():
+                    mask[column.header] = values == values.max()
+        return mask
 
 
 # -- the tables ----------------------------------------------------------------------------------
+
+#: The columns of a run that lead the headline and cost tables' CSVs.
+HEADLINE_FIELDS = ("task", "model", "size", "run", "stage")
+
 
 def _runs(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per run (the metric-independent columns), in the order of metrics.csv."""
@@ -91,89 +84,88 @@ def _metric_order(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(frame["metric"]))
 
 
-def _bold_best(rows_values: list[list[float]], first_column: int) -> set[tuple[int, int]]:
-    bold = set()
-    if len(rows_values) < 2:
-        return bold
-    for j in range(len(rows_values[0])):
-        column = [r[j] for r in rows_values]
-        finite = [v for v in column if v is not None and math.isfinite(v)]
-        if finite:
-            best = max(finite)
-            bold |= {(i, first_column + j) for i, v in enumerate(column) if v == best}
-    return bold
+def _percent_interval(name: str) -> Callable[[pd.Series], str]:
+    return lambda row: interval(row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"])
 
 
-def main_table(metrics: pd.DataFrame, task: str) -> Table:
+def _baseline_value(runs: pd.DataFrame, run: pd.Series, **match: str) -> float:
+    """The value of the prompted baseline of the run's task and model (NaN when there is none)."""
+    base = runs[(runs["task"] == run["task"]) & (runs["model"] == run["model"]) & (runs["stage"] == "baseline")]
+    for key, value in match.items():
+        base = base[base[key] == value]
+    return base["value"].iloc[0] if not base.empty else math.nan
+
+
+def task_table(metrics: pd.DataFrame, task: str) -> Table:
+    """Every metric of every run of one task, with its interval."""
     frame = metrics[metrics["task"] == task]
     if frame.empty:
-        raise UserError(f"results/metrics.csv has no rows for task {task}; run its evaluations and `tunebench aggregate` first.")
+        raise UserError(
+            f"results/metrics.csv has no rows for task {task}; run its evaluations and `tunebench aggregate` first."
+        )
     names = _metric_order(frame)
-    runs = _runs(frame)
-    show_unscorable = bool((runs["unscorable"].fillna(0) > 0).any())
-    header = ["Model", "Run", "n"] + (["Unscorable"] if show_unscorable else []) + [labels.metric(m) + " (%)" for m in names]
-    rows, values, data = [], [], []
-    for _, run in runs.iterrows():
+    records = []
+    for _, run in _runs(frame).iterrows():
         cells = frame[(frame["model"] == run["model"]) & (frame["run"] == run["run"])].set_index("metric")
-        row = [labels.model(run), labels.run(run), f"{run['n_examples']:.0f}"]
-        if show_unscorable:
-            row.append(f"{run['unscorable']:.0f}")
-        record = {c: run[c] for c in ("model", "size", "method", "stage", "format", "variant", "run", "n_examples", "unscorable")}
-        found = []
+        identity = ("model", "size", "method", "stage", "format", "variant", "run", "n_examples", "unscorable")
+        record = {column: run[column] for column in identity}
         for name in names:
             if name in cells.index:
                 m = cells.loc[name]
-                row.append(with_interval(m["value"], m["ci_low"], m["ci_high"]))
-                found.append(m["value"])
-                record |= {name: m["value"], f"{name}_ci_low": m["ci_low"], f"{name}_ci_high": m["ci_high"]}
-            else:
-                row.append("–")
-                found.append(math.nan)
-        rows.append(row)
-        values.append(found)
-        data.append(record)
-    table = pd.DataFrame(data)
-    for name in names:
-        for column in (name, f"{name}_ci_low", f"{name}_ci_high"):
-            if column in table:
-                table[column] = _round(table[column])
-    first = 3 + show_unscorable
+                record |= {name: m["value"] * 100, f"{name}_ci_low": m["ci_low"] * 100,
+                           f"{name}_ci_high": m["ci_high"] * 100}
+        records.append(record | {"task": run["task"], "init_from": run["init_from"]})
+    table = pd.DataFrame(records)
+    # A run without some metric has no cells for it; its columns come where the first run with it put them.
+    csv = [column for column in table.columns if column not in ("task", "init_from")]
+    percents = [f"{name}{suffix}" for name in names for suffix in ("", "_ci_low", "_ci_high")]
+    columns = [Column("Model", labels.model), Column("Run", labels.run),
+               Column("n", lambda row: f"{row['n_examples']:.0f}", numeric=True)]
+    if (table["unscorable"].fillna(0) > 0).any():
+        columns.append(Column("Unscorable", lambda row: f"{row['unscorable']:.0f}", numeric=True))
+    columns += [Column(labels.metric(name) + " (%)", _percent_interval(name), numeric=True, best=name)
+                for name in names]
     return Table(
-        name=task,
         caption=(f"{labels.task(task)}: share of test examples scored correct, in percent, with "
                  f"bootstrap confidence intervals in brackets; the best value per column is in bold."),
-        data=table,
-        header=header,
-        rows=rows,
-        numeric=[False, False] + [True] * (len(header) - 2),
-        bold=_bold_best(values, first),
+        frame=table,
+        columns=columns,
+        csv=csv,
+        rounded=tuple(percents),
     )
 
 
-def overview_table(metrics: pd.DataFrame) -> Table:
+def main_table(metrics: pd.DataFrame) -> Table:
     """The headline: every run's primary metric, its gain over the prompted model and its prompt length."""
     primary = metrics[metrics["primary"]]
-    header = ["Task", "Model", "Run", "Metric", "Value (%)", "Gain (points)", "Prompt tokens / query"]
-    rows, data = [], []
+    records = []
     for _, run in primary.iterrows():
-        base = primary[(primary["task"] == run["task"]) & (primary["model"] == run["model"])
-                       & (primary["stage"] == "baseline") & (primary["variant"] == "default")]
-        gain = (run["value"] - base["value"].iloc[0]) * 100 if run["stage"] != "baseline" and not base.empty else math.nan
-        rows.append([labels.task(run["task"]), labels.model(run), labels.run(run), labels.metric(run["metric"]),
-                     with_interval(run["value"], run["ci_low"], run["ci_high"]),
-                     signed(gain) if run["stage"] != "baseline" else "–", plain(run["prompt_tokens_mean"])])
-        data.append({"task": run["task"], "model": run["model"], "size": run["size"], "run": run["run"],
-                     "stage": run["stage"], "metric": run["metric"], "value_pct": round(run["value"] * 100, 1),
-                     "ci_low_pct": round(run["ci_low"] * 100, 1), "ci_high_pct": round(run["ci_high"] * 100, 1),
-                     "gain_points": round(gain, 1), "n": run["n"], "prompt_tokens_mean": run["prompt_tokens_mean"]})
+        gain = math.nan
+        if run["stage"] != "baseline":
+            gain = (run["value"] - _baseline_value(primary, run, variant="default")) * 100
+        records.append({key: run[key] for key in HEADLINE_FIELDS} | {
+            "metric": run["metric"], "value_pct": run["value"] * 100, "ci_low_pct": run["ci_low"] * 100,
+            "ci_high_pct": run["ci_high"] * 100, "gain_points": gain, "n": run["n"],
+            "prompt_tokens_mean": run["prompt_tokens_mean"],
+        } | {field: run[field] for field in ("method", "format", "variant", "init_from")})
+    frame = pd.DataFrame(records)
     return Table(
-        name="main",
         caption=("Every run on its task's primary metric (percent of test examples, bootstrap interval in brackets) "
                  "and its gain over the prompted baseline of the same model."),
-        data=pd.DataFrame(data),
-        header=header,
-        rows=rows,
-        numeric=[False, False, False, False, True, True, True],
+        frame=frame,
+        columns=[
+            Column("Task", lambda row: labels.task(row["task"])),
+            Column("Model", labels.model),
+            Column("Run", labels.run),
+            Column("Metric", lambda row: labels.metric(row["metric"])),
+            Column("Value (%)", lambda row: interval(row["value_pct"], row["ci_low_pct"], row["ci_high_pct"]),
+                   numeric=True),
+            Column("Gain (points)", lambda row: signed(row["gain_points"]), numeric=True),
+            Column("Prompt tokens / query", lambda row: plain(row["prompt_tokens_mean"]), numeric=True),
+        ],
+        csv=[*HEADLINE_FIELDS, "metric", "value_pct", "ci_low_pct", "ci_high_pct", "gain_points", "n",
+             "prompt_tokens_mean"],
+        rounded=("value_pct", "ci_low_pct", "ci_high_pct", "gain_points"),
     )
 
 
@@ -191,79 +183,84 @@ def _figure_label(row: pd.Series) -> str:
     return names[row["quantity"]]
 
 
+#: Decimals of a published quantity that is not a percentage.
+PUBLISHED_DIGITS = {"train_hours": 2, "epoch_tokens": 2, "devices": 0}
+
+
 def published_table(metrics: pd.DataFrame) -> Table:
     compared = tb_published.compare(tb_published.load(), metrics)
-    header = ["Study", "Task", "Figure", "Published model", "Published", "Our run", "Ours", "Difference", "Differs in"]
-    rows = []
-    digits = {"train_hours": 2, "epoch_tokens": 2, "devices": 0}
-    for _, row in compared.iterrows():
-        relation = "" if row["relation"] == "=" else f"{row['relation']} "
-        ours = row["our_label"] or "–"
-        places = digits.get(row["quantity"], 1)
-        rows.append([
-            row["study"], labels.task(row["task"]) if row["task"] else "all", _figure_label(row),
-            row["published_model"], f"{relation}{row['published']:g}", ours, plain(row["reproduced"], places),
-            signed(row["difference"], places), "–" if row["match"] == "same setting" else row["match"],
-        ])
+
+    def relation(row):
+        return ("" if row["relation"] == "=" else f"{row['relation']} ") + f"{row['published']:g}"
+
+    def places(row):
+        return PUBLISHED_DIGITS.get(row["quantity"], 1)
+
     return Table(
-        name="published",
         caption=("Figures stated by the case studies beside the same quantity measured on our runs; the "
                  "difference is ours minus published, and the last column names what differs from the study's "
                  "setting: the model size, the fine-tuning method, or CPU processes in place of GPUs."),
-        data=compared,
-        header=header,
-        rows=rows,
-        numeric=[False, False, False, False, True, False, True, True, False],
+        frame=compared,
+        columns=[
+            Column("Study", lambda row: row["study"]),
+            Column("Task", lambda row: labels.task(row["task"]) if row["task"] else "all"),
+            Column("Figure", _figure_label),
+            Column("Published model", lambda row: row["published_model"]),
+            Column("Published", relation, numeric=True),
+            Column("Our run", lambda row: row["our_label"] or "–"),
+            Column("Ours", lambda row: plain(row["reproduced"], places(row)), numeric=True),
+            Column("Difference", lambda row: signed(row["difference"], places(row)), numeric=True),
+            Column("Differs in", lambda row: "–" if row["match"] == "same setting" else row["match"]),
+        ],
+        csv=list(compared.columns),
         note="Study A: full fine-tuning of Llama-2 on ViGGO, SQL and GSM8K; study B: QLoRA on long multiplication.",
     )
-
-
-def cost_unit(kinds: Iterable[str]) -> str:
-    kinds = {k for k in kinds if k}
-    return f"{kinds.pop()}-hours" if len(kinds) == 1 else "device-hours"
 
 
 def cost_table(metrics: pd.DataFrame) -> Table:
     primary = metrics[metrics["primary"]]
     runs = primary[(primary["stage"] != "baseline") | (primary["variant"] == "default")]
     unit = cost_unit(runs.loc[runs["stage"] != "baseline", "device_kind"])
-    header = ["Task", "Model", "Run", "Hardware", f"Training ({unit})", "Tokens trained", "Prompt tokens / query",
-              "Generated tokens / query", "Primary metric (%)", "Gain (points)"]
     primaries = "; ".join(f"{labels.task(t)}: {labels.metric(m).lower()}"
                           for t, m in runs[["task", "metric"]].drop_duplicates().itertuples(index=False))
-    rows, data = [], []
+    records = []
     for _, run in runs.iterrows():
-        base = runs[(runs["task"] == run["task"]) & (runs["model"] == run["model"]) & (runs["stage"] == "baseline")]
-        gain = (run["value"] - base["value"].iloc[0]) * 100 if run["stage"] != "baseline" and not base.empty else math.nan
         trained = run["stage"] != "baseline"
-        hardware = f"{run['device_kind']} × {run['num_processes']:.0f}" if trained else "–"
-        rows.append([
-            labels.task(run["task"]), labels.model(run), labels.run(run), hardware,
-            hours(run["device_hours_total"]) if trained else "–",
-            count(run["train_tokens_total"]) if trained else "–",
-            plain(run["prompt_tokens_mean"]), plain(run["generated_tokens_mean"]),
-            pct(run["value"]),
-            signed(gain) if trained else "–",
-        ])
-        data.append({
-            "task": run["task"], "model": run["model"], "size": run["size"], "run": run["run"], "stage": run["stage"],
-            "device_kind": run["device_kind"] if trained else "", "num_processes": run["num_processes"] if trained else math.nan,
+        records.append({key: run[key] for key in HEADLINE_FIELDS} | {
+            "device_kind": run["device_kind"] if trained else "",
+            "num_processes": run["num_processes"] if trained else math.nan,
             "device_hours": run["device_hours_total"], "train_tokens": run["train_tokens_total"],
             "train_wall_time_s": run["train_wall_time_s"], "peak_memory_mb": run["peak_memory_mb"],
             "prompt_tokens_mean": run["prompt_tokens_mean"], "generated_tokens_mean": run["generated_tokens_mean"],
-            "eval_wall_time_s": run["eval_wall_time_s"], "metric": run["metric"],
-            "value_pct": round(run["value"] * 100, 1) if math.isfinite(run["value"]) else math.nan,
-            "gain_points": round(gain, 1) if math.isfinite(gain) else math.nan,
-        })
+            "eval_wall_time_s": run["eval_wall_time_s"], "metric": run["metric"], "value_pct": run["value"] * 100,
+            "gain_points": (run["value"] - _baseline_value(runs, run)) * 100 if trained else math.nan,
+        } | {field: run[field] for field in ("method", "format", "variant", "init_from")})
+    frame = pd.DataFrame(records)
+
+    def when_trained(show: Callable[[pd.Series], str]) -> Callable[[pd.Series], str]:
+        return lambda row: show(row) if row["stage"] != "baseline" else "–"
+
     return Table(
-        name="cost",
         caption=(f"What each model costs: training time in {unit} (a two-stage run includes its first stage), "
                  "tokens trained, and the mean prompt and generated tokens per test query, beside the task's "
                  f"primary metric ({primaries}) and its gain over the prompted baseline of the same model."),
-        data=pd.DataFrame(data),
-        header=header,
-        rows=rows,
-        numeric=[False, False, False, False, True, True, True, True, True, True],
+        frame=frame,
+        columns=[
+            Column("Task", lambda row: labels.task(row["task"])),
+            Column("Model", labels.model),
+            Column("Run", labels.run),
+            Column("Hardware", when_trained(lambda row: f"{row['device_kind']} × {row['num_processes']:.0f}")),
+            Column(f"Training ({unit})", when_trained(lambda row: hours(row["device_hours"])), numeric=True),
+            Column("Tokens trained", when_trained(lambda row: count(row["train_tokens"])), numeric=True),
+            Column("Prompt tokens / query", lambda row: plain(row["prompt_tokens_mean"]), numeric=True),
+            Column("Generated tokens / query", lambda row: plain(row["generated_tokens_mean"]), numeric=True),
+            Column("Primary metric (%)", lambda row: number(row["value_pct"]), numeric=True),
+            Column("Gain (points)", when_trained(lambda row: signed(row["gain_points"])), numeric=True),
+        ],
+        csv=[*HEADLINE_FIELDS, "device_kind", "num_processes", "device_hours", "train_tokens", "train_wall_time_s",
+             "peak_memory_mb", "prompt_tokens_mean", "generated_tokens_mean", "eval_wall_time_s", "metric",
+             "value_pct", "gain_points"],
+        rounded=("value_pct", "gain_points"),
         note=("A GPU-hour is one GPU for an hour; a CPU-hour is one CPU core for an hour, counting the cores the "
               "job was given."),
     )
@@ -278,30 +275,29 @@ def ablation_table(metrics: pd.DataFrame, task: str) -> Table:
         raise UserError(f"results/metrics.csv has no {task} runs of one model and method in two prompt formats; "
                         "add a finetune entry with another format to the config.")
     names = _metric_order(frame)
-    header = ["Model", "Method", "Format"] + [labels.metric(m) + " (%)" for m in names] + ["Prompt tokens / query"]
-    rows, data = [], []
+    records = []
     for _, run in _runs(frame).iterrows():
         cells = frame[(frame["model"] == run["model"]) & (frame["run"] == run["run"])].set_index("metric")
-        row = [labels.model(run), labels.method(run["method"]), labels.fmt(run["format"])]
-        record = {"model": run["model"], "size": run["size"], "method": run["method"], "format": run["format"], "run": run["run"]}
+        record = {column: run[column] for column in ("model", "size", "method", "format", "run")}
         for name in names:
             m = cells.loc[name] if name in cells.index else None
-            row.append(with_interval(m["value"], m["ci_low"], m["ci_high"]) if m is not None else "–")
-            record |= {name: round(m["value"] * 100, 1) if m is not None else math.nan,
-                       f"{name}_ci_low": round(m["ci_low"] * 100, 1) if m is not None else math.nan,
-                       f"{name}_ci_high": round(m["ci_high"] * 100, 1) if m is not None else math.nan}
-        row.append(plain(run["prompt_tokens_mean"]))
-        record["prompt_tokens_mean"] = run["prompt_tokens_mean"]
-        rows.append(row)
-        data.append(record)
+            record |= {name: m["value"] * 100 if m is not None else math.nan,
+                       f"{name}_ci_low": m["ci_low"] * 100 if m is not None else math.nan,
+                       f"{name}_ci_high": m["ci_high"] * 100 if m is not None else math.nan}
+        records.append(record | {"prompt_tokens_mean": run["prompt_tokens_mean"]})
+    table = pd.DataFrame(records)
+    percents = [f"{name}{suffix}" for name in names for suffix in ("", "_ci_low", "_ci_high")]
     return Table(
-        name=f"ablation_format_{task}",
         caption=(f"{labels.task(task)}: the same model and method fine-tuned with the special-token format and "
                  "with a natural-language instruction format (percent, with bootstrap intervals)."),
-        data=pd.DataFrame(data),
-        header=header,
-        rows=rows,
-        numeric=[False, False, False] + [True] * (len(names) + 1),
+        frame=table,
+        columns=[Column("Model", labels.model),
+                 Column("Method", lambda row: labels.method(row["method"])),
+                 Column("Format", lambda row: labels.fmt(row["format"]))]
+        + [Column(labels.metric(name) + " (%)", _percent_interval(name), numeric=True) for name in names]
+        + [Column("Prompt tokens / query", lambda row: plain(row["prompt_tokens_mean"]), numeric=True)],
+        csv=list(table.columns),
+        rounded=tuple(percents),
     )
 
 
@@ -310,24 +306,26 @@ def claims_table(claims: pd.DataFrame) -> Table:
 
     The published figure behind each claim stays in the CSV; the printed table keeps to what fits a page.
     """
+    identity = ("claim", "task", "metric", "model", "size", "better_run", "than_run", "n", "label", "published")
     # The spread over training seeds shows only where some run was trained with more than one seed.
     with_seeds = "seeds" in claims and bool((claims["seeds"].fillna(1) > 1).any())
-    header = ["Claim", "Size", "Compared on", "n", "Difference (points)", *(["Over seeds"] if with_seeds else []),
-              "Verdict"]
-    rows, data = [], []
+    shown = ("difference", "ci_low", "ci_high", *(("seed_low", "seed_high") if with_seeds else ()))
+    records = []
     for _, row in claims.iterrows():
         ran = row["label"] != "not run"
-        compared = f"{labels.task(row['task'])}: {row['better_run']} vs {row['than_run']}" if ran else "–"
-        interval = (f"{signed(row['difference'] * 100)} [{signed(row['ci_low'] * 100)}, {signed(row['ci_high'] * 100)}]"
-                    if ran and row["n"] else "–")
-        seeds = (f"{row['seeds']:.0f}: {signed(row['seed_low'] * 100)} to {signed(row['seed_high'] * 100)}"
-                 if ran and row["seeds"] > 1 and pd.notna(row["seed_low"]) else "–")
-        rows.append([row["statement"], str(row["size"]) if ran else "–", compared, f"{row['n']:.0f}" if ran else "–",
-                     interval, *([seeds] if with_seeds else []), row["label"]])
-        shown = ("difference", "ci_low", "ci_high", *(("seed_low", "seed_high") if with_seeds else ()))
-        data.append({key: row[key] for key in ("claim", "task", "metric", "model", "size", "better_run", "than_run",
-                                               "n", "label", "published", *(("seeds",) if with_seeds else ()))}
-                    | {key: round(row[key] * 100, 1) if ran and pd.notna(row[key]) else math.nan for key in shown})
+        records.append({key: row[key] for key in identity}
+                       | {key: row[key] * 100 if ran else math.nan for key in shown}
+                       | {"statement": row["statement"], "seeds": row["seeds"] if with_seeds else math.nan})
+    frame = pd.DataFrame(records)
+
+    def when_ran(show: Callable[[pd.Series], str]) -> Callable[[pd.Series], str]:
+        return lambda row: show(row) if row["label"] != "not run" else "–"
+
+    def over_seeds(row: pd.Series) -> str:
+        if not row["seeds"] > 1 or pd.isna(row["seed_low"]):
+            return "–"
+        return f"{row['seeds']:.0f}: {signed(row['seed_low'])} to {signed(row['seed_high'])}"
+
     caption = ("The case studies' claims on these runs: the mean paired difference on the same test rows, in "
                "points, with its paired bootstrap interval; reproduced when the interval lies above zero, "
                "contradicted when below, undecided when it holds zero.")
@@ -335,55 +333,65 @@ def claims_table(claims: pd.DataFrame) -> Table:
         caption += (" Over seeds: how many training seeds the first run was trained with, and the lowest and highest "
                     "mean difference among them (training variance, which the interval over test rows does not show).")
     return Table(
-        name="claims",
         caption=caption,
-        data=pd.DataFrame(data),
-        header=header,
-        rows=rows,
-        numeric=[False, False, False, True, True, *([True] if with_seeds else []), False],
+        frame=frame,
+        columns=[
+            Column("Claim", lambda row: row["statement"]),
+            Column("Size", when_ran(lambda row: str(row["size"]))),
+            Column("Compared on", when_ran(
+                lambda row: f"{labels.task(row['task'])}: {row['better_run']} vs {row['than_run']}")),
+            Column("n", when_ran(lambda row: f"{row['n']:.0f}"), numeric=True),
+            Column("Difference (points)", when_ran(
+                lambda row: interval(row["difference"], row["ci_low"], row["ci_high"], show=signed) if row["n"]
+                else "–"), numeric=True),
+            *([Column("Over seeds", when_ran(over_seeds), numeric=True)] if with_seeds else []),
+            Column("Verdict", lambda row: row["label"]),
+        ],
+        csv=[*identity, *(("seeds",) if with_seeds else ()), *shown],
+        rounded=shown,
     )
 
 
-def build(name: str, metrics: pd.DataFrame, claims: pd.DataFrame | None = None) -> Table:
-    if name == "claims":
+#: What draws each kind of table (see :class:`tunebench.results.Output`); per-task ones take the task.
+BUILDERS = {
+    "main": main_table,
+    "task": task_table,
+    "published": published_table,
+    "cost": cost_table,
+    "ablation_format": ablation_table,
+}
+
+
+def build(output: Output, metrics: pd.DataFrame, claims: pd.DataFrame | None = None) -> Table:
+    if output.draws == "claims":
         if claims is None:
             raise UserError("the claims table needs results/claims.csv; run `tunebench claims` first.")
-        return claims_table(claims)
-    if name == "main":
-        return overview_table(metrics)
-    if name == "published":
-        return published_table(metrics)
-    if name == "cost":
-        return cost_table(metrics)
-    if name.startswith("ablation_format_"):
-        return ablation_table(metrics, name.removeprefix("ablation_format_"))
-    return main_table(metrics, name)
+        table = claims_table(claims)
+    elif output.task:
+        table = BUILDERS[output.draws](metrics, output.task)
+    else:
+        table = BUILDERS[output.draws](metrics)
+    table.name = output.name
+    return table
 
 
 # -- writers -------------------------------------------------------------------------------------
 
+def _bolded(text: pd.DataFrame, bold: pd.DataFrame, wrap: Callable[[str], str]) -> pd.DataFrame:
+    return text.where(~bold, text.map(wrap))
+
+
 def to_markdown(table: Table) -> str:
-    def cell(i, j, text):
-        text = text.replace("|", "\\|")
-        return f"**{text}**" if (i, j) in table.bold else text
-
-    lines = [f"*{table.caption}*", "", "| " + " | ".join(table.header) + " |",
-             "|" + "|".join("---:" if n else ":---" for n in table.numeric) + "|"]
-    lines += ["| " + " | ".join(cell(i, j, t) for j, t in enumerate(row)) + " |" for i, row in enumerate(table.rows)]
+    text = table.text().map(lambda cell: cell.replace("|", "\\|"))
+    # Without alignment tabulate leaves cells unpadded; the alignment row is then written here.
+    body = _bolded(text, table.bold(), lambda cell: f"**{cell}**").to_markdown(
+        index=False, tablefmt="pipe", stralign=None, numalign=None, disable_numparse=True)
+    lines = body.split("\n")
+    lines[1] = "|" + "|".join("---:" if column.numeric else ":---" for column in table.columns) + "|"
+    parts = [f"*{table.caption}*", "", *lines]
     if table.note:
-        lines += ["", table.note]
-    return "\n".join(lines) + "\n"
-
-
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "≈": r"$\approx$", ">": r"$>$", "<": r"$<$",
-    "→": r"$\rightarrow$", "×": r"$\times$", MINUS: r"$-$", "–": "--",
-}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+        parts += ["", table.note]
+    return "\n".join(parts) + "\n"
 
 
 def _latex_header(text: str) -> str:
@@ -397,31 +405,26 @@ def _latex_header(text: str) -> str:
 
 
 def to_latex(table: Table) -> str:
-    spec = "".join("r" if n else "l" for n in table.numeric)
-
-    def cell(i, j, text):
-        text = latex_escape(text)
-        return rf"\textbf{{{text}}}" if (i, j) in table.bold else text
-
-    lines = [f"% {table.name}: generated by `tunebench tables` from results/metrics.csv; needs booktabs.",
-             rf"\begin{{tabular}}{{@{{}}{spec}@{{}}}}", r"\toprule",
-             " & ".join(_latex_header(h) for h in table.header) + r" \\", r"\midrule"]
-    lines += [" & ".join(cell(i, j, t) for j, t in enumerate(row)) + r" \\" for i, row in enumerate(table.rows)]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+    text = table.text().map(latex_escape)
+    bold = table.bold()
+    text.columns = bold.columns = [_latex_header(column.header) for column in table.columns]
+    styler = text.style.hide(axis="index").apply(
+        lambda column: bold[column.name].map({True: "textbf:--rwrap;", False: ""}), axis=0)
+    spec = "".join("r" if column.numeric else "l" for column in table.columns)
+    latex = styler.to_latex(hrules=True, column_format=f"@{{}}{spec}@{{}}")
+    return f"% {table.name}: generated by `tunebench tables` from results/metrics.csv; needs booktabs.\n" + latex
 
 
 def write(table: Table, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{table.name}.{ext}" for ext in ("csv", "md", "tex")]
-    table.data.to_csv(paths[0], index=False, lineterminator="\n")
+    table.csv_frame().to_csv(paths[0], index=False, lineterminator="\n")
     paths[1].write_text(to_markdown(table))
     paths[2].write_text(to_latex(table))
     return paths
 
 
-def write_all(names: Iterable[str], metrics: pd.DataFrame, out_dir: Path,
+def write_all(outputs: Iterable[Output], metrics: pd.DataFrame, out_dir: Path,
               claims: pd.DataFrame | None = None) -> list[Path]:
-    return [path for name in names for path in write(build(name, metrics, claims), out_dir)]
-
+    return [path for output in outputs for path in write(build(output, metrics, claims), out_dir)]

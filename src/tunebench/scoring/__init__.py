@@ -48,7 +48,7 @@ def number_from_match(match: re.Match) -> Decimal | None:
 def last_number(text: str) -> Decimal | None:
     """The last number written in ``text`` (``None`` if there is none or it is absurd)."""
     last = None
-    for last in _NUMBER.finditer(text):
+    for last in _NUMBER.finditer(text):  # noqa: B007  (the loop leaves the last match behind)
         pass
     return number_from_match(last) if last else None
 

@@ -11,8 +11,9 @@ lm-evaluation-harness's ``strict-match`` and ``flexible-extract`` filters on ord
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 from . import NUMBER_PATTERN, canonical, last_number, number_from_match, parse_number
 

@@ -7,7 +7,8 @@ not an integer and scores as wrong.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from . import canonical, last_number, parse_number
 

@@ -10,8 +10,9 @@ the example's test suite (:mod:`tunebench.scoring.sqlsuite`) and is ``None`` for
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 import sqlglot
 from sqlglot.tokens import TokenType

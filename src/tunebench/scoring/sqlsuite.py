@@ -41,11 +41,12 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -248,7 +249,7 @@ class Sandbox:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *_exc) -> None:

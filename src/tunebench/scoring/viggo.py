@@ -10,7 +10,8 @@ the values, whitespace-normalised.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 METRICS = ("function_accuracy", "attributes_accuracy", "attributes_ordered_accuracy", "exact_match")
 

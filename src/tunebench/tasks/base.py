@@ -15,35 +15,12 @@ plus the task's own fields (``context`` for SQL, ``a``/``b`` for multiplication,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
+from ..data import BadRow, Filter, Prepared  # noqa: F401  (re-exported for task modules)
 from ..errors import DataError, DataUnavailable  # noqa: F401  (re-exported for task modules)
-
-
-class BadRow(ValueError):
-    """A source row that cannot become an example; the message is the reason counted in the manifest."""
-
-
-@dataclass
-class Filter:
-    """A deliberate filter applied to well-formed rows, reported in the manifest."""
-
-    name: str
-    reason: str
-    dropped: dict[str, int] = field(default_factory=dict)  # per split
-
-
-@dataclass
-class Prepared:
-    """A task's dataset after loading and formatting, before it is written."""
-
-    splits: dict[str, list[dict]]
-    source: dict[str, Any]  # hub id + revision, or mirror files with their sha256, or generator settings
-    filters: list[Filter] = field(default_factory=list)
-    bad_rows: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> reason -> count
-    notes: list[str] = field(default_factory=list)  # what a reader of the manifest must know
 
 
 class Task:
@@ -83,12 +60,3 @@ class Task:
         deterministically; ``options`` is the ``evaluation`` config section.
         """
         raise NotImplementedError
-
-
-def iter_jsonl(path: Path) -> Iterable[dict]:
-    import json
-
-    with open(path) as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)

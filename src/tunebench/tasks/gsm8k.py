@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import heapq
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import data
 from ..errors import ConfigError
@@ -58,17 +59,17 @@ class Gsm8k(Task):
 
     def prepare(self, options: Mapping[str, Any], mirror, seed: int) -> Prepared:
         source = data.Source(self.name, mirror, options.get("hub"))
-        strip_notes = options.get("strip_calculator_notes", False)
+        strip_notes = options["strip_calculator_notes"]
         converted = {}
         for part in ("train", "test"):
             label = _MIRROR[part] if mirror else part
             records = source.jsonl(label) if mirror else source.hub_split(part)
             converted[part] = source.convert(label, records, _row(part, strip_notes))
-        n_validation = options.get("validation_rows", 500)
+        n_validation = options["validation_rows"]
         train = converted["train"]
         if n_validation >= len(train):
             raise ConfigError(
-                f"tasks.gsm8k.validation_rows is {n_validation} but the training split has only {len(train)} rows; lower it."
+                f"tasks.gsm8k.validation_rows is {n_validation} but the training split has only {len(train)} rows; " "lower it."
             )
         held_out = set(data.rng(seed, self.name, "validation").sample(range(len(train)), n_validation))
         splits = {
@@ -77,7 +78,7 @@ class Gsm8k(Task):
             "test": converted["test"],
         }
         notes = [
-            f"Validation is a seeded sample of {n_validation} problems of the published train split; their ids keep the train prefix.",
+            f"Validation is a seeded sample of {n_validation} problems of the published train split; their ids keep " "the train prefix.",
             "Calculator notes <<...>> were " + ("removed from" if strip_notes else "kept in") + " the completions.",
         ]
         return source.prepared(splits, notes=notes)
@@ -105,7 +106,7 @@ class Gsm8k(Task):
         )
         shots = [
             f"Problem: {ex['prompt']}\nSolution: {CALCULATOR_NOTE.sub('', ex['completion'])}"
-            for ex in self.examples(train, options.get("few_shot", 8))
+            for ex in self.examples(train, options["few_shot"])
         ]
         parts = (["Here are solved examples.", *shots] if shots else []) + [f"Problem: {row['prompt']}\nSolution:"]
         return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import data
 from .base import BadRow, Prepared, Task
@@ -102,7 +103,7 @@ class MathQA(Task):
             layout = _WITHOUT_TRAIN
             notes.append(
                 "The mirror lacks mathqa/train.json (29,837 problems), so training uses dev.json and test.json "
-                "(7,460 problems), validation uses challenge_test.json and the test split is empty; MathQA is not scored."
+                "(7,460 problems), validation uses challenge_test.json and the test split is empty; MathQA is not " "scored."
             )
         splits = {}
         for split in data.SPLITS:

@@ -9,7 +9,8 @@ problem, so no problem is in two splits.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import data
 from ..errors import ConfigError
@@ -73,7 +74,7 @@ def generate(rows: int, digits: tuple[int, int], seed: int, validation_fraction:
     distinct = span_a * span_b - overlap * (overlap - 1) // 2
     if rows > distinct:
         raise ConfigError(
-            f"tasks.multiplication.rows is {rows} but only {distinct} distinct {da}- by {db}-digit problems exist; lower rows or raise digits."
+            f"tasks.multiplication.rows is {rows} but only {distinct} distinct {da}- by {db}-digit problems exist; " "lower rows or raise digits."
         )
     n_test = round(rows * test_fraction)
     n_validation = round(rows * validation_fraction)
@@ -110,9 +111,8 @@ class Multiplication(Task):
     baseline_variants = ("default", "stepwise")
 
     def prepare(self, options: Mapping[str, Any], mirror, seed: int) -> Prepared:
-        digits = tuple(options.get("digits", (4, 4)))
-        rows = options.get("rows", 40000)
-        splits = generate(rows, digits, seed, options.get("validation_fraction", 0.05), options.get("test_fraction", 0.05))
+        rows, digits = options["rows"], tuple(options["digits"])
+        splits = generate(rows, digits, seed, options["validation_fraction"], options["test_fraction"])
         source = {"kind": "generator", "generator": f"{__name__}.generate", "rows": rows, "digits": list(digits), "seed": seed}
         notes = ["Generated, not downloaded: a * b and b * a count as one problem and appear at most once overall."]
         return Prepared(splits={s: splits[s] for s in data.SPLITS}, source=source, notes=notes)

@@ -10,7 +10,8 @@ with a bare number behave differently under a real engine, so the study dropped 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import data
 from ..errors import ConfigError
@@ -129,11 +130,12 @@ class Sql(Task):
 
         duplicates = Filter("duplicate", "the same question, context and SQL as an earlier row (kept once)")
         varchar = Filter("varchar_numeric", "the SQL compares a column declared VARCHAR with a bare number")
-        validation_fraction, test_fraction = options.get("validation_fraction", 0.05), options.get("test_fraction", 0.05)
+        validation_fraction = options["validation_fraction"]
+        test_fraction = options["test_fraction"]
         if validation_fraction + test_fraction >= 1:
             raise ConfigError("tasks.sql.validation_fraction plus tasks.sql.test_fraction must stay below 1 to leave training rows.")
         splits = data.split_by_content(rows, lambda row: (row["id"],), validation_fraction, test_fraction)
-        drop = options.get("drop_varchar_numeric", True)
+        drop = options["drop_varchar_numeric"]
         seen: set[str] = set()
         for split in data.SPLITS:
             kept = []

@@ -8,18 +8,13 @@ is the input and the meaning representation is both the completion and the score
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import data
 from ..errors import ConfigError
+from ..scoring.viggo import ATTRIBUTES, FUNCTIONS
 from .base import BadRow, Prepared, Task
-
-FUNCTIONS = ("inform", "request", "give_opinion", "confirm", "verify_attribute", "suggest",
-             "request_explanation", "recommend", "request_attribute")
-# The order attributes take inside a meaning representation.
-ATTRIBUTES = ("name", "exp_release_date", "release_year", "developer", "esrb", "rating", "genres",
-              "player_perspective", "has_multiplayer", "platforms", "available_on_steam",
-              "has_linux_release", "has_mac_release", "specifier")
 
 _MR = re.compile(r"(\w+)\((.*)\)", re.DOTALL)
 _ATTRIBUTE = re.compile(r"(\w+)\[[^\[\]]*\]")

@@ -18,8 +18,9 @@ Padding is never a target in any layout.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -44,23 +45,12 @@ class EncodeStats:
     loss_tokens: int = 0
 
 
-def encode_prompt(tokenizer, text: str) -> list[int]:
-    """Token ids of a rendered prompt, as training saw them and generation must see them.
-
-    The tokenizer's own specials (BOS) are added unless the rendered text already starts with BOS,
-    as a chat template's output may.
-    """
-    bos = getattr(tokenizer, "bos_token", None)
-    add = not (bos and text.startswith(bos))
-    return tokenizer(text, add_special_tokens=add)["input_ids"]
-
-
 def encode(tokenizer, fmt: str, task: Any, row: Mapping[str, Any], loss_on: str, max_length: int) -> tuple[Example, bool]:
     """``(example, truncated)`` for one prepared row."""
     prompt_text, completion_text = formats.render(fmt, task, row, tokenizer)
     # Prompt and completion are tokenised apart so that the prompt ids are exactly what generation
     # is given; every format ends its prompt at a marker or newline, where BPE merges do not cross.
-    prompt_ids = encode_prompt(tokenizer, prompt_text)
+    prompt_ids = formats.encode_prompt(tokenizer, prompt_text)
     completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
     ids = prompt_ids + completion_ids
     learn = [loss_on == "all"] * len(prompt_ids) + [True] * len(completion_ids)

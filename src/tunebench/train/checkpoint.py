@@ -20,8 +20,9 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,7 +123,7 @@ class ResumeDir:
             params = _trainable(self.accelerator.unwrap_model(model))
             saved = load_file(state / "trainable.safetensors")
             if set(saved) != set(params):
-                raise UserError(f"the resume state in {state} trains other weights than this run; delete {self.path} to start afresh.")
+                raise UserError(f"the resume state in {state} trains other weights than this run; delete {self.path} to start " "afresh.")
             with torch.no_grad():
                 for name, tensor in saved.items():
                     params[name].copy_(tensor)
@@ -132,13 +133,23 @@ class ResumeDir:
         _set_rng_state(torch.load(state / f"rng-{self.accelerator.process_index}.pt", weights_only=False))
         return json.loads((state / "position.json").read_text())
 
-    def save(self, model, optimizer, scheduler, position: dict) -> None:
-        name = f"state-{position['global_step']:07d}-e{position['epoch']:03d}s{position['step']:06d}"
+    def _begin(self, name: str) -> Path:
+        """An empty ``{name}.tmp`` directory (made by the main process) that every process may write into."""
         tmp = self.path / f"{name}.tmp"
         if self.main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         self._barrier()
+        return tmp
+
+    def _complete(self, tmp: Path, name: str) -> None:
+        """Rename a finished ``tmp`` directory to ``name`` (main process only), replacing an older one."""
+        shutil.rmtree(self.path / name, ignore_errors=True)
+        os.replace(tmp, self.path / name)
+
+    def save(self, model, optimizer, scheduler, position: dict) -> None:
+        name = f"state-{position['global_step']:07d}-e{position['epoch']:03d}s{position['step']:06d}"
+        tmp = self._begin(name)
         if self.deepspeed:
             model.save_checkpoint(str(tmp / "engine"), tag="engine")
         elif self.main:
@@ -151,9 +162,7 @@ class ResumeDir:
             (tmp / "position.json").write_text(json.dumps(position) + "\n")
         self._barrier()
         if self.main:
-            final = self.path / name
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+            self._complete(tmp, name)
             pointer = self.path / f"{LATEST}.tmp"
             pointer.write_text(name + "\n")
             os.replace(pointer, self.path / LATEST)
@@ -163,16 +172,11 @@ class ResumeDir:
     def save_best(self, epoch: int, write: Callable[[Path], None]) -> str:
         """Export the model of ``epoch`` with ``write(directory)`` (called on every process)."""
         name = f"best-e{epoch:03d}"
-        tmp = self.path / f"{name}.tmp"
-        if self.main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        self._barrier()
+        tmp = self._begin(name)
         write(tmp)
         self._barrier()
         if self.main:
-            shutil.rmtree(self.path / name, ignore_errors=True)
-            os.replace(tmp, self.path / name)
+            self._complete(tmp, name)
         self._barrier()
         return name
 

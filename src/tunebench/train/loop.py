@@ -17,28 +17,27 @@ import resource
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from .. import hardware, tasks
-from ..tasks.base import iter_jsonl
+from .. import data, hardware, io, tasks
 from . import batching, methods
 from .checkpoint import ResumeDir
-from .job import fingerprint, layout
-
+from .job import Job, fingerprint, layout
 
 #: accelerate's mixed_precision for each resolved training.dtype (bfloat16_autocast: float32 weights, bf16 autocast).
 MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "bfloat16_autocast": "bf16", "float16": "fp16"}
 
 
-def make_accelerator(job: Mapping[str, Any]):
+def make_accelerator(job: Job):
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
-    training = job["training"]
+    training = job.training
     handlers = []
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Under DeepSpeed accelerate finds no process-group backend on a CPU-only host; gloo is it.
@@ -118,10 +117,6 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
-def _read_split(job, split: str) -> list[dict]:
-    return list(iter_jsonl(Path(job["data"][split]["path"])))
-
-
 def judge_epoch(best: float | None, stale: int, perplexity: float, patience: int | None) -> tuple[bool, int, bool]:
     """(improved, epochs without improvement, stop early) after an epoch; only a strictly lower
     validation perplexity counts as an improvement."""
@@ -138,32 +133,36 @@ def _fresh_position() -> dict:
 class Trainer:
     """Everything one run needs, built from the resolved job; :meth:`run` is the loop."""
 
-    def __init__(self, job: dict, log=sys.stderr):
+    def __init__(self, job: Job, log=sys.stderr):
         from accelerate.utils import set_seed
         from transformers import get_scheduler
 
-        self.job, self.log, self.training = job, log, job["training"]
-        training = self.training
+        self.job = job
+        self.log = log
+        self.training = training = job.training
         self.accelerator = make_accelerator(job)
-        self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
-        self.accum, self.layout = training["gradient_accumulation"], training["batching"]
+        self.world = self.accelerator.num_processes
+        self.rank = self.accelerator.process_index
+        self.accum = training["gradient_accumulation"]
+        self.layout = training["batching"]
         self.pad_to = training["pad_to"] if self.layout == "pad_to" else None
-        set_seed(job["seed"])
+        set_seed(job.seed)
         self.deepspeed = _fill_deepspeed(self.accelerator, training)
 
         self.built = methods.build(job, self.accelerator.device)
         self.tokenizer = self.built.tokenizer
-        task = tasks.get(job["task"])
-        self.examples, self.stats = {}, {}
+        task = tasks.get(job.task)
+        self.examples = {}
+        self.stats = {}
         for split in ("train", "validation"):
             self.examples[split], self.stats[split] = batching.encode_rows(
-                self.tokenizer, job["format"], task, _read_split(job, split), training["loss_on"],
-                training["max_length"], job["data"][split]["path"])
+                self.tokenizer, job.format, task, data.read_rows(job.data[split]["path"]), training["loss_on"],
+                training["max_length"], job.data[split]["path"])
         self.plans = {e: epoch_batches(self.examples["train"], e, training) for e in range(1, training["epochs"] + 1)}
         total_steps = sum(steps_in(b, self.world, self.accum) for b in self.plans.values())
 
         params = [p for p in self.built.model.parameters() if p.requires_grad]
-        optimizer = make_optimizer(params, training, job["method_settings"]["learning_rate"], _offloads_optimizer(self.accelerator))
+        optimizer = make_optimizer(params, training, job.method_settings["learning_rate"], _offloads_optimizer(self.accelerator))
         self.scheduler = get_scheduler(training["lr_schedule"], optimizer, num_training_steps=total_steps,
                                        num_warmup_steps=training["warmup_steps_per_device"] * self.world)
         self.model, self.optimizer = self.accelerator.prepare(self.built.model, optimizer)
@@ -226,13 +225,15 @@ class Trainer:
         rows = batching.layout_rows(self.examples["validation"], self.layout, self.training["max_length"])
         size = self.training["batch_size"]
         batches = [rows[i:i + size] for i in range(0, len(rows), size)]
-        nll_total, targets_total = 0.0, 0.0
+        nll_total = 0.0
+        targets_total = 0.0
         with torch.no_grad():
             # Processes past the end repeat the last batch uncounted, so all run the same passes.
             for index in range(self.rank, math.ceil(len(batches) / self.world) * self.world, self.world):
                 nll, targets = self.nll(self.collate(batches[min(index, len(batches) - 1)]))
                 if index < len(batches):
-                    nll_total, targets_total = nll_total + float(nll), targets_total + float(targets)
+                    nll_total += float(nll)
+                    targets_total += float(targets)
         nll_total, targets_total = self.reduce(nll_total, targets_total)
         return nll_total / targets_total, math.exp(nll_total / targets_total)
 
@@ -248,10 +249,12 @@ class Trainer:
         return float(peaks.max() if self.accelerator.device.type == "cuda" else peaks.sum())
 
     def run(self, out_dir: Path, resume_path: Path) -> dict:
-        training, epochs, every = self.training, self.training["epochs"], self.training["checkpoint_every_steps"]
+        training = self.training
+        epochs = training["epochs"]
+        every = training["checkpoint_every_steps"]
         # Every rank names its host, so a multi-node job's log shows where its ranks ran.
         print(f"rank {self.rank} of {self.world} on host {socket.gethostname()}", file=self.log, flush=True)
-        self.say(f"precision: {training['dtype']} (training.dtype {training.get('dtype_requested', training['dtype'])}"
+        self.say(f"precision: {training['dtype']} (training.dtype {training['dtype_requested']}"
                  f" on {self.accelerator.device.type})")
         resume = ResumeDir(resume_path, self.accelerator, fingerprint(self.job), layout(self.job))
         message = resume.prepare()
@@ -263,13 +266,15 @@ class Trainer:
         else:
             self.say(f"resuming at epoch {position['epoch']}, step {position['step']} from {resume.latest()}")
         while not position["done"]:
-            epoch, batches = position["epoch"], self.plans[position["epoch"]]
+            epoch = position["epoch"]
+            batches = self.plans[epoch]
             steps = steps_in(batches, self.world, self.accum)
             sums = position["partial"] or {"nll": 0.0, "targets": 0.0, "tokens": 0.0, "seconds": 0.0}
             bar = tqdm(total=steps, initial=position["step"], desc=f"epoch {epoch}/{epochs}", unit="step",
                        disable=not self.main, file=self.log, dynamic_ncols=True, mininterval=2.0)
             for step in range(position["step"], steps):
-                started, lr = time.perf_counter(), self.scheduler.get_last_lr()[0]
+                started = time.perf_counter()
+                lr = self.scheduler.get_last_lr()[0]
                 done = self.step(batches, step)
                 done["seconds"] = time.perf_counter() - started
                 for key in sums:
@@ -286,7 +291,9 @@ class Trainer:
             bar.close()
 
             val_loss, perplexity = self.validate()
-            train_loss, rate, peak = sums["nll"] / sums["targets"], sums["tokens"] / max(sums["seconds"], 1e-9), self.peak_memory_mb()
+            train_loss = sums["nll"] / sums["targets"]
+            rate = sums["tokens"] / max(sums["seconds"], 1e-9)
+            peak = self.peak_memory_mb()
             best = position["best"]["validation_perplexity"] if position["best"] else None
             improved, position["stale"], stop = judge_epoch(best, position["stale"], perplexity, training["early_stop_patience"])
             if improved:
@@ -298,8 +305,8 @@ class Trainer:
                                         "peak_memory_mb": round(peak, 1)})
             position.update(epoch=epoch + 1, step=0, partial=None, done=stop or epoch == epochs,
                             train_tokens=position["train_tokens"] + int(sums["tokens"]), wall_time_s=position["wall_time_s"] + sums["seconds"])
-            self.say(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, validation loss {val_loss:.4f}, perplexity {perplexity:.3f}"
-                     f"{' (best)' if improved else ''}; {rate:.0f} tokens/s, {sums['seconds']:.0f} s, peak memory {peak:.0f} MB"
+            self.say(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, validation loss {val_loss:.4f}, perplexity " f"{perplexity:.3f}"
+                     f"{' (best)' if improved else ''}; {rate:.0f} tokens/s, {sums['seconds']:.0f} s, peak memory " f"{peak:.0f} MB"
                      + ("; stopping early" if stop else ""))
             resume.save(self.model, self.optimizer, self.scheduler, position)
 
@@ -308,7 +315,7 @@ class Trainer:
         return summary
 
 
-def train(job: dict, out_dir: Path, resume_path: Path, log=sys.stderr) -> dict:
+def train(job: Job, out_dir: Path, resume_path: Path, log=sys.stderr) -> dict:
     """Run (or resume) the job; write the outputs into ``out_dir``; return ``run.json``'s content."""
     return Trainer(job, log).run(Path(out_dir), Path(resume_path))
 
@@ -329,10 +336,13 @@ def _distributed(accelerator) -> dict:
 
 def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) -> dict:
     """Write the declared outputs; best.json last, since downstream rules wait for it."""
-    job, accelerator, stats, best = trainer.job, trainer.accelerator, trainer.stats, position["best"]
+    job = trainer.job
+    accelerator = trainer.accelerator
+    stats = trainer.stats
+    best = position["best"]
     summary = {
-        "task": job["task"], "model": job["model"], "method": job["method"], "run": job["run"], "format": job["format"],
-        "stage": job["stage"], "train_tokens": position["train_tokens"], "wall_time_s": round(position["wall_time_s"], 2),
+        "task": job.task, "model": job.model, "method": job.method, "run": job.run, "format": job.format,
+        "stage": job.stage, "train_tokens": position["train_tokens"], "wall_time_s": round(position["wall_time_s"], 2),
         "peak_memory_mb": peak_of(position), "device": accelerator.device.type, "num_processes": accelerator.num_processes,
         "distributed": _distributed(accelerator),
         "epochs_run": sum(1 for h in position["history"] if h["kind"] == "epoch"),
@@ -341,15 +351,13 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
         "truncated_examples": {split: stats[split].truncated for split in stats},
         "skipped_examples": {split: stats[split].skipped for split in stats},
         "hardware": hardware.describe_run(trainer.built.model),
-        "settings_hash": job.get("settings_hash"),
+        "settings_hash": job.settings_hash,
     }
     if trainer.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         resume.publish_best(best["dir"], out_dir / "checkpoint")
-        with open(out_dir / "history.jsonl", "w") as handle:
-            for line in position["history"]:
-                handle.write(json.dumps(line) + "\n")
-        (out_dir / "config.json").write_text(json.dumps(job, indent=2) + "\n")
+        io.write_jsonl(out_dir / "history.jsonl", position["history"])
+        (out_dir / "config.json").write_text(json.dumps(job.to_dict(), indent=2) + "\n")
         (out_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
         best_json = {"epoch": best["epoch"], "validation_perplexity": best["validation_perplexity"],
                      "validation_loss": best["validation_loss"], "checkpoint": "checkpoint"}

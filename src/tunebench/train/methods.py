@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
 from .. import formats, models
+from .job import Job
 
 
 @dataclass
@@ -58,7 +60,7 @@ def lora_config(preset: Mapping[str, Any], token_targets: dict[str, list[int]] |
         r=preset["r"],
         lora_alpha=preset["alpha"],
         lora_dropout=preset["dropout"],
-        bias=preset.get("bias", "none"),
+        bias=preset["bias"],
         target_modules=list(preset["target_modules"]),
         task_type="CAUSAL_LM",
         trainable_token_indices=token_targets or None,
@@ -97,14 +99,14 @@ def start_end_marker_as_eos(model, tokenizer, added: list[str]) -> None:
             weight[marker] = weight[eos]
 
 
-def build(job: Mapping[str, Any], device: torch.device) -> Built:
+def build(job: Job, device: torch.device) -> Built:
     """Tokenizer and model of a resolved training job (see :mod:`tunebench.train.job`), ready to train."""
-    method, settings, training = job["method"], job["method_settings"], job["training"]
+    method, settings, training = job.method, job.method_settings, job.training
     dtype = models.WEIGHT_DTYPES[training["dtype"]]
-    init_dir = job.get("init_checkpoint")
-    with models.source_errors(f"models.{job['model']}.base", job["base_source"]):
-        tokenizer = models.load_tokenizer({"local": init_dir} if init_dir else job["base_source"])
-    added = formats.added_tokens(job["format"])
+    init_dir = job.init_checkpoint
+    with models.source_errors(f"models.{job.model}.base", job.base_source):
+        tokenizer = models.load_tokenizer({"local": init_dir} if init_dir else job.base_source)
+    added = formats.added_tokens(job.format)
     tokenizer.add_tokens(added, special_tokens=True)  # a no-op for tokens a first stage already added
     new_ids = tokenizer.convert_tokens_to_ids(added)
 
@@ -112,12 +114,12 @@ def build(job: Mapping[str, Any], device: torch.device) -> Built:
     if method == "full" and init_dir:
         source = {"local": init_dir}
     else:
-        source = job["base_source"]
-    with models.source_errors(f"models.{job['model']}.base", source):
+        source = job.base_source
+    with models.source_errors(f"models.{job.model}.base", source):
         model = models.load_model(source, dtype=dtype, quantization=quantization,
                                   attn_implementation=training["attn_implementation"], device=device, training=True)
     if model.get_input_embeddings().num_embeddings != len(tokenizer):
-        torch.manual_seed(job["seed"])  # the resize draws the new rows around the mean of the old ones
+        torch.manual_seed(job.seed)  # the resize draws the new rows around the mean of the old ones
         model.resize_token_embeddings(len(tokenizer))
         start_end_marker_as_eos(model, tokenizer, added)
     if training["gradient_checkpointing"]:
@@ -142,7 +144,7 @@ def build(job: Mapping[str, Any], device: torch.device) -> Built:
         model = PeftModel.from_pretrained(model, init_dir, is_trainable=True)
     else:
         preset = settings["lora"]
-        train_rows = preset.get("train_new_token_rows", True) and new_ids
+        train_rows = preset["train_new_token_rows"] and new_ids
         model = get_peft_model(model, lora_config(preset, token_row_targets(model, new_ids) if train_rows else None))
     if quantization is None and training["dtype"] == "bfloat16_autocast":
         frozen_linears_to(model, torch.bfloat16)
@@ -166,15 +168,15 @@ def frozen_linears_to(model, dtype: torch.dtype) -> None:
                 weight.data = weight.data.to(dtype)
 
 
-def checkpoint_meta(job: Mapping[str, Any], new_ids: list[int]) -> dict:
+def checkpoint_meta(job: Job, new_ids: list[int]) -> dict:
     """What :func:`tunebench.models.load_for_inference` needs to rebuild the model around a checkpoint."""
     return {
-        "method": job["method"],
-        "format": job["format"],
-        "base_source": job["base_source"],
-        "quantization": {k: job["method_settings"][k] for k in ("quant_type", "double_quant", "compute_dtype")}
-        if job["method"] == "qlora" else None,
-        "added_tokens": formats.added_tokens(job["format"]),
+        "method": job.method,
+        "format": job.format,
+        "base_source": job.base_source,
+        "quantization": {k: job.method_settings[k] for k in ("quant_type", "double_quant", "compute_dtype")}
+        if job.method == "qlora" else None,
+        "added_tokens": formats.added_tokens(job.format),
         "new_token_ids": new_ids,
     }
 

@@ -1,0 +1,121 @@
+"""One task's dataset: prepared by its task module, checked, limited and written with its manifest.
+
+It sits above :mod:`tunebench.data` (the plumbing every task module builds on) and
+:mod:`tunebench.tasks`, so that data never imports the task modules that import it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from . import config as tb_config
+from . import data, io, tasks
+from . import settings as tb_settings
+from .data import Prepared
+from .errors import DataError
+from .formats import FORMATS
+
+MANIFEST_VERSION = 1
+
+
+def check_bad_rows(task: str, prepared: Prepared, max_bad_fraction: float) -> None:
+    """Refuse a part whose share of malformed records exceeds ``data.max_bad_fraction``."""
+    read = prepared.source.get("rows_read", {})
+    for part, reasons in prepared.bad_rows.items():
+        bad = sum(reasons.values())
+        total = read.get(part, 0)
+        if total and bad / total > max_bad_fraction:
+            worst = max(reasons, key=reasons.get)
+            raise DataError(
+                f"{task}: {bad} of {total} records of {part} are malformed ({bad / total:.1%}, most often: {worst}), "
+                f"more than data.max_bad_fraction = {max_bad_fraction}; repair the source or raise that limit."
+            )
+
+
+def check_not_empty(task: Any, prepared: Prepared) -> None:
+    """Refuse a split the task needs that came out empty (a header-only CSV, an empty JSONL file)."""
+    for split in task.required_splits:
+        if not prepared.splits.get(split):
+            read = prepared.source.get("rows_read", {})
+            parts = ", ".join(f"{part} ({count} records)" for part, count in read.items()) or "no source"
+            raise DataError(
+                f"{task.name}: the {split} split has no usable rows (read: {parts}); "
+                "replace the empty or damaged source file with the original."
+            )
+
+
+def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, **overrides: Any) -> tuple[Prepared, dict]:
+    """Load and format one task as ``config`` says; returns the limited splits and the manifest.
+
+    ``overrides`` replace keys of ``tasks.<task_name>`` (the CLI's ``--rows``/``--digits``).
+    """
+    task = tasks.get(task_name)
+    seed = config["seed"] if seed is None else seed
+    options = dict(config["tasks"][task_name], **overrides)
+    mirror = tb_config.data_mirror(config)
+    prepared = task.prepare(options, mirror, seed)
+    max_bad = config["data"]["max_bad_fraction"]
+    check_bad_rows(task_name, prepared, max_bad)
+    check_not_empty(task, prepared)
+
+    limit = options.get("limit") or {}  # the schema leaves an absent limit absent: it is part of the data's digest
+    full_sizes = {split: len(prepared.splits.get(split, [])) for split in data.SPLITS}
+    prepared.splits = {
+        split: data.limit_rows(prepared.splits.get(split, []), limit.get(split), seed, task_name, split) for split in data.SPLITS
+    }
+    for split in data.SPLITS:
+        ids = [row["id"] for row in prepared.splits[split]]
+        if len(set(ids)) != len(ids):
+            raise DataError(f"{task_name}: the {split} split repeats row ids; this is a bug in the task module.")
+    # The digest of the settings actually used (command-line overrides included), as the workflow
+    # computes it from the config: the data rule's stamp and param carry the same value.
+    effective = dict(config, seed=seed, tasks=dict(config["tasks"], **{task_name: options}))
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "task": task_name,
+        tb_settings.KEY: tb_settings.data_hash(effective, task_name),
+        "seed": seed,
+        "source": prepared.source,
+        "options": {key: value for key, value in sorted(options.items()) if key not in ("hub", "limit")},
+        "bad_rows": prepared.bad_rows,
+        "bad_rows_total": sum(sum(reasons.values()) for reasons in prepared.bad_rows.values()),
+        "max_bad_fraction": max_bad,
+        "filters": [
+            {"name": f.name, "reason": f.reason, "dropped": {split: f.dropped.get(split, 0) for split in data.SPLITS},
+             "dropped_total": sum(f.dropped.values())}
+            for f in prepared.filters
+        ],
+        "rows_before_limit": full_sizes,
+        "limit": {split: limit.get(split) for split in data.SPLITS},
+        "rows": {split: len(prepared.splits[split]) for split in data.SPLITS},
+        "notes": prepared.notes,
+        "format": {
+            "files": {split: f"{split}.jsonl" for split in data.SPLITS},
+            "encoding": "JSON Lines, UTF-8, one row per line, keys in a fixed order",
+            "fields": _fields(prepared.splits),
+            "prompt_formats": list(FORMATS),
+            "markers": "prompt and completion hold plain text; tunebench.formats adds the markers of the chosen " "prompt format",
+        },
+    }
+    return prepared, manifest
+
+
+def _fields(splits: Mapping[str, list[dict]]) -> list[str]:
+    keys: set[str] = set()
+    for rows in splits.values():
+        for row in rows:
+            keys.update(row)
+    return list(data.LEADING_FIELDS) + sorted(keys - set(data.LEADING_FIELDS))
+
+
+def write(out_dir: Path, prepared: Prepared, manifest: dict) -> dict:
+    """Write the three splits and the manifest (with each file's sha256) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    hashes = {split: data.write_rows(out_dir / f"{split}.jsonl", prepared.splits[split]) for split in data.SPLITS}
+    manifest = dict(manifest)
+    manifest["format"] = dict(manifest["format"], sha256=hashes)
+    io.write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
