@@ -82,14 +82,15 @@ def test_seed_replicates_widen_their_runs_row_and_are_not_paired_themselves(demo
     write_predictions(tmp_path, "viggo", "lora-seed1", [True] * 3 + [False] * 7)
     write_predictions(tmp_path, "viggo", "lora-seed2", [True] * 8 + [False] * 2)
     config = copy.deepcopy(demo_config)
-    config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"], "seeds": [1, 2],
-                                          "format": "special_tokens", "evaluate": True}]
+    config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"], "seeds": [1, 2]}]
+    config = tb_config.validate(config)
     frame = claims.decide(config, tmp_path, [claim("viggo_finetuned_beats_prompted")])
     assert frame["better_run"].tolist() == ["lora"]  # the replicates add no rows of their own
     row = frame.iloc[0]
     assert (row["difference"], row["seeds"], row["seed_low"], row["seed_high"]) == (0.6, 3, 0.3, 0.8)
     table = tables.claims_table(frame)
-    assert "Over seeds" in table.header and table.rows[0][table.header.index("Over seeds")] == "3: +30.0 to +80.0"
+    assert table.text()["Over seeds"].tolist() == ["3: +30.0 to +80.0"]
+    assert table.csv_frame()[["seeds", "seed_low", "seed_high"]].values.tolist() == [[3, 30.0, 80.0]]
     assert "trained with 3 seeds: its difference ranges from 30.0 to 80.0 points over seeds" in paper.seeds_tex(frame)
 
 

@@ -216,6 +216,9 @@ def learning_curves(curves: pd.DataFrame) -> plt.Figure:
     order = list(dict.fromkeys(order))
     curves = curves.copy()
     curves["Run"] = curves.apply(_curve_label, axis=1)
+    # Runs that differ only in what a label does not say (their training seed) are named by their run too.
+    shared = curves.groupby("Run")["run"].transform("nunique") > 1
+    curves.loc[shared, "Run"] = curves.loc[shared, "Run"] + " (" + curves.loc[shared, "run"] + ")"
     curves["Model size"] = curves["size"]
     runs = list(dict.fromkeys(curves.sort_values(["method"], key=lambda s: s.map({m: i for i, m in enumerate(METHODS)}),
                                                  kind="stable")["Run"]))
