@@ -91,7 +91,8 @@ def items(config: Mapping[str, Any]) -> list[Item]:
     for run in tb_config.finetune_runs(config):
         model(run.model, "base")
     for run in tb_config.baseline_runs(config):
-        model(run.model, "chat")
+        if not config["models"][run.model].get("api"):  # an endpoint needs nothing staged
+            model(run.model, "chat")
     if tb_config.data_mirror(config) is None:  # a mirror replaces the hub for every task
         tasks = {run.task for run in tb_config.finetune_runs(config)} | {run.task for run in tb_config.baseline_runs(config)}
         tasks |= {run.init_from[0] for run in tb_config.finetune_runs(config) if run.init_from}

@@ -115,7 +115,7 @@ RESULTS_STAMP = str(tb_settings.STAMP_DIR / "results.json")
 
 
 def write_stamps():
-    for task in tb_tasks.NAMES:
+    for task in tb_tasks.names():
         tb_settings.stamp(data_stamp(task), tb_settings.data_settings(config, task))
     for run in FINETUNE:
         settings = tb_settings.train_settings(config, run.task, run.model, run.run)
@@ -155,7 +155,7 @@ onstart:
 
 
 wildcard_constraints:
-    task="|".join(tb_tasks.NAMES),
+    task="|".join(tb_tasks.names()),
     model="[a-z0-9][a-z0-9._-]*",
     run="[a-z0-9_]+(-[a-z0-9_]+)?",
     split="train|validation|test",

@@ -1,6 +1,7 @@
 # Data stage: one rule per dataset. Each reads the mirror (data.mirror or TUNEBENCH_DATA_MIRROR)
-# or the hub, or generates its rows (multiplication), and writes three splits and a manifest.
-for _task in tb_tasks.NAMES:
+# or the hub, or generates its rows (multiplication), or reads a task's own files (tasks declared
+# in the config), and writes three splits and a manifest.
+for _task in tb_tasks.names():
 
     rule:
         name:

@@ -250,7 +250,7 @@ def sort_runs(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame.reset_index(drop=True)
     keys = pd.DataFrame({
-        "task": frame["task"].map({t: i for i, t in enumerate(tb_config.SCORED_TASKS)}),
+        "task": frame["task"].map({t: i for i, t in enumerate(tb_tasks.scored())}),
         "params_b": frame["params_b"],
         "stage": frame["stage"].map({s: i for i, s in enumerate(STAGES)}),
         "method": frame["method"].map({m: i for i, m in enumerate((PROMPTED, "full", "lora", "qlora"))}),

@@ -58,7 +58,7 @@ def _matches(run: Mapping, selector: Mapping) -> bool:
 def pairs(claim: Mapping, runs: list[dict]) -> list[tuple[dict, dict, str]]:
     """``(better, than, metric)`` for every pair of runs the claim compares, in config order."""
     found = []
-    claim_tasks = tb_config.SCORED_TASKS if claim["task"] == "any" else (claim["task"],)
+    claim_tasks = tb_tasks.scored() if claim["task"] == "any" else (claim["task"],)
     for task in claim_tasks:
         metric = tb_tasks.get(task).primary_metric if claim["metric"] == "primary" else claim["metric"]
         of_task = [run for run in runs if run["task"] == task]
