@@ -51,7 +51,7 @@ def evaluate(config: Mapping[str, Any], spec, *, data_dir: Path, out_dir: Path, 
             record["verdict"] = dict.fromkeys(record["verdict"])
             record["extracted"] = None
         record["error"] = answer.error
-    generated = sum(a.generated_tokens for a in answers)
+    generated = sum(a.generated_tokens for a in answers if not a.cached)  # tokens the endpoint produced in this run
     metrics = local.summary(spec, records, config, wall_time_s=wall, tokens_per_s=generated / wall if wall else 0.0,
                             batch_size=endpoint.max_concurrency, limit=limit, device=f"api:{endpoint.model}")
     answered = [a for a in answers if a.error is None]

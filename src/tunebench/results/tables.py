@@ -231,6 +231,10 @@ def cost_table(metrics: pd.DataFrame) -> Table:
               "Generated tokens / query", "Primary metric (%)", "Gain (points)"]
     primaries = "; ".join(f"{labels.task(t)}: {labels.metric(m).lower()}"
                           for t, m in runs[["task", "metric"]].drop_duplicates().itertuples(index=False))
+    # API baselines add their price and their failed requests; a config without one keeps the columns above.
+    api = "api_cost_per_1k_queries_usd" in runs.columns
+    if api:
+        header += ["$ / 1,000 queries", "Failed requests"]
     rows, data = [], []
     for _, run in runs.iterrows():
         base = runs[(runs["task"] == run["task"]) & (runs["model"] == run["model"]) & (runs["stage"] == "baseline")]
@@ -255,6 +259,10 @@ def cost_table(metrics: pd.DataFrame) -> Table:
             "value_pct": round(run["value"] * 100, 1) if math.isfinite(run["value"]) else math.nan,
             "gain_points": round(gain, 1) if math.isfinite(gain) else math.nan,
         })
+        if api:
+            cost, failed = run["api_cost_per_1k_queries_usd"], run["api_failed_rows"]
+            rows[-1] += [f"{cost:.4f}" if pd.notna(cost) else "–", f"{failed:.0f} of {run['n_examples']:.0f}" if pd.notna(failed) else "–"]
+            data[-1].update(cost_per_1k_queries_usd=cost, api_failed_rows=failed)
     return Table(
         name="cost",
         caption=(f"What each model costs: training time in {unit} (a two-stage run includes its first stage), "
@@ -263,9 +271,10 @@ def cost_table(metrics: pd.DataFrame) -> Table:
         data=pd.DataFrame(data),
         header=header,
         rows=rows,
-        numeric=[False, False, False, False, True, True, True, True, True, True],
+        numeric=[False, False, False, False, True, True, True, True, True, True] + ([True, True] if api else []),
         note=("A GPU-hour is one GPU for an hour; a CPU-hour is one CPU core for an hour, counting the cores the "
-              "job was given."),
+              "job was given." + (" An API model's price is per 1,000 test queries at its configured prices per million "
+                                  "tokens; a failed request leaves its row unscored." if api else "")),
     )
 
 

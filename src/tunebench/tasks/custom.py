@@ -80,7 +80,7 @@ def check(config: Mapping[str, Any], builtin: tuple[str, ...]) -> None:
             for where, task in tasks_named:
                 if task not in known:
                     raise ConfigError(
-                        f"experiments.{kind}[{i}].{where} is {task!r}, which is neither a built-in task "
+                        f"experiments.{kind}.{i}.{where} is {task!r}, which is neither a built-in task "
                         f"({', '.join(builtin)}) nor declared under tasks with kind: custom."
                     )
 
