@@ -157,8 +157,11 @@ def test_api_baseline_matches_in_process_caches_and_bounds_concurrency(server, w
 
     predictions = workdir / "results" / "eval" / TASK / "smollm2-api" / "baseline" / "predictions.jsonl"
     before = predictions.read_bytes()
+    served = server.log.read_text().count("POST /v1/chat/completions")
+    assert served == 8  # the server's own account: one request a row
     again = run_baseline(config, "smollm2-api", workdir, data_dir)
     assert again["api"]["requests"] == 0 and again["api"]["cache_hits"] == 8
+    assert server.log.read_text().count("POST /v1/chat/completions") == served  # the rerun reached no server
     assert predictions.read_bytes() == before  # the cache gives the same predictions
     assert not files_holding(key, workdir)
 
