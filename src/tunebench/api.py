@@ -130,7 +130,12 @@ def request_params(max_tokens: int, seed: int) -> dict:
 
 def cache_key(endpoint: Endpoint, messages: Sequence[Mapping[str, str]], params: Mapping[str, Any]) -> str:
     """The hash that names a request's cache file; the key is not part of it."""
-    identity = {"base_url": endpoint.base_url, "model": endpoint.model, "messages": list(messages), "params": dict(params)}
+    identity = {
+        "base_url": endpoint.base_url,
+        "model": endpoint.model,
+        "messages": list(messages),
+        "params": dict(params),
+    }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
@@ -149,7 +154,9 @@ class Cache:
             return None
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            return Answer(record["text"], record["prompt_tokens"], record["generated_tokens"], record["stopped"], cached=True)
+            return Answer(
+                record["text"], record["prompt_tokens"], record["generated_tokens"], record["stopped"], cached=True
+            )
         except (ValueError, KeyError, TypeError):  # a damaged entry is asked again and overwritten
             return None
 

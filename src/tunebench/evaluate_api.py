@@ -20,8 +20,15 @@ def is_api_model(config: Mapping[str, Any], model_name: str) -> bool:
     return bool((config.get("models", {}).get(model_name) or {}).get("api"))
 
 
-def evaluate(config: Mapping[str, Any], spec, *, data_dir: Path, out_dir: Path, cache_dir: Path | None,
-             progress: Callable[[str], None] | None = None) -> dict:
+def evaluate(
+    config: Mapping[str, Any],
+    spec,
+    *,
+    data_dir: Path,
+    out_dir: Path,
+    cache_dir: Path | None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     from . import evaluate as local
 
     task = tasks.get(spec.task)
@@ -32,17 +39,25 @@ def evaluate(config: Mapping[str, Any], spec, *, data_dir: Path, out_dir: Path, 
     conversations = [task.baseline_messages(row, list(train), spec.variant, options) for row in rows]
     limit = local.max_new_tokens(config, spec.task)
     report = progress or (lambda message: None)
-    report(f"{spec.task}/{spec.model}/{spec.run}: {len(rows)} rows through {endpoint.base_url} ({endpoint.model}), "
-           f"at most {endpoint.max_concurrency} requests at once, up to {limit} new tokens")
+    report(
+        f"{spec.task}/{spec.model}/{spec.run}: {len(rows)} rows through {endpoint.base_url} ({endpoint.model}), "
+        f"at most {endpoint.max_concurrency} requests at once, up to {limit} new tokens"
+    )
     began = time.perf_counter()
     answers, tally = api.complete(
-        endpoint, conversations, max_tokens=limit, seed=config.get("seed", 42), cache_dir=cache_dir or api.DEFAULT_CACHE,
+        endpoint,
+        conversations,
+        max_tokens=limit,
+        seed=config.get("seed", 42),
+        cache_dir=cache_dir or api.DEFAULT_CACHE,
         progress=lambda done: report(f"answered {done}/{len(rows)}"),
     )
     wall = time.perf_counter() - began
     counts = tally.as_dict()
-    report(f"{counts['requests']} requests sent ({counts['retries']} retries), {counts['cache_hits']} answers from the "
-           f"cache, {counts['failed_rows']} rows failed {counts['failures'] or ''}".rstrip())
+    report(
+        f"{counts['requests']} requests sent ({counts['retries']} retries), {counts['cache_hits']} answers from the "
+        f"cache, {counts['failed_rows']} rows failed {counts['failures'] or ''}".rstrip()
+    )
     generations = [Generation(a.text, a.prompt_tokens, a.generated_tokens, a.stopped) for a in answers]
     records = local.score_rows(spec, rows, generations, options)
     for record, answer in zip(records, answers):
@@ -52,8 +67,16 @@ def evaluate(config: Mapping[str, Any], spec, *, data_dir: Path, out_dir: Path, 
             record["extracted"] = None
         record["error"] = answer.error
     generated = sum(a.generated_tokens for a in answers if not a.cached)  # tokens the endpoint produced in this run
-    metrics = local.summary(spec, records, config, wall_time_s=wall, tokens_per_s=generated / wall if wall else 0.0,
-                            batch_size=endpoint.max_concurrency, limit=limit, device=f"api:{endpoint.model}")
+    metrics = local.summary(
+        spec,
+        records,
+        config,
+        wall_time_s=wall,
+        tokens_per_s=generated / wall if wall else 0.0,
+        batch_size=endpoint.max_concurrency,
+        limit=limit,
+        device=f"api:{endpoint.model}",
+    )
     answered = [a for a in answers if a.error is None]
     metrics["api"] = {
         "base_url": endpoint.base_url,
@@ -70,6 +93,8 @@ def evaluate(config: Mapping[str, Any], spec, *, data_dir: Path, out_dir: Path, 
     metrics["hardware"] = None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    local._write_atomic(out_dir / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    local._write_atomic(
+        out_dir / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    )
     local._write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -101,6 +101,13 @@ def items(config: Mapping[str, Any]) -> list[Item]:
             if hub.get("id"):
                 item = Item("dataset", hub["id"], hub.get("revision") or None, f"tasks.{task}.hub")
                 found.setdefault((item.repo_type, item.repo_id, item.revision), item)
+    # A declared task's hub source is its own data: a mirror does not replace it.
+    declared = {run.task for run in tb_config.finetune_runs(config)} | {run.task for run in tb_config.baseline_runs(config)}
+    for task in sorted(declared):
+        source = (config.get("tasks", {}).get(task) or {}).get("source") or {}
+        if source.get("hub"):
+            item = Item("dataset", source["hub"], source.get("revision") or None, f"tasks.{task}.source")
+            found.setdefault((item.repo_type, item.repo_id, item.revision), item)
     return list(found.values())
 
 

@@ -12,6 +12,7 @@ from tunebench import config as tb_config
 from tunebench import settings as tb_settings
 from tunebench import plan as tb_plan
 from tunebench import tasks as tb_tasks
+from tunebench.tasks import custom as tb_custom_tasks
 from tunebench.results import claims as tb_claims
 from tunebench.results import paper as tb_paper
 from tunebench.results import plan as results_plan

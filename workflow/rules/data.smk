@@ -9,6 +9,7 @@ for _task in tb_tasks.names():
         input:
             staged_hub,
             settings=data_stamp(_task),
+            sources=tb_custom_tasks.source_files(config, _task),
         output:
             splits=data_files(_task),
             manifest=f"results/data/{_task}/manifest.json",

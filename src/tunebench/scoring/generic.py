@@ -148,16 +148,18 @@ def _sql_execution(options):
 def _choice(options):
     letters = [letter.lower() for letter in options["choices"]]
     alternatives = "|".join(map(re.escape, letters))
-    # "the answer is (b)", "Answer: B", or an output that opens with the letter: "b) 27", "C."
-    stated = re.compile(rf"answer\s*(?:is|:)?\s*:?\s*\(?({alternatives})\b(?:\)|\.|,|\s|$)", re.IGNORECASE)
-    opening = re.compile(rf"^\s*\(?({alternatives})(?:\)|\.|:|,|\s|$)", re.IGNORECASE)
+    # A letter counts in parentheses or before ")", ".", ",", ":" or the end, never as a word ("a train
+    # 150 m long" names no option): "the answer is (b)", "Answer: B", or an opening "b) 27" or "C.".
+    letter = rf"(?:\(({alternatives})\)|({alternatives})(?:\)|\.|,|:|$))"
+    stated = re.compile(rf"answer\s*(?:is|:)?\s*:?\s*{letter}", re.IGNORECASE)
+    opening = re.compile(rf"^\s*{letter}", re.IGNORECASE)
 
     def extract(prediction: str) -> str | None:
-        found = stated.findall(prediction)
+        found = stated.findall(prediction.strip())
         if found:
-            return found[-1].lower()
-        match = opening.match(prediction)
-        return match.group(1).lower() if match else None
+            return "".join(found[-1]).lower()
+        match = opening.match(prediction.strip())
+        return "".join(g for g in match.groups() if g).lower() if match else None
 
     def score(prediction, gold, **_):
         target = str(gold["answer"]).strip().lower()

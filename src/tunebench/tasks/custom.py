@@ -34,12 +34,12 @@ def source_kind(source: Mapping[str, Any]) -> str:
 
 def check(config: Mapping[str, Any], builtin: tuple[str, ...]) -> None:
     """Definitions a schema cannot judge, and experiments naming tasks that exist; one sentence naming the key."""
-    declared = dict(builtin=builtin, custom=[])
+    declared = []
     for name, section in (config.get("tasks") or {}).items():
         if name in builtin:
             continue
         key = f"tasks.{name}"
-        declared["custom"].append(name)
+        declared.append(name)
         source = section["source"]
         kinds = [kind for kind in (*FILE_KINDS, "hub") if source.get(kind)]
         if len(kinds) != 1:
@@ -51,14 +51,18 @@ def check(config: Mapping[str, Any], builtin: tuple[str, ...]) -> None:
         scorer = section["scorer"]
         if scorer == "regex":
             if not section.get("pattern"):
-                raise ConfigError(f"{key}.pattern is missing; the regex scorer needs the pattern whose match is compared.")
+                raise ConfigError(
+                    f"{key}.pattern is missing; the regex scorer needs the pattern whose match is compared."
+                )
             try:
                 re.compile(section["pattern"])
             except re.error as exc:
                 raise ConfigError(f"{key}.pattern is not a valid regular expression ({exc}).") from None
         if scorer == "sql_execution" and not section.get("context"):
-            raise ConfigError(f"{key}.context is missing; the sql_execution scorer needs the field with the CREATE TABLE statements.")
-        if scorer == "choice" and len(set(c.lower() for c in section["choices"])) != len(section["choices"]):
+            raise ConfigError(
+                f"{key}.context is missing; the sql_execution scorer needs the field with the CREATE TABLE statements."
+            )
+        if scorer == "choice" and len({c.lower() for c in section["choices"]}) != len(section["choices"]):
             raise ConfigError(f"{key}.choices repeats a letter; list each option letter once.")
         splits = section["splits"]
         carved = [s for s in ("validation", "test") if not splits.get(s)]
@@ -70,7 +74,7 @@ def check(config: Mapping[str, Any], builtin: tuple[str, ...]) -> None:
             )
         if "{" not in section["input"] and not section["input"].strip():
             raise ConfigError(f"{key}.input is empty; name the input field or write a template.")
-    known = set(builtin) | set(declared["custom"])
+    known = set(builtin) | set(declared)
     experiments = config.get("experiments") or {}
     for kind in ("finetune", "baselines"):
         for i, entry in enumerate(experiments.get(kind, [])):
@@ -96,7 +100,9 @@ class FileSource(data.Source):
     def _mirror_path(self, relpath: str) -> Path:
         path = Path(relpath)
         if not path.is_file():
-            raise DataError(f"{self.key} names {relpath}, which is not a file; fix the path (relative to the working directory).")
+            raise DataError(
+                f"{self.key} names {relpath}, which is not a file; fix the path (relative to the working directory)."
+            )
         self.info["files"][relpath] = {"sha256": data.sha256_file(path), "bytes": path.stat().st_size}
         return path
 
@@ -105,13 +111,34 @@ def expand(path: str) -> str:
     return os.path.expanduser(os.path.expandvars(path))
 
 
+def source_files(config: Mapping[str, Any], name: str) -> list[str]:
+    """The files a declared task reads (none for a hub source or a built-in task): inputs of its data rule,
+    so that an edited file prepares the task again."""
+    section = (config.get("tasks") or {}).get(name)
+    if not is_custom(section) or source_kind(section["source"]) == "hub":
+        return []
+    splits = section["splits"]
+    parts = [
+        splits.get("train") or section["source"][source_kind(section["source"])],
+        splits.get("validation"),
+        splits.get("test"),
+    ]
+    return [expand(part) for part in parts if part]
+
+
 def _text(value: Any, what: str) -> str:
     """A record's field as text: strings stripped, numbers written out, objects and lists as JSON."""
     if value is None:
         raise BadRow(f"missing {what}")
     if isinstance(value, bool) or not isinstance(value, (str, int, float, dict, list)):
         raise BadRow(f"{what} is not text")
-    text = value.strip() if isinstance(value, str) else json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
+    text = (
+        value.strip()
+        if isinstance(value, str)
+        else json.dumps(value, ensure_ascii=False)
+        if isinstance(value, (dict, list))
+        else str(value)
+    )
     if not text:
         raise BadRow(f"empty {what}")
     if "\x00" in text:
@@ -152,7 +179,12 @@ class CustomTask(Task):
 
         def make(index: int, record: Mapping[str, Any]) -> dict:
             answer = _text(record.get(target), target)
-            row = {"id": f"{self.name}-{part}-{index:05d}", "prompt": self._input(record), "completion": answer, "answer": answer}
+            row = {
+                "id": f"{self.name}-{part}-{index:05d}",
+                "prompt": self._input(record),
+                "completion": answer,
+                "answer": answer,
+            }
             if context:
                 row["context"] = _text(record.get(context), context)
             return row
@@ -164,13 +196,27 @@ class CustomTask(Task):
         kind = source_kind(source_options)
         key = f"tasks.{self.name}.source"
         if kind == "hub":
-            source = data.Source(self.name, None, {"id": source_options["hub"], "config": source_options.get("config"),
-                                                   "revision": source_options.get("revision")})
-            parts = {"train": splits.get("train") or "train", "validation": splits.get("validation"), "test": splits.get("test")}
+            source = data.Source(
+                self.name,
+                None,
+                {
+                    "id": source_options["hub"],
+                    "config": source_options.get("config"),
+                    "revision": source_options.get("revision"),
+                },
+            )
+            parts = {
+                "train": splits.get("train") or "train",
+                "validation": splits.get("validation"),
+                "test": splits.get("test"),
+            }
         else:
             source = FileSource(self.name, key)
-            parts = {"train": splits.get("train") or source_options[kind], "validation": splits.get("validation"),
-                     "test": splits.get("test")}
+            parts = {
+                "train": splits.get("train") or source_options[kind],
+                "validation": splits.get("validation"),
+                "test": splits.get("test"),
+            }
         read = {}
         for split, part in parts.items():
             if not part:
@@ -185,9 +231,14 @@ class CustomTask(Task):
         carve = [split for split in ("validation", "test") if split not in read]
         notes = []
         if carve:
-            fractions = {split: splits[f"{split}_fraction"] if split in carve else 0.0 for split in ("validation", "test")}
+            fractions = {
+                split: splits[f"{split}_fraction"] if split in carve else 0.0 for split in ("validation", "test")
+            }
             carved = data.split_by_content(
-                read["train"], lambda row: (self.name, row["prompt"], row["completion"]), fractions["validation"], fractions["test"]
+                read["train"],
+                lambda row: (self.name, row["prompt"], row["completion"]),
+                fractions["validation"],
+                fractions["test"],
             )
             read["train"] = carved["train"]
             for split in carve:
@@ -214,5 +265,8 @@ class CustomTask(Task):
             raise ConfigError(f"the {self.name} baseline has no prompt variant {variant!r}; use default.")
         messages = [{"role": "system", "content": self.instruction}]
         for example in self.examples(train, self.section.get("few_shot", 0)):
-            messages += [{"role": "user", "content": example["prompt"]}, {"role": "assistant", "content": example["completion"]}]
+            messages += [
+                {"role": "user", "content": example["prompt"]},
+                {"role": "assistant", "content": example["completion"]},
+            ]
         return messages + [{"role": "user", "content": row["prompt"]}]
