@@ -10,9 +10,11 @@ concurrent requests must hold, and the key must appear in no file written and no
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +30,7 @@ from tunebench import config as tb_config
 from tunebench import data, evaluate, models
 from tunebench.errors import ConfigError
 
+BIN = Path(sys.executable).parent
 KEY_ENV = "TUNEBENCH_TEST_API_KEY"
 TASK = "multiplication"
 SERVER_START_S = 180
@@ -167,33 +170,77 @@ def files_holding(text: str, *roots: Path) -> list[Path]:
     return found
 
 
+def snakemake(work: Path, config_path: Path, *targets: str) -> subprocess.CompletedProcess:
+    command = [
+        str(BIN / "snakemake"),
+        "-s",
+        str(tb_config.ROOT / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(config_path),
+        "--cores",
+        "2",
+        *targets,
+    ]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+    )
+
+
 @pytest.mark.slow
-def test_api_baseline_matches_in_process_caches_and_bounds_concurrency(server, workdir, data_dir, key):
+def test_the_workflow_runs_an_api_baseline_that_matches_in_process_and_reruns_free(server, workdir, key):
+    """The tiny config's multiplication baseline through the workflow, in-process and through the server,
+    beside a tiny fine-tuned run so that the cost table is built; then the API evaluation again from its cache."""
+    work = workdir / "flow"
+    work.mkdir()
     config = tiny_config(server.base_url)
-    local = run_baseline(config, "smollm2", workdir, data_dir)
-    first = run_baseline(config, "smollm2-api", workdir, data_dir)
+    config["models"]["tiny-llama"] = tb_config.read_yaml(tb_config.ROOT / ".test" / "config.yaml")["models"][
+        "tiny-llama"
+    ]
+    config["experiments"]["finetune"] = [{"task": TASK, "models": ["tiny-llama"], "methods": ["lora"]}]
+    config_path = work / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    targets = ["results/tables/cost.csv", "results/tables/main.csv"]
+    done = snakemake(work, config_path, *targets)
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = work / "results"
+    local = json.loads((results / "eval" / TASK / "smollm2" / "baseline" / "metrics.json").read_text())
+    first = json.loads((results / "eval" / TASK / "smollm2-api" / "baseline" / "metrics.json").read_text())
     api = first["api"]
     assert api["requests"] == first["n"] == 8 and api["cache_hits"] == 0 and api["failed_rows"] == 0
     assert api["most_in_flight"] == 3  # eight rows, at most three in flight, and the bound reached
+    served = server.log.read_text().count("POST /v1/chat/completions")
+    assert served == 8  # the server's own account: one request a row
     # The same model behind the endpoint scores within the in-process run's interval, and the reverse.
-    metric = "accuracy"
-    ours, theirs = local["metrics"][metric], first["metrics"][metric]
+    ours, theirs = local["metrics"]["accuracy"], first["metrics"]["accuracy"]
     assert ours["ci_low"] <= theirs["value"] <= ours["ci_high"]
     assert theirs["ci_low"] <= ours["value"] <= theirs["ci_high"]
-    assert first["prompt_tokens_mean"] > 0 and first["generated_tokens_mean"] > 0
     assert api["cost_per_1k_queries_usd"] == pytest.approx(
         (first["prompt_tokens_mean"] * 0.15 + first["generated_tokens_mean"] * 0.6) / 1e3, rel=1e-6
     )
+    with open(results / "tables" / "cost.csv") as handle:
+        cost = {row["model"]: row for row in csv.DictReader(handle)}
+    assert float(cost["smollm2-api"]["cost_per_1k_queries_usd"]) == pytest.approx(api["cost_per_1k_queries_usd"])
+    assert "$ / 1,000 queries" in (results / "tables" / "cost.md").read_text()
 
-    predictions = workdir / "results" / "eval" / TASK / "smollm2-api" / "baseline" / "predictions.jsonl"
+    # Again, with the evaluation's outputs gone: every answer comes from the cache, none from the server.
+    predictions = results / "eval" / TASK / "smollm2-api" / "baseline" / "predictions.jsonl"
     before = predictions.read_bytes()
-    served = server.log.read_text().count("POST /v1/chat/completions")
-    assert served == 8  # the server's own account: one request a row
-    again = run_baseline(config, "smollm2-api", workdir, data_dir)
-    assert again["api"]["requests"] == 0 and again["api"]["cache_hits"] == 8
-    assert server.log.read_text().count("POST /v1/chat/completions") == served  # the rerun reached no server
-    assert predictions.read_bytes() == before  # the cache gives the same predictions
-    assert not files_holding(key, workdir)
+    shutil.rmtree(predictions.parent)
+    again = snakemake(work, config_path, *targets)
+    assert again.returncode == 0, again.stderr[-4000:]
+    rerun = json.loads((predictions.parent / "metrics.json").read_text())
+    assert rerun["api"]["requests"] == 0 and rerun["api"]["cache_hits"] == 8
+    assert server.log.read_text().count("POST /v1/chat/completions") == served
+    assert predictions.read_bytes() == before
+    # Nothing the workflow wrote (results/, its logs, Snakemake's own logs) nor the server's log holds the key.
+    assert not files_holding(key, work, server.log.parent)
 
 
 @pytest.mark.slow

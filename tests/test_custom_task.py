@@ -167,6 +167,18 @@ def test_given_csv_splits_and_a_plain_input_field(tmp_path):
     assert set(manifest["source"]["files"]) == {str(tmp_path / "train.csv"), str(tmp_path / "test.csv")}
 
 
+def test_a_hub_source_reads_its_splits_through_datasets(tmp_path):
+    # A dataset id that is a local directory is loaded as the hub's snapshot of it would be.
+    repo = tmp_path / "tickets-dataset"
+    repo.mkdir()
+    for split, count in (("train", 30), ("test", 5)):
+        (repo / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ticket_rows(count)))
+    section = declared(repo, source={"hub": str(repo)}, splits={"test": "test", "validation_fraction": 0.2})
+    prepared, manifest = data.prepare("tickets", tb_config.validate(base_config(section)))
+    assert manifest["source"]["kind"] == "hub" and manifest["source"]["rows_read"] == {"train": 30, "test": 5}
+    assert manifest["rows"]["test"] == 5 and manifest["rows"]["train"] + manifest["rows"]["validation"] == 30
+
+
 MALFORMED = [
     ("no source kind", {"source": {}}, ["tasks.tickets.source"]),
     ("two source kinds", {"source": {"jsonl": "a.jsonl", "csv": "b.csv"}}, ["tasks.tickets.source", "exactly one"]),
@@ -273,3 +285,19 @@ def test_a_declared_task_runs_through_the_workflow(repo_root, tmp_path):
     table = (out / "tables" / "tickets.md").read_text()
     assert "Tickets" in table and "Fields exact" in table
     assert plan.figures and all((out / "figures" / f"{name}.png").is_file() for name in plan.figures)
+
+
+def test_the_schema_documents_every_key_of_a_declared_task_and_an_api_entry():
+    schema = yaml.safe_load(tb_config.SCHEMA_PATH.read_text())
+
+    def walk(node: dict, key: str):
+        if "$ref" in node:  # a shared definition documents itself unless the key says more
+            node = {**schema["$defs"][node["$ref"].rsplit("/", 1)[1]], **node}
+        assert node.get("description"), f"{key} has no description"
+        assert "type" in node or "$ref" in node, f"{key} has no type"
+        for name, child in (node.get("properties") or {}).items():
+            yield from walk(child, f"{key}.{name}")
+        yield key
+
+    keys = [*walk(schema["$defs"]["custom_task"], "tasks.NAME"), *walk(schema["$defs"]["api"], "models.NAME.api")]
+    assert "tasks.NAME.splits.test_fraction" in keys and "models.NAME.api.output_price_per_mtok" in keys
