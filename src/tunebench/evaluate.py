@@ -222,7 +222,7 @@ def evaluate(
     ``loaded`` is an already loaded ``(model, tokenizer)`` to use instead of loading the run's model;
     ``api_cache`` is where an endpoint's answers are cached (an API model's baseline only).
     """
-    if not tasks.get(task).metrics:
+    if task not in tasks.scored():
         raise ConfigError(f"task {task!r} has no scorer; scored tasks are {', '.join(tasks.scored())}.")
     spec = resolve(config, task, model_name, run)
     from . import evaluate_api
