@@ -87,8 +87,9 @@ def prompt_texts(spec: RunSpec, rows: Sequence[Mapping[str, Any]], tokenizer, tr
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError(f"models.{spec.model}.chat has no chat template, which the prompted baseline needs; point it at a chat model.")
     texts = []
+    train = list(train)  # one list for every row, so that tasks can rank their examples once
     for row in rows:
-        messages = task.baseline_messages(row, list(train), spec.variant, options)
+        messages = task.baseline_messages(row, train, spec.variant, options)
         texts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     return texts
 

@@ -36,7 +36,7 @@ def evaluate(
     options = config.get("evaluation", {})
     rows = local.test_rows(config, spec.task, data_dir)
     train = data.read_split(data_dir, "train")
-    conversations = [task.baseline_messages(row, list(train), spec.variant, options) for row in rows]
+    conversations = [task.baseline_messages(row, train, spec.variant, options) for row in rows]
     limit = local.max_new_tokens(config, spec.task)
     report = progress or (lambda message: None)
     report(
