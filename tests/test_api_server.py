@@ -349,3 +349,45 @@ def test_api_entries_are_checked_in_one_sentence():
     }
     with pytest.raises(ConfigError, match=r"experiments.finetune\[0\].models names 'remote', an api model"):
         tb_config.validate(config)
+
+
+def test_the_retry_policy_backs_off_on_429_and_5xx_and_gives_up_on_other_refusals():
+    """The policy alone, on the client library's own error types: 429 and 5xx are tried again (after the
+    server's Retry-After when it gives one, else doubling pauses); 4xx are final and counted by status."""
+    import httpx2
+    import openai
+
+    from tunebench import api
+
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+
+    def status(code: int, **headers) -> Exception:
+        response = httpx2.Response(code, headers=headers, request=request)
+        return openai.APIStatusError(f"status {code}", response=response, body=None)
+
+    class Client:  # stands in for the network only: answers are the client library's error objects
+        def __init__(self, errors):
+            self.errors = list(errors)
+            self.chat = self
+            self.completions = self
+
+        def create(self, **_):
+            raise self.errors.pop(0)
+
+    endpoint = api.Endpoint("remote", "http://x/v1", "m", "K", 1, 5.0, 3, 1.0, None, None)
+    pauses: list[float] = []
+    tally = api.Tally()
+    answer = api._ask(
+        Client([status(429, **{"retry-after": "7"}), status(503), status(500), status(502)]),
+        endpoint,
+        [],
+        {},
+        tally,
+        pauses.append,
+    )
+    assert answer.error == "http 502" and answer.stopped == "failed"
+    assert tally.requests == 4 and tally.retries == 3
+    assert 7 <= pauses[0] <= 7 * 1.25 and 2 <= pauses[1] <= 2.5 and 4 <= pauses[2] <= 5  # Retry-After, then 2 s, 4 s
+    tally = api.Tally()
+    refused = api._ask(Client([status(401)]), endpoint, [], {}, tally, pauses.append)
+    assert refused.error == "http 401" and tally.requests == 1 and tally.retries == 0
