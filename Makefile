@@ -9,7 +9,7 @@ CORES ?= all
 # nothing here needs .venv/bin on PATH.
 DEMO := --configfile config/demo.yaml
 
-.PHONY: venv demo test lint clean-results gpu-lock
+.PHONY: venv demo example test lint clean-results gpu-lock
 
 venv: $(STAMP)
 
@@ -28,6 +28,15 @@ demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) $(DEMO) --rerun-incomplete
 	$(BIN)/snakemake --cores 1 $(DEMO) --report results/report.html
 	@$(BIN)/tunebench summary --results results
+
+# The worked example of a task declared in a config (examples/mathqa_choice): its results stay in its
+# folder. The mirror path is made absolute because the workflow runs from that folder.
+EXAMPLE := examples/mathqa_choice
+example: $(STAMP)
+	@test -n "$(TUNEBENCH_DATA_MIRROR)" || { echo "make example reads MathQA from the data mirror: set TUNEBENCH_DATA_MIRROR"; exit 2; }
+	TUNEBENCH_DATA_MIRROR=$(abspath $(TUNEBENCH_DATA_MIRROR)) $(BIN)/snakemake --cores $(CORES) \
+	  --configfile $(EXAMPLE)/config.yaml --directory $(EXAMPLE) --rerun-incomplete
+	@cat $(EXAMPLE)/results/tables/main.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

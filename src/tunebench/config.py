@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 ACCELERATE_DIR = ROOT / "config" / "accelerate"
 
-SCORED_TASKS = ("viggo", "sql", "gsm8k", "multiplication")
 MIRROR_ENV = "TUNEBENCH_DATA_MIRROR"
 
 
@@ -100,6 +99,9 @@ def validate(config: dict) -> dict:
         best = jsonschema.exceptions.best_match(errors)
         raise ConfigError(f"invalid configuration: {_describe(best)}.")
     check(config)
+    from . import tasks
+
+    tasks.configure(config)  # the config's own tasks join the registry every stage reads
     return config
 
 
@@ -179,6 +181,12 @@ def check(config: Mapping) -> None:
     """Rules across keys that the schema cannot state."""
     models = config.get("models", {})
     for name, model in models.items():
+        if not model.get("base") and not model.get("api"):
+            raise ConfigError(f"models.{name} needs base (weights to load) or api (an OpenAI-compatible endpoint); give one.")
+        if model.get("api") and (model.get("base") or model.get("chat")):
+            raise ConfigError(
+                f"models.{name} gives api together with base or chat; an endpoint model loads no weights, so remove them."
+            )
         for role in ("base", "chat"):
             source = model.get(role)
             if source is None:
@@ -230,6 +238,20 @@ def check(config: Mapping) -> None:
                     raise ConfigError(
                         f"experiments.{kind}[{i}].models names {model!r}, which is not defined under models."
                     )
+    from . import tasks
+    from .tasks import custom
+
+    custom.check(config, tasks.NAMES)
+    for i, entry in enumerate(experiments.get("finetune", [])):
+        for model in entry["models"]:
+            if models[model].get("api"):
+                raise ConfigError(
+                    f"experiments.finetune[{i}].models names {model!r}, an api model, which cannot be fine-tuned; "
+                    "list it under experiments.baselines."
+                )
+    for i, entry in enumerate(experiments.get("baselines", [])):
+        if not _task(config, entry["task"]).metrics:
+            raise ConfigError(f"experiments.baselines[{i}] evaluates {entry['task']}, which has no scorer; remove it.")
     top_seed = config.get("seed", 42)
     for i, entry in enumerate(experiments.get("finetune", [])):
         own_seed = _merge(config.get("training") or {}, entry.get("training") or {}).get("seed")
@@ -250,8 +272,8 @@ def check(config: Mapping) -> None:
                             "give one of them a tag."
                         )
                     seen.add(key)
-        if entry.get("task") == "mathqa" and entry.get("evaluate", True):
-            raise ConfigError(f"experiments.finetune[{i}] evaluates mathqa, which has no scorer; set evaluate: false.")
+        if entry.get("evaluate", True) and not _task(config, entry["task"]).metrics:
+            raise ConfigError(f"experiments.finetune[{i}] evaluates {entry['task']}, which has no scorer; set evaluate: false.")
     for i, entry in enumerate(experiments.get("finetune", [])):
         init = entry.get("init_from")
         if init:
@@ -262,6 +284,16 @@ def check(config: Mapping) -> None:
                         raise ConfigError(
                             f"experiments.finetune[{i}].init_from needs the run {'/'.join(first)}, which no finetune " "entry trains."
                         )
+
+
+def _task(config: Mapping, name: str):
+    """The task ``name`` of ``config``, built-in or declared there (before the registry knows it)."""
+    from . import tasks
+    from .tasks.custom import CustomTask
+
+    if name in tasks.NAMES:
+        return tasks.get(name)
+    return CustomTask(name, config["tasks"][name])
 
 
 def run_name(method: str, tag: str | None) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as tb_config
-from . import data, formats, hardware, io, scoring, stats, tasks
+from . import data, formats, hardware, io, stats, tasks
 from . import settings as tb_settings
 from .errors import ConfigError, DataError, UserError
 from .generate import Generation, generate
@@ -86,8 +86,9 @@ def prompt_texts(spec: RunSpec, rows: Sequence[Mapping[str, Any]], tokenizer, tr
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError(f"models.{spec.model}.chat has no chat template, which the prompted baseline needs; point it at a chat " "model.")
     texts = []
+    train = list(train)  # one list for every row, so that tasks can rank their examples once
     for row in rows:
-        messages = task.baseline_messages(row, list(train), spec.variant, options)
+        messages = task.baseline_messages(row, train, spec.variant, options)
         texts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     return texts
 
@@ -128,7 +129,6 @@ def score_rows(spec: RunSpec, rows: Sequence[Mapping[str, Any]], generations: Se
                options: Mapping[str, Any]) -> list[dict]:
     """One predictions.jsonl record per row: the output, what the scorer extracted and its verdicts."""
     task = tasks.get(spec.task)
-    scorer = scoring.get(spec.task)
     records = []
     for row, gen in zip(rows, generations):
         verdict = task.score(gen.text, row, **options)
@@ -136,7 +136,7 @@ def score_rows(spec: RunSpec, rows: Sequence[Mapping[str, Any]], generations: Se
             "id": row["id"],
             "prompt": row["prompt"],
             "output": gen.text,
-            "extracted": scorer.extract(gen.text),
+            "extracted": task.extract(gen.text),
             "answer": row["answer"],
             "verdict": {metric: verdict[metric] for metric in task.metrics},
             "prompt_tokens": gen.prompt_tokens,
@@ -212,14 +212,20 @@ def evaluate(
     train_dir: Path | None = None,
     loaded: tuple[Any, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    api_cache: Path | None = None,
 ) -> dict:
     """Generate and score one run; write predictions.jsonl and metrics.json into ``out_dir``; return the metrics.
 
-    ``loaded`` is an already loaded ``(model, tokenizer)`` to use instead of loading the run's model.
+    ``loaded`` is an already loaded ``(model, tokenizer)`` to use instead of loading the run's model;
+    ``api_cache`` is where an endpoint's answers are cached (an API model's baseline only).
     """
-    if task not in scoring.TASKS:
-        raise ConfigError(f"task {task!r} has no scorer; scored tasks are {', '.join(scoring.TASKS)}.")
+    if task not in tasks.scored():
+        raise ConfigError(f"task {task!r} has no scorer; scored tasks are {', '.join(tasks.scored())}.")
     spec = resolve(config, task, model_name, run)
+    from . import evaluate_api
+
+    if evaluate_api.is_api_model(config, model_name):
+        return evaluate_api.evaluate(config, spec, data_dir=data_dir, out_dir=out_dir, cache_dir=api_cache, progress=progress)
     options = config["evaluation"]
     rows = test_rows(config, task, data_dir)
     train = data.read_split(data_dir, "train") if spec.is_baseline else []

@@ -92,7 +92,8 @@ def items(config: Mapping[str, Any]) -> list[Item]:
     for run in tb_config.finetune_runs(config):
         model(run.model, "base")
     for run in tb_config.baseline_runs(config):
-        model(run.model, "chat")
+        if not config["models"][run.model].get("api"):  # an endpoint needs nothing staged
+            model(run.model, "chat")
     if tb_config.data_mirror(config) is None:  # a mirror replaces the hub for every task
         tasks = {run.task for run in tb_config.finetune_runs(config)} | {run.task for run in tb_config.baseline_runs(config)}
         tasks |= {run.init_from[0] for run in tb_config.finetune_runs(config) if run.init_from}
@@ -101,6 +102,13 @@ def items(config: Mapping[str, Any]) -> list[Item]:
             if hub.get("id"):
                 item = Item("dataset", hub["id"], hub.get("revision") or None, f"tasks.{task}.hub")
                 found.setdefault((item.repo_type, item.repo_id, item.revision), item)
+    # A declared task's hub source is its own data: a mirror does not replace it.
+    declared = {run.task for run in tb_config.finetune_runs(config)} | {run.task for run in tb_config.baseline_runs(config)}
+    for task in sorted(declared):
+        source = (config.get("tasks", {}).get(task) or {}).get("source") or {}
+        if source.get("hub"):
+            item = Item("dataset", source["hub"], source.get("revision") or None, f"tasks.{task}.source")
+            found.setdefault((item.repo_type, item.repo_id, item.revision), item)
     return list(found.values())
 
 

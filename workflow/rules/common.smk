@@ -12,6 +12,7 @@ from tunebench import config as tb_config
 from tunebench import settings as tb_settings
 from tunebench import plan as tb_plan
 from tunebench import tasks as tb_tasks
+from tunebench.tasks import custom as tb_custom_tasks
 from tunebench.results import claims as tb_claims
 from tunebench.results import paper as tb_paper
 from tunebench.results import plan as results_plan
@@ -115,7 +116,7 @@ RESULTS_STAMP = str(tb_settings.STAMP_DIR / "results.json")
 
 
 def write_stamps():
-    for task in tb_tasks.NAMES:
+    for task in tb_tasks.names():
         tb_settings.stamp(data_stamp(task), tb_settings.data_settings(config, task))
     for run in FINETUNE:
         settings = tb_settings.train_settings(config, run.task, run.model, run.run)
@@ -155,7 +156,7 @@ onstart:
 
 
 wildcard_constraints:
-    task="|".join(tb_tasks.NAMES),
+    task="|".join(tb_tasks.names()),
     model="[a-z0-9][a-z0-9._-]*",
     run="[a-z0-9_]+(-[a-z0-9_]+)?",
     split="train|validation|test",

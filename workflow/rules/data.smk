@@ -1,6 +1,7 @@
 # Data stage: one rule per dataset. Each reads the mirror (data.mirror or TUNEBENCH_DATA_MIRROR)
-# or the hub, or generates its rows (multiplication), and writes three splits and a manifest.
-for _task in tb_tasks.NAMES:
+# or the hub, or generates its rows (multiplication), or reads a task's own files (tasks declared
+# in the config), and writes three splits and a manifest.
+for _task in tb_tasks.names():
 
     rule:
         name:
@@ -8,6 +9,7 @@ for _task in tb_tasks.NAMES:
         input:
             staged_hub,
             settings=data_stamp(_task),
+            sources=tb_custom_tasks.source_files(config, _task),
         output:
             splits=data_files(_task),
             manifest=f"results/data/{_task}/manifest.json",

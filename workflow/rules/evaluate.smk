@@ -27,4 +27,4 @@ rule evaluate:
     shell:
         "tunebench evaluate --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
         " --run {wildcards.run} --data-dir $(dirname {input.data[0]})"
-        " --out-dir $(dirname {output.metrics}) --threads {threads} > {log} 2>&1"
+        " --out-dir $(dirname {output.metrics}) --threads {threads} --api-cache results/api_cache > {log} 2>&1"

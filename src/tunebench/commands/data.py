@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "generate it (multiplication), and write {train,validation,test}.jsonl plus manifest.json."
         ),
     )
-    parser.add_argument("task", choices=tasks.NAMES, help="task to prepare")
+    parser.add_argument("task", help=f"task to prepare: {', '.join(tasks.NAMES)}, or one the config declares")
     parser.add_argument("--config", nargs="+", type=Path, metavar="FILE",
                         help="config files, later ones overriding earlier ones (default: every key at its schema default)")
     out = parser.add_mutually_exclusive_group()
@@ -34,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = tb_config.load(args.config) if args.config else tb_config.defaults()
+    if args.task not in tasks.names():
+        raise UserError(f"unknown task {args.task!r}; name one of {', '.join(tasks.names())} or declare it under tasks in --config.")
     overrides = {}
     if args.rows is not None:
         overrides["rows"] = args.rows

@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--train-dir", type=Path, metavar="DIR",
                         help="training output of a fine-tuned run (default: results/train/TASK/MODEL/RUN)")
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads of the model (default: torch's choice)")
+    parser.add_argument("--api-cache", type=Path, metavar="DIR",
+                        help="cache of an api model's answers, reused by reruns (default: results/api_cache)")
     parser.set_defaults(func=run)
 
 
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out_dir or Path("results", "eval", *parts),
         train_dir=args.train_dir or Path("results", "train", *parts),
         progress=lambda message: print(message, file=sys.stderr, flush=True),
+        api_cache=args.api_cache,
     )
     values = ", ".join(
         f"{name} {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m["value"] is not None else f"{name} n/a"

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .. import config as tb_config
+from .. import tasks as tb_tasks
 from ..errors import UserError
 from . import claims as tb_claims
 from . import labels
@@ -50,7 +51,7 @@ class Output:
 class Plan:
     """The tables and figures a configuration produces, in the order the report and paper list them."""
 
-    tasks: tuple[str, ...]  # evaluated tasks, in the order of tunebench.config.SCORED_TASKS
+    tasks: tuple[str, ...]  # evaluated tasks, in the order of tunebench.tasks.scored()
     outputs: tuple[Output, ...]
     ablations: tuple[str, ...]  # tasks with a prompt-format ablation
     two_stage: tuple[str, ...]  # tasks with a two-stage run
@@ -131,7 +132,7 @@ def plan(config: Mapping) -> Plan:
     finetune = tb_config.finetune_runs(config)
     baselines = tb_config.baseline_runs(config)
     evaluated = [run for run in finetune if run.evaluate] + baselines
-    tasks = tuple(task for task in tb_config.SCORED_TASKS if any(run.task == task for run in evaluated))
+    tasks = tuple(task for task in tb_tasks.scored() if any(run.task == task for run in evaluated))
     ablations = tuple(format_ablation_tasks(finetune))
     two_stage = tuple(t for t in tasks if any(run.task == t and run.init_from and run.evaluate for run in finetune))
     has_finetuned = any(run.evaluate for run in finetune)

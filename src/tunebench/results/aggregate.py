@@ -36,6 +36,8 @@ METRIC_COLUMNS = [
     "best_epoch", "best_validation_perplexity", "trainable_params", "total_params",
     "eval_wall_time_s", "eval_tokens_per_s", "prompt_tokens_mean", "generated_tokens_mean", "eval_batch_size",
 ]
+#: Columns of API baselines, present in metrics.csv only when the config has an api model.
+API_COLUMNS = ["api_requests", "api_retries", "api_failed_rows", "api_cost_per_1k_queries_usd"]
 CURVE_COLUMNS = [
     *RUN_COLUMNS, "init_from", "epoch", "train_loss",
     "validation_loss", "validation_perplexity", "wall_time_s", "selected",
@@ -195,6 +197,8 @@ def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
     for run in tb_config.baseline_runs(config):
         base = {"task": run.task, **_model_columns(config, run.model), "method": tb_config.PROMPTED, "run": run.run,
                 "stage": "baseline", "format": "chat", "variant": run.variant, "init_from": ""}
+        if config["models"][run.model].get("api"):
+            base.update(_api_facts(results / "eval" / run.task / run.model / run.run / "metrics.json"))
         rows += [{**base, **row} for row in _eval_rows(config, run, results)]
     for run in tb_config.finetune_runs(config):
         if not run.evaluate:
@@ -211,8 +215,22 @@ def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
         base = {"task": run.task, **_model_columns(config, run.model), "method": run.method, "run": run.run,
                 "stage": run.stage, "format": run.format, "variant": "", "init_from": init_from}
         rows += [{**base, **facts, **row} for row in _eval_rows(config, run, results)]
-    frame = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    api_models = any(config["models"][run.model].get("api") for run in tb_config.baseline_runs(config))
+    frame = pd.DataFrame(rows, columns=METRIC_COLUMNS + (API_COLUMNS if api_models else []))
     return sort_runs(frame)
+
+
+def _api_facts(path: Path) -> dict:
+    """Requests, retries, failed rows and price of an API baseline, from its metrics.json."""
+    facts = read_json(path, "evaluate").get("api")
+    if not isinstance(facts, dict):
+        raise DataError(f"{path} has no api object, though its model is an api model; delete it and {_RERUN}.")
+    return {
+        "api_requests": number(facts, "requests", path),
+        "api_retries": number(facts, "retries", path),
+        "api_failed_rows": number(facts, "failed_rows", path),
+        "api_cost_per_1k_queries_usd": number(facts, "cost_per_1k_queries_usd", path, required=False),
+    }
 
 
 def collect_curves(config: Mapping, results: Path) -> pd.DataFrame:
@@ -246,7 +264,7 @@ def sort_runs(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame.reset_index(drop=True)
     keys = pd.DataFrame({
-        "task": frame["task"].map({t: i for i, t in enumerate(tb_config.SCORED_TASKS)}),
+        "task": frame["task"].map({t: i for i, t in enumerate(tb_tasks.scored())}),
         "params_b": frame["params_b"],
         "stage": frame["stage"].map({s: i for i, s in enumerate(STAGES)}),
         "method": frame["method"].map({m: i for i, m in enumerate((tb_config.PROMPTED, "full", "lora", "qlora"))}),

@@ -64,7 +64,7 @@ def pairs(claim: Mapping, runs: list[dict]) -> list[tuple[dict, dict, str]]:
     replicates are not paired themselves: they widen their primary run's row)."""
     found = []
     runs = [run for run in runs if not run["replicate_of"]]
-    claim_tasks = tb_config.SCORED_TASKS if claim["task"] == "any" else (claim["task"],)
+    claim_tasks = tb_tasks.scored() if claim["task"] == "any" else (claim["task"],)
     for task in claim_tasks:
         metric = tb_tasks.get(task).primary_metric if claim["metric"] == "primary" else claim["metric"]
         of_task = [run for run in runs if run["task"] == task]

@@ -31,7 +31,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from .. import config as tb_config  # noqa: E402
+from .. import tasks as tb_tasks  # noqa: E402
 from ..errors import UserError  # noqa: E402
 from . import METHODS, Output, labels  # noqa: E402
 from . import published as tb_published  # noqa: E402
@@ -212,7 +212,7 @@ def _curve_label(row: pd.Series) -> str:
 def learning_curves(curves: pd.DataFrame) -> plt.Figure:
     if curves.empty:
         raise UserError("results/learning_curves.csv has no epochs; train a model and run `tunebench aggregate` first.")
-    order = [t for t in (*tb_config.SCORED_TASKS, *sorted(curves["task"].unique())) if t in set(curves["task"])]
+    order = [t for t in (*tb_tasks.scored(), *sorted(curves["task"].unique())) if t in set(curves["task"])]
     order = list(dict.fromkeys(order))
     curves = curves.copy()
     curves["Run"] = curves.apply(_curve_label, axis=1)

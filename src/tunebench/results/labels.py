@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-TASK_LABELS = {"viggo": "ViGGO", "sql": "SQL", "gsm8k": "GSM8K", "mathqa": "MathQA", "multiplication": "Multiplication"}
+from .. import tasks
+
 METHOD_LABELS = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA", "prompted": "Prompted"}
 FORMAT_LABELS = {"special_tokens": "special tokens", "instruction": "instruction", "chat": "chat template"}
 
 
 def task(name: str) -> str:
-    return TASK_LABELS.get(name, name.replace("_", " ").title())
+    return tasks.label(name)
 
 
 def method(name: str) -> str:

@@ -313,8 +313,9 @@ def setup_tex(config: Mapping, metrics: pd.DataFrame) -> str:
     used = list(dict.fromkeys(metrics["model"]))
     model_rows = [[tex(name), tex(config["models"][name]["size"]),
                    tex(f"{config['models'][name].get('params_b'):g}" if config["models"][name].get("params_b") is not None else "–"),
-                   tex(_describe_source(config["models"][name].get("base"))),
-                   tex(_describe_source(config["models"][name].get("chat")))] for name in used]
+                   tex(_describe_source(config["models"][name].get("base")) if not config["models"][name].get("api") else "–"),
+                   tex(_describe_source(config["models"][name].get("chat")) if not config["models"][name].get("api")
+                       else f"API endpoint, model {config['models'][name]['api']['model']}")] for name in used]
     finetune = tb_config.finetune_runs(config)
     methods = [m for m in METHODS if any(run.method == m for run in finetune)]
     method_rows = []

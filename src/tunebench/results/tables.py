@@ -223,6 +223,8 @@ def cost_table(metrics: pd.DataFrame) -> Table:
     unit = cost_unit(runs.loc[runs["stage"] != "baseline", "device_kind"])
     primaries = "; ".join(f"{labels.task(t)}: {labels.metric(m).lower()}"
                           for t, m in runs[["task", "metric"]].drop_duplicates().itertuples(index=False))
+    # API baselines add their price and their failed requests; a config without one keeps the columns above.
+    api = "api_cost_per_1k_queries_usd" in runs.columns
     records = []
     for _, run in runs.iterrows():
         trained = run["stage"] != "baseline"
@@ -234,12 +236,20 @@ def cost_table(metrics: pd.DataFrame) -> Table:
             "prompt_tokens_mean": run["prompt_tokens_mean"], "generated_tokens_mean": run["generated_tokens_mean"],
             "eval_wall_time_s": run["eval_wall_time_s"], "metric": run["metric"], "value_pct": run["value"] * 100,
             "gain_points": (run["value"] - _baseline_value(runs, run)) * 100 if trained else math.nan,
-        } | {field: run[field] for field in ("method", "format", "variant", "init_from")})
+        } | {field: run[field] for field in ("method", "format", "variant", "init_from")}
+          | ({"cost_per_1k_queries_usd": run["api_cost_per_1k_queries_usd"], "api_failed_rows": run["api_failed_rows"],
+              "n_examples": run["n_examples"]} if api else {}))
     frame = pd.DataFrame(records)
 
     def when_trained(show: Callable[[pd.Series], str]) -> Callable[[pd.Series], str]:
         return lambda row: show(row) if row["stage"] != "baseline" else "–"
 
+    api_columns = [
+        Column("$ / 1,000 queries", lambda row: f"{row['cost_per_1k_queries_usd']:.4f}"
+               if pd.notna(row["cost_per_1k_queries_usd"]) else "–", numeric=True),
+        Column("Failed requests", lambda row: f"{row['api_failed_rows']:.0f} of {row['n_examples']:.0f}"
+               if pd.notna(row["api_failed_rows"]) else "–", numeric=True),
+    ] if api else []
     return Table(
         caption=(f"What each model costs: training time in {unit} (a two-stage run includes its first stage), "
                  "tokens trained, and the mean prompt and generated tokens per test query, beside the task's "
@@ -256,13 +266,15 @@ def cost_table(metrics: pd.DataFrame) -> Table:
             Column("Generated tokens / query", lambda row: plain(row["generated_tokens_mean"]), numeric=True),
             Column("Primary metric (%)", lambda row: number(row["value_pct"]), numeric=True),
             Column("Gain (points)", when_trained(lambda row: signed(row["gain_points"])), numeric=True),
+            *api_columns,
         ],
         csv=[*HEADLINE_FIELDS, "device_kind", "num_processes", "device_hours", "train_tokens", "train_wall_time_s",
              "peak_memory_mb", "prompt_tokens_mean", "generated_tokens_mean", "eval_wall_time_s", "metric",
-             "value_pct", "gain_points"],
+             "value_pct", "gain_points", *(("cost_per_1k_queries_usd", "api_failed_rows") if api else ())],
         rounded=("value_pct", "gain_points"),
         note=("A GPU-hour is one GPU for an hour; a CPU-hour is one CPU core for an hour, counting the cores the "
-              "job was given."),
+              "job was given." + (" An API model's price is per 1,000 test queries at its configured prices per million "
+                                  "tokens; a failed request leaves its row unscored." if api else "")),
     )
 
 

@@ -1,8 +1,9 @@
 """The small interface every task module implements.
 
-A task is one module in this package that defines ``TASK``, an instance of a :class:`Task`
-subclass. Adding a task means adding its module, registering it in ``tasks/__init__.py`` and giving
-it a config section; no other code names tasks.
+A built-in task is one module in this package that defines ``TASK``, an instance of a :class:`Task`
+subclass, listed in ``tasks/__init__.py``; its metrics, label and scorer are attributes and methods of
+that instance, which every other part of the suite reads. A task of your own needs only its
+definition in the config (:mod:`tunebench.tasks.custom`).
 
 Prepared rows (``results/data/{task}/{split}.jsonl``) are dicts with at least:
 
@@ -27,6 +28,8 @@ class Task:
     """Base class of the task modules. Subclasses set the class attributes and override methods."""
 
     name: str = ""
+    #: How tables, figures and the paper name the task.
+    label: str = ""
     #: The natural-language instruction used by the ``instruction`` and ``chat`` prompt formats.
     instruction: str = ""
     #: Metric names, in display order; ``primary_metric`` is the one figures and headlines use.
@@ -50,6 +53,12 @@ class Task:
         ``evaluation`` config section (e.g. ``sql_databases``, ``sql_timeout_s``).
         """
         raise NotImplementedError
+
+    def extract(self, prediction: str) -> Any:
+        """The part of a raw output the scorer compares (recorded in predictions.jsonl), or ``None``."""
+        from .. import scoring
+
+        return scoring.get(self.name).extract(prediction)
 
     def baseline_messages(
         self, row: Mapping[str, Any], train: list[Mapping[str, Any]], variant: str, options: Mapping[str, Any]

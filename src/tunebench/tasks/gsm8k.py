@@ -48,6 +48,7 @@ def _row(part: str, strip_notes: bool):
 
 class Gsm8k(Task):
     name = "gsm8k"
+    label = "GSM8K"
     instruction = (
         "Solve the math word problem. Reason step by step, then give the final answer as a number "
         "on the last line, written as #### <number>."

@@ -83,6 +83,7 @@ def _row(part: str):
 
 class MathQA(Task):
     name = "mathqa"
+    label = "MathQA"
     instruction = (
         "Solve the multiple-choice math problem. Explain the reasoning, name the correct option and "
         "finish with a line #### <value of that option>."

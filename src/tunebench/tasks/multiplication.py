@@ -101,6 +101,7 @@ def generate(rows: int, digits: tuple[int, int], seed: int, validation_fraction:
 
 class Multiplication(Task):
     name = "multiplication"
+    label = "Multiplication"
     instruction = (
         "Multiply the two numbers by long multiplication: split both into place values, multiply every "
         "pair of digits, shift each product by its places, add the partial products and state the product."

@@ -107,6 +107,7 @@ def _row(index: int, record: Mapping[str, Any]) -> dict:
 
 class Sql(Task):
     name = "sql"
+    label = "SQL"
     instruction = (
         "Write one SQL query that answers the question, using only the tables given by the "
         "CREATE TABLE statements."

