@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import ConfigError
-from .settings import write_atomic
+from .io import write_atomic
 
 #: Where answers are cached when the command is given no other directory.
 DEFAULT_CACHE = Path("results", "api_cache")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from . import api, data, tasks
+from . import api, data, io, tasks
 from .generate import Generation
 
 
@@ -93,8 +93,6 @@ def evaluate(
     metrics["hardware"] = None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    local._write_atomic(
-        out_dir / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    )
-    local._write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    io.write_jsonl(out_dir / "predictions.jsonl", records)
+    io.write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
