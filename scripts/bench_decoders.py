@@ -34,28 +34,51 @@ def main() -> None:
     tokenizer = models.load_tokenizer(source)
     model = models.load_model(source).eval()
     mirror = Path(os.environ.get("TUNEBENCH_DATA_MIRROR", "../shared/data"))
-    questions = [json.loads(line)["question"] for line in (mirror / "gsm8k" / "test.jsonl").read_text().splitlines()[: args.rows]]
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True) for q in questions]
+    questions = [
+        json.loads(line)["question"] for line in (mirror / "gsm8k" / "test.jsonl").read_text().splitlines()[: args.rows]
+    ]
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True) for q in questions
+    ]
     prompts = [p["input_ids"] if isinstance(p, dict) or hasattr(p, "keys") else p for p in prompts]
 
     outputs, results = {}, []
     for decoder in DECODERS:
         for batch_size in args.batch_sizes:
             began = time.perf_counter()
-            generations, throughput = generate(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens,
-                                               batch_size=batch_size, decoder=decoder)
+            generations, throughput = generate(
+                model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, batch_size=batch_size, decoder=decoder
+            )
             seconds = time.perf_counter() - began
             outputs[(decoder, batch_size)] = [g.text for g in generations]
-            results.append({"decoder": decoder, "batch_size": batch_size, "seconds": round(seconds, 2),
-                            "examples_per_s": round(len(prompts) / seconds, 3),
-                            "generated_tokens_per_s": round(throughput.generated_tokens / seconds, 1)})
+            results.append(
+                {
+                    "decoder": decoder,
+                    "batch_size": batch_size,
+                    "seconds": round(seconds, 2),
+                    "examples_per_s": round(len(prompts) / seconds, 3),
+                    "generated_tokens_per_s": round(throughput.generated_tokens / seconds, 1),
+                }
+            )
     reference = outputs[("batch_invariant", args.batch_sizes[0])]
     for row in results:
         texts = outputs[(row["decoder"], row["batch_size"])]
-        row["identical_to_batch_invariant_at_batch_1"] = round(sum(a == b for a, b in zip(texts, reference)) / len(texts), 3)
-    print(json.dumps({"rows": len(prompts), "prompt_tokens_mean": round(sum(map(len, prompts)) / len(prompts), 1),
-                      "max_new_tokens": args.max_new_tokens, "threads": args.threads, "torch": torch.__version__,
-                      "results": results}, indent=2))
+        row["identical_to_batch_invariant_at_batch_1"] = round(
+            sum(a == b for a, b in zip(texts, reference)) / len(texts), 3
+        )
+    print(
+        json.dumps(
+            {
+                "rows": len(prompts),
+                "prompt_tokens_mean": round(sum(map(len, prompts)) / len(prompts), 1),
+                "max_new_tokens": args.max_new_tokens,
+                "threads": args.threads,
+                "torch": torch.__version__,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

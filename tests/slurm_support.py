@@ -115,7 +115,7 @@ JobRequeue=1
 MinJobAge=600
 KillWait=5
 InactiveLimit=0
-{nodes}PartitionName={PARTITION} Nodes={','.join(HOSTS)} Default=YES MaxTime=INFINITE State=UP
+{nodes}PartitionName={PARTITION} Nodes={",".join(HOSTS)} Default=YES MaxTime=INFINITE State=UP
 """
 
 

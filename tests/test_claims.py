@@ -106,8 +106,9 @@ def test_rows_either_run_could_not_score_are_left_out(demo_config, tmp_path):
 
 def test_a_claim_without_its_runs_is_not_run_not_undecided(demo_config, tmp_path):
     config = copy.deepcopy(demo_config)
-    config["experiments"]["finetune"] = [entry for entry in config["experiments"]["finetune"]
-                                         if entry.get("format") != "instruction"]
+    config["experiments"]["finetune"] = [
+        entry for entry in config["experiments"]["finetune"] if entry.get("format") != "instruction"
+    ]
     frame = claims.decide(config, tmp_path, [claim("special_tokens_beat_instruction")])
     assert frame["label"].tolist() == ["not run"] and frame["n"].isna().all()
     assert claims.counts(frame) == {"reproduced": 0, "contradicted": 0, "undecided": 0, "not run": 1}
@@ -115,10 +116,14 @@ def test_a_claim_without_its_runs_is_not_run_not_undecided(demo_config, tmp_path
 
 def test_the_demo_decides_every_claim_with_the_runs_it_makes(demo_config):
     runs = claims.evaluated_runs(demo_config)
-    compared = {c["id"]: [(b["run"], t["run"], b["task"]) for b, t, _ in claims.pairs(c, runs)] for c in claims.load_claims()}
+    compared = {
+        c["id"]: [(b["run"], t["run"], b["task"]) for b, t, _ in claims.pairs(c, runs)] for c in claims.load_claims()
+    }
     assert compared["multiplication_finetuned_beats_prompted"] == [
-        (method, baseline, "multiplication") for method in ("lora", "full", "qlora")
-        for baseline in ("baseline", "baseline-stepwise")]
+        (method, baseline, "multiplication")
+        for method in ("lora", "full", "qlora")
+        for baseline in ("baseline", "baseline-stepwise")
+    ]
     assert compared["gsm8k_two_stage_beats_one_stage"] == [("lora-two_stage", "lora", "gsm8k")]
     assert compared["special_tokens_beat_instruction"] == [("lora", "lora-instruction", "viggo")]
     assert ("full", "lora", "viggo") in compared["full_beats_lora"]
@@ -143,10 +148,18 @@ def test_claims_command_and_table(demo_config, tmp_path, capsys):
         metrics = tasks.get(run["task"]).metrics
         path = tmp_path / "eval" / run["task"] / MODEL / run["run"] / "predictions.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps({"id": f"row-{i}", "verdict": {m: i < share_of(run) * rows for m in metrics}})
-                                + "\n" for i in range(rows)))
-    assert cli.main(["claims", "--config", str(config_path), "--results", str(tmp_path),
-                     "--out", str(tmp_path / "claims.csv")]) == 0
+        path.write_text(
+            "".join(
+                json.dumps({"id": f"row-{i}", "verdict": {m: i < share_of(run) * rows for m in metrics}}) + "\n"
+                for i in range(rows)
+            )
+        )
+    assert (
+        cli.main(
+            ["claims", "--config", str(config_path), "--results", str(tmp_path), "--out", str(tmp_path / "claims.csv")]
+        )
+        == 0
+    )
     assert "0 contradicted, 0 undecided, 0 not run" in capsys.readouterr().out
     frame = claims.read(tmp_path / "claims.csv")
     assert set(frame["label"]) == {"reproduced"} and (frame["n"] == rows).all()
@@ -157,8 +170,18 @@ def test_claims_command_and_table(demo_config, tmp_path, capsys):
     table = tables.claims_table(frame)
     assert len(table.text()) == len(frame)
     assert table.text().iloc[0, 4].startswith(f"+{(frame['difference'].iloc[0] * 100):.1f} [")
-    assert list(table.csv_frame().columns[:10]) == ["claim", "task", "metric", "model", "size", "better_run",
-                                                   "than_run", "n", "label", "published"]
+    assert list(table.csv_frame().columns[:10]) == [
+        "claim",
+        "task",
+        "metric",
+        "model",
+        "size",
+        "better_run",
+        "than_run",
+        "n",
+        "label",
+        "published",
+    ]
 
 
 def test_a_broken_prediction_line_is_one_sentence(demo_config, tmp_path):
@@ -169,5 +192,7 @@ def test_a_broken_prediction_line_is_one_sentence(demo_config, tmp_path):
     config = copy.deepcopy(demo_config)
     config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"]}]
     config = tb_config.validate(config)
-    with pytest.raises(DataError, match=r"line 1 is not a prediction record with a verdict for attributes_ordered_accuracy;"):
+    with pytest.raises(
+        DataError, match=r"line 1 is not a prediction record with a verdict for attributes_ordered_accuracy;"
+    ):
         claims.decide(config, tmp_path, [claim("viggo_finetuned_beats_prompted")])

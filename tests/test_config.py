@@ -57,14 +57,29 @@ def _set(cfg, path, value):
 _DELETE = object()
 
 # Where the demo config lists the MathQA stage, which must not be evaluated.
-_MATHQA = next(i for i, entry in enumerate(yaml.safe_load((tb_config.ROOT / "config" / "demo.yaml").read_text())
-                                           ["experiments"]["finetune"]) if entry["task"] == "mathqa")
+_MATHQA = next(
+    i
+    for i, entry in enumerate(
+        yaml.safe_load((tb_config.ROOT / "config" / "demo.yaml").read_text())["experiments"]["finetune"]
+    )
+    if entry["task"] == "mathqa"
+)
 
 MALFORMED = [
     # (description, path, value, words the message must contain)
     ("unknown task", "tasks.summarise", {}, ["summarise", "tasks"]),
-    ("unknown method in an experiment", "experiments.finetune.0.methods", ["prefix_tuning"], ["experiments.finetune.0.methods.0", "prefix_tuning"]),
-    ("unknown model in an experiment", "experiments.finetune.0.models", ["gpt-5"], ["experiments.finetune[0].models", "gpt-5"]),
+    (
+        "unknown method in an experiment",
+        "experiments.finetune.0.methods",
+        ["prefix_tuning"],
+        ["experiments.finetune.0.methods.0", "prefix_tuning"],
+    ),
+    (
+        "unknown model in an experiment",
+        "experiments.finetune.0.models",
+        ["gpt-5"],
+        ["experiments.finetune[0].models", "gpt-5"],
+    ),
     ("negative learning rate", "methods.lora.learning_rate", -0.001, ["methods.lora.learning_rate", "greater than 0"]),
     ("missing required models", "models", _DELETE, ["models", "missing"]),
     ("wrong type of epochs", "training.epochs", "ten", ["training.epochs", "integer"]),
@@ -73,11 +88,21 @@ MALFORMED = [
     ("bad fraction", "data.max_bad_fraction", 1.5, ["data.max_bad_fraction", "at most 1"]),
     ("undefined LoRA preset", "methods.lora.lora", "huge", ["methods.lora.lora", "huge"]),
     ("missing accelerate file", "methods.full.accelerate_config", "zero9", ["methods.full.accelerate_config", "zero9"]),
-    ("unknown task in an experiment", "experiments.baselines.0.task", "translation", ["experiments.baselines.0.task", "translation"]),
+    (
+        "unknown task in an experiment",
+        "experiments.baselines.0.task",
+        "translation",
+        ["experiments.baselines.0.task", "translation"],
+    ),
     ("model without base", "models.smollm2-135m.base", _DELETE, ["models.smollm2-135m", "base"]),
     ("two weight sources", "models.smollm2-135m.base.hub", "org/model", ["models.smollm2-135m.base", "exactly one"]),
     ("wrong type of digits", "tasks.multiplication.digits", [4], ["tasks.multiplication.digits"]),
-    ("evaluating mathqa", f"experiments.finetune.{_MATHQA}.evaluate", True, [f"experiments.finetune[{_MATHQA}]", "mathqa"]),
+    (
+        "evaluating mathqa",
+        f"experiments.finetune.{_MATHQA}.evaluate",
+        True,
+        [f"experiments.finetune[{_MATHQA}]", "mathqa"],
+    ),
     ("unknown key in training", "training.lr", 0.1, ["lr", "training"]),
 ]
 
@@ -103,18 +128,25 @@ def test_two_stage_needs_its_first_stage(demo):
 
 def test_extra_seeds_add_runs_that_differ_only_in_their_seed(demo):
     cfg = copy.deepcopy(demo)
-    cfg["experiments"]["finetune"] = [{"task": "viggo", "models": ["smollm2-135m"], "methods": ["lora"], "seeds": [1, 2]}]
+    cfg["experiments"]["finetune"] = [
+        {"task": "viggo", "models": ["smollm2-135m"], "methods": ["lora"], "seeds": [1, 2]}
+    ]
     runs = tb_config.finetune_runs(tb_config.validate(cfg))
     assert [(run.run, run.training["seed"], run.replicate_of) for run in runs] == [
-        ("lora", None, None), ("lora-seed1", 1, "lora"), ("lora-seed2", 2, "lora")]
+        ("lora", None, None),
+        ("lora-seed1", 1, "lora"),
+        ("lora-seed2", 2, "lora"),
+    ]
     assert {key: value for key, value in runs[1].training.items() if key != "seed"} == {
-        key: value for key, value in runs[0].training.items() if key != "seed"}
+        key: value for key, value in runs[0].training.items() if key != "seed"
+    }
 
 
 def test_an_extra_seed_equal_to_the_runs_own_is_refused(demo):
     cfg = copy.deepcopy(demo)
-    cfg["experiments"]["finetune"] = [{"task": "viggo", "models": ["smollm2-135m"], "methods": ["lora"],
-                                       "seeds": [7, cfg["seed"]]}]
+    cfg["experiments"]["finetune"] = [
+        {"task": "viggo", "models": ["smollm2-135m"], "methods": ["lora"], "seeds": [7, cfg["seed"]]}
+    ]
     with pytest.raises(ConfigError, match=r"experiments.finetune\[0\].seeds lists 42, the seed its runs already train"):
         tb_config.validate(cfg)
 
@@ -130,13 +162,19 @@ def test_resources_by_size_and_method(repo_root):
     assert (tiny["nodes"], tiny["processes_per_node"], tiny["processes"]) == (1, 2, 2)
 
 
-@pytest.mark.parametrize("row, message", [
-    ({"gpu": 16, "gpu_model": "a10g"},
-     r"resources.train.70B.full asks for 16 GPUs on one node but resources.max_gpus_per_node is 8; .*nodes: 2, " r"gpu: 8"),
-    ({"nodes": 2, "gpu": 1, "gpu_model": "a10g"}, "runs one GPU on each of 2 nodes"),
-    ({"nodes": 2, "gpu": 8, "gpu_model": "a10g", "threads": 12}, "gives 12 threads per node to 8 processes"),
-    ({"gpu": 8, "gpu_model": "b200"}, "names gpu_model 'b200', which resources.gpu_memory_gb does not list"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        (
+            {"gpu": 16, "gpu_model": "a10g"},
+            r"resources.train.70B.full asks for 16 GPUs on one node but resources.max_gpus_per_node is 8; .*nodes: 2, "
+            r"gpu: 8",
+        ),
+        ({"nodes": 2, "gpu": 1, "gpu_model": "a10g"}, "runs one GPU on each of 2 nodes"),
+        ({"nodes": 2, "gpu": 8, "gpu_model": "a10g", "threads": 12}, "gives 12 threads per node to 8 processes"),
+        ({"gpu": 8, "gpu_model": "b200"}, "names gpu_model 'b200', which resources.gpu_memory_gb does not list"),
+    ],
+)
 def test_rows_no_node_can_hold_are_refused_in_one_sentence(repo_root, row, message):
     cfg = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
     cfg["resources"]["train"]["70B"]["full"] = row

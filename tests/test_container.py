@@ -42,11 +42,15 @@ def test_dockerfile_installs_exactly_the_gpu_and_nodeps_locks(repo_root):
     # Any package the Dockerfile names with a version must carry the lock's version.
     pins = {**_lock(repo_root / "requirements-gpu.lock"), **_lock(repo_root / "requirements-nodeps.lock")}
     for name, version in re.findall(r"\b([A-Za-z0-9_.-]+)==([0-9][^\s\"']*)", dockerfile):
-        assert pins.get(name.lower().replace("_", "-")) == version, f"Dockerfile pins {name}=={version}, the lock {pins.get(name.lower())}"
+        assert pins.get(name.lower().replace("_", "-")) == version, (
+            f"Dockerfile pins {name}=={version}, the lock {pins.get(name.lower())}"
+        )
 
 
 def test_base_image_python_matches_the_lock(repo_root):
-    declared = re.search(r"^# python_version: (\d+\.\d+)$", (repo_root / "requirements.lock").read_text(), re.M).group(1)
+    declared = re.search(r"^# python_version: (\d+\.\d+)$", (repo_root / "requirements.lock").read_text(), re.M).group(
+        1
+    )
     image = re.search(r"^FROM python:(\d+\.\d+)", (repo_root / "Dockerfile").read_text(), re.M).group(1)
     assert image == declared == f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -65,7 +69,9 @@ def test_gpu_lock_is_the_cpu_lock_plus_the_cuda_stack(repo_root):
     gpu = _lock(repo_root / "requirements-gpu.lock")
     # The same torch release (a CUDA index would add a local label such as +cu130).
     assert gpu["torch"].split("+")[0] == cpu["torch"]
-    differ = {name: (cpu[name], gpu[name]) for name in set(cpu) & set(gpu) if name != "torch" and gpu[name] != cpu[name]}
+    differ = {
+        name: (cpu[name], gpu[name]) for name in set(cpu) & set(gpu) if name != "torch" and gpu[name] != cpu[name]
+    }
     assert not differ, f"requirements-gpu.lock pins these differently from requirements.lock: {differ}"
     # setuptools is a requirement of torch that pip freeze leaves out of the CPU lock.
     extra = set(gpu) - set(cpu) - {"setuptools"}
@@ -88,7 +94,9 @@ def test_gpu_lock_was_written_by_the_makefiles_command(repo_root):
 def test_environment_yml_installs_a_lock_with_the_locks_python(repo_root):
     environment = yaml.safe_load((repo_root / "environment.yml").read_text())
     python = next(d for d in environment["dependencies"] if isinstance(d, str) and d.startswith("python="))
-    declared = re.search(r"^# python_version: (\d+\.\d+)$", (repo_root / "requirements.lock").read_text(), re.M).group(1)
+    declared = re.search(r"^# python_version: (\d+\.\d+)$", (repo_root / "requirements.lock").read_text(), re.M).group(
+        1
+    )
     assert python == f"python={declared}"
     pip = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
     locks = [line.removeprefix("-r ").strip() for line in pip if line.startswith("-r ")]
@@ -123,12 +131,15 @@ def test_jobs_run_in_the_configs_container_with_gpus_under_the_slurm_profile(rep
     assert args[args.index("--bind") + 1] == hf_home, "the shared hub cache must be visible inside the container"
 
 
-@pytest.mark.parametrize("image, accepted", [
-    ("docker://ghcr.io/tunebench/tunebench:0.1.0", True),
-    ("/scratch/images/tunebench.sif", True),
-    ("docker-daemon://tunebench:0.1.0", False),  # needs a Docker daemon where apptainer runs
-    ("docker://ghcr.io/tunebench/tunebench", False),  # no version: every pull may differ
-])
+@pytest.mark.parametrize(
+    "image, accepted",
+    [
+        ("docker://ghcr.io/tunebench/tunebench:0.1.0", True),
+        ("/scratch/images/tunebench.sif", True),
+        ("docker-daemon://tunebench:0.1.0", False),  # needs a Docker daemon where apptainer runs
+        ("docker://ghcr.io/tunebench/tunebench", False),  # no version: every pull may differ
+    ],
+)
 def test_the_container_key_takes_a_versioned_image_or_a_sif_file(demo_config, image, accepted):
     from tunebench import config as tb_config
     from tunebench.errors import ConfigError

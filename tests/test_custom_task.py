@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from train_support import TINY_LLAMA
 
+from train_support import TINY_LLAMA
 from tunebench import config as tb_config
 from tunebench import data, tasks
 from tunebench.errors import ConfigError

@@ -92,7 +92,9 @@ def test_gsm8k_calculator_notes_can_be_stripped(paper):
     cfg = json.loads(json.dumps(paper))
     cfg["tasks"]["gsm8k"]["strip_calculator_notes"] = True
     prepared, manifest = dataset.prepare("gsm8k", cfg)
-    assert not any("<<" in row["completion"] or ">>" in row["completion"] for rows in prepared.splits.values() for row in rows)
+    assert not any(
+        "<<" in row["completion"] or ">>" in row["completion"] for rows in prepared.splits.values() for row in rows
+    )
     assert any("removed" in note for note in manifest["notes"])
 
 
@@ -134,7 +136,9 @@ def test_sql_split_depends_on_content_not_order(paper):
     rows = [row for split in data.SPLITS for row in prepared.splits[split]]
     random.Random(0).shuffle(rows)
     again = data.split_by_content(rows, lambda row: (row["id"],), 0.02, 0.02)
-    assert {s: sorted(r["id"] for r in again[s]) for s in data.SPLITS} == {s: sorted(_ids(prepared)[s]) for s in data.SPLITS}
+    assert {s: sorted(r["id"] for r in again[s]) for s in data.SPLITS} == {
+        s: sorted(_ids(prepared)[s]) for s in data.SPLITS
+    }
 
 
 @pytest.mark.parametrize(

@@ -32,9 +32,7 @@ def check_completion(row: dict) -> None:
     pairs = [PAIR_LINE.fullmatch(line) for line in lines[2:-2]]
     assert all(pairs), lines
     expected = [
-        (int(da), int(db), i + j)
-        for i, da in enumerate(reversed(str(a)))
-        for j, db in enumerate(reversed(str(b)))
+        (int(da), int(db), i + j) for i, da in enumerate(reversed(str(a))) for j, db in enumerate(reversed(str(b)))
     ]
     partials = []
     for match, (da, db, shift) in zip(pairs, expected, strict=True):
@@ -80,7 +78,10 @@ def test_operand_digits_are_configurable():
     for row in rows:
         check_completion(row)
     # 1 x 1 digits: 45 distinct unordered problems exist (81 ordered minus 36 mirrored ones).
-    assert len({frozenset((r["a"], r["b"])) for s in multiplication.generate(45, (1, 1), 0, 0.1, 0.1).values() for r in s}) == 45
+    assert (
+        len({frozenset((r["a"], r["b"])) for s in multiplication.generate(45, (1, 1), 0, 0.1, 0.1).values() for r in s})
+        == 45
+    )
     with pytest.raises(ConfigError, match="tasks.multiplication.rows"):
         multiplication.generate(46, (1, 1), 0, 0.1, 0.1)
 
@@ -112,5 +113,8 @@ def test_cli_digits_and_refusals(tmp_path, capsys):
     assert all(100 <= r["a"] <= 999 and 10 <= r["b"] <= 99 for r in rows)
     assert cli.main(["data", "viggo", "--rows", "50", "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "--rows and --digits apply to the generated multiplication task" in capsys.readouterr().err
-    assert cli.main(["data", "multiplication", "--rows", "100", "--digits", "1", "1", "--out", str(tmp_path / "y.jsonl")]) == 2
+    assert (
+        cli.main(["data", "multiplication", "--rows", "100", "--digits", "1", "1", "--out", str(tmp_path / "y.jsonl")])
+        == 2
+    )
     assert "only 45 distinct" in capsys.readouterr().err

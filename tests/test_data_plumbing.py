@@ -28,8 +28,11 @@ def _config(mirror, max_bad=0.01, **tasks):
 def _viggo_mirror(root, train_rows, extra_lines=()):
     folder = root / "viggo"
     folder.mkdir(parents=True)
-    for name, rows in (("train.csv", train_rows), ("valid.csv", [(GOOD_MR, "Tetris is good.")]),
-                       ("test.csv", [(GOOD_MR, "Tetris is rated good.")])):
+    for name, rows in (
+        ("train.csv", train_rows),
+        ("valid.csv", [(GOOD_MR, "Tetris is good.")]),
+        ("test.csv", [(GOOD_MR, "Tetris is rated good.")]),
+    ):
         with open(folder / name, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["mr", "ref"])
@@ -69,7 +72,8 @@ def test_too_many_bad_rows_stop_the_stage_with_one_sentence(tmp_path, monkeypatc
     out = tmp_path / "out"
     config_file = tmp_path / "c.yaml"
     config_file.write_text(
-        f"data: {{mirror: {mirror}, max_bad_fraction: 0.05}}\nmodels: {{m: {{size: 1M, base: {{hub: " f"x/y}}}}}}\nexperiments: {{}}\n"
+        f"data: {{mirror: {mirror}, max_bad_fraction: 0.05}}\nmodels: {{m: {{size: 1M, base: {{hub: "
+        f"x/y}}}}}}\nexperiments: {{}}\n"
     )
     assert cli.main(["data", "viggo", "--config", str(config_file), "--out-dir", str(out)]) == 2
     assert not (out / "train.jsonl").exists()
@@ -79,8 +83,12 @@ def test_unparsable_json_lines_are_counted(tmp_path, monkeypatch):
     monkeypatch.delenv(config.MIRROR_ENV, raising=False)
     folder = tmp_path / "gsm8k"
     folder.mkdir()
-    good = [json.dumps({"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"}) for i in range(200)]
-    (folder / "train.jsonl").write_text("\n".join(good + ["{not json", '{"question": "q", "answer": "no final line"}']) + "\n")
+    good = [
+        json.dumps({"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"}) for i in range(200)
+    ]
+    (folder / "train.jsonl").write_text(
+        "\n".join(good + ["{not json", '{"question": "q", "answer": "no final line"}']) + "\n"
+    )
     (folder / "test.jsonl").write_text("\n".join(good[:10]) + "\n")
     prepared, manifest = dataset.prepare("gsm8k", _config(tmp_path, gsm8k={"validation_rows": 20}))
     assert manifest["bad_rows"]["gsm8k/train.jsonl"] == {
@@ -157,13 +165,18 @@ def test_export_to_openai_prompt_completion(tmp_path, with_mirror, capsys):
     out = tmp_path / "mult"
     assert cli.main(["data", "multiplication", "--rows", "200", "--out-dir", str(out)]) == 0
     exported = tmp_path / "openai.jsonl"
-    assert cli.main(["export", str(out / "validation.jsonl"), "--format", "special_tokens", "--out", str(exported)]) == 0
+    assert (
+        cli.main(["export", str(out / "validation.jsonl"), "--format", "special_tokens", "--out", str(exported)]) == 0
+    )
     rows = data.read_rows(out / "validation.jsonl")
     lines = [json.loads(line) for line in exported.read_text().splitlines()]
     assert len(lines) == len(rows) == 10
     for row, line in zip(rows, lines):
         assert list(line) == ["prompt", "completion"]
-        assert formats.parse("special_tokens", line["prompt"] + line["completion"], "multiplication") == (row["prompt"], row["completion"])
+        assert formats.parse("special_tokens", line["prompt"] + line["completion"], "multiplication") == (
+            row["prompt"],
+            row["completion"],
+        )
     # The instruction and chat formats need a tokenizer: the command says how to give one.
     assert cli.main(["export", str(out / "test.jsonl"), "--format", "chat", "--out", str(exported)]) == 2
     assert "--config FILE and --model NAME" in capsys.readouterr().err
@@ -192,11 +205,15 @@ def test_hub_path_reads_gem_column_names(tmp_path):
         "prepared, manifest = dataset.prepare('viggo', cfg)\n"
         "print(json.dumps({'manifest': manifest, 'first': prepared.splits['test'][0]}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(hub)], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(hub)], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["manifest"]["rows"] == {"train": 3, "validation": 3, "test": 3}
-    assert out["manifest"]["source"]["kind"] == "hub" and out["manifest"]["source"]["splits"] == {s: 3 for s in data.SPLITS}
+    assert out["manifest"]["source"]["kind"] == "hub" and out["manifest"]["source"]["splits"] == {
+        s: 3 for s in data.SPLITS
+    }
     assert out["first"]["prompt"] == "Tetris is good (test 0)." and out["first"]["answer"] == GOOD_MR
 
 
@@ -265,7 +282,10 @@ def test_nul_bytes_are_bad_rows(tmp_path, monkeypatch):
     (folder / "train.jsonl").write_text("\n".join(good + [escaped, '{"question": "a\x00", "answer": "#### 1"}']) + "\n")
     (folder / "test.jsonl").write_text("\n".join(good[:5]) + "\n")
     prepared, manifest = dataset.prepare("gsm8k", _config(tmp_path, max_bad=0.05, gsm8k={"validation_rows": 5}))
-    assert manifest["bad_rows"]["gsm8k/train.jsonl"] == {"line contains a NUL byte": 1, "question contains a NUL byte": 1}
+    assert manifest["bad_rows"]["gsm8k/train.jsonl"] == {
+        "line contains a NUL byte": 1,
+        "question contains a NUL byte": 1,
+    }
     assert not any("\x00" in row["prompt"] for rows in prepared.splits.values() for row in rows)
 
 
@@ -299,8 +319,10 @@ def test_an_integer_over_the_digit_limit_is_a_bad_row(tmp_path, monkeypatch, cap
     # Too many of them: one sentence from the CLI, exit status 2, no traceback.
     (folder / "train.jsonl").write_text("\n".join(good[:20] + [huge] * 5) + "\n")
     config_file = tmp_path / "c.yaml"
-    config_file.write_text(f"data: {{mirror: {tmp_path}}}\ntasks: {{gsm8k: {{validation_rows: 5}}}}\n"
-                           "models: {m: {size: 1M, base: {hub: x/y}}}\nexperiments: {}\n")
+    config_file.write_text(
+        f"data: {{mirror: {tmp_path}}}\ntasks: {{gsm8k: {{validation_rows: 5}}}}\n"
+        "models: {m: {size: 1M, base: {hub: x/y}}}\nexperiments: {}\n"
+    )
     assert cli.main(["data", "gsm8k", "--config", str(config_file), "--out-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "number too long to read" in err and "\n" not in err
@@ -319,7 +341,12 @@ def test_two_data_runs_into_one_directory_do_not_collide(tmp_path, with_mirror):
         assert run.returncode == 0, err
     assert busy.read_text() == "another writer's half-written file"
     busy.unlink()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "manifest.json",
+        "test.jsonl",
+        "train.jsonl",
+        "validation.jsonl",
+    ]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["format"]["sha256"]["train"] == hashlib.sha256((tmp_path / "train.jsonl").read_bytes()).hexdigest()
 

@@ -32,34 +32,59 @@ def path_without_tex(tmp_path: Path) -> str:
 def test_tiny_workflow_end_to_end(repo_root, with_mirror, tmp_path):
     """First without TeX (everything but the PDF, the report and the summary's hint), then with it (the PDF alone)."""
     if shutil.which("latexmk") is None or shutil.which("pdflatex") is None:
-        pytest.fail("latexmk and pdflatex are needed for the paper half of this test; .ci/run installs apt-packages.txt")
+        pytest.fail(
+            "latexmk and pdflatex are needed for the paper half of this test; .ci/run installs apt-packages.txt"
+        )
     work = tmp_path / "work"
-    common = ["-s", str(repo_root / "Snakefile"), "--directory", str(work),
-              "--configfile", str(repo_root / ".test" / "config.yaml")]
+    common = [
+        "-s",
+        str(repo_root / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(repo_root / ".test" / "config.yaml"),
+    ]
     no_tex = {**os.environ, "PATH": path_without_tex(tmp_path)}
-    run = subprocess.run([str(BIN / "snakemake"), *common, "--cores", "2"],
-                         capture_output=True, text=True, env=no_tex, timeout=1500)
+    run = subprocess.run(
+        [str(BIN / "snakemake"), *common, "--cores", "2"], capture_output=True, text=True, env=no_tex, timeout=1500
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     assert "latexmk and pdflatex not found" in run.stderr
     results = work / "results"
     assert (results / "tables" / "main.tex").is_file() and not (results / "paper" / "tunebench.pdf").exists()
-    report = subprocess.run([str(BIN / "snakemake"), *common, "--report", "results/report.html"],
-                            capture_output=True, text=True, env=no_tex, timeout=600)
+    report = subprocess.run(
+        [str(BIN / "snakemake"), *common, "--report", "results/report.html"],
+        capture_output=True,
+        text=True,
+        env=no_tex,
+        timeout=600,
+    )
     assert report.returncode == 0, report.stderr[-4000:]
-    summary = subprocess.run([str(BIN / "tunebench"), "summary", "--results", str(results)],
-                             capture_output=True, text=True, env=no_tex, timeout=120)
+    summary = subprocess.run(
+        [str(BIN / "tunebench"), "summary", "--results", str(results)],
+        capture_output=True,
+        text=True,
+        env=no_tex,
+        timeout=120,
+    )
     assert summary.returncode == 0, summary.stderr[-2000:]
     assert f"report: {results / 'report.html'}\n" in summary.stdout
     assert "The paper PDF was not built: latexmk and pdflatex not found; install LaTeX with" in summary.stdout
 
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    with_tex = subprocess.run([str(BIN / "snakemake"), *common, "--cores", "2"],
-                              capture_output=True, text=True, env=env, timeout=600)
+    with_tex = subprocess.run(
+        [str(BIN / "snakemake"), *common, "--cores", "2"], capture_output=True, text=True, env=env, timeout=600
+    )
     assert with_tex.returncode == 0, with_tex.stderr[-4000:]
     assert re.search(r"^paper\s+1$", with_tex.stdout + with_tex.stderr, re.M)  # only the paper was left to do
     assert not re.search(r"^(train|evaluate)\s+\d+$", with_tex.stdout + with_tex.stderr, re.M)
-    report = subprocess.run([str(BIN / "snakemake"), *common, "--report", "results/report.html"],
-                            capture_output=True, text=True, env=env, timeout=600)
+    report = subprocess.run(
+        [str(BIN / "snakemake"), *common, "--report", "results/report.html"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert report.returncode == 0, report.stderr[-4000:]
 
     with open(results / "metrics.csv") as handle:

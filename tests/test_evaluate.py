@@ -27,8 +27,23 @@ from tunebench.formats import encode_prompt
 from tunebench.generate import Generation
 
 SCORED = ("viggo", "sql", "gsm8k", "multiplication")
-CONTRACT_KEYS = {"task", "model", "run", "method", "stage", "format", "variant", "n", "unscorable", "metrics",
-                 "prompt_tokens_mean", "generated_tokens_mean", "wall_time_s", "tokens_per_s", "batch_size"}
+CONTRACT_KEYS = {
+    "task",
+    "model",
+    "run",
+    "method",
+    "stage",
+    "format",
+    "variant",
+    "n",
+    "unscorable",
+    "metrics",
+    "prompt_tokens_mean",
+    "generated_tokens_mean",
+    "wall_time_s",
+    "tokens_per_s",
+    "batch_size",
+}
 PREDICTION_KEYS = {"id", "prompt", "output", "extracted", "answer", "verdict"}
 
 
@@ -46,10 +61,19 @@ def eval_config(tokenizer_dir, mirror, **evaluation) -> dict:  # noqa: F811
     config["data"] = {"mirror": str(mirror)}
     config["tasks"] = {task: {"limit": {"train": 40, "validation": 4, "test": 5}} for task in SCORED}
     config["tasks"]["multiplication"]["rows"] = 400
-    config["evaluation"] = {"batch_size": 2, "few_shot": 2, "bootstrap_samples": 200,
-                            "max_new_tokens": {task: 6 for task in SCORED}, **evaluation}
+    config["evaluation"] = {
+        "batch_size": 2,
+        "few_shot": 2,
+        "bootstrap_samples": 200,
+        "max_new_tokens": {task: 6 for task in SCORED},
+        **evaluation,
+    }
     config["experiments"]["baselines"] = [
-        {"task": task, "models": ["tiny"], **({"variants": ["default", "stepwise"]} if task == "multiplication" else {})}
+        {
+            "task": task,
+            "models": ["tiny"],
+            **({"variants": ["default", "stepwise"]} if task == "multiplication" else {}),
+        }
         for task in SCORED
     ]
     return tb_config.validate(config)
@@ -81,8 +105,10 @@ def read_predictions(directory):
     return [json.loads(line) for line in (directory / "predictions.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("task, run", [("viggo", "baseline"), ("sql", "baseline"), ("gsm8k", "baseline"),
-                                       ("multiplication", "baseline-stepwise")])
+@pytest.mark.parametrize(
+    "task, run",
+    [("viggo", "baseline"), ("sql", "baseline"), ("gsm8k", "baseline"), ("multiplication", "baseline-stepwise")],
+)
 def test_a_baseline_writes_every_test_row_and_metrics_by_the_contract(config, prepared, loaded, tmp_path, task, run):
     model, tokenizer = loaded
     metrics = tb_evaluate.evaluate(config, task, "tiny", run, data_dir=prepared / task, out_dir=tmp_path, loaded=loaded)
@@ -105,7 +131,12 @@ def test_a_baseline_writes_every_test_row_and_metrics_by_the_contract(config, pr
         assert prediction["generated_tokens"] <= 6
     assert CONTRACT_KEYS <= set(metrics)
     assert (metrics["task"], metrics["model"], metrics["run"]) == (task, "tiny", run)
-    assert (metrics["method"], metrics["stage"], metrics["format"], metrics["variant"]) == ("prompted", "baseline", "chat", variant)
+    assert (metrics["method"], metrics["stage"], metrics["format"], metrics["variant"]) == (
+        "prompted",
+        "baseline",
+        "chat",
+        variant,
+    )
     assert metrics["n"] == len(rows) and metrics["batch_size"] == 2
     assert metrics["unscorable"] == sum(any(v is None for v in p["verdict"].values()) for p in predictions)
     assert metrics["prompt_tokens_mean"] == pytest.approx(sum(p["prompt_tokens"] for p in predictions) / len(rows))
@@ -123,7 +154,9 @@ def test_gold_completions_score_perfectly_through_the_same_plumbing(config, prep
         rows = data.read_split(prepared / task, "test")
         gold = [Generation(row["completion"], 10, 5, "end_token") for row in rows]
         records = tb_evaluate.score_rows(spec, rows, gold, config["evaluation"])
-        summary = tb_evaluate.summary(spec, records, config, wall_time_s=1.0, tokens_per_s=5.0, batch_size=2, limit=6, device="cpu")
+        summary = tb_evaluate.summary(
+            spec, records, config, wall_time_s=1.0, tokens_per_s=5.0, batch_size=2, limit=6, device="cpu"
+        )
         scorable = [r for r in records if None not in r["verdict"].values()]
         assert len(scorable) >= len(rows) - 1, task
         assert all(all(r["verdict"].values()) for r in scorable), task
@@ -133,9 +166,19 @@ def test_gold_completions_score_perfectly_through_the_same_plumbing(config, prep
 def test_predictions_are_the_same_at_any_batch_size(config, prepared, loaded, tmp_path):
     outputs = []
     for batch_size in (1, 5):
-        settings = dict(config, evaluation=dict(config["evaluation"], batch_size=batch_size, max_new_tokens={"multiplication": 12}))
+        settings = dict(
+            config, evaluation=dict(config["evaluation"], batch_size=batch_size, max_new_tokens={"multiplication": 12})
+        )
         out = tmp_path / str(batch_size)
-        tb_evaluate.evaluate(settings, "multiplication", "tiny", "baseline", data_dir=prepared / "multiplication", out_dir=out, loaded=loaded)
+        tb_evaluate.evaluate(
+            settings,
+            "multiplication",
+            "tiny",
+            "baseline",
+            data_dir=prepared / "multiplication",
+            out_dir=out,
+            loaded=loaded,
+        )
         outputs.append((out / "predictions.jsonl").read_bytes())
     assert outputs[0] == outputs[1]
 
@@ -149,15 +192,41 @@ def test_the_command_evaluates_a_fine_tuned_lora_checkpoint(tokenizer_dir, mirro
     config_file.write_text(yaml.safe_dump(settings))
     out = tmp_path / "eval"
     result = subprocess.run(
-        [sys.executable, "-m", "tunebench.cli", "evaluate", "--config", str(config_file), "--task", "multiplication",
-         "--model", "tiny", "--run", "lora", "--data-dir", str(data_dir), "--train-dir", str(train_dir),
-         "--out-dir", str(out), "--threads", "1"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "tunebench.cli",
+            "evaluate",
+            "--config",
+            str(config_file),
+            "--task",
+            "multiplication",
+            "--model",
+            "tiny",
+            "--run",
+            "lora",
+            "--data-dir",
+            str(data_dir),
+            "--train-dir",
+            str(train_dir),
+            "--out-dir",
+            str(out),
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("multiplication/tiny/lora: n=3")
     metrics = json.loads((out / "metrics.json").read_text())
-    assert (metrics["method"], metrics["stage"], metrics["format"], metrics["variant"]) == ("lora", "finetuned", "special_tokens", None)
+    assert (metrics["method"], metrics["stage"], metrics["format"], metrics["variant"]) == (
+        "lora",
+        "finetuned",
+        "special_tokens",
+        None,
+    )
     tokenizer = AutoTokenizer.from_pretrained(train_dir / "checkpoint")
     assert "<END_A>" in tokenizer.get_vocab()
     rows = data.read_split(data_dir, "test")
@@ -169,8 +238,15 @@ def test_the_command_evaluates_a_fine_tuned_lora_checkpoint(tokenizer_dir, mirro
 
 
 def test_the_test_split_is_cut_to_the_configured_limit(config, tmp_path):
-    rows = [{"id": f"multiplication-test-{i:05d}", "prompt": f"What is {i} * 3?", "completion": str(3 * i), "answer": str(3 * i)}
-            for i in range(12)]
+    rows = [
+        {
+            "id": f"multiplication-test-{i:05d}",
+            "prompt": f"What is {i} * 3?",
+            "completion": str(3 * i),
+            "answer": str(3 * i),
+        }
+        for i in range(12)
+    ]
     data.write_rows(tmp_path / "test.jsonl", rows)
     cut = tb_evaluate.test_rows(config, "multiplication", tmp_path)
     assert cut == data.limit_rows(rows, 5, config["seed"], "multiplication", "test") and len(cut) == 5
@@ -181,8 +257,19 @@ def test_the_test_split_is_cut_to_the_configured_limit(config, tmp_path):
 def test_user_errors_end_in_one_sentence(config, prepared, loaded, tmp_path, capsys):
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    common = ["evaluate", "--config", str(config_file), "--task", "multiplication", "--model", "tiny",
-              "--data-dir", str(prepared / "multiplication"), "--out-dir", str(tmp_path / "out")]
+    common = [
+        "evaluate",
+        "--config",
+        str(config_file),
+        "--task",
+        "multiplication",
+        "--model",
+        "tiny",
+        "--data-dir",
+        str(prepared / "multiplication"),
+        "--out-dir",
+        str(tmp_path / "out"),
+    ]
     cases = [
         (["--run", "full"], "add it to experiments.finetune"),
         (["--run", "lora", "--train-dir", str(tmp_path / "missing")], "best.json does not exist"),
@@ -193,17 +280,34 @@ def test_user_errors_end_in_one_sentence(config, prepared, loaded, tmp_path, cap
         message = capsys.readouterr().err.strip()
         assert expected in message and len(message.splitlines()) == 1 and "Traceback" not in message
     with pytest.raises(DataError, match="does not exist"):
-        tb_evaluate.evaluate(config, "multiplication", "tiny", "baseline", data_dir=tmp_path / "nowhere", out_dir=tmp_path, loaded=loaded)
+        tb_evaluate.evaluate(
+            config, "multiplication", "tiny", "baseline", data_dir=tmp_path / "nowhere", out_dir=tmp_path, loaded=loaded
+        )
     too_long = dict(config, evaluation=dict(config["evaluation"], max_new_tokens={"multiplication": 100_000}))
     with pytest.raises(ConfigError, match="context of 2048 tokens"):
-        tb_evaluate.evaluate(too_long, "multiplication", "tiny", "baseline", data_dir=prepared / "multiplication",
-                             out_dir=tmp_path, loaded=loaded)
+        tb_evaluate.evaluate(
+            too_long,
+            "multiplication",
+            "tiny",
+            "baseline",
+            data_dir=prepared / "multiplication",
+            out_dir=tmp_path,
+            loaded=loaded,
+        )
     assert not (tmp_path / "metrics.json").exists()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kernel", ["portable", pytest.param("avx512_bf16", marks=pytest.mark.skipif(
-    not hardware.bnb_has_avx512_bf16(), reason="this CPU has no AVX512_BF16"))])
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        "portable",
+        pytest.param(
+            "avx512_bf16",
+            marks=pytest.mark.skipif(not hardware.bnb_has_avx512_bf16(), reason="this CPU has no AVX512_BF16"),
+        ),
+    ],
+)
 def test_a_qlora_checkpoint_decodes_the_same_at_any_batch_size(kernel, tokenizer_dir, mirror, tmp_path, monkeypatch):  # noqa: F811
     """On each of bitsandbytes' CPU 4-bit paths, and metrics.json says which one ran."""
     monkeypatch.setenv(hardware.BNB_CPU_KERNEL_ENV, "portable" if kernel == "portable" else "auto")
@@ -216,7 +320,9 @@ def test_a_qlora_checkpoint_decodes_the_same_at_any_batch_size(kernel, tokenizer
     for batch_size in (1, 5):
         settings["evaluation"]["batch_size"] = batch_size
         out = tmp_path / f"eval-{batch_size}"
-        metrics = tb_evaluate.evaluate(settings, "multiplication", "tiny", "qlora", data_dir=data_dir, out_dir=out, train_dir=train_dir)
+        metrics = tb_evaluate.evaluate(
+            settings, "multiplication", "tiny", "qlora", data_dir=data_dir, out_dir=out, train_dir=train_dir
+        )
         assert (metrics["method"], metrics["stage"], metrics["n"]) == ("qlora", "finetuned", 5)
         assert metrics["hardware"]["bnb_4bit_kernel_used"] == kernel
         outputs.append((out / "predictions.jsonl").read_bytes())
@@ -232,10 +338,28 @@ def test_an_unreachable_hub_model_is_one_sentence_naming_the_key(config, prepare
     config_file.write_text(yaml.safe_dump(broken))
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
-        [sys.executable, "-m", "tunebench", "evaluate", "--config", str(config_file), "--task", "multiplication",
-         "--model", "tiny", "--run", "baseline", "--data-dir", str(prepared / "multiplication"),
-         "--out-dir", str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "tunebench",
+            "evaluate",
+            "--config",
+            str(config_file),
+            "--task",
+            "multiplication",
+            "--model",
+            "tiny",
+            "--run",
+            "baseline",
+            "--data-dir",
+            str(prepared / "multiplication"),
+            "--out-dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 2, result.stderr[-3000:]
     message = result.stderr.strip()

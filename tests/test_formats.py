@@ -16,9 +16,15 @@ from tunebench.tasks import multiplication
 
 ROWS = {
     "viggo": {"prompt": "Is Spyro on Mac?", "completion": "verify_attribute(name[Spyro], has_mac_release[yes])"},
-    "sql": {"prompt": "Tables: CREATE TABLE t (a INTEGER)\nQuestion: How many?", "completion": "SELECT COUNT(*) FROM t"},
+    "sql": {
+        "prompt": "Tables: CREATE TABLE t (a INTEGER)\nQuestion: How many?",
+        "completion": "SELECT COUNT(*) FROM t",
+    },
     "gsm8k": {"prompt": "Tom has 3 apples and buys 4.\nHow many?", "completion": "3 + 4 = <<3+4=7>>7\n#### 7"},
-    "mathqa": {"prompt": "what is 2 + 2 ?\nOptions:\na) 3\nb) 4", "completion": "2 + 2 = 4\nThe answer is b) 4.\n#### 4"},
+    "mathqa": {
+        "prompt": "what is 2 + 2 ?\nOptions:\na) 3\nb) 4",
+        "completion": "2 + 2 = 4\nThe answer is b) 4.\n#### 4",
+    },
     "multiplication": multiplication.make_row(458, 987),
 }
 
@@ -70,7 +76,9 @@ def tokenizers(smollm2):
 
 
 # special_tokens does not use the tokenizer: one tokenizer covers it.
-CASES = [("special_tokens", "smollm2")] + [(fmt, tok) for fmt in ("instruction", "chat") for tok in ("smollm2", "inst", "eot", "bare")]
+CASES = [("special_tokens", "smollm2")] + [
+    (fmt, tok) for fmt in ("instruction", "chat") for tok in ("smollm2", "inst", "eot", "bare")
+]
 
 
 @pytest.mark.parametrize("task", sorted(ROWS))
@@ -83,7 +91,7 @@ def test_every_format_round_trips(task, fmt, tok_name, tokenizers):
     assert row["completion"] in completion_text
     stops = formats.stop_strings(fmt, tok)
     # The training text ends the answer with a stop string, so a trained model learns to stop.
-    tail = completion_text[completion_text.index(row["completion"]) + len(row["completion"]):]
+    tail = completion_text[completion_text.index(row["completion"]) + len(row["completion"]) :]
     assert any(stop in tail for stop in stops), (tail, stops)
     assert formats.parse(fmt, prompt_text + completion_text, task, tok) == (row["prompt"], row["completion"])
     assert formats.parse(fmt, prompt_text, task, tok) == (row["prompt"], None)
@@ -112,7 +120,10 @@ def test_special_tokens_are_single_tokens_once_added():
 def test_instruction_layout(smollm2):
     row = ROWS["gsm8k"]
     prompt_text, completion_text = formats.render("instruction", "gsm8k", row, smollm2)
-    assert prompt_text == f"### Instruction:\n{tasks.get('gsm8k').instruction}\n\n### Input:\n{row['prompt']}\n\n### Response:\n"
+    assert (
+        prompt_text
+        == f"### Instruction:\n{tasks.get('gsm8k').instruction}\n\n### Input:\n{row['prompt']}\n\n### Response:\n"
+    )
     assert completion_text == row["completion"] + "<|im_end|>"
     assert formats.stop_strings("instruction", smollm2) == ["<|im_end|>"]
 
@@ -139,7 +150,9 @@ def test_format_errors_name_the_problem(smollm2):
     with pytest.raises(ValueError):
         formats.parse("special_tokens", "no markers here", "viggo")
     with pytest.raises(ValueError):
-        formats.parse("instruction", "### Instruction:\nsomething else\n\n### Input:\nx\n\n### Response:\ny", "viggo", smollm2)
+        formats.parse(
+            "instruction", "### Instruction:\nsomething else\n\n### Input:\nx\n\n### Response:\ny", "viggo", smollm2
+        )
     other = formats.render("chat", "sql", ROWS["viggo"], smollm2)
     with pytest.raises(ValueError):  # the instruction of another task is not this task's text
         formats.parse("chat", "".join(other), "viggo", smollm2)

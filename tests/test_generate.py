@@ -49,9 +49,14 @@ def hf_greedy(model, tokenizer, prompts, max_new_tokens, batch_size):
     for first in range(0, len(prompts), batch_size):
         batch = tokenizer.pad({"input_ids": prompts[first : first + batch_size]}, return_tensors="pt")
         with torch.no_grad():
-            ids = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=None)
-        out += [row[batch["input_ids"].shape[1]:].tolist() for row in ids]
+            ids = model.generate(
+                **batch,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=None,
+            )
+        out += [row[batch["input_ids"].shape[1] :].tolist() for row in ids]
     return out
 
 
@@ -101,11 +106,15 @@ def test_rows_stop_at_end_tokens_stop_strings_and_the_limit(tokenizer, prompts):
     model = tiny_model(tokenizer)
     ids = hf_greedy(model, tokenizer, prompts[:4], 10, batch_size=1)  # the same tokens generate() picks
     # A stop string that is one token of the vocabulary is matched as that token ...
-    position = next(j for j in range(2, 10) if tokenizer.convert_ids_to_tokens(ids[0][j]) == tokenizer.decode([ids[0][j]]))
+    position = next(
+        j for j in range(2, 10) if tokenizer.convert_ids_to_tokens(ids[0][j]) == tokenizer.decode([ids[0][j]])
+    )
     one_token = tokenizer.decode([ids[0][position]])
     # ... and one spanning two tokens as text.
     two_tokens = tokenizer.decode(ids[1][4:6])
-    stopped = generate(model, tokenizer, prompts[:4], max_new_tokens=10, batch_size=2, stop_strings=[one_token, two_tokens])[0]
+    stopped = generate(
+        model, tokenizer, prompts[:4], max_new_tokens=10, batch_size=2, stop_strings=[one_token, two_tokens]
+    )[0]
     for row, generation in zip(ids, stopped):
         expected, hit = cut_at_stop(tokenizer.decode(row), [one_token, two_tokens])
         assert generation.text == expected
@@ -158,7 +167,9 @@ def test_smollm2_predictions_are_the_same_at_batch_sizes_1_4_and_9():
     ]
     prompts = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in chats]
     outputs = {
-        batch_size: generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=batch_size, stop_strings=["<|im_end|>"])[0]
+        batch_size: generate(
+            model, tokenizer, prompts, max_new_tokens=8, batch_size=batch_size, stop_strings=["<|im_end|>"]
+        )[0]
         for batch_size in (1, 4, 9)
     }
     assert [g.text for g in outputs[1]] == [g.text for g in outputs[4]] == [g.text for g in outputs[9]]

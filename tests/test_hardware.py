@@ -78,7 +78,9 @@ def test_4bit_inference_on_the_demo_models_layer_shapes(path, tokenizer_dir, mon
 def test_training_holds_4bit_layers_to_the_path_that_passes_gradients(tokenizer_dir, tmp_path):  # noqa: F811
     """A validation pass (eval mode, no grad) must not switch training onto the packed inference kernel."""
     config = tiny_config(tokenizer_dir, methods=["qlora"])
-    built = methods.build(resolved(config, "qlora", tmp_path / "out", write_data(tmp_path / "data")), torch.device("cpu"))
+    built = methods.build(
+        resolved(config, "qlora", tmp_path / "out", write_data(tmp_path / "data")), torch.device("cpu")
+    )
     model = built.model
     ids = torch.tensor([[1, 260, 3750, 314, 1167]])
     model.eval()
@@ -100,7 +102,9 @@ def test_training_holds_4bit_layers_to_the_path_that_passes_gradients(tokenizer_
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's rule; a GPU decodes in its training dtype")
-@pytest.mark.parametrize("flags", [{"avx2", "avx512f", "avx512_bf16"}, {"avx2", "amx_bf16"}, {"avx2", "avx512f"}, set()])
+@pytest.mark.parametrize(
+    "flags", [{"avx2", "avx512f", "avx512_bf16"}, {"avx2", "amx_bf16"}, {"avx2", "avx512f"}, set()]
+)
 def test_decoding_holds_weights_in_bfloat16_exactly_where_the_cpu_computes_in_it(flags, monkeypatch):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
     has_bf16 = bool({"avx512_bf16", "amx_bf16"} & flags)

@@ -44,8 +44,13 @@ def small_llama():
 
     keys = {k: v for k, v in TINY_LLAMA.items() if k != "seed"}
     torch.manual_seed(TINY_LLAMA["seed"])
-    config = LlamaConfig(vocab_size=SMALL_VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                         **dict(keys, num_hidden_layers=SPREAD_LAYERS))
+    config = LlamaConfig(
+        vocab_size=SMALL_VOCAB,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        **dict(keys, num_hidden_layers=SPREAD_LAYERS),
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -87,12 +92,18 @@ def _check_spread(spread) -> None:
 
 
 @pytest.mark.parametrize("decoder", ["batch_invariant", "generate"])
-def test_a_model_spread_over_cpu_and_disk_predicts_what_it_predicts_whole(tokenizer_dir, tokenizer, small_prompts,  # noqa: F811
-                                                                          saved_model, decoder):
+def test_a_model_spread_over_cpu_and_disk_predicts_what_it_predicts_whole(
+    tokenizer_dir,
+    tokenizer,
+    small_prompts,  # noqa: F811
+    saved_model,
+    decoder,
+):
     source = {"local": str(saved_model)}
     whole, _ = models.load_for_inference(_config(tokenizer_dir, source), "tiny", role="base")
-    spread, _ = models.load_for_inference(_config(tokenizer_dir, source, {"cpu": _cpu_budget(), "disk": "1GiB"}),
-                                          "tiny", role="base")
+    spread, _ = models.load_for_inference(
+        _config(tokenizer_dir, source, {"cpu": _cpu_budget(), "disk": "1GiB"}), "tiny", role="base"
+    )
     assert getattr(whole, "hf_device_map", None) is None and evaluate.devices(whole) == "cpu"
     _check_spread(spread)
 
@@ -106,8 +117,9 @@ def test_a_model_built_in_memory_is_dispatched_over_the_same_budget(tokenizer, s
     """Random and merged LoRA models exist only in memory: accelerate dispatches them after loading."""
     whole = small_llama()
     expected, _ = generate(whole, tokenizer, small_prompts, max_new_tokens=8, batch_size=2)
-    spread = models.dispatch(small_llama(), {"max_memory": {"cpu": _cpu_budget(), "disk": "1GiB"},
-                                             "offload_folder": str(tmp_path)})
+    spread = models.dispatch(
+        small_llama(), {"max_memory": {"cpu": _cpu_budget(), "disk": "1GiB"}, "offload_folder": str(tmp_path)}
+    )
     _check_spread(spread)
     actual, _ = generate(spread, tokenizer, small_prompts, max_new_tokens=8, batch_size=2)
     assert actual == expected
@@ -118,8 +130,9 @@ def test_the_generate_path_reads_rows_back_as_the_batch_invariant_path_does(toke
     # "ea" ends two of the random model's rows early (inside "Leader" and "Lean"); the others run to the limit.
     stops = ["ea"]
     invariant, _ = generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=1, stop_strings=stops)
-    batched, throughput = generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=1, stop_strings=stops,
-                                   decoder="generate")
+    batched, throughput = generate(
+        model, tokenizer, prompts, max_new_tokens=10, batch_size=1, stop_strings=stops, decoder="generate"
+    )
     assert batched == invariant
     assert {g.stopped for g in batched} == {"stop_string", "length"}
     assert throughput.batch_size == 1 and throughput.prompt_tokens_computed == sum(map(len, prompts))
@@ -133,6 +146,7 @@ def _memory_cap(model, rows: int):
     A CPU has no memory limit to run into; the hook raises what torch raises on a full GPU, at the
     call where the batch would not fit.
     """
+
     def check(module, args, kwargs):
         ids = kwargs.get("input_ids")
         if ids is not None and ids.shape[0] > rows:
@@ -170,7 +184,9 @@ def test_decoder_and_batch_size_come_from_the_config(tokenizer_dir):  # noqa: F8
     other["evaluation"].update(decoder="generate", batch_sizes={})
     assert evaluate.decoder(other) == "generate" and evaluate.eval_batch_size(other, "tiny") == 8
     assert models.max_memory(_config(tokenizer_dir, config["models"]["tiny"]["base"], {"0": "70GiB", "cpu": 10})) == {
-        0: "70GiB", "cpu": 10}
+        0: "70GiB",
+        "cpu": 10,
+    }
     with pytest.raises(ConfigError, match="evaluation.max_memory"):
         _config(tokenizer_dir, config["models"]["tiny"]["base"], {"gpu0": "70GiB"})
 
@@ -187,8 +203,12 @@ def test_packing_under_flash_attention_is_refused_in_one_sentence(tokenizer_dir,
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="spreading over GPUs needs CUDA")
-def test_on_gpus_the_model_is_spread_over_every_visible_gpu_by_free_memory(tokenizer_dir, tokenizer, prompts,  # noqa: F811
-                                                                           saved_model):
+def test_on_gpus_the_model_is_spread_over_every_visible_gpu_by_free_memory(
+    tokenizer_dir,
+    tokenizer,
+    prompts,  # noqa: F811
+    saved_model,
+):
     config = _config(tokenizer_dir, {"local": str(saved_model)})
     budget = models.max_memory(config)
     assert sorted(budget) == list(range(torch.cuda.device_count()))
@@ -199,14 +219,17 @@ def test_on_gpus_the_model_is_spread_over_every_visible_gpu_by_free_memory(token
     assert len(batched) == len(invariant) and all(g.generated_tokens >= 1 for g in batched)
 
 
-@pytest.mark.parametrize("params_b, dtype, gpus, memory, quantized, fits", [
-    (69.0, "bfloat16", 2, 80, False, True),   # 138 GB over two A100-80GB, 15 % of each kept for the cache
-    (69.0, "bfloat16", 1, 80, False, False),
-    (13.0, "bfloat16", 1, 24, False, False),  # 26 GB does not fit one A10G ...
-    (13.0, "bfloat16", 2, 24, False, True),   # ... but two
-    (69.0, "bfloat16", 1, 80, True, True),    # NF4: ≈38 GB
-    (7.0, "float32", 1, 24, False, False),
-])
+@pytest.mark.parametrize(
+    "params_b, dtype, gpus, memory, quantized, fits",
+    [
+        (69.0, "bfloat16", 2, 80, False, True),  # 138 GB over two A100-80GB, 15 % of each kept for the cache
+        (69.0, "bfloat16", 1, 80, False, False),
+        (13.0, "bfloat16", 1, 24, False, False),  # 26 GB does not fit one A10G ...
+        (13.0, "bfloat16", 2, 24, False, True),  # ... but two
+        (69.0, "bfloat16", 1, 80, True, True),  # NF4: ≈38 GB
+        (7.0, "float32", 1, 24, False, False),
+    ],
+)
 def test_weights_fit_the_declared_gpus_under_the_loading_budget(params_b, dtype, gpus, memory, quantized, fits):
     assert models.weights_fit(params_b, dtype, gpus, memory, quantized=quantized) is fits
 
@@ -217,9 +240,11 @@ def test_the_generate_path_trades_batch_invariance_for_speed(tokenizer, prompts)
 
     model = tiny_model(tokenizer, near_ties=True)
     texts = {
-        (decoder, size): [g.text for g in generate(model, tokenizer, prompts, max_new_tokens=16, batch_size=size,
-                                                   decoder=decoder)[0]]
-        for decoder in ("batch_invariant", "generate") for size in (1, len(prompts))
+        (decoder, size): [
+            g.text for g in generate(model, tokenizer, prompts, max_new_tokens=16, batch_size=size, decoder=decoder)[0]
+        ]
+        for decoder in ("batch_invariant", "generate")
+        for size in (1, len(prompts))
     }
     assert texts[("batch_invariant", 1)] == texts[("batch_invariant", len(prompts))]
     assert texts[("generate", 1)] != texts[("generate", len(prompts))]

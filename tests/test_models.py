@@ -27,7 +27,9 @@ def test_random_llama_has_its_tokenizers_vocabulary_and_is_seeded(tokenizer_dir)
     assert first.config.eos_token_id == tokenizer.eos_token_id
     state, same, different = first.state_dict(), again.state_dict(), other.state_dict()
     assert all(torch.equal(state[k], same[k]) for k in state)
-    assert not torch.equal(state["model.layers.0.self_attn.q_proj.weight"], different["model.layers.0.self_attn.q_proj.weight"])
+    assert not torch.equal(
+        state["model.layers.0.self_attn.q_proj.weight"], different["model.layers.0.self_attn.q_proj.weight"]
+    )
 
 
 def test_local_directory_round_trip(tokenizer_dir, tmp_path):
@@ -58,7 +60,11 @@ def test_hub_loading_passes_revision_and_env_token_and_never_trusts_remote_code(
             load(source)
     assert [name for name, _ in calls] == ["meta-llama/Llama-2-7b-hf"] * 2
     for _, kwargs in calls:
-        assert kwargs["revision"] == "abc123" and kwargs["token"] == "hf_secret_value" and kwargs["trust_remote_code"] is False
+        assert (
+            kwargs["revision"] == "abc123"
+            and kwargs["token"] == "hf_secret_value"
+            and kwargs["trust_remote_code"] is False
+        )
     assert "hf_secret" not in models.describe(source)
     monkeypatch.delenv(models.TOKEN_ENV)
     with pytest.raises(RuntimeError):
@@ -115,7 +121,9 @@ def test_checkpoint_loads_for_inference_with_the_trained_weights(tokenizer_dir, 
     loaded, tokenizer = models.load_for_inference(config, "tiny", checkpoint_dir=directory)
     assert not loaded.training
     assert tokenizer.convert_tokens_to_ids(formats.END_A) == built.new_token_ids[-1]
-    ids = tokenizer("<START_Q>What is 12 * 34?<END_Q><START_A>", return_tensors="pt", add_special_tokens=False)["input_ids"]
+    ids = tokenizer("<START_Q>What is 12 * 34?<END_Q><START_A>", return_tensors="pt", add_special_tokens=False)[
+        "input_ids"
+    ]
     assert set(built.new_token_ids[:3]) <= set(ids[0].tolist())
     built.model.eval()
     with torch.no_grad():

@@ -33,10 +33,23 @@ def _metrics_doc(run, stage, values: dict, n: int, prompt_tokens: float, fmt: st
     for name, value in values.items():
         low, high = _interval(value, n)
         metrics[name] = {"value": value, "ci_low": low, "ci_high": high, "n": n}
-    return {"task": run.task, "model": run.model, "run": run.run, "method": getattr(run, "method", None),
-            "stage": stage, "format": fmt, "variant": variant, "n": n, "unscorable": 0, "metrics": metrics,
-            "prompt_tokens_mean": prompt_tokens, "generated_tokens_mean": 40.0, "wall_time_s": 120.0,
-            "tokens_per_s": 55.0, "batch_size": 16}
+    return {
+        "task": run.task,
+        "model": run.model,
+        "run": run.run,
+        "method": getattr(run, "method", None),
+        "stage": stage,
+        "format": fmt,
+        "variant": variant,
+        "n": n,
+        "unscorable": 0,
+        "metrics": metrics,
+        "prompt_tokens_mean": prompt_tokens,
+        "generated_tokens_mean": 40.0,
+        "wall_time_s": 120.0,
+        "tokens_per_s": 55.0,
+        "batch_size": 16,
+    }
 
 
 def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
@@ -59,31 +72,69 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
         epochs = run.training["epochs"]
         folder = results / "train" / run.task / run.model / run.run
         folder.mkdir(parents=True, exist_ok=True)
-        perplexities = [round(1.5 + 6.0 / (1 + e) + rng.uniform(0, 0.3) + (0.8 if e == epochs else 0), 4) for e in range(1, epochs + 1)]
+        perplexities = [
+            round(1.5 + 6.0 / (1 + e) + rng.uniform(0, 0.3) + (0.8 if e == epochs else 0), 4)
+            for e in range(1, epochs + 1)
+        ]
         best = min(range(epochs), key=perplexities.__getitem__)
         lines = []
         for e in range(1, epochs + 1):
-            lines += [{"kind": "step", "epoch": e, "step": e * 10 + s, "loss": 2.0 / e, "lr": 1e-4, "tokens_per_s": 400.0 + s}
-                      for s in range(2)]
-            lines.append({"kind": "epoch", "epoch": e, "train_loss": 2.0 / e, "validation_loss": math.log(perplexities[e - 1]),
-                          "validation_perplexity": perplexities[e - 1], "wall_time_s": 100.0 * e})
+            lines += [
+                {"kind": "step", "epoch": e, "step": e * 10 + s, "loss": 2.0 / e, "lr": 1e-4, "tokens_per_s": 400.0 + s}
+                for s in range(2)
+            ]
+            lines.append(
+                {
+                    "kind": "epoch",
+                    "epoch": e,
+                    "train_loss": 2.0 / e,
+                    "validation_loss": math.log(perplexities[e - 1]),
+                    "validation_perplexity": perplexities[e - 1],
+                    "wall_time_s": 100.0 * e,
+                }
+            )
         (folder / "history.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-        (folder / "best.json").write_text(json.dumps({"epoch": best + 1, "validation_perplexity": perplexities[best],
-                                                      "validation_loss": math.log(perplexities[best]), "checkpoint": "checkpoint"}))
+        (folder / "best.json").write_text(
+            json.dumps(
+                {
+                    "epoch": best + 1,
+                    "validation_perplexity": perplexities[best],
+                    "validation_loss": math.log(perplexities[best]),
+                    "checkpoint": "checkpoint",
+                }
+            )
+        )
         processes = tb_config.resources(config, "train", run.model, run.method)["processes"]
-        (folder / "run.json").write_text(json.dumps({
-            "task": run.task, "model": run.model, "method": run.method, "run": run.run, "format": run.format,
-            "stage": run.stage, "train_tokens": 120_000 * epochs, "wall_time_s": rng.uniform(300, 1500),
-            "peak_memory_mb": 3000.0, "device": "cpu", "num_processes": processes, "epochs_run": epochs,
-            "trainable_params": 1_000_000, "total_params": 135_000_000,
-            tb_settings.KEY: tb_settings.train_hash(config, run.task, run.model, run.run)}))
+        (folder / "run.json").write_text(
+            json.dumps(
+                {
+                    "task": run.task,
+                    "model": run.model,
+                    "method": run.method,
+                    "run": run.run,
+                    "format": run.format,
+                    "stage": run.stage,
+                    "train_tokens": 120_000 * epochs,
+                    "wall_time_s": rng.uniform(300, 1500),
+                    "peak_memory_mb": 3000.0,
+                    "device": "cpu",
+                    "num_processes": processes,
+                    "epochs_run": epochs,
+                    "trainable_params": 1_000_000,
+                    "total_params": 135_000_000,
+                    tb_settings.KEY: tb_settings.train_hash(config, run.task, run.model, run.run),
+                }
+            )
+        )
         if not run.evaluate:
             continue
         task = tb_tasks.get(run.task)
         base = baseline_values.get((run.task, run.model), {m: 0.1 for m in task.metrics})
         values = {m: round(min(0.98, v + rng.uniform(0.2, 0.5)), 4) for m, v in base.items()}
         if run.init_from:
-            values = {m: round(min(0.99, v + 0.05), 4) for m, v in finetuned_values[(run.task, run.model, run.method)].items()}
+            values = {
+                m: round(min(0.99, v + 0.05), 4) for m, v in finetuned_values[(run.task, run.model, run.method)].items()
+            }
         finetuned_values.setdefault((run.task, run.model, run.method), values)
         n = (config["tasks"].get(run.task, {}).get("limit") or {}).get("test") or 100
         doc = _metrics_doc(run, run.stage, values, n, rng.uniform(40, 120), run.format, None)
@@ -96,7 +147,9 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
 
 def write_predictions(folder: Path, task: str, values: dict, n: int) -> None:
     """predictions.jsonl whose verdicts average to ``values`` (rounded to whole rows), as the claims read them."""
-    lines = [{"id": f"{task}-test-{i:05d}", "verdict": {m: i < round(v * n) for m, v in values.items()}} for i in range(n)]
+    lines = [
+        {"id": f"{task}-test-{i:05d}", "verdict": {m: i < round(v * n) for m, v in values.items()}} for i in range(n)
+    ]
     (folder / "predictions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
@@ -118,7 +171,9 @@ def test_one_row_per_run_and_metric_with_run_facts(demo_config, tmp_path):
     assert row["train_tokens"] == record["train_tokens"]
     assert row["size"] == "135M" and row["params_b"] == 0.135
     # A CPU job's device hours are its wall time × the cores the resources table grants it.
-    cores = tb_config.resources(tb_config.load(tb_config.ROOT / "config" / "demo.yaml"), "train", "smollm2-135m", "lora")["threads"]
+    cores = tb_config.resources(
+        tb_config.load(tb_config.ROOT / "config" / "demo.yaml"), "train", "smollm2-135m", "lora"
+    )["threads"]
     assert row["device_kind"] == "CPU"
     assert row["device_hours"] == pytest.approx(record["wall_time_s"] / 3600 * cores)
     assert row["train_tokens_per_s"] == pytest.approx(400.5)
@@ -136,9 +191,11 @@ def test_one_row_per_run_and_metric_with_run_facts(demo_config, tmp_path):
 
     # The CSV reads back to the same table.
     again = aggregate.read_metrics(tmp_path / "metrics.csv")
-    pd.testing.assert_frame_equal(again[["task", "run", "metric", "value", "primary"]].reset_index(drop=True),
-                                  metrics[["task", "run", "metric", "value", "primary"]].reset_index(drop=True),
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        again[["task", "run", "metric", "value", "primary"]].reset_index(drop=True),
+        metrics[["task", "run", "metric", "value", "primary"]].reset_index(drop=True),
+        check_dtype=False,
+    )
 
     runs = {(r.task, r.run) for r in tb_config.finetune_runs(demo_config)}
     assert set(zip(curves["task"], curves["run"])) == runs

@@ -45,7 +45,9 @@ def test_every_table_in_three_formats(demo_config, demo_results):
     for name in plan(demo_config).tables:
         for ext in ("csv", "md", "tex"):
             assert (root / "tables" / f"{name}.{ext}").stat().st_size > 0, (name, ext)
-    viggo = metrics[(metrics["task"] == "viggo") & (metrics["run"] == "qlora") & (metrics["metric"] == "function_accuracy")].iloc[0]
+    viggo = metrics[
+        (metrics["task"] == "viggo") & (metrics["run"] == "qlora") & (metrics["metric"] == "function_accuracy")
+    ].iloc[0]
     cell = f"{viggo['value'] * 100:.1f} [{viggo['ci_low'] * 100:.1f}, {viggo['ci_high'] * 100:.1f}]"
     assert cell in (root / "tables" / "viggo.md").read_text()
     latex = (root / "tables" / "viggo.tex").read_text()
@@ -62,10 +64,15 @@ def test_cost_table_sets_prompt_tokens_of_baseline_and_fine_tuned_side_by_side(d
     cost = pd.read_csv(root / "tables" / "cost.csv")
     primary = metrics[metrics["primary"]]
     sql = cost[cost["task"] == "sql"].set_index("run")
-    assert sql.loc["baseline", "prompt_tokens_mean"] == primary[(primary["task"] == "sql") & (primary["run"] == "baseline")]["prompt_tokens_mean"].item()
+    assert (
+        sql.loc["baseline", "prompt_tokens_mean"]
+        == primary[(primary["task"] == "sql") & (primary["run"] == "baseline")]["prompt_tokens_mean"].item()
+    )
     assert pd.isna(sql.loc["baseline", "device_hours"]) and sql.loc["lora", "device_hours"] > 0
-    gain = (primary[(primary["task"] == "sql") & (primary["run"] == "lora")]["value"].item()
-            - primary[(primary["task"] == "sql") & (primary["run"] == "baseline")]["value"].item()) * 100
+    gain = (
+        primary[(primary["task"] == "sql") & (primary["run"] == "lora")]["value"].item()
+        - primary[(primary["task"] == "sql") & (primary["run"] == "baseline")]["value"].item()
+    ) * 100
     assert sql.loc["lora", "gain_points"] == round(gain, 1)
 
 
@@ -75,23 +82,40 @@ def test_published_figures_are_the_ones_the_case_studies_state():
     assert figures_["id"].is_unique
     for _, row in figures_.iterrows():
         value = f"{row['value']:,.0f}" if row["value"] >= 1000 else f"{row['value']:g}"
-        assert re.search(rf"(?<![\d.]){re.escape(value)}(?![\d])", text), f"{row['id']}: {value} is not in case-studies.md"
+        assert re.search(rf"(?<![\d.]){re.escape(value)}(?![\d])", text), (
+            f"{row['id']}: {value} is not in case-studies.md"
+        )
         assert row["source"].startswith(("seeds/", "ray-project/ray"))
 
 
 def test_published_against_reproduced(paper_config, demo_results, tmp_path):
     metrics, _ = build_results(paper_config, tmp_path)
     compared = published.compare(published.load(), metrics).set_index("id")
-    ours = metrics[(metrics["task"] == "viggo") & (metrics["model"] == "llama2-13b") & (metrics["run"] == "full")
-                   & (metrics["metric"] == "attributes_accuracy")]["value"].item() * 100
+    ours = (
+        metrics[
+            (metrics["task"] == "viggo")
+            & (metrics["model"] == "llama2-13b")
+            & (metrics["run"] == "full")
+            & (metrics["metric"] == "attributes_accuracy")
+        ]["value"].item()
+        * 100
+    )
     row = compared.loc["viggo-13b-finetuned"]
     assert row["reproduced"] == pytest.approx(ours)
     assert row["difference"] == pytest.approx(ours - 98)
     assert row["match"] == "same setting"
-    base = metrics[(metrics["task"] == "gsm8k") & (metrics["model"] == "llama2-13b") & (metrics["run"] == "baseline")
-                   & (metrics["metric"] == "flexible_accuracy")]["value"].item()
-    tuned = metrics[(metrics["task"] == "gsm8k") & (metrics["model"] == "llama2-13b") & (metrics["run"] == "full")
-                    & (metrics["metric"] == "flexible_accuracy")]["value"].item()
+    base = metrics[
+        (metrics["task"] == "gsm8k")
+        & (metrics["model"] == "llama2-13b")
+        & (metrics["run"] == "baseline")
+        & (metrics["metric"] == "flexible_accuracy")
+    ]["value"].item()
+    tuned = metrics[
+        (metrics["task"] == "gsm8k")
+        & (metrics["model"] == "llama2-13b")
+        & (metrics["run"] == "full")
+        & (metrics["metric"] == "flexible_accuracy")
+    ]["value"].item()
     assert compared.loc["gsm8k-13b-gain", "reproduced"] == pytest.approx((tuned - base) * 100)
     # Reference models (GPT-4) are drawn as lines, not matched to our runs.
     assert "viggo-gpt4" not in compared.index
@@ -135,14 +159,23 @@ def test_learning_curve_panels_show_whole_epochs_and_colour_each_star(demo_confi
 @pytest.mark.slow
 def test_figures_of_the_paper_matrix(paper_config, tmp_path):
     metrics, curves = build_results(paper_config, tmp_path, seed=5)
-    written = figures.write_all(plan(paper_config).of("figure"), metrics, curves, tmp_path / "figures", decided(tmp_path))
+    written = figures.write_all(
+        plan(paper_config).of("figure"), metrics, curves, tmp_path / "figures", decided(tmp_path)
+    )
     assert len(written) == 2 * len(plan(paper_config).figures)
 
 
 def _paper_text(config, root: Path, build: Path) -> str:
-    paper.write_sources(config, ["config/demo.yaml"], aggregate.read_metrics(root / "metrics.csv"),
-                        aggregate.read_curves(root / "learning_curves.csv"), root / "tables", root / "figures", build,
-                        decided(root))
+    paper.write_sources(
+        config,
+        ["config/demo.yaml"],
+        aggregate.read_metrics(root / "metrics.csv"),
+        aggregate.read_curves(root / "learning_curves.csv"),
+        root / "tables",
+        root / "figures",
+        build,
+        decided(root),
+    )
     return "\n".join(p.read_text() for p in sorted((build / "generated").glob("*.tex")))
 
 
@@ -159,7 +192,9 @@ def test_a_changed_metric_changes_the_table_and_the_paper_text(demo_config, demo
     doc["metrics"]["attributes_ordered_accuracy"].update(value=0.837, ci_low=0.761, ci_high=0.902)
     path.write_text(json.dumps(doc))
     metrics, _ = aggregate.write(demo_config, root, root / "metrics.csv", root / "learning_curves.csv")
-    tables.write_all(plan(demo_config).of("table"), aggregate.read_metrics(root / "metrics.csv"), root / "tables", decided(root))
+    tables.write_all(
+        plan(demo_config).of("table"), aggregate.read_metrics(root / "metrics.csv"), root / "tables", decided(root)
+    )
     after_table = (root / "tables" / "viggo.md").read_text()
     after_paper = _paper_text(demo_config, root, tmp_path / "build")
 
@@ -174,13 +209,23 @@ def test_a_changed_metric_changes_the_table_and_the_paper_text(demo_config, demo
 def test_paper_pdf_builds(demo_config, demo_results, tmp_path):
     root, _, _ = demo_results
     build = tmp_path / "build"
-    main = paper.write_sources(demo_config, ["config/demo.yaml"], aggregate.read_metrics(root / "metrics.csv"),
-                               aggregate.read_curves(root / "learning_curves.csv"), root / "tables", root / "figures", build,
-                               decided(root))
+    main = paper.write_sources(
+        demo_config,
+        ["config/demo.yaml"],
+        aggregate.read_metrics(root / "metrics.csv"),
+        aggregate.read_curves(root / "learning_curves.csv"),
+        root / "tables",
+        root / "figures",
+        build,
+        decided(root),
+    )
     numbers = (build / "generated" / "numbers.tex").read_text()
     # Every \tb{key} of the hand-written prose is generated.
-    prose = "\n".join(line for line in (REPO / "paper" / "tunebench.tex").read_text().splitlines()
-                      if not line.lstrip().startswith("%"))
+    prose = "\n".join(
+        line
+        for line in (REPO / "paper" / "tunebench.tex").read_text().splitlines()
+        if not line.lstrip().startswith("%")
+    )
     used = set(re.findall(r"\\tb\{([^}]+)\}", prose))
     assert used and all(f"\\tbset{{{key}}}" in numbers for key in used)
     pdf = paper.compile_pdf(main, tmp_path / "tunebench.pdf")
@@ -191,9 +236,16 @@ def test_paper_pdf_builds(demo_config, demo_results, tmp_path):
 
 def test_an_unknown_number_key_stops_the_build(demo_config, demo_results, tmp_path):
     root, _, _ = demo_results
-    main = paper.write_sources(demo_config, ["config/demo.yaml"], aggregate.read_metrics(root / "metrics.csv"),
-                               aggregate.read_curves(root / "learning_curves.csv"), root / "tables", root / "figures",
-                               tmp_path / "build", decided(root))
+    main = paper.write_sources(
+        demo_config,
+        ["config/demo.yaml"],
+        aggregate.read_metrics(root / "metrics.csv"),
+        aggregate.read_curves(root / "learning_curves.csv"),
+        root / "tables",
+        root / "figures",
+        tmp_path / "build",
+        decided(root),
+    )
     main.write_text(main.read_text().replace(r"\maketitle", r"\maketitle \tb{no-such-number}"))
     with pytest.raises(paper.LatexError, match="No generated value named no-such-number"):
         paper.compile_pdf(main, tmp_path / "tunebench.pdf")
@@ -201,21 +253,42 @@ def test_an_unknown_number_key_stops_the_build(demo_config, demo_results, tmp_pa
 
 def test_missing_latex_is_one_sentence_naming_the_packages(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(paper.LatexError, match=r"latexmk and pdflatex not found; install LaTeX with `apt-get install latexmk"):
+    with pytest.raises(
+        paper.LatexError, match=r"latexmk and pdflatex not found; install LaTeX with `apt-get install latexmk"
+    ):
         paper.compile_pdf(tmp_path / "tunebench.tex", tmp_path / "out.pdf")
 
 
 def test_commands_name_unknown_outputs_and_missing_inputs(demo_results, tmp_path, capsys):
     root, _, _ = demo_results
     config = str(REPO / "config" / "demo.yaml")
-    assert cli.main(["tables", "nonsense", "--config", config, "--metrics", str(root / "metrics.csv"),
-                     "--out-dir", str(tmp_path)]) == 2
+    assert (
+        cli.main(
+            [
+                "tables",
+                "nonsense",
+                "--config",
+                config,
+                "--metrics",
+                str(root / "metrics.csv"),
+                "--out-dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "no table named nonsense; its tables are main, viggo" in capsys.readouterr().err
-    assert cli.main(["figures", "--config", config, "--metrics", str(tmp_path / "absent.csv"),
-                     "--out-dir", str(tmp_path)]) == 2
+    assert (
+        cli.main(["figures", "--config", config, "--metrics", str(tmp_path / "absent.csv"), "--out-dir", str(tmp_path)])
+        == 2
+    )
     assert "absent.csv is missing; run `tunebench aggregate`" in capsys.readouterr().err
-    assert cli.main(["tables", "cost", "--config", config, "--metrics", str(root / "metrics.csv"),
-                     "--out-dir", str(tmp_path)]) == 0
+    assert (
+        cli.main(
+            ["tables", "cost", "--config", config, "--metrics", str(root / "metrics.csv"), "--out-dir", str(tmp_path)]
+        )
+        == 0
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cost.csv", "cost.md", "cost.tex"]
 
 

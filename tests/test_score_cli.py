@@ -64,13 +64,22 @@ def test_summary_and_per_example_follow_the_contract(tunebench, tmp_path):
 
 def test_every_task(tunebench, tmp_path):
     cases = {
-        "viggo": [{"prediction": "inform(name[Halo], rating[good])", "answer": "inform(name[Halo], rating[good])"},
-                  {"prediction": "inform(rating[good], name[Halo])", "answer": "inform(name[Halo], rating[good])"}],
-        "multiplication": [{"prediction": "458 * 987 = 452,046", "answer": "452046"},
-                           {"prediction": "= 451,086", "answer": 452046}],
+        "viggo": [
+            {"prediction": "inform(name[Halo], rating[good])", "answer": "inform(name[Halo], rating[good])"},
+            {"prediction": "inform(rating[good], name[Halo])", "answer": "inform(name[Halo], rating[good])"},
+        ],
+        "multiplication": [
+            {"prediction": "458 * 987 = 452,046", "answer": "452046"},
+            {"prediction": "= 451,086", "answer": 452046},
+        ],
     }
     expected = {
-        "viggo": {"function_accuracy": 1.0, "attributes_accuracy": 1.0, "attributes_ordered_accuracy": 0.5, "exact_match": 0.5},
+        "viggo": {
+            "function_accuracy": 1.0,
+            "attributes_accuracy": 1.0,
+            "attributes_ordered_accuracy": 0.5,
+            "exact_match": 0.5,
+        },
         "multiplication": {"accuracy": 0.5},
     }
     for task, rows in cases.items():
@@ -82,9 +91,21 @@ def test_every_task(tunebench, tmp_path):
 def test_sql_options_and_unscorable_rows(tunebench, tmp_path):
     context = "CREATE TABLE head (name VARCHAR, age INTEGER)"
     rows = [
-        {"prediction": "<SQL>SELECT name FROM head WHERE age > 56</SQL>", "answer": "SELECT name FROM head WHERE age > 56", "context": context},
-        {"prediction": "SELECT name FROM head WHERE age >= 56", "answer": "SELECT name FROM head WHERE age > 56", "context": context},
-        {"prediction": "SELECT 1993", "answer": 'SELECT 1993 FROM t WHERE 1991 = "1r"', "context": "CREATE TABLE t (Id VARCHAR)"},
+        {
+            "prediction": "<SQL>SELECT name FROM head WHERE age > 56</SQL>",
+            "answer": "SELECT name FROM head WHERE age > 56",
+            "context": context,
+        },
+        {
+            "prediction": "SELECT name FROM head WHERE age >= 56",
+            "answer": "SELECT name FROM head WHERE age > 56",
+            "context": context,
+        },
+        {
+            "prediction": "SELECT 1993",
+            "answer": 'SELECT 1993 FROM t WHERE 1991 = "1r"',
+            "context": "CREATE TABLE t (Id VARCHAR)",
+        },
     ]
     source = write_lines(tmp_path / "sql.jsonl", rows)
     out = tmp_path / "sql-verdicts.jsonl"
@@ -175,8 +196,10 @@ def test_non_finite_golds_are_unscorable(tunebench, tmp_path, task, gold):
     """JSON's Infinity/NaN and a float that overflows (1e400) are no answer: the row is unscorable."""
     source = tmp_path / "golds.jsonl"
     context = ', "context": "CREATE TABLE t (a INT)"' if task == "sql" else ""
-    source.write_text('{"prediction": "#### 5", "answer": ' + gold + context + "}\n"
-                      '{"prediction": "#### 5", "answer": "5"' + context + "}\n")
+    source.write_text(
+        '{"prediction": "#### 5", "answer": ' + gold + context + "}\n"
+        '{"prediction": "#### 5", "answer": "5"' + context + "}\n"
+    )
     code, stdout, stderr = tunebench("score", task, source)
     assert code == 0, stderr
     assert json.loads(stdout)["n"] == 2

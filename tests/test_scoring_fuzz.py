@@ -19,7 +19,10 @@ SQL_DATABASES = 3
 MEGABYTE = 1 << 20
 
 GOLDS = {
-    "viggo": {"answer": "give_opinion(name[Tom Clancy's The Division], esrb[M (for Mature)], rating[average], " "genres[role-playing, shooter])"},
+    "viggo": {
+        "answer": "give_opinion(name[Tom Clancy's The Division], esrb[M (for Mature)], rating[average], "
+        "genres[role-playing, shooter])"
+    },
     "gsm8k": {"answer": "987654321"},
     "multiplication": {"answer": "98765432123", "a": 1234567, "b": 80003659},
     "sql": {
@@ -73,14 +76,15 @@ SQL_ATTACKS = [
     "SELECT * FROM sqlite_master",
     f"SELECT instr(({ENDLESS} SELECT group_concat('a', '') FROM c LIMIT 1), 'b')",
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 9999) "
-    "SELECT (SELECT group_concat('a', '') FROM c) LIKE '%' || replace((SELECT group_concat('a', '') FROM c LIMIT " "400), 'a', 'a%') || 'b'",
+    "SELECT (SELECT group_concat('a', '') FROM c) LIKE '%' || replace((SELECT group_concat('a', '') FROM c LIMIT "
+    "400), 'a', 'a%') || 'b'",
     "SELECT name FROM head WHERE random() > 0",
     "SELECT * FROM head a, head b, head c, head d, head e, head f",
     "SELECT name FROM head WHERE " + " OR ".join(["(age > 1"] * 3000),
     "SELECT " + "(" * 50_000 + "1",
     "SELECT " + "(SELECT " * 300 + "1" + ")" * 300,
     "SELECT name FROM head WHERE born_state = 'California' AND age > 56 /*",
-    "SELECT name FROM head WHERE born_state = \"California",
+    'SELECT name FROM head WHERE born_state = "California',
     "<SQL>" * 200_000,
     "```" * 300_000,
 ]
@@ -96,9 +100,51 @@ def _random_text(rng: random.Random) -> str:
 
 
 _SOUP = [
-    "SELECT", "FROM", "WHERE", "head", "name", "age", "(", ")", ",", "'", '"', ";", "DROP", "ATTACH", "PRAGMA",
-    "UNION", "WITH", "RECURSIVE", "*", "=", ">", "1", "0x", "--", "/*", "*/", "<SQL>", "</SQL>", "```", "[", "]",
-    "inform(", "name[", "####", "-", "$", ",000", "\n", "\x00", "\ud800", "NULL", "AS", "c", "x", "ORDER BY",
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "head",
+    "name",
+    "age",
+    "(",
+    ")",
+    ",",
+    "'",
+    '"',
+    ";",
+    "DROP",
+    "ATTACH",
+    "PRAGMA",
+    "UNION",
+    "WITH",
+    "RECURSIVE",
+    "*",
+    "=",
+    ">",
+    "1",
+    "0x",
+    "--",
+    "/*",
+    "*/",
+    "<SQL>",
+    "</SQL>",
+    "```",
+    "[",
+    "]",
+    "inform(",
+    "name[",
+    "####",
+    "-",
+    "$",
+    ",000",
+    "\n",
+    "\x00",
+    "\ud800",
+    "NULL",
+    "AS",
+    "c",
+    "x",
+    "ORDER BY",
 ]
 
 
@@ -141,8 +187,21 @@ class FileWatch:
     """Records, through an audit hook, anything that writes files, opens a database file or starts a process."""
 
     WRITE_EVENTS = {
-        "os.remove", "os.rename", "os.mkdir", "os.rmdir", "os.truncate", "os.link", "os.symlink", "os.chmod",
-        "shutil.rmtree", "shutil.move", "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "socket.connect",
+        "os.remove",
+        "os.rename",
+        "os.mkdir",
+        "os.rmdir",
+        "os.truncate",
+        "os.link",
+        "os.symlink",
+        "os.chmod",
+        "shutil.rmtree",
+        "shutil.move",
+        "subprocess.Popen",
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+        "socket.connect",
     }
 
     def __init__(self):
@@ -223,8 +282,11 @@ def test_write_statements_never_count_as_parsed():
 
 
 @pytest.mark.parametrize("task", ["viggo", "gsm8k", "multiplication", "sql"])
-@pytest.mark.parametrize("answer", [float("inf"), float("-inf"), float("nan"), 10**400, "1e400", "Infinity"],
-                         ids=["inf", "-inf", "nan", "int400", "str1e400", "strInfinity"])
+@pytest.mark.parametrize(
+    "answer",
+    [float("inf"), float("-inf"), float("nan"), 10**400, "1e400", "Infinity"],
+    ids=["inf", "-inf", "nan", "int400", "str1e400", "strInfinity"],
+)
 def test_hostile_golds_are_unscorable_not_a_crash(task, answer):
     """A gold that is no finite number (JSON's Infinity, 1e400 read as a float, a 400-digit integer)
     gives ``None`` verdicts, whatever the prediction."""

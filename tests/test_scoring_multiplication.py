@@ -44,7 +44,9 @@ def test_unusable_gold_is_unscorable():
 
 def test_absurdly_long_numbers_are_wrong():
     assert multiplication.score("9" * 200_000, GOLD) == {"accuracy": False}
-    assert multiplication.score("1" + ",000" * 50_000, GOLD) == {"accuracy": False}  # one grouped number, 150,001 digits
+    assert multiplication.score("1" + ",000" * 50_000, GOLD) == {
+        "accuracy": False
+    }  # one grouped number, 150,001 digits
     assert multiplication.extract("1" + ",000" * 50_000) is None
     # "1,1,...,1,234" is no grouped number until its tail: the last integer is 1,234.
     assert multiplication.extract("1," * 100_000 + "234") == "1234"

@@ -107,8 +107,11 @@ def head_suite():
         ("SELECT randomblob(100)", "not authorized"),
         ("SELECT zeroblob(100000000)", "not authorized"),
         ("SELECT printf('%.*c', 1000000000, 'x')", "not authorized"),
-        ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000) SELECT group_concat('ab', " "'') FROM c",
-         "too big"),
+        (
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000) SELECT group_concat('ab', "
+            "'') FROM c",
+            "too big",
+        ),
         ("SELECT * FROM head a, head b, head c, head d", "more than 1000 result rows"),
     ],
 )
@@ -151,9 +154,13 @@ def test_context_may_only_define_tables(tmp_path, monkeypatch):
 
 def test_double_quoted_literals_are_strings_unless_a_column_has_that_name(head_suite):
     answer = head_suite.gold
-    assert sql.score("SELECT name FROM head WHERE born_state = 'California' AND age > 56", gold(answer))["execution_accuracy"]
+    assert sql.score("SELECT name FROM head WHERE born_state = 'California' AND age > 56", gold(answer))[
+        "execution_accuracy"
+    ]
     # "born_state" names a column, so this compares the column with itself: true on every row.
-    assert not sql.score('SELECT name FROM head WHERE "born_state" = "born_state" AND age > 56', gold(answer))["execution_accuracy"]
+    assert not sql.score('SELECT name FROM head WHERE "born_state" = "born_state" AND age > 56', gold(answer))[
+        "execution_accuracy"
+    ]
     tables = sqlsuite.load_schema(HEAD)
     tree = sqlsuite.parse_query(answer)
     resolver = sqlsuite._Resolver(tree, tables)
@@ -187,9 +194,7 @@ def test_suite_puts_values_on_and_beside_every_literal(head_suite):
 def test_near_misses(head_suite, prediction, correct):
     verdict = sql.score(prediction, gold(head_suite.gold))["execution_accuracy"]
     if correct is None:  # DISTINCT is right only if no suite database repeats a name among the matches
-        names = [
-            Counter(row[0] for row in rows) for rows in head_suite.results
-        ]
+        names = [Counter(row[0] for row in rows) for rows in head_suite.results]
         assert verdict == all(max(count.values()) == 1 for count in names)
     else:
         assert verdict is correct
@@ -198,9 +203,14 @@ def test_near_misses(head_suite, prediction, correct):
 def test_order_matters_only_when_the_gold_orders():
     ordered = gold("SELECT name, age FROM head WHERE age > 30 ORDER BY age")
     assert sql.score("SELECT name, age FROM head WHERE age > 30 ORDER BY age", ordered)["execution_accuracy"] is True
-    assert sql.score("SELECT name, age FROM head WHERE age > 30 ORDER BY age DESC", ordered)["execution_accuracy"] is False
+    assert (
+        sql.score("SELECT name, age FROM head WHERE age > 30 ORDER BY age DESC", ordered)["execution_accuracy"] is False
+    )
     unordered = gold("SELECT name, age FROM head WHERE age > 30")
-    assert sql.score("SELECT name, age FROM head WHERE age > 30 ORDER BY age DESC", unordered)["execution_accuracy"] is True
+    assert (
+        sql.score("SELECT name, age FROM head WHERE age > 30 ORDER BY age DESC", unordered)["execution_accuracy"]
+        is True
+    )
     assert sql.score("SELECT age, name FROM head WHERE age > 30", unordered)["execution_accuracy"] is False
 
 
@@ -210,7 +220,9 @@ def test_numbers_compare_numerically_and_text_stays_text():
     assert not sqlsuite.same_result([(3,)], [("3",)], ordered=False)
     assert not sqlsuite.same_result([(1,), (1,)], [(1,)], ordered=False)  # multisets, not sets
     count = gold("SELECT COUNT(*) FROM head WHERE age > 56")
-    assert sql.score("SELECT SUM(CASE WHEN age > 56 THEN 1.0 ELSE 0 END) FROM head", count)["execution_accuracy"] is True
+    assert (
+        sql.score("SELECT SUM(CASE WHEN age > 56 THEN 1.0 ELSE 0 END) FROM head", count)["execution_accuracy"] is True
+    )
 
 
 def test_exact_match_normalises_case_spacing_quotes_and_semicolons():
@@ -280,7 +292,9 @@ def mutations(answer: str, context: str) -> list[tuple[str, str]]:
 
     out = []
     mutant = tree.copy()
-    targets = [c for s in mutant.selects for c in s.find_all(exp.Column) if is_column(c) and not c.find_ancestor(exp.Count)]
+    targets = [
+        c for s in mutant.selects for c in s.find_all(exp.Column) if is_column(c) and not c.find_ancestor(exp.Count)
+    ]
     if not targets and mutant.args.get("where"):
         targets = [c for c in mutant.args["where"].find_all(exp.Column) if is_column(c)]
     if targets:
@@ -340,7 +354,10 @@ def test_acceptance_on_the_mirror_sample(sample):
     scorable = [row for row, verdict in zip(sample, verdicts) if verdict is not None]
     assert all(verdict is True for verdict in verdicts if verdict is not None)
     share = len(scorable) / len(sample)
-    print(f"\ngold against itself: {len(scorable)} of {len(sample)} scorable ({share:.1%}), all correct, " f"{self_seconds:.1f} s")
+    print(
+        f"\ngold against itself: {len(scorable)} of {len(sample)} scorable ({share:.1%}), all correct, "
+        f"{self_seconds:.1f} s"
+    )
     assert share >= 0.90
 
     start = time.monotonic()
@@ -352,7 +369,9 @@ def test_acceptance_on_the_mirror_sample(sample):
     for kind in made:
         print(f"{kind}: {caught[kind]} of {made[kind]} scored wrong ({caught[kind] / made[kind]:.1%})")
     total = sum(caught.values()) / sum(made.values())
-    print(f"all mutations: {sum(caught.values())} of {sum(made.values())} ({total:.1%}), {time.monotonic() - start:.1f} s")
+    print(
+        f"all mutations: {sum(caught.values())} of {sum(made.values())} ({total:.1%}), {time.monotonic() - start:.1f} s"
+    )
     assert set(made) == {"another column", "another literal", "dropped condition", "AND to OR", "flipped comparison"}
     assert min(made.values()) >= 500
     assert total >= 0.95
@@ -362,7 +381,9 @@ def test_acceptance_on_the_mirror_sample(sample):
 def test_sqlglot_executor_replays_the_study(sample):
     # The study lower-cased the model's SQL before running it in sqlglot's executor, so a correct
     # query is wrong whenever a literal has capitals; lower-case golds survive the replay.
-    lower = [row for row in sample[200:] if all(q == q.lower() for q in re.findall(r"\"[^\"]*\"|'[^']*'", row["answer"]))][:40]
+    lower = [
+        row for row in sample[200:] if all(q == q.lower() for q in re.findall(r"\"[^\"]*\"|'[^']*'", row["answer"]))
+    ][:40]
     verdicts = [sql.score(row["answer"], row, sql_executor="sqlglot")["execution_accuracy"] for row in lower]
     assert all(verdict in (True, None) for verdict in verdicts)
     assert sum(verdict is True for verdict in verdicts) >= 30

@@ -79,10 +79,16 @@ def test_first_complete_representation_wins():
 def test_partial_metrics():
     gold = "give_opinion(name[Halo], rating[good], platforms[Xbox])"
     assert viggo.score("give_opinion(name[Halo], rating[poor], platforms[Xbox])", {"answer": gold}) == {
-        "function_accuracy": True, "attributes_accuracy": True, "attributes_ordered_accuracy": True, "exact_match": False,
+        "function_accuracy": True,
+        "attributes_accuracy": True,
+        "attributes_ordered_accuracy": True,
+        "exact_match": False,
     }
     assert viggo.score("give_opinion(name[Halo], rating[good])", {"answer": gold}) == {
-        "function_accuracy": True, "attributes_accuracy": False, "attributes_ordered_accuracy": False, "exact_match": False,
+        "function_accuracy": True,
+        "attributes_accuracy": False,
+        "attributes_ordered_accuracy": False,
+        "exact_match": False,
     }
     # A right attribute set under the wrong function earns nothing beyond the function check.
     assert viggo.score("inform(name[Halo], rating[good], platforms[Xbox])", {"answer": gold}) == ALL_FALSE

@@ -33,8 +33,15 @@ from slurm_support import profile_without_container, two_host_cluster
 BIN = Path(sys.executable).parent
 TIMING = ("tokens_per_s", "wall_time_s", "peak_memory_mb")
 # metrics.csv columns that measure the run (time, speed, memory) rather than its results.
-MEASURED = ("train_wall_time_s", "train_tokens_per_s", "peak_memory_mb", "device_hours", "device_hours_total",
-            "eval_wall_time_s", "eval_tokens_per_s")
+MEASURED = (
+    "train_wall_time_s",
+    "train_tokens_per_s",
+    "peak_memory_mb",
+    "device_hours",
+    "device_hours_total",
+    "eval_wall_time_s",
+    "eval_tokens_per_s",
+)
 FULL = Path("results/train/viggo/tiny-llama/full")
 
 pytestmark = [
@@ -64,14 +71,22 @@ def _snakemake(repo_root: Path, workdir: Path, config: dict, target: str, *optio
     workdir.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config))
     # The target comes first: --configfile and --rerun-triggers take every value that follows them.
-    return [str(BIN / "snakemake"), target, "-s", str(repo_root / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(path), *options]
+    return [
+        str(BIN / "snakemake"),
+        target,
+        "-s",
+        str(repo_root / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(path),
+        *options,
+    ]
 
 
 def _slurm_args(repo_root: Path, scratch: Path) -> list[str]:
     profile = profile_without_container(repo_root, scratch / "slurm-profile")
-    return ["--profile", str(profile),
-            "--workflow-profile", str(repo_root / "tests" / "slurm_profile")]
+    return ["--profile", str(profile), "--workflow-profile", str(repo_root / "tests" / "slurm_profile")]
 
 
 def _history(directory: Path) -> list[dict]:
@@ -101,7 +116,9 @@ def _kill_training_step(cluster, resume: Path, process: subprocess.Popen, timeou
                 cluster.run("scancel", "--signal=KILL", steps[0])
                 return train[0]
         if process.poll() is not None:
-            raise AssertionError(f"the workflow ended before its training step could be killed:\n{process.stdout.read()[-4000:]}")
+            raise AssertionError(
+                f"the workflow ended before its training step could be killed:\n{process.stdout.read()[-4000:]}"
+            )
         time.sleep(0.05)
     raise AssertionError(f"no resume state inside epoch 1 appeared in {resume} within {timeout} s")
 
@@ -111,16 +128,26 @@ def test_the_workflow_on_a_two_host_slurm_cluster(repo_root, with_mirror, tmp_pa
     single = _config(repo_root, {"threads": 2, "mem_mb": 3000, "processes": 2})
     target = "results/metrics.csv"
 
-    local = subprocess.run(_snakemake(repo_root, tmp_path / "local", single, target, "--cores", "2"),
-                           capture_output=True, text=True, env=env, timeout=900)
+    local = subprocess.run(
+        _snakemake(repo_root, tmp_path / "local", single, target, "--cores", "2"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert local.returncode == 0, local.stderr[-4000:]
 
     with two_host_cluster(tmp_path / "slurm") as cluster:
         env = {**env, **{k: v for k, v in cluster.env.items() if k == "SLURM_CONF"}}
         # 1. The config as SLURM jobs; the same metrics as the local run.
         work = tmp_path / "on-slurm"
-        run = subprocess.run(_snakemake(repo_root, work, single, target, *_slurm_args(repo_root, tmp_path)),
-                             capture_output=True, text=True, env=env, timeout=900)
+        run = subprocess.run(
+            _snakemake(repo_root, work, single, target, *_slurm_args(repo_root, tmp_path)),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+        )
         assert run.returncode == 0, run.stderr[-4000:] + cluster.logs()
         output = run.stdout + run.stderr
         submitted = set(re.findall(r"has been submitted with SLURM jobid (\d+)", output))
@@ -138,8 +165,15 @@ def test_the_workflow_on_a_two_host_slurm_cluster(repo_root, with_mirror, tmp_pa
         # The data are step 1's, with their settings stamps (a resources change leaves the data settings
         # as they were, so the stamps are not rewritten and mtime alone does not redo the data job).
         shutil.copytree(work / "results" / "settings" / "data", work2 / "results" / "settings" / "data")
-        command = _snakemake(repo_root, work2, two_nodes, str(FULL / "best.json"), *_slurm_args(repo_root, tmp_path),
-                             "--rerun-triggers", "mtime")
+        command = _snakemake(
+            repo_root,
+            work2,
+            two_nodes,
+            str(FULL / "best.json"),
+            *_slurm_args(repo_root, tmp_path),
+            "--rerun-triggers",
+            "mtime",
+        )
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         try:
             killed = _kill_training_step(cluster, work2 / f"{FULL}.resume", process)

@@ -55,8 +55,10 @@ def _viggo_files(mirror: Path) -> dict[str, bytes]:
     for split, name in VIGGO_SPLITS.items():
         with open(mirror / "viggo" / name, encoding="utf-8", newline="") as handle:
             rows = list(csv.DictReader(handle))[: VIGGO_ROWS[split]]
-        lines = [json.dumps({"gem_id": f"viggo-{split}-{i}", "meaning_representation": row["mr"], "target": row["ref"]})
-                 for i, row in enumerate(rows)]
+        lines = [
+            json.dumps({"gem_id": f"viggo-{split}-{i}", "meaning_representation": row["mr"], "target": row["ref"]})
+            for i, row in enumerate(rows)
+        ]
         files[f"data/{split}.jsonl"] = ("\n".join(lines) + "\n").encode()
     return files
 
@@ -87,7 +89,9 @@ def hf_home(tmp_path_factory, mirror) -> tuple[Path, dict[str, str]]:
 def _config(path: Path, **changes) -> Path:
     config = {
         "seed": 42,
-        "tasks": {"viggo": {"hub": {"id": DATASET, "revision": None}, "limit": {"train": 16, "validation": 4, "test": 4}}},
+        "tasks": {
+            "viggo": {"hub": {"id": DATASET, "revision": None}, "limit": {"train": 16, "validation": 4, "test": 4}}
+        },
         "models": {
             "smollm2-135m": {"size": "135M", "base": {"hub": MODEL}},
             "tiny-llama": {"size": "tiny", "base": {"random_llama": dict(TINY_LLAMA), "tokenizer": {"hub": MODEL}}},
@@ -130,10 +134,25 @@ def test_fetch_finds_everything_staged_and_the_workflow_then_runs_offline(hf_hom
     # The workflow with hf_home set: rule fetch runs first, then every job with HF_HUB_OFFLINE=1.
     work = tmp_path / "work"
     run = subprocess.run(
-        [str(BIN / "snakemake"), "-s", str(Path(__file__).parents[1] / "Snakefile"), "--directory", str(work),
-         "--configfile", str(config), "--config", f"hf_home={home}", "--cores", "2",
-         "results/eval/viggo/smollm2-135m/baseline/metrics.json", "results/eval/viggo/tiny-llama/lora/metrics.json"],
-        capture_output=True, text=True, env=_env(), timeout=900,
+        [
+            str(BIN / "snakemake"),
+            "-s",
+            str(Path(__file__).parents[1] / "Snakefile"),
+            "--directory",
+            str(work),
+            "--configfile",
+            str(config),
+            "--config",
+            f"hf_home={home}",
+            "--cores",
+            "2",
+            "results/eval/viggo/smollm2-135m/baseline/metrics.json",
+            "results/eval/viggo/tiny-llama/lora/metrics.json",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=900,
     )
     assert run.returncode == 0, run.stderr[-4000:]
     assert "rule fetch" in run.stdout + run.stderr
@@ -151,12 +170,21 @@ def test_an_item_missing_offline_is_named_with_the_fetch_command(hf_home, tmp_pa
     home, _ = hf_home
     offline = _env(HF_HUB_OFFLINE="1", HF_HOME=str(home))
     tasks = {"viggo": {"hub": {"id": "GEM/viggo-missing", "revision": None}}}
-    data = _tunebench("data", "viggo", "--config", str(_config(tmp_path / "data.yaml", tasks=tasks)),
-                      "--out-dir", str(tmp_path / "data"), env=offline)
+    data = _tunebench(
+        "data",
+        "viggo",
+        "--config",
+        str(_config(tmp_path / "data.yaml", tasks=tasks)),
+        "--out-dir",
+        str(tmp_path / "data"),
+        env=offline,
+    )
     assert data.returncode == 2 and "Traceback" not in data.stderr
     assert data.stderr.strip().count("\n") == 0, data.stderr
-    assert ("dataset GEM/viggo-missing@main (tasks.viggo.hub) is not in the hub cache" in data.stderr
-            and "tunebench fetch --config" in data.stderr)
+    assert (
+        "dataset GEM/viggo-missing@main (tasks.viggo.hub) is not in the hub cache" in data.stderr
+        and "tunebench fetch --config" in data.stderr
+    )
 
     models = {"smollm2-135m": {"size": "135M", "base": {"hub": "HuggingFaceTB/absent", "revision": "v1"}}}
     experiments = {"baselines": [{"task": "viggo", "models": ["smollm2-135m"]}]}
@@ -166,8 +194,21 @@ def test_an_item_missing_offline_is_named_with_the_fetch_command(hf_home, tmp_pa
     assert "model HuggingFaceTB/absent@v1 (models.smollm2-135m.base) is not in the hub cache" in fetched.stderr
     # A job that needs the model names it the same way, in one sentence.
     write_data(tmp_path / "data")  # rows to prompt with; the model is what is missing
-    evaluated = _tunebench("evaluate", "--config", str(config), "--task", "viggo", "--model", "smollm2-135m",
-                           "--run", "baseline", "--data-dir", str(tmp_path / "data"), "--out-dir", str(tmp_path / "eval"),
-                           env=offline)
+    evaluated = _tunebench(
+        "evaluate",
+        "--config",
+        str(config),
+        "--task",
+        "viggo",
+        "--model",
+        "smollm2-135m",
+        "--run",
+        "baseline",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--out-dir",
+        str(tmp_path / "eval"),
+        env=offline,
+    )
     assert evaluated.returncode == 2 and "Traceback" not in evaluated.stderr, evaluated.stderr[-2000:]
     assert "model HuggingFaceTB/absent@v1" in evaluated.stderr and "tunebench fetch --config" in evaluated.stderr

@@ -56,7 +56,7 @@ def test_the_parts_of_the_library_import_each_other_without_a_cycle():
         state[part] = "open"
         for target, where in graph.get(part, {}).items():
             if state.get(target) == "open":
-                cycle = trail[trail.index(target):] + [part, target] if target in trail else [part, target]
+                cycle = trail[trail.index(target) :] + [part, target] if target in trail else [part, target]
                 raise AssertionError(f"import cycle {' -> '.join(cycle)} (closed at {where})")
             if target not in state:
                 visit(target, trail + [part])

@@ -35,7 +35,7 @@ def test_completion_loss_masks_the_prompt_and_keeps_the_end_marker(tokenizer):
     assert example.input_ids[: len(prompt_ids)] == prompt_ids
     # targets are shifted: position t predicts token t + 1, and only completion tokens are targets
     targets = [label for label in example.labels if label != batching.IGNORE]
-    assert targets == example.input_ids[len(prompt_ids):]
+    assert targets == example.input_ids[len(prompt_ids) :]
     assert tokenizer.decode(targets) == completion_text
     assert targets[-1] == tokenizer.convert_tokens_to_ids(formats.END_A)
     assert example.labels[-1] == batching.IGNORE
@@ -63,7 +63,9 @@ def test_all_tokens_loss_learns_the_prompt_too(tokenizer):
 def test_truncation_is_counted_and_an_example_without_targets_is_skipped(tokenizer):
     rows = multiplication_rows("train", 3)
     long = dict(rows[0], prompt="many words " * 40)
-    examples, stats = batching.encode_rows(tokenizer, "special_tokens", TASK, [long] + rows[1:], "completion", 40, "train.jsonl")
+    examples, stats = batching.encode_rows(
+        tokenizer, "special_tokens", TASK, [long] + rows[1:], "completion", 40, "train.jsonl"
+    )
     assert stats.truncated == 1
     assert stats.skipped == {"prompt fills max_length": 1}
     assert stats.examples == len(examples) == 2
@@ -78,7 +80,9 @@ def test_a_row_without_a_completion_is_refused_with_its_line(tokenizer):
 
 
 def test_packing_keeps_examples_whole_and_restarts_positions(tokenizer):
-    examples, _ = batching.encode_rows(tokenizer, "special_tokens", TASK, multiplication_rows("train", 10), "all", 64, "t")
+    examples, _ = batching.encode_rows(
+        tokenizer, "special_tokens", TASK, multiplication_rows("train", 10), "all", 64, "t"
+    )
     rows = batching.pack(examples, 64)
     assert [e for row in rows for e in row] == examples
     assert all(sum(len(e.input_ids) for e in row) <= 64 for row in rows)
@@ -94,7 +98,9 @@ def test_packing_keeps_examples_whole_and_restarts_positions(tokenizer):
 
 
 def test_pad_to_gives_every_row_the_same_width_and_padding_is_never_a_target(tokenizer):
-    examples, _ = batching.encode_rows(tokenizer, "special_tokens", TASK, multiplication_rows("train", 3), "all", 64, "t")
+    examples, _ = batching.encode_rows(
+        tokenizer, "special_tokens", TASK, multiplication_rows("train", 3), "all", 64, "t"
+    )
     batch = batching.collate([[e] for e in examples], tokenizer.pad_token_id, "pad_to", pad_to=96)
     assert batch["input_ids"].shape == (3, 96)
     padding = batch["attention_mask"] == 0
@@ -131,12 +137,16 @@ def test_packed_and_unpacked_batches_give_the_same_per_token_loss(tokenizer, tin
     batch["position_ids"] = torch.arange(batch["input_ids"].shape[1]).expand_as(batch["input_ids"])
     with torch.no_grad():
         logits = tiny_model(**batching.model_inputs(batch, "packing")).logits
-    leaked = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), reduction="none")
+    leaked = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), reduction="none"
+    )
     assert not torch.allclose(leaked[batch["labels"].reshape(-1) != batching.IGNORE], packed, atol=1e-5, rtol=0)
 
 
 def test_epoch_order_is_seeded_and_changes_between_epochs(tokenizer):
-    examples, _ = batching.encode_rows(tokenizer, "special_tokens", TASK, multiplication_rows("train", 20), "all", 64, "t")
+    examples, _ = batching.encode_rows(
+        tokenizer, "special_tokens", TASK, multiplication_rows("train", 20), "all", 64, "t"
+    )
     training = {"seed": 42, "batching": "pad_to_longest", "max_length": 64, "batch_size": 4}
     first = epoch_batches(examples, 1, training)
     assert first == epoch_batches(examples, 1, training)

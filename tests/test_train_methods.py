@@ -68,8 +68,10 @@ def test_lora_frozen_weights_held_in_bfloat16_change_nothing_under_autocast(toke
     train_in_process(config, "lora", tmp_path / "cast_once", data)
     monkeypatch.setattr(methods, "frozen_linears_to", lambda model, dtype: None)
     train_in_process(config, "lora", tmp_path / "cast_each_call", data)
-    losses = [[h["loss"] for h in read_history(tmp_path / name) if h["kind"] == "step"]
-              for name in ("cast_once", "cast_each_call")]
+    losses = [
+        [h["loss"] for h in read_history(tmp_path / name) if h["kind"] == "step"]
+        for name in ("cast_once", "cast_each_call")
+    ]
     assert len(losses[0]) == 2 and losses[0] == losses[1]
 
 
@@ -79,8 +81,11 @@ def test_frozen_linears_to_casts_only_the_frozen_base_layers(tokenizer_dir, tmp_
     model = methods.build(job, torch.device("cpu")).model
     dtypes = {name: p.dtype for name, p in model.named_parameters()}
     assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}  # adapters train in float32
-    adapted = [n for n in dtypes if n.endswith(("q_proj.base_layer.weight", "v_proj.base_layer.weight",
-                                                 "down_proj.base_layer.weight"))]
+    adapted = [
+        n
+        for n in dtypes
+        if n.endswith(("q_proj.base_layer.weight", "v_proj.base_layer.weight", "down_proj.base_layer.weight"))
+    ]
     assert adapted and {dtypes[n] for n in adapted} == {torch.bfloat16}
     assert all(d == torch.float32 for n, d in dtypes.items() if n not in adapted)  # embeddings, norms, other layers
 
@@ -92,8 +97,11 @@ def test_qlora_two_steps_on_4bit_linear_layers(tokenizer_dir, tmp_path):
     data = write_data(tmp_path / "data", train=16)
     out = tmp_path / "qlora"
     built = methods.build(resolved(config, "qlora", out, data), torch.device("cpu"))
-    linear = {name: type(module) for name, module in built.model.named_modules()
-              if name.endswith(("q_proj.base_layer", "k_proj", "o_proj", "up_proj"))}
+    linear = {
+        name: type(module)
+        for name, module in built.model.named_modules()
+        if name.endswith(("q_proj.base_layer", "k_proj", "o_proj", "up_proj"))
+    }
     assert linear and all(kind is bnb.nn.Linear4bit for kind in linear.values())
     weight = built.model.get_submodule("base_model.model.model.layers.0.self_attn.k_proj").weight
     assert weight.dtype == torch.uint8 and weight.quant_type == "nf4"
@@ -114,7 +122,12 @@ def test_full_two_steps_under_deepspeed_zero3_on_two_cpu_processes(tokenizer_dir
     # are the LoRA run's first 8: the token-mean loss over both processes must match it.
     assert step_losses(out) == [10.7822, 10.5664]
     run = _check_outputs(out, "full", processes=2)
-    assert run["distributed"] == {"type": "deepspeed", "zero_stage": 3, "offload_optimizer": "cpu", "offload_param": "none"}
+    assert run["distributed"] == {
+        "type": "deepspeed",
+        "zero_stage": 3,
+        "offload_optimizer": "cpu",
+        "offload_param": "none",
+    }
     assert run["trainable_params"] == run["total_params"]
     assert (out / "checkpoint" / "model.safetensors").is_file()
 
@@ -150,7 +163,9 @@ def test_the_end_marker_starts_as_the_end_of_sequence_token(tokenizer_dir, tmp_p
     """So that a short run already stops after an answer; the prompt markers keep their mean start.
     (Under ZeRO-3 the same rows are set on gathered weights: the full run's first loss equals LoRA's above.)"""
     config = tiny_config(tokenizer_dir, methods=["lora"])
-    built = methods.build(resolved(config, "lora", tmp_path / "out", write_data(tmp_path / "data")), torch.device("cpu"))
+    built = methods.build(
+        resolved(config, "lora", tmp_path / "out", write_data(tmp_path / "data")), torch.device("cpu")
+    )
     base = built.model.get_base_model()
     end, eos = built.tokenizer.convert_tokens_to_ids(formats.END_A), built.tokenizer.eos_token_id
     start = built.tokenizer.convert_tokens_to_ids(formats.START_Q)
@@ -176,13 +191,15 @@ def test_full_relaunches_through_accelerate_with_the_named_files(tokenizer_dir, 
     job = resolved(config, "full", tmp_path / "full", data)
     assert job.launch and job.processes == 2
     assert not resolved(config, "lora", tmp_path / "lora", data).launch
-    args = train_command.argparse.Namespace(config=[tmp_path / "c.yaml"], task="multiplication", model="tiny", run="full")
+    args = train_command.argparse.Namespace(
+        config=[tmp_path / "c.yaml"], task="multiplication", model="tiny", run="full"
+    )
     command = train_command.launch_command(job, args, tmp_path / "full", data)
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
     assert command[command.index("--config_file") + 1].endswith("config/accelerate/zero3_cpu.yaml")
     assert command[command.index("--num_processes") + 1] == "2"
     assert command[command.index("--deepspeed_config_file") + 1].endswith("config/deepspeed/zero3_cpu.json")
-    assert command[command.index("-m", 3) + 1: command.index("-m", 3) + 3] == ["tunebench.cli", "train"]
+    assert command[command.index("-m", 3) + 1 : command.index("-m", 3) + 3] == ["tunebench.cli", "train"]
 
 
 def test_two_stage_run_starts_from_the_first_stages_selected_checkpoint(tokenizer_dir, tmp_path):
@@ -244,9 +261,18 @@ def test_adapter_config_is_the_same_bytes_under_any_hash_seed(tokenizer_dir, tmp
     for seed in ("1", "2", "3"):
         out = tmp_path / f"seed{seed}"
         out.mkdir()
-        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
-        result = subprocess.run([sys.executable, "-c", code, str(tokenizer_dir), str(out)], capture_output=True,
-                                text=True, env=env, timeout=300)
+        env = dict(
+            os.environ,
+            PYTHONHASHSEED=seed,
+            PYTHONPATH=os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])),
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(tokenizer_dir), str(out)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         written.append((out / "adapter_config.json").read_bytes())
     assert written[0] == written[1] == written[2]

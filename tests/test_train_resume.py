@@ -44,7 +44,9 @@ def _without_timing(history: list[dict]) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_sigkill_after_epoch_one_and_again_in_epoch_two_then_rerun_matches_an_uninterrupted_run(tokenizer_dir, tmp_path):
+def test_sigkill_after_epoch_one_and_again_in_epoch_two_then_rerun_matches_an_uninterrupted_run(
+    tokenizer_dir, tmp_path
+):
     # 12 rows in batches of 4: 3 steps an epoch, a state after every step and at every epoch's end;
     # LoRA dropout draws random numbers, so the RNG state must come back too.
     config = tiny_config(tokenizer_dir, training={"epochs": 3, "checkpoint_every_steps": 1}, methods=["lora"])

@@ -32,8 +32,19 @@ def snakemake(repo_root, *args, env=None, cwd=None):
 def dry_run(repo_root, workdir, config):
     """A dry run of the repository's workflow in ``workdir``, which holds no results: the test sees the
     whole matrix whatever the checkout's own results/ holds (a finished demo leaves nothing to schedule)."""
-    return snakemake(repo_root, "-n", "--quiet", "rules", "-s", str(repo_root / "Snakefile"),
-                     "--configfile", str(repo_root / config), "--directory", str(workdir), cwd=workdir)
+    return snakemake(
+        repo_root,
+        "-n",
+        "--quiet",
+        "rules",
+        "-s",
+        str(repo_root / "Snakefile"),
+        "--configfile",
+        str(repo_root / config),
+        "--directory",
+        str(workdir),
+        cwd=workdir,
+    )
 
 
 def _job_counts(stdout: str) -> dict[str, int]:
@@ -72,13 +83,24 @@ def test_dry_run_of_the_demo(repo_root, tmp_path):
 
 
 def test_lint_is_clean(repo_root, tmp_path):
-    result = snakemake(repo_root, "--lint", "-s", str(repo_root / "Snakefile"), "--configfile",
-                       str(repo_root / "config" / "demo.yaml"), "--directory", str(tmp_path))
+    result = snakemake(
+        repo_root,
+        "--lint",
+        "-s",
+        str(repo_root / "Snakefile"),
+        "--configfile",
+        str(repo_root / "config" / "demo.yaml"),
+        "--directory",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def test_snakefmt_clean(repo_root):
-    files = ["Snakefile", *sorted(str(p.relative_to(repo_root)) for p in (repo_root / "workflow" / "rules").glob("*.smk"))]
+    files = [
+        "Snakefile",
+        *sorted(str(p.relative_to(repo_root)) for p in (repo_root / "workflow" / "rules").glob("*.smk")),
+    ]
     result = subprocess.run([str(BIN / "snakefmt"), "--check", *files], cwd=repo_root, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -88,8 +110,17 @@ def test_bad_config_stops_before_any_job_with_one_sentence(repo_root, tmp_path):
     cfg["methods"]["lora"]["learning_rate"] = -1.0
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
-    result = snakemake(repo_root, "-n", "-s", str(repo_root / "Snakefile"), "--configfile", str(bad),
-                       "--directory", str(tmp_path), cwd=tmp_path)
+    result = snakemake(
+        repo_root,
+        "-n",
+        "-s",
+        str(repo_root / "Snakefile"),
+        "--configfile",
+        str(bad),
+        "--directory",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
     assert result.returncode != 0
     assert "methods.lora.learning_rate" in result.stderr
     assert "Traceback" not in result.stderr
@@ -130,15 +161,21 @@ def _up_to_date_demo(repo_root, workdir: Path, config: Path) -> list[str]:
 
 
 def _dry_run(repo_root, workdir: Path, config: Path) -> dict[str, str]:
-    result = snakemake(repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(workdir),
-                       "--configfile", str(config), "-n")
+    result = snakemake(
+        repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(workdir), "--configfile", str(config), "-n"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return _scheduled(result.stdout)
 
 
 def _viggo_and_descendants(job: str) -> bool:
-    return "/viggo/" in job or job == "all" or job.startswith(
-        ("results/metrics.csv", "results/claims.csv", "results/tables/", "results/figures/", "results/paper/"))
+    return (
+        "/viggo/" in job
+        or job == "all"
+        or job.startswith(
+            ("results/metrics.csv", "results/claims.csv", "results/tables/", "results/figures/", "results/paper/")
+        )
+    )
 
 
 def test_editing_one_key_reruns_that_task_and_its_descendants(repo_root, with_mirror, tmp_path):
@@ -175,7 +212,12 @@ def test_editing_one_key_reruns_that_task_and_its_descendants(repo_root, with_mi
     # reuse the demo's data subsets; every data rule is scheduled.
     paper = _dry_run(repo_root, copied, repo_root / "config" / "config.yaml")
     assert sorted(rule for rule in paper.values() if rule.startswith("data_")) == [
-        "data_gsm8k", "data_mathqa", "data_multiplication", "data_sql", "data_viggo"]
+        "data_gsm8k",
+        "data_mathqa",
+        "data_multiplication",
+        "data_sql",
+        "data_viggo",
+    ]
 
 
 def test_a_job_runs_without_the_venv_on_path_and_records_the_stamps_digest(repo_root, with_mirror, tmp_path):
@@ -183,10 +225,23 @@ def test_a_job_runs_without_the_venv_on_path_and_records_the_stamps_digest(repo_
     writes records the same settings digest as the workflow's stamp (both from tunebench.settings)."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TUNEBENCH_DATA_MIRROR": str(with_mirror)}
     result = subprocess.run(
-        [str(BIN / "snakemake"), "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
-         "--configfile", str(repo_root / "config" / "demo.yaml"), "--cores", "1",
-         "results/data/multiplication/manifest.json", "results/data/viggo/manifest.json"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            str(BIN / "snakemake"),
+            "-s",
+            str(repo_root / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(repo_root / "config" / "demo.yaml"),
+            "--cores",
+            "1",
+            "results/data/multiplication/manifest.json",
+            "results/data/viggo/manifest.json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     for task in ("multiplication", "viggo"):
@@ -201,8 +256,18 @@ def test_every_stamp_matches_what_the_commands_compute(repo_root, tmp_path):
     from tunebench import config as tb_config
     from tunebench import settings as tb_settings
 
-    result = snakemake(repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
-                       "--configfile", str(repo_root / "config" / "demo.yaml"), "-n", "--quiet", "all")
+    result = snakemake(
+        repo_root,
+        "-s",
+        str(repo_root / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(repo_root / "config" / "demo.yaml"),
+        "-n",
+        "--quiet",
+        "all",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     cfg = tb_config.load(repo_root / "config" / "demo.yaml")
     stamps = sorted((tmp_path / "results" / "settings").rglob("*.json"))
@@ -221,21 +286,26 @@ def test_every_stamp_matches_what_the_commands_compute(repo_root, tmp_path):
 
 
 def test_a_run_outside_the_repository_finds_the_paper_config(repo_root, tmp_path):
-    result = snakemake(repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
-                       "-n", "--quiet", "rules")
+    result = snakemake(
+        repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path), "-n", "--quiet", "rules"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert _job_counts(result.stdout)["train"] == 27 + 3 + 1 + 1 + 1
 
 
-@pytest.mark.parametrize("extra, words", [
-    ("\nseed: 7\n", ["'seed' repeats the one on line"]),
-    ("\ntraining:\n  epochs: 1\n", ["'training' repeats the one on line"]),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ("\nseed: 7\n", ["'seed' repeats the one on line"]),
+        ("\ntraining:\n  epochs: 1\n", ["'training' repeats the one on line"]),
+    ],
+)
 def test_a_repeated_key_stops_the_workflow_in_one_sentence(repo_root, tmp_path, extra, words):
     config = tmp_path / "demo.yaml"
     config.write_text((repo_root / "config" / "demo.yaml").read_text() + extra)
-    result = snakemake(repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
-                       "--configfile", str(config), "-n")
+    result = snakemake(
+        repo_root, "-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(config), "-n"
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     line = next(line for line in result.stderr.splitlines() if line.startswith("tunebench:"))
@@ -245,14 +315,25 @@ def test_a_repeated_key_stops_the_workflow_in_one_sentence(repo_root, tmp_path, 
 def test_a_killed_runs_lock_is_cleared_only_when_no_snakemake_works_there(repo_root, with_mirror, tmp_path):
     """`make demo` runs tunebench.workflow_lock first: the stale lock of a SIGKILLed run goes (through
     snakemake --unlock), while the lock of a live run stays and the user is told in one sentence."""
-    args = ["-s", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
-            "--configfile", str(repo_root / "config" / "demo.yaml")]
+    args = [
+        "-s",
+        str(repo_root / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(repo_root / "config" / "demo.yaml"),
+    ]
     helper = [sys.executable, "-m", "tunebench.workflow_lock", "--", *args]
     assert subprocess.run(helper, capture_output=True, text=True, timeout=120).returncode == 0  # no lock: silent
     # A real run, SIGKILLed (with its job) once it holds the lock: it cannot remove the lock.
     target = ["results/data/viggo/manifest.json", *args, "--cores", "1"]  # not after --configfile's list
-    run = subprocess.Popen([str(BIN / "snakemake"), *target], cwd=tmp_path, start_new_session=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = subprocess.Popen(
+        [str(BIN / "snakemake"), *target],
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     locks = tmp_path / ".snakemake" / "locks"
     deadline = time.monotonic() + 120
     while not (locks.is_dir() and any(locks.iterdir())) and run.poll() is None and time.monotonic() < deadline:

@@ -44,8 +44,16 @@ def multiplication_rows(split: str, count: int, seed: int = 0) -> list[dict]:
     rows = []
     for i in range(count):
         a, b = rng.randint(10, 99), rng.randint(10, 99)
-        rows.append({"id": f"multiplication-{split}-{i:05d}", "prompt": f"What is {a} * {b}?",
-                     "completion": f"{a} * {b} = {a * b}", "answer": str(a * b), "a": a, "b": b})
+        rows.append(
+            {
+                "id": f"multiplication-{split}-{i:05d}",
+                "prompt": f"What is {a} * {b}?",
+                "completion": f"{a} * {b} = {a * b}",
+                "answer": str(a * b),
+                "a": a,
+                "b": b,
+            }
+        )
     return rows
 
 
@@ -64,20 +72,37 @@ def tiny_config(tokenizer_dir: Path, training: dict | None = None, **entry) -> d
 
     finetune = {"task": "multiplication", "models": ["tiny"], "methods": ["full", "lora", "qlora"]}
     finetune.update(entry)
-    return tb_config.validate({
-        "seed": 42,
-        "models": {"tiny": {"size": "tiny", "base": {"random_llama": dict(TINY_LLAMA), "tokenizer": {"local": str(tokenizer_dir)}}}},
-        "methods": {
-            "full": {"learning_rate": 1.0e-3, "accelerate_config": "zero3_cpu"},
-            "lora": {"learning_rate": 1.0e-2, "lora": "tiny"},
-            "qlora": {"learning_rate": 1.0e-2, "lora": "tiny", "compute_dtype": "float32"},
-        },
-        "lora_presets": {"tiny": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj", "down_proj"]}},
-        "training": {"epochs": 1, "batch_size": 4, "warmup_steps_per_device": 0, "max_length": 64,
-                     "batching": "pad_to_longest", "loss_on": "completion", "dtype": "float32", **(training or {})},
-        "experiments": {"finetune": [finetune]},
-        "resources": {"train": {"tiny": {"full": {"processes": 2}}}},
-    })
+    return tb_config.validate(
+        {
+            "seed": 42,
+            "models": {
+                "tiny": {
+                    "size": "tiny",
+                    "base": {"random_llama": dict(TINY_LLAMA), "tokenizer": {"local": str(tokenizer_dir)}},
+                }
+            },
+            "methods": {
+                "full": {"learning_rate": 1.0e-3, "accelerate_config": "zero3_cpu"},
+                "lora": {"learning_rate": 1.0e-2, "lora": "tiny"},
+                "qlora": {"learning_rate": 1.0e-2, "lora": "tiny", "compute_dtype": "float32"},
+            },
+            "lora_presets": {
+                "tiny": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj", "down_proj"]}
+            },
+            "training": {
+                "epochs": 1,
+                "batch_size": 4,
+                "warmup_steps_per_device": 0,
+                "max_length": 64,
+                "batching": "pad_to_longest",
+                "loss_on": "completion",
+                "dtype": "float32",
+                **(training or {}),
+            },
+            "experiments": {"finetune": [finetune]},
+            "resources": {"train": {"tiny": {"full": {"processes": 2}}}},
+        }
+    )
 
 
 def write_config(path: Path, config: dict) -> Path:
@@ -104,14 +129,34 @@ def train_in_process(config: dict, run: str, out_dir: Path, data_dir: Path, task
 
 
 def cli_command(config_path: Path, run: str, out_dir: Path, data_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "tunebench.cli", "train", "--config", str(config_path), "--task", "multiplication",
-            "--model", "tiny", "--run", run, "--out-dir", str(out_dir), "--data-dir", str(data_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "tunebench.cli",
+        "train",
+        "--config",
+        str(config_path),
+        "--task",
+        "multiplication",
+        "--model",
+        "tiny",
+        "--run",
+        run,
+        "--out-dir",
+        str(out_dir),
+        "--data-dir",
+        str(data_dir),
+    ]
 
 
-def run_cli(config_path: Path, run: str, out_dir: Path, data_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    config_path: Path, run: str, out_dir: Path, data_dir: Path, timeout: float = 600
+) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.pop("TUNEBENCH_LAUNCHED", None)
-    return subprocess.run(cli_command(config_path, run, out_dir, data_dir), capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        cli_command(config_path, run, out_dir, data_dir), capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def read_history(out_dir: Path) -> list[dict]:
@@ -142,4 +187,3 @@ def tokenizer(tokenizer_dir):
     from tunebench import models
 
     return models._finish_tokenizer(AutoTokenizer.from_pretrained(tokenizer_dir))
-

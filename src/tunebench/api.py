@@ -25,10 +25,11 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from .errors import ConfigError
 from .io import write_atomic
@@ -55,7 +56,7 @@ class Endpoint:
     output_price_per_mtok: float | None
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], model_name: str) -> "Endpoint":
+    def from_config(cls, config: Mapping[str, Any], model_name: str) -> Endpoint:
         section = config["models"][model_name]["api"]
         return cls(
             model_name=model_name,

@@ -59,10 +59,28 @@ class Size:
 
 
 # Sized to finish within a quarter of an hour on two cores.
-FULL = Size(repeats=2, train_steps=2, train_rows=64, prompts=32, new_tokens=16, batch_sizes=(1, 8, 16, 32),
-            sql_rows=60, data_rows=20_000, matmul=1024)
-QUICK = Size(repeats=1, train_steps=1, train_rows=16, prompts=4, new_tokens=4, batch_sizes=(1, 4),
-             sql_rows=6, data_rows=500, matmul=256)
+FULL = Size(
+    repeats=2,
+    train_steps=2,
+    train_rows=64,
+    prompts=32,
+    new_tokens=16,
+    batch_sizes=(1, 8, 16, 32),
+    sql_rows=60,
+    data_rows=20_000,
+    matmul=1024,
+)
+QUICK = Size(
+    repeats=1,
+    train_steps=1,
+    train_rows=16,
+    prompts=4,
+    new_tokens=4,
+    batch_sizes=(1, 4),
+    sql_rows=6,
+    data_rows=500,
+    matmul=256,
+)
 
 
 def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
@@ -143,11 +161,16 @@ def _example_losses(trainer, examples, layout: str) -> list[float]:
     model = copy.deepcopy(trainer.model).double().eval()
     with torch.no_grad():
         for row in rows:
-            batch = batching.collate([row], trainer.tokenizer.pad_token_id, layout,
-                                     trainer.training["pad_to"] if layout == "pad_to" else None)
+            batch = batching.collate(
+                [row],
+                trainer.tokenizer.pad_token_id,
+                layout,
+                trainer.training["pad_to"] if layout == "pad_to" else None,
+            )
             logits = model(**batching.model_inputs(batch, layout)).logits[0]
-            nll = torch.nn.functional.cross_entropy(logits, batch["labels"][0], ignore_index=batching.IGNORE,
-                                                    reduction="none")
+            nll = torch.nn.functional.cross_entropy(
+                logits, batch["labels"][0], ignore_index=batching.IGNORE, reduction="none"
+            )
             start = 0
             for example in row:
                 end = start + len(example.input_ids)
@@ -163,19 +186,39 @@ def training(config: Mapping, data_dirs: Mapping[str, Path], size: Size, work: P
         for layout in ("pad_to_longest", "pad_to", "packing"):
             rates = []
             for repeat in range(size.repeats):
-                trainer = _trainer(config, task, method, data_dirs[task], work / f"t-{task}-{method}-{layout}-{repeat}",
-                                   batching=layout, pad_to=512, max_length=512, dtype="float32", batch_size=2)
+                trainer = _trainer(
+                    config,
+                    task,
+                    method,
+                    data_dirs[task],
+                    work / f"t-{task}-{method}-{layout}-{repeat}",
+                    batching=layout,
+                    pad_to=512,
+                    max_length=512,
+                    dtype="float32",
+                    batch_size=2,
+                )
                 if repeat == 0:
                     losses = _example_losses(trainer, trainer.examples["train"][:6], layout)
                 seconds, tokens = _steps(trainer, size.train_steps)
                 rates.append(tokens / seconds)
             if reference_losses is None:
                 reference_losses = losses
-            agreement = max(abs(a - b) for a, b in zip(losses, reference_losses)) if len(losses) == len(
-                reference_losses) else float("nan")
-            rows.append({"comparison": "training", "case": f"{task} {method}", "variant": layout,
-                         "metric": "useful tokens/s",
-                         **_summary(rates), "max_loss_difference": agreement})
+            agreement = (
+                max(abs(a - b) for a, b in zip(losses, reference_losses))
+                if len(losses) == len(reference_losses)
+                else float("nan")
+            )
+            rows.append(
+                {
+                    "comparison": "training",
+                    "case": f"{task} {method}",
+                    "variant": layout,
+                    "metric": "useful tokens/s",
+                    **_summary(rates),
+                    "max_loss_difference": agreement,
+                }
+            )
     return rows
 
 
@@ -185,14 +228,31 @@ def precision(config: Mapping, data_dirs: Mapping[str, Path], size: Size, work: 
         for dtype in ("float32", "bfloat16_autocast"):
             rates, perplexities = [], []
             for repeat in range(size.repeats):
-                trainer = _trainer(config, "viggo", method, data_dirs["viggo"], work / f"p-{method}-{dtype}-{repeat}",
-                                   dtype=dtype, batching="packing", max_length=256, batch_size=2)
+                trainer = _trainer(
+                    config,
+                    "viggo",
+                    method,
+                    data_dirs["viggo"],
+                    work / f"p-{method}-{dtype}-{repeat}",
+                    dtype=dtype,
+                    batching="packing",
+                    max_length=256,
+                    batch_size=2,
+                )
                 seconds, tokens = _steps(trainer, size.train_steps)
                 rates.append(tokens / seconds)
                 perplexities.append(trainer.validate()[1])
-            rows.append({"comparison": "precision", "case": method, "variant": dtype, "metric": "tokens/s",
-                         **_summary(rates), "validation_perplexity": statistics.median(perplexities),
-                         "params": sum(p.numel() for p in trainer.built.model.parameters())})
+            rows.append(
+                {
+                    "comparison": "precision",
+                    "case": method,
+                    "variant": dtype,
+                    "metric": "tokens/s",
+                    **_summary(rates),
+                    "validation_perplexity": statistics.median(perplexities),
+                    "params": sum(p.numel() for p in trainer.built.model.parameters()),
+                }
+            )
     return rows
 
 
@@ -206,8 +266,9 @@ def generation(config: Mapping, data_dirs: Mapping[str, Path], size: Size) -> li
     model, tokenizer = models.load_for_inference(as_float32, MODEL, role="chat")
     task = tasks.get("viggo")
     test = data.read_split(data_dirs["viggo"], "test")[: size.prompts]
-    prompts = [formats.encode_prompt(tokenizer, formats.render_prompt("instruction", task, row, tokenizer))
-               for row in test]
+    prompts = [
+        formats.encode_prompt(tokenizer, formats.render_prompt("instruction", task, row, tokenizer)) for row in test
+    ]
     largest = size.batch_sizes[-1]
     variants = [(d, b, "batch_invariant") for d in ("float32", "bfloat16") for b in size.batch_sizes]
     variants.append(("float32", largest, "generate"))
@@ -216,8 +277,11 @@ def generation(config: Mapping, data_dirs: Mapping[str, Path], size: Size) -> li
         model = model.to(models.DTYPES[dtype])
         rates, token_rates = [], []
         for _ in range(size.repeats):
-            seconds, (out, throughput) = _timed(lambda: generate(model, tokenizer, prompts, max_new_tokens=size.new_tokens,
-                                                                 batch_size=batch_size, decoder=decoder))
+            seconds, (out, throughput) = _timed(
+                lambda: generate(
+                    model, tokenizer, prompts, max_new_tokens=size.new_tokens, batch_size=batch_size, decoder=decoder
+                )
+            )
             rates.append(len(prompts) / seconds)
             token_rates.append(throughput.generated_tokens / seconds)
         measured[(dtype, batch_size, decoder)] = (rates, statistics.median(token_rates), [g.text for g in out])
@@ -225,29 +289,75 @@ def generation(config: Mapping, data_dirs: Mapping[str, Path], size: Size) -> li
     def row(comparison, case, variant, key, against):
         rates, tokens_per_s, texts = measured[key]
         same = sum(a == b for a, b in zip(texts, measured[against][2])) / len(texts)
-        return {"comparison": comparison, "case": case, "variant": variant, "metric": "examples/s", **_summary(rates),
-                "tokens_per_s": tokens_per_s, "identical_to_reference": same}
+        return {
+            "comparison": comparison,
+            "case": case,
+            "variant": variant,
+            "metric": "examples/s",
+            **_summary(rates),
+            "tokens_per_s": tokens_per_s,
+            "identical_to_reference": same,
+        }
 
-    rows = [row("generation", f"{dtype} batch-invariant", f"batch {b}", (dtype, b, "batch_invariant"),
-                (dtype, 1, "batch_invariant")) for dtype in ("float32", "bfloat16") for b in size.batch_sizes]
-    rows += [row("decoding precision", f"batch {b}", dtype, (dtype, b, "batch_invariant"), ("float32", b, "batch_invariant"))
-             for b in size.batch_sizes for dtype in ("float32", "bfloat16")]
-    rows += [row("decoder", f"batch {largest} float32", name, ("float32", largest, name), ("float32", largest, "batch_invariant"))
-             for name in ("batch_invariant", "generate")]
+    rows = [
+        row(
+            "generation",
+            f"{dtype} batch-invariant",
+            f"batch {b}",
+            (dtype, b, "batch_invariant"),
+            (dtype, 1, "batch_invariant"),
+        )
+        for dtype in ("float32", "bfloat16")
+        for b in size.batch_sizes
+    ]
+    rows += [
+        row("decoding precision", f"batch {b}", dtype, (dtype, b, "batch_invariant"), ("float32", b, "batch_invariant"))
+        for b in size.batch_sizes
+        for dtype in ("float32", "bfloat16")
+    ]
+    rows += [
+        row(
+            "decoder",
+            f"batch {largest} float32",
+            name,
+            ("float32", largest, name),
+            ("float32", largest, "batch_invariant"),
+        )
+        for name in ("batch_invariant", "generate")
+    ]
     return rows
 
 
 def decoding_perplexity(config: Mapping, data_dirs: Mapping[str, Path], work: Path) -> list[dict]:
     """Validation perplexity of the untrained model (every token a target) with its weights in float32
     and in bfloat16: what holding the weights in bfloat16 for decoding costs in quality."""
-    trainer = _trainer(config, "viggo", "full", data_dirs["viggo"], work / "decoding-perplexity", dtype="float32",
-                       batching="packing", max_length=512, batch_size=2, loss_on="all")
+    trainer = _trainer(
+        config,
+        "viggo",
+        "full",
+        data_dirs["viggo"],
+        work / "decoding-perplexity",
+        dtype="float32",
+        batching="packing",
+        max_length=512,
+        batch_size=2,
+        loss_on="all",
+    )
     rows = []
     for dtype in ("float32", "bfloat16"):
         trainer.model.to(models.DTYPES[dtype])
         perplexity = trainer.validate()[1]
-        rows.append({"comparison": "decoding precision", "case": "validation perplexity", "variant": dtype,
-                     "metric": "perplexity", "median": perplexity, "low": perplexity, "high": perplexity})
+        rows.append(
+            {
+                "comparison": "decoding precision",
+                "case": "validation perplexity",
+                "variant": dtype,
+                "metric": "perplexity",
+                "median": perplexity,
+                "low": perplexity,
+                "high": perplexity,
+            }
+        )
     return rows
 
 
@@ -267,12 +377,23 @@ def sql_scoring(config: Mapping, data_dirs: Mapping[str, Path], size: Size) -> l
     for executor in ("sqlite", "sqlglot"):
         rates = []
         for _ in range(size.repeats):
-            seconds, found = _timed(lambda: [sql_scoring_module.score(f"<SQL>{p}</SQL>", row, sql_executor=executor)
-                                             ["execution_accuracy"] for p, row in zip(predictions, test)])
+            seconds, found = _timed(
+                lambda: [
+                    sql_scoring_module.score(f"<SQL>{p}</SQL>", row, sql_executor=executor)["execution_accuracy"]
+                    for p, row in zip(predictions, test)
+                ]
+            )
             rates.append(len(test) / seconds)
         verdicts[executor] = found
-        rows.append({"comparison": "sql", "case": "execution scoring", "variant": executor, "metric": "examples/s",
-                     **_summary(rates)})
+        rows.append(
+            {
+                "comparison": "sql",
+                "case": "execution scoring",
+                "variant": executor,
+                "metric": "examples/s",
+                **_summary(rates),
+            }
+        )
     both = [(a, b) for a, b in zip(verdicts["sqlite"], verdicts["sqlglot"]) if a is not None and b is not None]
     agreement = sum(a == b for a, b in both) / len(both) if both else float("nan")
     for row in rows:
@@ -288,11 +409,20 @@ def data_preparation(config: Mapping, size: Size) -> list[dict]:
     for repeat in range(size.repeats):
         seconds, _ = _timed(lambda: multiplication.generate(size.data_rows, (4, 4), repeat, 0.025, 0.0125))
         rates.append(size.data_rows / seconds)
-    rows.append({"comparison": "data", "case": "multiplication 4 × 4", "variant": "generate", "metric": "rows/s",
-                 **_summary(rates)})
+    rows.append(
+        {
+            "comparison": "data",
+            "case": "multiplication 4 × 4",
+            "variant": "generate",
+            "metric": "rows/s",
+            **_summary(rates),
+        }
+    )
     for task in tasks.NAMES:
         seconds = [_timed(lambda: dataset.prepare(task, config))[0] for _ in range(size.repeats)]
-        rows.append({"comparison": "data", "case": task, "variant": "prepare", "metric": "seconds", **_summary(seconds)})
+        rows.append(
+            {"comparison": "data", "case": task, "variant": "prepare", "metric": "seconds", **_summary(seconds)}
+        )
     return rows
 
 
@@ -306,13 +436,26 @@ def matmul_ceiling(size: Size) -> list[dict]:
         for _ in range(max(3, size.repeats)):
             seconds, _ = _timed(lambda: [torch.matmul(a, b) for _ in range(5)])
             rates.append(5 * 2 * size.matmul**3 / seconds / 1e9)
-        rows.append({"comparison": "ceiling", "case": f"matmul {size.matmul}", "variant": dtype, "metric": "GFLOP/s",
-                     **_summary(rates)})
+        rows.append(
+            {
+                "comparison": "ceiling",
+                "case": f"matmul {size.matmul}",
+                "variant": dtype,
+                "metric": "GFLOP/s",
+                **_summary(rates),
+            }
+        )
     return rows
 
 
-REFERENCES = {"training": "pad_to", "precision": "float32", "sql": "sqlglot", "generation": "batch 1",
-              "decoding precision": "float32", "decoder": "batch_invariant"}
+REFERENCES = {
+    "training": "pad_to",
+    "precision": "float32",
+    "sql": "sqlglot",
+    "generation": "batch 1",
+    "decoding precision": "float32",
+    "decoder": "batch_invariant",
+}
 
 
 #: Columns that qualify a speed: agreement of losses, outputs or verdicts, and quality after the same steps.
@@ -330,9 +473,20 @@ def ratios(frame: pd.DataFrame) -> pd.DataFrame:
             low = row["low"] / base["high"].iloc[0] if not base.empty else float("nan")
             high = row["high"] / base["low"].iloc[0] if not base.empty else float("nan")
             extra = {key: row[key] for key in EXTRA if key in row and pd.notna(row[key])}
-            out.append({"comparison": comparison, "case": case, "variant": row["variant"], "metric": row["metric"],
-                        "median": row["median"], "ratio": ratio, "ratio_low": low, "ratio_high": high,
-                        "reference": reference or "", **extra})
+            out.append(
+                {
+                    "comparison": comparison,
+                    "case": case,
+                    "variant": row["variant"],
+                    "metric": row["metric"],
+                    "median": row["median"],
+                    "ratio": ratio,
+                    "ratio_low": low,
+                    "ratio_high": high,
+                    "reference": reference or "",
+                    **extra,
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -356,8 +510,13 @@ def figure(table: pd.DataFrame, out: Path) -> None:
     shown = table[table["reference"] != ""].dropna(subset=["ratio"])
     fig, ax = plt.subplots(figsize=(7.0, 0.9 + 0.28 * max(1, len(shown))))
     labels = [f"{r['comparison']}: {r['case']}, {r['variant']}" for _, r in shown.iterrows()]
-    ax.barh(range(len(shown)), shown["ratio"], color="#4c72b0",
-            xerr=[shown["ratio"] - shown["ratio_low"], shown["ratio_high"] - shown["ratio"]], capsize=2)
+    ax.barh(
+        range(len(shown)),
+        shown["ratio"],
+        color="#4c72b0",
+        xerr=[shown["ratio"] - shown["ratio_low"], shown["ratio_high"] - shown["ratio"]],
+        capsize=2,
+    )
     ax.set_yticks(range(len(shown)))
     ax.set_yticklabels(labels, fontsize=7)
     ax.invert_yaxis()
@@ -368,7 +527,9 @@ def figure(table: pd.DataFrame, out: Path) -> None:
     plt.close(fig)
 
 
-def run(out_dir: Path, quick: bool = False, threads: int | None = None, report: Callable[[str], None] = print) -> pd.DataFrame:
+def run(
+    out_dir: Path, quick: bool = False, threads: int | None = None, report: Callable[[str], None] = print
+) -> pd.DataFrame:
     """Every comparison; writes one CSV per comparison, ratios.csv and bench.png under ``out_dir``."""
     size = QUICK if quick else FULL
     threads = threads or torch.get_num_threads()
@@ -380,12 +541,14 @@ def run(out_dir: Path, quick: bool = False, threads: int | None = None, report: 
     with tempfile.TemporaryDirectory(prefix="tunebench-bench-") as tmp, _threads(threads):
         work = Path(tmp)
         data_dirs = prepare_data(config, ("viggo", "gsm8k", "sql"), work / "data")
-        steps = [("ceiling", lambda: matmul_ceiling(size)),
-                 ("training", lambda: training(config, data_dirs, size, work)),
-                 ("precision", lambda: precision(config, data_dirs, size, work)),
-                 ("generation", lambda: generation(config, data_dirs, size) + decoding_perplexity(config, data_dirs, work)),
-                 ("sql", lambda: sql_scoring(config, data_dirs, size)),
-                 ("data", lambda: data_preparation(config, size))]
+        steps = [
+            ("ceiling", lambda: matmul_ceiling(size)),
+            ("training", lambda: training(config, data_dirs, size, work)),
+            ("precision", lambda: precision(config, data_dirs, size, work)),
+            ("generation", lambda: generation(config, data_dirs, size) + decoding_perplexity(config, data_dirs, work)),
+            ("sql", lambda: sql_scoring(config, data_dirs, size)),
+            ("data", lambda: data_preparation(config, size)),
+        ]
         for name, action in steps:
             report(f"bench: {name} ...")
             rows = action()

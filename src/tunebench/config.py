@@ -58,8 +58,12 @@ def _describe(error: jsonschema.ValidationError) -> str:
         expected = " or ".join(expected) if isinstance(expected, list) else expected
         return f"{key} is {error.instance!r} but must be of type {expected}"
     if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        relation = {"minimum": "at least", "exclusiveMinimum": "greater than",
-                    "maximum": "at most", "exclusiveMaximum": "less than"}[error.validator]
+        relation = {
+            "minimum": "at least",
+            "exclusiveMinimum": "greater than",
+            "maximum": "at most",
+            "exclusiveMaximum": "less than",
+        }[error.validator]
         return f"{key} is {error.instance!r} but must be {relation} {error.validator_value}"
     return f"{key}: {error.message}"
 
@@ -167,7 +171,9 @@ def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> dict:
     for path in paths:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file such as config/demo.yaml.")
+            raise ConfigError(
+                f"config file {path} does not exist; pass the path of a YAML file such as config/demo.yaml."
+            )
         loaded = read_yaml(path)
         if loaded is None:
             loaded = {}
@@ -182,10 +188,13 @@ def check(config: Mapping) -> None:
     models = config.get("models", {})
     for name, model in models.items():
         if not model.get("base") and not model.get("api"):
-            raise ConfigError(f"models.{name} needs base (weights to load) or api (an OpenAI-compatible endpoint); give one.")
+            raise ConfigError(
+                f"models.{name} needs base (weights to load) or api (an OpenAI-compatible endpoint); give one."
+            )
         if model.get("api") and (model.get("base") or model.get("chat")):
             raise ConfigError(
-                f"models.{name} gives api together with base or chat; an endpoint model loads no weights, so remove them."
+                f"models.{name} gives api together with base or chat; an endpoint model loads no weights, "
+                "so remove them."
             )
         for role in ("base", "chat"):
             source = model.get(role)
@@ -194,10 +203,15 @@ def check(config: Mapping) -> None:
             kinds = [k for k in ("hub", "local", "gguf_package", "random_llama") if source.get(k) not in (None, "")]
             if len(kinds) != 1:
                 raise ConfigError(
-                    f"models.{name}.{role} must name exactly one of hub, local, gguf_package or random_llama (found " f"{', '.join(kinds) or 'none'})."
+                    f"models.{name}.{role} must name exactly one of hub, local, gguf_package or random_llama (found "
+                    f"{', '.join(kinds) or 'none'})."
                 )
-            if kinds == ["random_llama"] and not any((source.get("tokenizer") or {}).get(k) for k in ("hub", "local", "gguf_package")):
-                raise ConfigError(f"models.{name}.{role}.tokenizer must name a tokenizer source for a random_llama model.")
+            if kinds == ["random_llama"] and not any(
+                (source.get("tokenizer") or {}).get(k) for k in ("hub", "local", "gguf_package")
+            ):
+                raise ConfigError(
+                    f"models.{name}.{role}.tokenizer must name a tokenizer source for a random_llama model."
+                )
     container = config.get("container")
     if container is not None and not re.fullmatch(r"docker://\S+:[^\s/:]+|\S+\.sif", container):
         # apptainer pulls docker:// from a registry; docker-daemon:// needs a Docker daemon on every node.
@@ -273,7 +287,9 @@ def check(config: Mapping) -> None:
                         )
                     seen.add(key)
         if entry.get("evaluate", True) and not _task(config, entry["task"]).metrics:
-            raise ConfigError(f"experiments.finetune[{i}] evaluates {entry['task']}, which has no scorer; set evaluate: false.")
+            raise ConfigError(
+                f"experiments.finetune[{i}] evaluates {entry['task']}, which has no scorer; set evaluate: false."
+            )
     for i, entry in enumerate(experiments.get("finetune", [])):
         init = entry.get("init_from")
         if init:
@@ -282,7 +298,8 @@ def check(config: Mapping) -> None:
                     first = (init["task"], model, run_name(method, init.get("tag")))
                     if first not in seen:
                         raise ConfigError(
-                            f"experiments.finetune[{i}].init_from needs the run {'/'.join(first)}, which no finetune " "entry trains."
+                            f"experiments.finetune[{i}].init_from needs the run {'/'.join(first)}, which no finetune "
+                            "entry trains."
                         )
 
 
@@ -312,7 +329,10 @@ def data_mirror(config: Mapping) -> Path | None:
     path = Path(value).expanduser()
     if not path.is_dir():
         source = MIRROR_ENV if os.environ.get(MIRROR_ENV) else "data.mirror"
-        raise ConfigError(f"{source} is {value!r}, which is not a directory; point it at the dataset mirror or unset it to read the " "hub.")
+        raise ConfigError(
+            f"{source} is {value!r}, which is not a directory; point it at the dataset mirror or unset it to read the "
+            "hub."
+        )
     return path.resolve()
 
 
@@ -375,8 +395,12 @@ def finetune_runs(config: Mapping) -> list[FinetuneRun]:
                 runs.append(run)
                 for seed in entry["seeds"]:
                     runs.append(
-                        replace(run, run=seed_run_name(run.run, seed), training={**training, "seed": seed},
-                                replicate_of=run.run)
+                        replace(
+                            run,
+                            run=seed_run_name(run.run, seed),
+                            training={**training, "seed": seed},
+                            replicate_of=run.run,
+                        )
                     )
     return runs
 
@@ -439,8 +463,11 @@ def _check_resources(config: Mapping) -> None:
     table = config["resources"]
     rows = [("resources.default", table["default"], "default")]
     rows += [(f"resources.evaluate.{size}", row, "evaluate") for size, row in table["evaluate"].items()]
-    rows += [(f"resources.train.{size}.{method}", row, "train")
-             for size, methods in table["train"].items() for method, row in methods.items()]
+    rows += [
+        (f"resources.train.{size}.{method}", row, "train")
+        for size, methods in table["train"].items()
+        for method, row in methods.items()
+    ]
     most = table["max_gpus_per_node"]
     for key, row, kind in rows:
         row = {**table["default"], **row}  # a row names what differs from the filled default row

@@ -83,7 +83,8 @@ def split_by_content(
     """Assign each row to a split by a hash of its content: independent of row order and reproducible."""
     if validation_fraction + test_fraction >= 1:
         raise DataError(
-            f"validation_fraction ({validation_fraction}) plus test_fraction ({test_fraction}) leave no training " "rows; lower them."
+            f"validation_fraction ({validation_fraction}) plus test_fraction ({test_fraction}) leave no training "
+            "rows; lower them."
         )
     out: dict[str, list[dict]] = {split: [] for split in SPLITS}
     for row in rows:
@@ -117,8 +118,13 @@ class Source:
         if mirror is not None:
             self.info: dict[str, Any] = {"kind": "mirror", "mirror": str(mirror), "files": {}}
         else:
-            self.info = {"kind": "hub", "id": self.hub.get("id"), "config": self.hub.get("config"),
-                         "revision": self.hub.get("revision"), "splits": {}}
+            self.info = {
+                "kind": "hub",
+                "id": self.hub.get("id"),
+                "config": self.hub.get("config"),
+                "revision": self.hub.get("revision"),
+                "splits": {},
+            }
 
     # -- mirror ---------------------------------------------------------------------------
     def has(self, relpath: str) -> bool:
@@ -234,7 +240,8 @@ class Source:
         except Exception as exc:  # no network, unknown id, gated, unknown config or split: not available
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DataUnavailable(
-                f"{self.task}: the hub dataset {hub_id} (split {split}) could not be loaded ({reason}); set " "data.mirror "
+                f"{self.task}: the hub dataset {hub_id} (split {split}) could not be loaded ({reason}); set "
+                "data.mirror "
                 f"in the config or the environment variable {tb_config.MIRROR_ENV} to a local dataset mirror, "
                 "or make the Hugging Face hub reachable."
             ) from None

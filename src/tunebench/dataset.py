@@ -47,7 +47,9 @@ def check_not_empty(task: Any, prepared: Prepared) -> None:
             )
 
 
-def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, **overrides: Any) -> tuple[Prepared, dict]:
+def prepare(
+    task_name: str, config: Mapping[str, Any], seed: int | None = None, **overrides: Any
+) -> tuple[Prepared, dict]:
     """Load and format one task as ``config`` says; returns the limited splits and the manifest.
 
     ``overrides`` replace keys of ``tasks.<task_name>`` (the CLI's ``--rows``/``--digits``).
@@ -64,7 +66,8 @@ def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, 
     limit = options.get("limit") or {}  # the schema leaves an absent limit absent: it is part of the data's digest
     full_sizes = {split: len(prepared.splits.get(split, [])) for split in data.SPLITS}
     prepared.splits = {
-        split: data.limit_rows(prepared.splits.get(split, []), limit.get(split), seed, task_name, split) for split in data.SPLITS
+        split: data.limit_rows(prepared.splits.get(split, []), limit.get(split), seed, task_name, split)
+        for split in data.SPLITS
     }
     for split in data.SPLITS:
         ids = [row["id"] for row in prepared.splits[split]]
@@ -84,8 +87,12 @@ def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, 
         "bad_rows_total": sum(sum(reasons.values()) for reasons in prepared.bad_rows.values()),
         "max_bad_fraction": max_bad,
         "filters": [
-            {"name": f.name, "reason": f.reason, "dropped": {split: f.dropped.get(split, 0) for split in data.SPLITS},
-             "dropped_total": sum(f.dropped.values())}
+            {
+                "name": f.name,
+                "reason": f.reason,
+                "dropped": {split: f.dropped.get(split, 0) for split in data.SPLITS},
+                "dropped_total": sum(f.dropped.values()),
+            }
             for f in prepared.filters
         ],
         "rows_before_limit": full_sizes,
@@ -97,7 +104,8 @@ def prepare(task_name: str, config: Mapping[str, Any], seed: int | None = None, 
             "encoding": "JSON Lines, UTF-8, one row per line, keys in a fixed order",
             "fields": _fields(prepared.splits),
             "prompt_formats": list(FORMATS),
-            "markers": "prompt and completion hold plain text; tunebench.formats adds the markers of the chosen " "prompt format",
+            "markers": "prompt and completion hold plain text; tunebench.formats adds the markers of the chosen "
+            "prompt format",
         },
     }
     return prepared, manifest

@@ -51,11 +51,16 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str) -> RunSp
         found = tb_config.find_baseline(config, task, model, run)
         if found.variant not in tasks.get(task).baseline_variants:
             known = ", ".join(tasks.get(task).baseline_variants)
-            raise ConfigError(f"experiments.baselines asks for {task} variant {found.variant!r}, which the task does not offer " f"({known}).")
+            raise ConfigError(
+                f"experiments.baselines asks for {task} variant {found.variant!r}, which the task does not offer "
+                f"({known})."
+            )
         return RunSpec(task, model, run, tb_config.PROMPTED, "baseline", BASELINE_FORMAT, found.variant)
     found = tb_config.find_finetune(config, task, model, run)
     if not found.evaluate:
-        raise ConfigError(f"experiments.finetune sets evaluate: false for {task}/{model}/{run}, so it has nothing to evaluate.")
+        raise ConfigError(
+            f"experiments.finetune sets evaluate: false for {task}/{model}/{run}, so it has nothing to evaluate."
+        )
     return RunSpec(task, model, run, found.method, found.stage, found.format, None)
 
 
@@ -77,14 +82,22 @@ def max_new_tokens(config: Mapping[str, Any], task: str) -> int:
     return config["evaluation"]["max_new_tokens"].get(task, tasks.get(task).max_new_tokens)
 
 
-def prompt_texts(spec: RunSpec, rows: Sequence[Mapping[str, Any]], tokenizer, train: Sequence[Mapping[str, Any]],
-                 options: Mapping[str, Any]) -> list[str]:
+def prompt_texts(
+    spec: RunSpec,
+    rows: Sequence[Mapping[str, Any]],
+    tokenizer,
+    train: Sequence[Mapping[str, Any]],
+    options: Mapping[str, Any],
+) -> list[str]:
     """The text each row's generation continues: baseline messages through the chat template, or the run's format."""
     task = tasks.get(spec.task)
     if not spec.is_baseline:
         return [formats.render_prompt(spec.format, task, row, tokenizer) for row in rows]
     if not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(f"models.{spec.model}.chat has no chat template, which the prompted baseline needs; point it at a chat " "model.")
+        raise ConfigError(
+            f"models.{spec.model}.chat has no chat template, which the prompted baseline needs; point it at a chat "
+            "model."
+        )
     texts = []
     train = list(train)  # one list for every row, so that tasks can rank their examples once
     for row in rows:
@@ -125,29 +138,41 @@ def _context_length(model) -> int | None:
     return getattr(inner.config, "max_position_embeddings", None)
 
 
-def score_rows(spec: RunSpec, rows: Sequence[Mapping[str, Any]], generations: Sequence[Generation],
-               options: Mapping[str, Any]) -> list[dict]:
+def score_rows(
+    spec: RunSpec, rows: Sequence[Mapping[str, Any]], generations: Sequence[Generation], options: Mapping[str, Any]
+) -> list[dict]:
     """One predictions.jsonl record per row: the output, what the scorer extracted and its verdicts."""
     task = tasks.get(spec.task)
     records = []
     for row, gen in zip(rows, generations):
         verdict = task.score(gen.text, row, **options)
-        records.append({
-            "id": row["id"],
-            "prompt": row["prompt"],
-            "output": gen.text,
-            "extracted": task.extract(gen.text),
-            "answer": row["answer"],
-            "verdict": {metric: verdict[metric] for metric in task.metrics},
-            "prompt_tokens": gen.prompt_tokens,
-            "generated_tokens": gen.generated_tokens,
-            "stopped": gen.stopped,
-        })
+        records.append(
+            {
+                "id": row["id"],
+                "prompt": row["prompt"],
+                "output": gen.text,
+                "extracted": task.extract(gen.text),
+                "answer": row["answer"],
+                "verdict": {metric: verdict[metric] for metric in task.metrics},
+                "prompt_tokens": gen.prompt_tokens,
+                "generated_tokens": gen.generated_tokens,
+                "stopped": gen.stopped,
+            }
+        )
     return records
 
 
-def summary(spec: RunSpec, records: Sequence[Mapping[str, Any]], config: Mapping[str, Any], *, wall_time_s: float,
-            tokens_per_s: float, batch_size: int, limit: int, device: str) -> dict:
+def summary(
+    spec: RunSpec,
+    records: Sequence[Mapping[str, Any]],
+    config: Mapping[str, Any],
+    *,
+    wall_time_s: float,
+    tokens_per_s: float,
+    batch_size: int,
+    limit: int,
+    device: str,
+) -> dict:
     """The metrics.json document of a run."""
     task = tasks.get(spec.task)
     evaluation = config["evaluation"]
@@ -197,7 +222,9 @@ def load_run_model(config: Mapping[str, Any], spec: RunSpec, train_dir: Path | N
         best = json.loads(best_path.read_text())
         checkpoint = Path(train_dir) / best["checkpoint"]
     except (json.JSONDecodeError, KeyError, TypeError):
-        raise DataError(f"{best_path} is not a best.json written by tunebench train; delete it and train the run again.") from None
+        raise DataError(
+            f"{best_path} is not a best.json written by tunebench train; delete it and train the run again."
+        ) from None
     return models.load_for_inference(config, spec.model, role="base", checkpoint_dir=checkpoint)
 
 
@@ -225,7 +252,9 @@ def evaluate(
     from . import evaluate_api
 
     if evaluate_api.is_api_model(config, model_name):
-        return evaluate_api.evaluate(config, spec, data_dir=data_dir, out_dir=out_dir, cache_dir=api_cache, progress=progress)
+        return evaluate_api.evaluate(
+            config, spec, data_dir=data_dir, out_dir=out_dir, cache_dir=api_cache, progress=progress
+        )
     options = config["evaluation"]
     rows = test_rows(config, task, data_dir)
     train = data.read_split(data_dir, "train") if spec.is_baseline else []
@@ -244,20 +273,39 @@ def evaluate(
     batch_size = eval_batch_size(config, model_name)
     path = decoder(config)
     report = progress or (lambda message: None)
-    report(f"{task}/{model_name}/{run}: {len(rows)} rows, batch size {batch_size}, up to {limit} new tokens, decoder " f"{path}")
-    generations, throughput = generate(
-        model, tokenizer, prompts, max_new_tokens=limit, batch_size=batch_size, stop_strings=formats.stop_strings(spec.format, tokenizer),
-        progress=lambda done: report(f"generated {done}/{len(rows)}"), decoder=path,
+    report(
+        f"{task}/{model_name}/{run}: {len(rows)} rows, batch size {batch_size}, up to {limit} new tokens, decoder "
+        f"{path}"
     )
-    report(f"generated {throughput.generated_tokens} tokens in {throughput.wall_time_s:.1f} s, weights in "
-           f"{str(next(model.parameters()).dtype).removeprefix('torch.')} "
-           f"({throughput.prompt_tokens_computed} of {throughput.prompt_tokens} prompt tokens computed, the rest shared)")
+    generations, throughput = generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=limit,
+        batch_size=batch_size,
+        stop_strings=formats.stop_strings(spec.format, tokenizer),
+        progress=lambda done: report(f"generated {done}/{len(rows)}"),
+        decoder=path,
+    )
+    report(
+        f"generated {throughput.generated_tokens} tokens in {throughput.wall_time_s:.1f} s, weights in "
+        f"{str(next(model.parameters()).dtype).removeprefix('torch.')} "
+        f"({throughput.prompt_tokens_computed} of {throughput.prompt_tokens} prompt tokens computed, the rest shared)"
+    )
     began = time.perf_counter()
     records = score_rows(spec, rows, generations, options)
     report(f"scored {len(records)} rows in {time.perf_counter() - began:.1f} s")
     device = devices(model)
-    metrics = summary(spec, records, config, wall_time_s=throughput.wall_time_s, tokens_per_s=throughput.tokens_per_s,
-                      batch_size=throughput.batch_size, limit=limit, device=device)
+    metrics = summary(
+        spec,
+        records,
+        config,
+        wall_time_s=throughput.wall_time_s,
+        tokens_per_s=throughput.tokens_per_s,
+        batch_size=throughput.batch_size,
+        limit=limit,
+        device=device,
+    )
     metrics["hardware"] = hardware.describe_run(model)
     metrics["hardware"]["weights_dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
 

@@ -56,7 +56,9 @@ def _check_format(fmt: str) -> None:
 def _eos(fmt: str, tokenizer: Any) -> str:
     eos = getattr(tokenizer, "eos_token", None) if tokenizer is not None else None
     if not eos:
-        raise ConfigError(f"prompt format {fmt!r} ends the response with the tokenizer's eos token, but the tokenizer has none.")
+        raise ConfigError(
+            f"prompt format {fmt!r} ends the response with the tokenizer's eos token, but the tokenizer has none."
+        )
     return eos
 
 
@@ -89,7 +91,7 @@ def _skeleton(tokenizer: Any) -> tuple[str, str, str]:
     system, user, assistant = _SLOTS
     prompt = _apply_template(tokenizer, _messages(system, user), generation_prompt=True)
     full = _apply_template(tokenizer, _messages(system, user, assistant), generation_prompt=False)
-    return prompt, full, full[full.index(assistant) + len(assistant):]
+    return prompt, full, full[full.index(assistant) + len(assistant) :]
 
 
 def render_prompt(fmt: str, task: Any, row: Mapping[str, Any], tokenizer: Any = None) -> str:
@@ -113,15 +115,18 @@ def render(fmt: str, task: Any, row: Mapping[str, Any], tokenizer: Any = None) -
         return prompt_text, f"{completion}{END_A}"
     if fmt == "instruction":
         return prompt_text, f"{completion}{_eos(fmt, tokenizer)}"
-    full = _apply_template(tokenizer, _messages(_instruction_of(task), row["prompt"], completion), generation_prompt=False)
+    full = _apply_template(
+        tokenizer, _messages(_instruction_of(task), row["prompt"], completion), generation_prompt=False
+    )
     if not full.startswith(prompt_text):
         # A template whose generation prompt is not a prefix of the finished conversation cannot be
         # split into a prompt to mask and a completion to learn.
         raise ConfigError(
-            f"the chat template of {getattr(tokenizer, 'name_or_path', 'the model')} does not render the prompt as a " "prefix "
+            f"the chat template of {getattr(tokenizer, 'name_or_path', 'the model')} does not render the prompt as a "
+            "prefix "
             "of the full conversation; use format special_tokens or instruction for this model."
         )
-    completion_text = full[len(prompt_text):]
+    completion_text = full[len(prompt_text) :]
     if not _skeleton(tokenizer)[2].strip():
         # The template closes the assistant turn with nothing; eos is what teaches the model to stop.
         completion_text += _eos(fmt, tokenizer)
@@ -144,7 +149,9 @@ def parse(fmt: str, text: str, task: Any, tokenizer: Any = None) -> tuple[str, s
     _check_format(fmt)
     if fmt == "special_tokens":
         match = re.fullmatch(
-            rf"{re.escape(START_Q)}(.*?){re.escape(END_Q)}{re.escape(START_A)}(?:(.*){re.escape(END_A)})?", text, re.DOTALL
+            rf"{re.escape(START_Q)}(.*?){re.escape(END_Q)}{re.escape(START_A)}(?:(.*){re.escape(END_A)})?",
+            text,
+            re.DOTALL,
         )
         if not match:
             raise ValueError("text does not follow the special_tokens format <START_Q>…<END_Q><START_A>…<END_A>.")
@@ -154,7 +161,7 @@ def parse(fmt: str, text: str, task: Any, tokenizer: Any = None) -> tuple[str, s
         head = f"{_INSTRUCTION}{instruction}{_INPUT}"
         if not text.startswith(head) or _RESPONSE not in text:
             raise ValueError("text does not follow the instruction format of this task.")
-        prompt, _, rest = text[len(head):].partition(_RESPONSE)
+        prompt, _, rest = text[len(head) :].partition(_RESPONSE)
         if not rest:
             return prompt, None
         eos = _eos(fmt, tokenizer)

@@ -91,7 +91,9 @@ def _rowwise_attention(module, query, key, value, attention_mask, scaling=None, 
         if q_len == 1:
             # One query attends to every key: fold the query heads that share a key head into the
             # query axis instead of copying the cache once per head.
-            o = F.scaled_dot_product_attention(query[b : b + 1].reshape(1, kv_heads, groups, head_dim), k, v, scale=scaling)
+            o = F.scaled_dot_product_attention(
+                query[b : b + 1].reshape(1, kv_heads, groups, head_dim), k, v, scale=scaling
+            )
             out[b] = o.reshape(heads, 1, head_dim).transpose(0, 1)
             continue
         n_keys = k.shape[2]
@@ -124,7 +126,10 @@ def row_multiple(dim: int, dtype: torch.dtype, device: torch.device) -> int | No
                 found = multiple
                 break
         if found is None:
-            log.warning("no row multiple makes matrix products batch-invariant on %s; predictions may depend on the batch size", device)
+            log.warning(
+                "no row multiple makes matrix products batch-invariant on %s; predictions may depend on the batch size",
+                device,
+            )
         _multiple_cache[key] = found
     return _multiple_cache[key]
 
@@ -159,7 +164,9 @@ def batch_invariant(model) -> Iterator[None]:
     inner.set_attn_implementation(ATTENTION)
     if inner.config._attn_implementation != ATTENTION:
         # Without row-wise attention the left-padded batch cache would be attended as if it were text.
-        raise ValueError(f"{type(inner).__name__} cannot switch its attention implementation, which batched decoding needs")
+        raise ValueError(
+            f"{type(inner).__name__} cannot switch its attention implementation, which batched decoding needs"
+        )
     first = next(model.parameters())
     multiple = row_multiple(inner.config.hidden_size, first.dtype, _device(model))
     handles = []
@@ -469,14 +476,17 @@ def generate(
                 rows = [list(prompts[i]) for i in chunk]
                 try:
                     if invariant:
-                        decoded = _decode_batch(model, tokenizer, rows, prefill, max_new_tokens, stop_ids, list(stop_strings))
+                        decoded = _decode_batch(
+                            model, tokenizer, rows, prefill, max_new_tokens, stop_ids, list(stop_strings)
+                        )
                     else:
                         decoded = _generate_batch(model, tokenizer, rows, max_new_tokens, stop_ids, list(stop_strings))
                 except torch.OutOfMemoryError:
                     _free_accelerator_memory()
                     if batch_size == 1:
                         raise UserError(
-                            f"one prompt of {len(rows[0])} tokens plus {max_new_tokens} new tokens does not fit the " "memory of "
+                            f"one prompt of {len(rows[0])} tokens plus {max_new_tokens} new tokens does not fit the "
+                            "memory of "
                             f"{_device(model)}; give the evaluation job more GPUs (resources.evaluate) or lower "
                             "evaluation.max_new_tokens."
                         ) from None

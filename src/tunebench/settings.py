@@ -130,7 +130,9 @@ def results_hash(config: Mapping[str, Any]) -> str:
 def stamp(path: Path, settings: Mapping[str, Any]) -> str:
     """Record ``settings`` and their digest in the stamp file ``path`` (only if changed); the digest."""
     value = digest(settings)
-    io.write_if_changed(path, json.dumps({KEY: value, "settings": settings}, indent=2, sort_keys=True, default=str) + "\n")
+    io.write_if_changed(
+        path, json.dumps({KEY: value, "settings": settings}, indent=2, sort_keys=True, default=str) + "\n"
+    )
     return value
 
 

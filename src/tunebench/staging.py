@@ -69,10 +69,15 @@ def hub_cache(hf_home: str | os.PathLike | None = None) -> Path:
 
 def missing(item: Item, cache: Path) -> str:
     """The one sentence a job says when ``item`` is not staged."""
-    alternative = (f", or set data.mirror (or {tb_config.MIRROR_ENV}) to a local dataset mirror"
-                   if item.repo_type == "dataset" else "")
-    return (f"{item.name} ({item.needed_by}) is not in the hub cache {cache} and HF_HUB_OFFLINE is set; "
-            f"stage it where the hub is reachable with `{FETCH_COMMAND}` (same HF_HOME){alternative}.")
+    alternative = (
+        f", or set data.mirror (or {tb_config.MIRROR_ENV}) to a local dataset mirror"
+        if item.repo_type == "dataset"
+        else ""
+    )
+    return (
+        f"{item.name} ({item.needed_by}) is not in the hub cache {cache} and HF_HUB_OFFLINE is set; "
+        f"stage it where the hub is reachable with `{FETCH_COMMAND}` (same HF_HOME){alternative}."
+    )
 
 
 def items(config: Mapping[str, Any]) -> list[Item]:
@@ -95,7 +100,9 @@ def items(config: Mapping[str, Any]) -> list[Item]:
         if not config["models"][run.model].get("api"):  # an endpoint needs nothing staged
             model(run.model, "chat")
     if tb_config.data_mirror(config) is None:  # a mirror replaces the hub for every task
-        tasks = {run.task for run in tb_config.finetune_runs(config)} | {run.task for run in tb_config.baseline_runs(config)}
+        tasks = {run.task for run in tb_config.finetune_runs(config)} | {
+            run.task for run in tb_config.baseline_runs(config)
+        }
         tasks |= {run.init_from[0] for run in tb_config.finetune_runs(config) if run.init_from}
         for task in sorted(tasks):
             hub = (config.get("tasks", {}).get(task) or {}).get("hub") or {}
@@ -103,7 +110,9 @@ def items(config: Mapping[str, Any]) -> list[Item]:
                 item = Item("dataset", hub["id"], hub.get("revision") or None, f"tasks.{task}.hub")
                 found.setdefault((item.repo_type, item.repo_id, item.revision), item)
     # A declared task's hub source is its own data: a mirror does not replace it.
-    declared = {run.task for run in tb_config.finetune_runs(config)} | {run.task for run in tb_config.baseline_runs(config)}
+    declared = {run.task for run in tb_config.finetune_runs(config)} | {
+        run.task for run in tb_config.baseline_runs(config)
+    }
     for task in sorted(declared):
         source = (config.get("tasks", {}).get(task) or {}).get("source") or {}
         if source.get("hub"):
@@ -116,8 +125,16 @@ def _snapshot(item: Item, cache: Path, **options: Any) -> Path:
     """The hub's snapshot_download of ``item`` at its revision, limited to the files loading needs."""
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(item.repo_id, repo_type=item.repo_type, revision=item.revision,
-                                  allow_patterns=item.patterns, cache_dir=cache, **options))
+    return Path(
+        snapshot_download(
+            item.repo_id,
+            repo_type=item.repo_type,
+            revision=item.revision,
+            allow_patterns=item.patterns,
+            cache_dir=cache,
+            **options,
+        )
+    )
 
 
 def cached_snapshot(item: Item, cache: Path) -> Path | None:
@@ -130,8 +147,7 @@ def cached_snapshot(item: Item, cache: Path) -> Path | None:
         return None
 
 
-def fetch(config: Mapping[str, Any], hf_home: str | os.PathLike | None = None,
-          report=print) -> dict[str, list[str]]:
+def fetch(config: Mapping[str, Any], hf_home: str | os.PathLike | None = None, report=print) -> dict[str, list[str]]:
     """Stage every item of the config; returns the names found ``cached`` and those ``downloaded``."""
     cache = hub_cache(hf_home)
     cache.mkdir(parents=True, exist_ok=True)
@@ -142,14 +158,18 @@ def fetch(config: Mapping[str, Any], hf_home: str | os.PathLike | None = None,
             report(f"{item.name}: cached")
             continue
         if offline():
-            raise UserError(f"{item.name} ({item.needed_by}) is not in the hub cache {cache} and HF_HUB_OFFLINE is set; "
-                            "run `tunebench fetch` where the hub is reachable, without HF_HUB_OFFLINE.")
+            raise UserError(
+                f"{item.name} ({item.needed_by}) is not in the hub cache {cache} and HF_HUB_OFFLINE is set; "
+                "run `tunebench fetch` where the hub is reachable, without HF_HUB_OFFLINE."
+            )
         try:
             _snapshot(item, cache, token=os.environ.get("HF_TOKEN") or None)
         except Exception as exc:  # unknown id, gated repository, no network: one sentence with the reason
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UserError(f"{item.name} ({item.needed_by}) could not be downloaded ({reason}); check the id, revision "
-                            "and HF_TOKEN.") from None
+            raise UserError(
+                f"{item.name} ({item.needed_by}) could not be downloaded ({reason}); check the id, revision "
+                "and HF_TOKEN."
+            ) from None
         done["downloaded"].append(item.name)
         report(f"{item.name}: downloaded")
     return done
@@ -171,8 +191,15 @@ def dataset_snapshot(hub: Mapping[str, Any], task: str) -> Path:
         return snapshot
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(item.repo_id, repo_type="dataset", revision=item.revision,
-                                  allow_patterns=item.patterns, token=os.environ.get("HF_TOKEN") or None))
+    return Path(
+        snapshot_download(
+            item.repo_id,
+            repo_type="dataset",
+            revision=item.revision,
+            allow_patterns=item.patterns,
+            token=os.environ.get("HF_TOKEN") or None,
+        )
+    )
 
 
 @contextmanager

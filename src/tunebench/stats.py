@@ -37,8 +37,10 @@ def bootstrap_ci(
     else:
         rows = max(1, _BLOCK_CELLS // n)
         means = np.concatenate(
-            [data[rng.integers(0, n, size=(min(rows, samples - start), n))].mean(axis=1)
-             for start in range(0, samples, rows)]
+            [
+                data[rng.integers(0, n, size=(min(rows, samples - start), n))].mean(axis=1)
+                for start in range(0, samples, rows)
+            ]
         )
     alpha = 1.0 - confidence
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
@@ -59,7 +61,9 @@ def summarize(
         values = []
         for i, verdict in enumerate(verdicts):
             if metric not in verdict:
-                raise ValueError(f"verdict {i} has no value for metric {metric!r}; every verdict must name every metric")
+                raise ValueError(
+                    f"verdict {i} has no value for metric {metric!r}; every verdict must name every metric"
+                )
             if verdict[metric] is not None:
                 values.append(float(verdict[metric]))
         low, high = bootstrap_ci(values, samples=samples, confidence=confidence, seed=seed)

@@ -37,7 +37,7 @@ def lock_files(directory: Path) -> list[Path]:
 def _is_snakemake(argv: list[str]) -> bool:
     """``snakemake ...``, ``python .../bin/snakemake ...`` or ``python -m snakemake ...``."""
     names = [os.path.basename(arg) for arg in argv[:2]]
-    return "snakemake" in names or any(argv[i:i + 2] == ["-m", "snakemake"] for i in range(len(argv)))
+    return "snakemake" in names or any(argv[i : i + 2] == ["-m", "snakemake"] for i in range(len(argv)))
 
 
 def running_snakemake(directory: Path) -> list[int] | None:
@@ -72,15 +72,24 @@ def main(argv: list[str] | None = None) -> int:
     unlock = [sys.executable, "-m", "snakemake", *args, "--unlock"]
     running = running_snakemake(directory)
     if running is None:
-        print(f"tunebench: {directory} is locked by a Snakemake run; if none is running any more, run "
-              f"`{' '.join(unlock)}` and start again.", file=sys.stderr)
+        print(
+            f"tunebench: {directory} is locked by a Snakemake run; if none is running any more, run "
+            f"`{' '.join(unlock)}` and start again.",
+            file=sys.stderr,
+        )
         return 2
     if running:
-        print(f"tunebench: another Snakemake run (process {', '.join(map(str, running))}) is working in {directory}; "
-              "wait for it to finish or stop it, then start again.", file=sys.stderr)
+        print(
+            f"tunebench: another Snakemake run (process {', '.join(map(str, running))}) is working in {directory}; "
+            "wait for it to finish or stop it, then start again.",
+            file=sys.stderr,
+        )
         return 2
-    print(f"tunebench: {directory} holds the lock of a Snakemake run that was killed; removing it "
-          "(snakemake --unlock) and continuing.", file=sys.stderr)
+    print(
+        f"tunebench: {directory} holds the lock of a Snakemake run that was killed; removing it "
+        "(snakemake --unlock) and continuing.",
+        file=sys.stderr,
+    )
     result = subprocess.run(unlock, capture_output=True, text=True)
     if result.returncode != 0:
         print(f"tunebench: `{' '.join(unlock)}` failed; run it yourself to see why.", file=sys.stderr)

@@ -11,11 +11,16 @@ from ..results import aggregate
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("aggregate", help="collect evaluation and training records into results/metrics.csv")
-    parser.add_argument("--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)")
-    parser.add_argument("--results", type=Path, default=Path("results"), help="results directory holding eval/ and train/")
+    parser.add_argument(
+        "--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=Path("results"), help="results directory holding eval/ and train/"
+    )
     parser.add_argument("--out", type=Path, default=Path("results/metrics.csv"), help="tidy metrics table to write")
-    parser.add_argument("--curves", type=Path, default=Path("results/learning_curves.csv"),
-                        help="per-epoch validation table to write")
+    parser.add_argument(
+        "--curves", type=Path, default=Path("results/learning_curves.csv"), help="per-epoch validation table to write"
+    )
     parser.set_defaults(func=run)
 
 

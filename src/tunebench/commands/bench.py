@@ -11,9 +11,15 @@ from ..errors import UserError
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="measure training, decoding, scoring and data paths as ratios in one run")
     parser.add_argument("--out-dir", type=Path, default=Path("results/bench"), help="where the CSV files and figure go")
-    parser.add_argument("--quick", action="store_true", help="a few steps of each, to check the command (numbers mean little)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: every core torch uses; 1 measures one demo job's share)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a few steps of each, to check the command (numbers mean little)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: every core torch uses; 1 measures one demo job's share)",
+    )
     parser.set_defaults(func=run)
 
 

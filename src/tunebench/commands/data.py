@@ -20,22 +20,39 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("task", help=f"task to prepare: {', '.join(tasks.NAMES)}, or one the config declares")
-    parser.add_argument("--config", nargs="+", type=Path, metavar="FILE",
-                        help="config files, later ones overriding earlier ones (default: every key at its schema default)")
+    parser.add_argument(
+        "--config",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="config files, later ones overriding earlier ones (default: every key at its schema default)",
+    )
     out = parser.add_mutually_exclusive_group()
-    out.add_argument("--out-dir", type=Path, metavar="DIR", help="directory for the splits and manifest (default: results/data/TASK)")
-    out.add_argument("--out", type=Path, metavar="FILE.jsonl",
-                     help="write every row into one JSON Lines file, each with a `split` field, instead of a directory")
-    parser.add_argument("--seed", type=int, help="seed of the generator, shuffles and limits (default: the config's seed)")
+    out.add_argument(
+        "--out-dir", type=Path, metavar="DIR", help="directory for the splits and manifest (default: results/data/TASK)"
+    )
+    out.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE.jsonl",
+        help="write every row into one JSON Lines file, each with a `split` field, instead of a directory",
+    )
+    parser.add_argument(
+        "--seed", type=int, help="seed of the generator, shuffles and limits (default: the config's seed)"
+    )
     parser.add_argument("--rows", type=int, help="multiplication only: rows generated across the splits")
-    parser.add_argument("--digits", type=int, nargs=2, metavar=("A", "B"), help="multiplication only: digits of the two operands")
+    parser.add_argument(
+        "--digits", type=int, nargs=2, metavar=("A", "B"), help="multiplication only: digits of the two operands"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = tb_config.load(args.config) if args.config else tb_config.defaults()
     if args.task not in tasks.names():
-        raise UserError(f"unknown task {args.task!r}; name one of {', '.join(tasks.names())} or declare it under tasks in --config.")
+        raise UserError(
+            f"unknown task {args.task!r}; name one of {', '.join(tasks.names())} or declare it under tasks in --config."
+        )
     overrides = {}
     if args.rows is not None:
         overrides["rows"] = args.rows
@@ -58,5 +75,8 @@ def run(args: argparse.Namespace) -> int:
         dataset.write(target, prepared, manifest)
     sizes = ", ".join(f"{split} {manifest['rows'][split]}" for split in data.SPLITS)
     dropped = ", ".join(f"{f['name']} {f['dropped_total']}" for f in manifest["filters"]) or "none"
-    print(f"{args.task}: {sizes} rows; {manifest['bad_rows_total']} malformed dropped; filters: {dropped}; written to " f"{target}")
+    print(
+        f"{args.task}: {sizes} rows; {manifest['bad_rows_total']} malformed dropped; filters: {dropped}; written to "
+        f"{target}"
+    )
     return 0

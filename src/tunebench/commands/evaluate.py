@@ -21,11 +21,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_run_arguments(parser, "eval", run_help="baseline[-VARIANT] or METHOD[-TAG]", task_help="task to evaluate on")
-    parser.add_argument("--train-dir", type=Path, metavar="DIR",
-                        help="training output of a fine-tuned run (default: results/train/TASK/MODEL/RUN)")
+    parser.add_argument(
+        "--train-dir",
+        type=Path,
+        metavar="DIR",
+        help="training output of a fine-tuned run (default: results/train/TASK/MODEL/RUN)",
+    )
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads of the model (default: torch's choice)")
-    parser.add_argument("--api-cache", type=Path, metavar="DIR",
-                        help="cache of an api model's answers, reused by reruns (default: results/api_cache)")
+    parser.add_argument(
+        "--api-cache",
+        type=Path,
+        metavar="DIR",
+        help="cache of an api model's answers, reused by reruns (default: results/api_cache)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -41,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     parts = (args.task, args.model, args.run)
     metrics = tb_evaluate.evaluate(
-        config, *parts,
+        config,
+        *parts,
         data_dir=args.data_dir or Path("results", "data", args.task),
         out_dir=args.out_dir or Path("results", "eval", *parts),
         train_dir=args.train_dir or Path("results", "train", *parts),
@@ -52,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         f"{name} {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m["value"] is not None else f"{name} n/a"
         for name, m in metrics["metrics"].items()
     )
-    print(f"{args.task}/{args.model}/{args.run}: n={metrics['n']} (unscorable {metrics['unscorable']}); {values}; "
-          f"{metrics['tokens_per_s']:.1f} tokens/s")
+    print(
+        f"{args.task}/{args.model}/{args.run}: n={metrics['n']} (unscorable {metrics['unscorable']}); {values}; "
+        f"{metrics['tokens_per_s']:.1f} tokens/s"
+    )
     return 0

@@ -20,14 +20,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             'write {"prompt": ..., "completion": ...} lines, the layout of OpenAI\'s fine-tuning files.'
         ),
     )
-    parser.add_argument("split_file", type=Path, metavar="SPLIT.jsonl", help="a prepared split, e.g. results/data/viggo/train.jsonl")
-    parser.add_argument("--format", choices=formats.FORMATS, default="special_tokens", help="prompt format (default: special_tokens)")
+    parser.add_argument(
+        "split_file", type=Path, metavar="SPLIT.jsonl", help="a prepared split, e.g. results/data/viggo/train.jsonl"
+    )
+    parser.add_argument(
+        "--format", choices=formats.FORMATS, default="special_tokens", help="prompt format (default: special_tokens)"
+    )
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.jsonl", help="output file")
-    parser.add_argument("--task", choices=tasks.NAMES, help="task of the rows (default: read from manifest.json beside the split)")
-    parser.add_argument("--config", nargs="+", type=Path, metavar="FILE",
-                        help="config files defining the model whose tokenizer the instruction and chat formats need")
+    parser.add_argument(
+        "--task", choices=tasks.NAMES, help="task of the rows (default: read from manifest.json beside the split)"
+    )
+    parser.add_argument(
+        "--config",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="config files defining the model whose tokenizer the instruction and chat formats need",
+    )
     parser.add_argument("--model", help="model name under models in the config (instruction and chat formats)")
-    parser.add_argument("--role", choices=("base", "chat"), default="base", help="which source of the model gives the tokenizer")
+    parser.add_argument(
+        "--role", choices=("base", "chat"), default="base", help="which source of the model gives the tokenizer"
+    )
     parser.set_defaults(func=run)
 
 

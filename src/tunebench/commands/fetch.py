@@ -17,10 +17,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "into HF_HOME/hub (items already there are not downloaded again). Jobs then run with HF_HUB_OFFLINE=1."
         ),
     )
-    parser.add_argument("--config", nargs="+", type=Path, required=True, metavar="FILE",
-                        help="config files, later ones overriding earlier ones")
-    parser.add_argument("--hf-home", type=Path, metavar="DIR",
-                        help="the shared HF_HOME to fill (default: the config's hf_home, else the HF_HOME environment variable)")
+    parser.add_argument(
+        "--config",
+        nargs="+",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="config files, later ones overriding earlier ones",
+    )
+    parser.add_argument(
+        "--hf-home",
+        type=Path,
+        metavar="DIR",
+        help="the shared HF_HOME to fill (default: the config's hf_home, else the HF_HOME environment variable)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -30,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     config = tb_config.load(args.config)
     hf_home = args.hf_home or config.get("hf_home")
     done = staging.fetch(config, hf_home)
-    print(f"staged {len(done['cached']) + len(done['downloaded'])} items in {staging.hub_cache(hf_home)}: "
-          f"{len(done['downloaded'])} downloaded, {len(done['cached'])} already cached")
+    print(
+        f"staged {len(done['cached']) + len(done['downloaded'])} items in {staging.hub_cache(hf_home)}: "
+        f"{len(done['downloaded'])} downloaded, {len(done['cached'])} already cached"
+    )
     return 0

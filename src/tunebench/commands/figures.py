@@ -11,12 +11,22 @@ from ..results import aggregate, claims, figures, plan
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("figures", help="draw the result figures (PNG and PDF)")
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help="figures to draw: TASK_accuracy, learning_curves, two_stage_TASK, gain_vs_cost, "
-                             "ablation_format_TASK, claims (default: all the config has)")
-    parser.add_argument("--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)")
-    parser.add_argument("--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate")
-    parser.add_argument("--curves", type=Path, default=Path("results/learning_curves.csv"), help="output of tunebench aggregate")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="figures to draw: TASK_accuracy, learning_curves, two_stage_TASK, gain_vs_cost, "
+        "ablation_format_TASK, claims (default: all the config has)",
+    )
+    parser.add_argument(
+        "--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)"
+    )
+    parser.add_argument(
+        "--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate"
+    )
+    parser.add_argument(
+        "--curves", type=Path, default=Path("results/learning_curves.csv"), help="output of tunebench aggregate"
+    )
     parser.add_argument("--claims", type=Path, default=Path("results/claims.csv"), help="output of tunebench claims")
     parser.add_argument("--out-dir", type=Path, default=Path("results/figures"), help="directory of the figure files")
     parser.set_defaults(func=run)

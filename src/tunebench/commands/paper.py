@@ -11,9 +11,15 @@ from ..results import aggregate, claims, paper, plan
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("paper", help="write the paper's generated includes and build its PDF")
-    parser.add_argument("--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)")
-    parser.add_argument("--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate")
-    parser.add_argument("--curves", type=Path, default=Path("results/learning_curves.csv"), help="output of tunebench aggregate")
+    parser.add_argument(
+        "--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)"
+    )
+    parser.add_argument(
+        "--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate"
+    )
+    parser.add_argument(
+        "--curves", type=Path, default=Path("results/learning_curves.csv"), help="output of tunebench aggregate"
+    )
     parser.add_argument("--claims", type=Path, default=Path("results/claims.csv"), help="output of tunebench claims")
     parser.add_argument("--tables-dir", type=Path, default=Path("results/tables"), help="output of tunebench tables")
     parser.add_argument("--figures-dir", type=Path, default=Path("results/figures"), help="output of tunebench figures")
@@ -24,8 +30,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = tb_config.load(args.config)
-    main = paper.write_sources(config, args.config, aggregate.read_metrics(args.metrics),
-                               aggregate.read_curves(args.curves), args.tables_dir, args.figures_dir, args.build_dir,
-                               claims.read(args.claims) if "claims" in plan(config).tables else None)
+    main = paper.write_sources(
+        config,
+        args.config,
+        aggregate.read_metrics(args.metrics),
+        aggregate.read_curves(args.curves),
+        args.tables_dir,
+        args.figures_dir,
+        args.build_dir,
+        claims.read(args.claims) if "claims" in plan(config).tables else None,
+    )
     print(paper.compile_pdf(main, args.out))
     return 0

@@ -37,16 +37,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[1].replace("\n", " "),
     )
     parser.add_argument("task", choices=scoring.TASKS, help="task whose scorer is used")
-    parser.add_argument("file", type=Path, metavar="FILE.jsonl", help="one JSON object per line with prediction and answer")
-    parser.add_argument("--per-example", type=Path, metavar="OUT.jsonl", help="also write each input line with its verdict")
+    parser.add_argument(
+        "file", type=Path, metavar="FILE.jsonl", help="one JSON object per line with prediction and answer"
+    )
+    parser.add_argument(
+        "--per-example", type=Path, metavar="OUT.jsonl", help="also write each input line with its verdict"
+    )
     defaults = sql_defaults()
     sql = parser.add_argument_group("SQL only")
-    sql.add_argument("--databases", type=int, metavar="K",
-                     help=f"synthesised databases per example (default {defaults['sql_databases']})")
-    sql.add_argument("--timeout", type=float, metavar="SECONDS",
-                     help=f"time limit of one query in seconds (default {defaults['sql_timeout_s']})")
-    sql.add_argument("--executor", choices=EXECUTORS,
-                     help=f"engine that runs the queries; sqlglot replays the study's scorer (default {defaults['sql_executor']})")
+    sql.add_argument(
+        "--databases",
+        type=int,
+        metavar="K",
+        help=f"synthesised databases per example (default {defaults['sql_databases']})",
+    )
+    sql.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"time limit of one query in seconds (default {defaults['sql_timeout_s']})",
+    )
+    sql.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        help=f"engine that runs the queries; sqlglot replays the study's scorer (default {defaults['sql_executor']})",
+    )
     parser.set_defaults(func=run)
 
 
@@ -78,10 +93,13 @@ def read_lines(path: Path, task: str) -> list[dict]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise UserError(f"{path} line {number} is not valid JSON ({exc.msg}); fix or remove that line.") from None
+                    raise UserError(
+                        f"{path} line {number} is not valid JSON ({exc.msg}); fix or remove that line."
+                    ) from None
                 except ValueError:  # json's integer conversion stops beyond 4,300 digits
                     raise UserError(
-                        f"{path} line {number} holds an integer too long to read (over 4,300 digits); fix or remove " "that line."
+                        f"{path} line {number} holds an integer too long to read (over 4,300 digits); fix or remove "
+                        "that line."
                     ) from None
                 problem = _problem(row, task)
                 if problem:
@@ -96,12 +114,12 @@ def _problem(row: object, task: str) -> str | None:
     if not isinstance(row, dict):
         return f"is a JSON {type(row).__name__}, not an object"
     if not isinstance(row.get("prediction"), str):
-        return "has no string \"prediction\""
+        return 'has no string "prediction"'
     answer = row.get("answer")
     if answer is None or isinstance(answer, (bool, list, dict)):
-        return "has no \"answer\" (a string or number)"
+        return 'has no "answer" (a string or number)'
     if task == "sql" and not isinstance(row.get("context"), str):
-        return "has no string \"context\""
+        return 'has no string "context"'
     return None
 
 
@@ -130,7 +148,10 @@ def run(args: argparse.Namespace) -> int:
     for name in summary["metrics"]:
         unscorable = sum(v[name] is None for v in verdicts)
         if unscorable:
-            print(f"tunebench score: {unscorable} of {len(rows)} rows are unscorable for {name} and left out of its " "value.",
-                  file=sys.stderr)
+            print(
+                f"tunebench score: {unscorable} of {len(rows)} rows are unscorable for {name} and left out of its "
+                "value.",
+                file=sys.stderr,
+            )
     print(json.dumps(summary))
     return 0

@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{label:>10}: {path}{state}")
     missing = paper.tex_missing()
     if missing and not (results / "paper" / "tunebench.pdf").exists():
-        print(f"The paper PDF was not built: {paper.how_to_get_tex(missing)}, then run `make demo` again "
-              "(it builds only the paper).")
+        print(
+            f"The paper PDF was not built: {paper.how_to_get_tex(missing)}, then run `make demo` again "
+            "(it builds only the paper)."
+        )
     return 0

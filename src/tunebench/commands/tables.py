@@ -11,10 +11,18 @@ from ..results import aggregate, claims, plan, tables
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("tables", help="write the result tables (CSV, Markdown, LaTeX booktabs)")
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help="tables to write: main, a task name, published, cost, ablation_format_TASK (default: all the config has)")
-    parser.add_argument("--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)")
-    parser.add_argument("--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="tables to write: main, a task name, published, cost, ablation_format_TASK (default: all the config has)",
+    )
+    parser.add_argument(
+        "--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)"
+    )
+    parser.add_argument(
+        "--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate"
+    )
     parser.add_argument("--claims", type=Path, default=Path("results/claims.csv"), help="output of tunebench claims")
     parser.add_argument("--out-dir", type=Path, default=Path("results/tables"), help="directory of the table files")
     parser.set_defaults(func=run)

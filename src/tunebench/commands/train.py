@@ -36,7 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "history.jsonl, best.json, run.json and config.json. A killed run resumes from DIR.resume/."
         ),
     )
-    add_run_arguments(parser, "train", run_help="METHOD[-TAG], e.g. lora or lora-instruction", task_help="task of the run")
+    add_run_arguments(
+        parser, "train", run_help="METHOD[-TAG], e.g. lora or lora-instruction", task_help="task of the run"
+    )
     parser.set_defaults(func=run)
 
 
@@ -51,9 +53,13 @@ def launch_command(job: tb_job.Job, args: argparse.Namespace, out_dir: Path, dat
     """``accelerate launch`` of this command with the job's accelerate file and process count."""
     accelerate_file = tb_job.accelerate_file(job.accelerate_config)
     command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(accelerate_file),
-        "--num_processes", str(job.processes),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(accelerate_file),
+        "--num_processes",
+        str(job.processes),
     ]
     if job.nodes > 1:
         command += cluster.machine_arguments(job.nodes)
@@ -69,10 +75,20 @@ def launch_command(job: tb_job.Job, args: argparse.Namespace, out_dir: Path, dat
 
 def train_arguments(args: argparse.Namespace, out_dir: Path, data_dir: Path) -> list[str]:
     return [
-        "tunebench.cli", "train",
-        "--config", *map(str, args.config),
-        "--task", args.task, "--model", args.model, "--run", args.run,
-        "--out-dir", str(out_dir), "--data-dir", str(data_dir),
+        "tunebench.cli",
+        "train",
+        "--config",
+        *map(str, args.config),
+        "--task",
+        args.task,
+        "--model",
+        args.model,
+        "--run",
+        args.run,
+        "--out-dir",
+        str(out_dir),
+        "--data-dir",
+        str(data_dir),
     ]
 
 
@@ -103,8 +119,9 @@ def run(args: argparse.Namespace) -> int:
         checkpoint.check_layout(resume, tb_job.fingerprint(job), tb_job.layout(job))
     # The launchers replace this process, so a scheduler's signals reach them (and through them the workers).
     if job.nodes > 1 and not launched and not os.environ.get(cluster.NODE_LAUNCH_ENV):
-        command = cluster.node_step_command([sys.executable, "-m", *train_arguments(args, out_dir, data_dir)],
-                                            job.nodes, job.threads_per_node)
+        command = cluster.node_step_command(
+            [sys.executable, "-m", *train_arguments(args, out_dir, data_dir)], job.nodes, job.threads_per_node
+        )
         print(f"launch on {socket.gethostname()}: {cluster.show(command)}", file=sys.stderr, flush=True)
         os.execvpe(command[0], command, dict(os.environ, **{cluster.NODE_LAUNCH_ENV: "1"}))
     if job.launch and not launched:
@@ -113,7 +130,11 @@ def run(args: argparse.Namespace) -> int:
         os.execve(command[0], command, launch_env(os.environ, job.processes // job.nodes))
 
     from ..train import loop
+
     summary = loop.train(job, out_dir, resume)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"{args.task}/{args.model}/{args.run}: {summary['epochs_run']} epochs, best checkpoint in " f"{out_dir / 'checkpoint'}")
+        print(
+            f"{args.task}/{args.model}/{args.run}: {summary['epochs_run']} epochs, best checkpoint in "
+            f"{out_dir / 'checkpoint'}"
+        )
     return 0

@@ -80,7 +80,9 @@ class Plan:
         names = list(names)
         unknown = [name for name in names if name not in available]
         if unknown:
-            raise UserError(f"this config has no {kind} named {', '.join(unknown)}; its {kind}s are {', '.join(available)}.")
+            raise UserError(
+                f"this config has no {kind} named {', '.join(unknown)}; its {kind}s are {', '.join(available)}."
+            )
         return [available[name] for name in names] if names else list(available.values())
 
 

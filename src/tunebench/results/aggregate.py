@@ -29,28 +29,73 @@ from . import STAGES
 #: The columns naming a run, first in both tables.
 RUN_COLUMNS = ["task", "model", "size", "params_b", "method", "run", "stage", "format"]
 METRIC_COLUMNS = [
-    *RUN_COLUMNS, "variant", "init_from",
-    "metric", "primary", "value", "ci_low", "ci_high", "n", "n_examples", "unscorable",
-    "train_tokens", "train_tokens_total", "train_wall_time_s", "train_tokens_per_s", "peak_memory_mb",
-    "device", "device_kind", "num_processes", "device_hours", "device_hours_total", "epochs_run",
-    "best_epoch", "best_validation_perplexity", "trainable_params", "total_params",
-    "eval_wall_time_s", "eval_tokens_per_s", "prompt_tokens_mean", "generated_tokens_mean", "eval_batch_size",
+    *RUN_COLUMNS,
+    "variant",
+    "init_from",
+    "metric",
+    "primary",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n",
+    "n_examples",
+    "unscorable",
+    "train_tokens",
+    "train_tokens_total",
+    "train_wall_time_s",
+    "train_tokens_per_s",
+    "peak_memory_mb",
+    "device",
+    "device_kind",
+    "num_processes",
+    "device_hours",
+    "device_hours_total",
+    "epochs_run",
+    "best_epoch",
+    "best_validation_perplexity",
+    "trainable_params",
+    "total_params",
+    "eval_wall_time_s",
+    "eval_tokens_per_s",
+    "prompt_tokens_mean",
+    "generated_tokens_mean",
+    "eval_batch_size",
 ]
 #: Columns of API baselines, present in metrics.csv only when the config has an api model.
 API_COLUMNS = ["api_requests", "api_retries", "api_failed_rows", "api_cost_per_1k_queries_usd"]
 CURVE_COLUMNS = [
-    *RUN_COLUMNS, "init_from", "epoch", "train_loss",
-    "validation_loss", "validation_perplexity", "wall_time_s", "selected",
+    *RUN_COLUMNS,
+    "init_from",
+    "epoch",
+    "train_loss",
+    "validation_loss",
+    "validation_perplexity",
+    "wall_time_s",
+    "selected",
 ]
-TEXT_COLUMNS = {"task", "model", "size", "method", "run", "stage", "format", "variant", "init_from", "metric",
-                "device", "device_kind"}
+TEXT_COLUMNS = {
+    "task",
+    "model",
+    "size",
+    "method",
+    "run",
+    "stage",
+    "format",
+    "variant",
+    "init_from",
+    "metric",
+    "device",
+    "device_kind",
+}
 
 _RERUN = "re-run the workflow step that writes it"
 
 
 def read_json(path: Path, step: str) -> dict:
     if not path.is_file():
-        raise DataError(f"{path} is missing; run the {step} step for it first (snakemake builds it as an input of this step).")
+        raise DataError(
+            f"{path} is missing; run the {step} step for it first (snakemake builds it as an input of this step)."
+        )
     try:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -78,7 +123,10 @@ def _check_identity(doc: Mapping, path: Path, **expected: str) -> None:
     for key, want in expected.items():
         found = doc.get(key)
         if found is not None and found != want:
-            raise DataError(f"{path} says {key} is {found!r} but lies in the directory of {want!r}; delete the stale file and " f"{_RERUN}.")
+            raise DataError(
+                f"{path} says {key} is {found!r} but lies in the directory of {want!r}; delete the stale file and "
+                f"{_RERUN}."
+            )
 
 
 def size_value(model: Mapping) -> float:
@@ -98,8 +146,12 @@ def _eval_rows(config: Mapping, run, results: Path) -> list[dict]:
     doc = read_json(path, "evaluate")
     _check_identity(doc, path, task=run.task, model=run.model, run=run.run)
     # Made under other settings (an edited config, a results/ copied from elsewhere): refuse to mix.
-    tb_settings.check_recorded(doc, tb_settings.eval_hash(config, run.task, run.model, run.run), path,
-                               "re-run its evaluation (snakemake re-runs it when the config changed) or restore the config")
+    tb_settings.check_recorded(
+        doc,
+        tb_settings.eval_hash(config, run.task, run.model, run.run),
+        path,
+        "re-run its evaluation (snakemake re-runs it when the config changed) or restore the config",
+    )
     metrics = doc.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
         raise DataError(f"{path} has no metrics object; delete it and {_RERUN}.")
@@ -121,13 +173,20 @@ def _eval_rows(config: Mapping, run, results: Path) -> list[dict]:
         entry = metrics[name]
         where = path.with_name(f"{path.name} (metric {name})")
         if not isinstance(entry, dict):
-            raise DataError(f"{path}: metrics.{name} must be an object with value, ci_low, ci_high and n; delete the file and " f"{_RERUN}.")
+            raise DataError(
+                f"{path}: metrics.{name} must be an object with value, ci_low, ci_high and n; delete the file and "
+                f"{_RERUN}."
+            )
         values = {k: number(entry, k, where, required=False) for k in ("value", "ci_low", "ci_high")}
         for key, value in values.items():
             if value is not None and not 0 <= value <= 1:
-                raise DataError(f"{path}: metrics.{name}.{key} is {value} but must be a fraction between 0 and 1; delete the file " f"and {_RERUN}.")
-        rows.append({"metric": name, "primary": name == task.primary_metric, **values,
-                     "n": number(entry, "n", where), **facts})
+                raise DataError(
+                    f"{path}: metrics.{name}.{key} is {value} but must be a fraction between 0 and 1; delete the file "
+                    f"and {_RERUN}."
+                )
+        rows.append(
+            {"metric": name, "primary": name == task.primary_metric, **values, "n": number(entry, "n", where), **facts}
+        )
     return rows
 
 
@@ -136,8 +195,12 @@ def _train_record(config: Mapping, task: str, model: str, run_name: str, method:
     folder = results / "train" / task / model / run_name
     record = read_json(folder / "run.json", "train")
     _check_identity(record, folder / "run.json", task=task, model=model, run=run_name)
-    tb_settings.check_recorded(record, tb_settings.train_hash(config, task, model, run_name), folder / "run.json",
-                               "re-run its training (snakemake re-runs it when the config changed) or restore the config")
+    tb_settings.check_recorded(
+        record,
+        tb_settings.train_hash(config, task, model, run_name),
+        folder / "run.json",
+        "re-run its training (snakemake re-runs it when the config changed) or restore the config",
+    )
     best = read_json(folder / "best.json", "train")
     steps = [line for line in read_history(folder / "history.jsonl") if line["kind"] == "step"]
     path = folder / "run.json"
@@ -173,7 +236,10 @@ def read_history(path: Path) -> list[dict]:
     lines = []
     for number, line in io.read_jsonl(path, f"delete the run directory and {_RERUN}"):
         if not isinstance(line, dict) or line.get("kind") not in ("step", "epoch"):
-            raise DataError(f"{path} line {number} must be an object whose kind is step or epoch; delete the run directory and " f"{_RERUN}.")
+            raise DataError(
+                f"{path} line {number} must be an object whose kind is step or epoch; delete the run directory and "
+                f"{_RERUN}."
+            )
         lines.append(line)
     return lines
 
@@ -195,8 +261,16 @@ def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
         return records[key]
 
     for run in tb_config.baseline_runs(config):
-        base = {"task": run.task, **_model_columns(config, run.model), "method": tb_config.PROMPTED, "run": run.run,
-                "stage": "baseline", "format": "chat", "variant": run.variant, "init_from": ""}
+        base = {
+            "task": run.task,
+            **_model_columns(config, run.model),
+            "method": tb_config.PROMPTED,
+            "run": run.run,
+            "stage": "baseline",
+            "format": "chat",
+            "variant": run.variant,
+            "init_from": "",
+        }
         if config["models"][run.model].get("api"):
             base.update(_api_facts(results / "eval" / run.task / run.model / run.run / "metrics.json"))
         rows += [{**base, **row} for row in _eval_rows(config, run, results)]
@@ -212,8 +286,16 @@ def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
             facts["train_tokens_total"] += first["train_tokens"]
             facts["device_hours_total"] += first["device_hours"]
             init_from = "/".join(run.init_from)
-        base = {"task": run.task, **_model_columns(config, run.model), "method": run.method, "run": run.run,
-                "stage": run.stage, "format": run.format, "variant": "", "init_from": init_from}
+        base = {
+            "task": run.task,
+            **_model_columns(config, run.model),
+            "method": run.method,
+            "run": run.run,
+            "stage": run.stage,
+            "format": run.format,
+            "variant": "",
+            "init_from": init_from,
+        }
         rows += [{**base, **facts, **row} for row in _eval_rows(config, run, results)]
     api_models = any(config["models"][run.model].get("api") for run in tb_config.baseline_runs(config))
     frame = pd.DataFrame(rows, columns=METRIC_COLUMNS + (API_COLUMNS if api_models else []))
@@ -245,16 +327,23 @@ def collect_curves(config: Mapping, results: Path) -> pd.DataFrame:
                 continue
             where = folder / "history.jsonl"
             epoch = number(line, "epoch", where)
-            rows.append({
-                "task": run.task, **_model_columns(config, run.model), "method": run.method, "run": run.run,
-                "stage": run.stage, "format": run.format,
-                "init_from": "/".join(run.init_from) if run.init_from else "", "epoch": int(epoch),
-                "train_loss": number(line, "train_loss", where, required=False),
-                "validation_loss": number(line, "validation_loss", where, required=False),
-                "validation_perplexity": number(line, "validation_perplexity", where),
-                "wall_time_s": number(line, "wall_time_s", where, required=False),
-                "selected": int(epoch) == int(best_epoch),
-            })
+            rows.append(
+                {
+                    "task": run.task,
+                    **_model_columns(config, run.model),
+                    "method": run.method,
+                    "run": run.run,
+                    "stage": run.stage,
+                    "format": run.format,
+                    "init_from": "/".join(run.init_from) if run.init_from else "",
+                    "epoch": int(epoch),
+                    "train_loss": number(line, "train_loss", where, required=False),
+                    "validation_loss": number(line, "validation_loss", where, required=False),
+                    "validation_perplexity": number(line, "validation_perplexity", where),
+                    "wall_time_s": number(line, "wall_time_s", where, required=False),
+                    "selected": int(epoch) == int(best_epoch),
+                }
+            )
     frame = pd.DataFrame(rows, columns=CURVE_COLUMNS)
     return frame.sort_values(["task", "params_b", "model", "run", "epoch"], kind="stable").reset_index(drop=True)
 
@@ -263,14 +352,16 @@ def sort_runs(frame: pd.DataFrame) -> pd.DataFrame:
     """Tasks in the suite's order, then model size, stage, method and run; metrics keep their order."""
     if frame.empty:
         return frame.reset_index(drop=True)
-    keys = pd.DataFrame({
-        "task": frame["task"].map({t: i for i, t in enumerate(tb_tasks.scored())}),
-        "params_b": frame["params_b"],
-        "stage": frame["stage"].map({s: i for i, s in enumerate(STAGES)}),
-        "method": frame["method"].map({m: i for i, m in enumerate((tb_config.PROMPTED, "full", "lora", "qlora"))}),
-        "run": frame["run"],
-        "position": range(len(frame)),
-    })
+    keys = pd.DataFrame(
+        {
+            "task": frame["task"].map({t: i for i, t in enumerate(tb_tasks.scored())}),
+            "params_b": frame["params_b"],
+            "stage": frame["stage"].map({s: i for i, s in enumerate(STAGES)}),
+            "method": frame["method"].map({m: i for i, m in enumerate((tb_config.PROMPTED, "full", "lora", "qlora"))}),
+            "run": frame["run"],
+            "position": range(len(frame)),
+        }
+    )
     order = keys.sort_values(list(keys.columns), kind="stable").index
     return frame.loc[order].reset_index(drop=True)
 
@@ -292,7 +383,9 @@ def _read_csv(path: Path, columns: list[str], writer: str) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not a readable CSV file ({str(exc).splitlines()[0]}); regenerate it with `tunebench {writer}`.") from None
+        raise DataError(
+            f"{path} is not a readable CSV file ({str(exc).splitlines()[0]}); regenerate it with `tunebench {writer}`."
+        ) from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"{path} lacks the columns {', '.join(missing)}; regenerate it with `tunebench {writer}`.")
@@ -303,7 +396,10 @@ def _read_csv(path: Path, columns: list[str], writer: str) -> pd.DataFrame:
         bad = converted.isna() & frame[column].notna()
         if bad.any():
             row = int(bad.idxmax()) + 2
-            raise DataError(f"{path} line {row}: column {column} holds {frame[column][bad].iloc[0]!r}, which is not a number; " f"regenerate the file with `tunebench {writer}`.")
+            raise DataError(
+                f"{path} line {row}: column {column} holds {frame[column][bad].iloc[0]!r}, which is not a number; "
+                f"regenerate the file with `tunebench {writer}`."
+            )
         frame[column] = converted
     for column in {"primary", "selected"} & set(columns):
         frame[column] = frame[column].astype(str).str.lower().isin(("true", "1"))

@@ -29,8 +29,26 @@ from ..errors import DataError
 
 LABELS = ("reproduced", "contradicted", "undecided", "not run")
 COLUMNS = [
-    "claim", "statement", "source", "published", "task", "metric", "model", "size", "better_run", "than_run",
-    "n", "better_value", "than_value", "difference", "ci_low", "ci_high", "label", "seeds", "seed_low", "seed_high",
+    "claim",
+    "statement",
+    "source",
+    "published",
+    "task",
+    "metric",
+    "model",
+    "size",
+    "better_run",
+    "than_run",
+    "n",
+    "better_value",
+    "than_value",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "label",
+    "seeds",
+    "seed_low",
+    "seed_high",
 ]
 SELECTOR_KEYS = ("stage", "method", "format", "variant")
 
@@ -43,13 +61,30 @@ def load_claims() -> list[dict]:
 def evaluated_runs(config: Mapping) -> list[dict]:
     """Every evaluated run of the config with the attributes a claim selects on."""
     runs = [
-        {"task": run.task, "model": run.model, "run": run.run, "stage": run.stage, "method": run.method,
-         "format": run.format, "variant": None, "replicate_of": run.replicate_of}
-        for run in tb_config.finetune_runs(config) if run.evaluate
+        {
+            "task": run.task,
+            "model": run.model,
+            "run": run.run,
+            "stage": run.stage,
+            "method": run.method,
+            "format": run.format,
+            "variant": None,
+            "replicate_of": run.replicate_of,
+        }
+        for run in tb_config.finetune_runs(config)
+        if run.evaluate
     ]
     runs += [
-        {"task": run.task, "model": run.model, "run": run.run, "stage": "baseline", "method": None,
-         "format": None, "variant": run.variant, "replicate_of": None}
+        {
+            "task": run.task,
+            "model": run.model,
+            "run": run.run,
+            "stage": "baseline",
+            "method": None,
+            "format": None,
+            "variant": run.variant,
+            "replicate_of": None,
+        }
         for run in tb_config.baseline_runs(config)
     ]
     return runs
@@ -82,8 +117,7 @@ def verdicts(path: Path, metric: str) -> dict[str, float]:
     if not path.is_file():
         raise DataError(f"{path} is missing; run the evaluation step for it first.")
     found = {}
-    bad = (f"is not a prediction record with a verdict for {metric}; "
-           "delete the file and re-run its evaluation step.")
+    bad = f"is not a prediction record with a verdict for {metric}; delete the file and re-run its evaluation step."
     try:
         for number, record in io.iter_jsonl(path):
             try:
@@ -129,24 +163,42 @@ def decide(config: Mapping, results: Path, claims: Iterable[Mapping] | None = No
             )
             seed_runs = replicates(better, runs)
             over_seeds = [difference] + [
-                _mean_difference(verdicts(_predictions(results, replicate), metric), scored[1]) for replicate in seed_runs
+                _mean_difference(verdicts(_predictions(results, replicate), metric), scored[1])
+                for replicate in seed_runs
             ]
             over_seeds = [value for value in over_seeds if value is not None]
-            rows.append({
-                "claim": claim["id"], **about, "task": task, "metric": metric, "model": model,
-                "size": config["models"][model]["size"], "better_run": better["run"], "than_run": than["run"],
-                "n": len(shared), "better_value": sum(a) / len(a) if a else None,
-                "than_value": sum(b) / len(b) if b else None, "difference": difference,
-                "ci_low": low, "ci_high": high, "label": label(low, high), "seeds": 1 + len(seed_runs),
-                "seed_low": min(over_seeds, default=None), "seed_high": max(over_seeds, default=None),
-            })
+            rows.append(
+                {
+                    "claim": claim["id"],
+                    **about,
+                    "task": task,
+                    "metric": metric,
+                    "model": model,
+                    "size": config["models"][model]["size"],
+                    "better_run": better["run"],
+                    "than_run": than["run"],
+                    "n": len(shared),
+                    "better_value": sum(a) / len(a) if a else None,
+                    "than_value": sum(b) / len(b) if b else None,
+                    "difference": difference,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "label": label(low, high),
+                    "seeds": 1 + len(seed_runs),
+                    "seed_low": min(over_seeds, default=None),
+                    "seed_high": max(over_seeds, default=None),
+                }
+            )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def replicates(run: Mapping, runs: list[dict]) -> list[dict]:
     """The runs that repeat ``run`` with other training seeds."""
-    return [other for other in runs
-            if other["replicate_of"] == run["run"] and (other["task"], other["model"]) == (run["task"], run["model"])]
+    return [
+        other
+        for other in runs
+        if other["replicate_of"] == run["run"] and (other["task"], other["model"]) == (run["task"], run["model"])
+    ]
 
 
 def _predictions(results: Path, run: Mapping) -> Path:

@@ -45,8 +45,12 @@ STAR_SIZE = 170  # marker area of a selected checkpoint in the learning curves
 
 
 def _theme() -> None:
-    sns.set_theme(context="paper", style="whitegrid", font_scale=1.05,
-                  rc={"axes.titleweight": "bold", "legend.frameon": False, "savefig.bbox": "tight"})
+    sns.set_theme(
+        context="paper",
+        style="whitegrid",
+        font_scale=1.05,
+        rc={"axes.titleweight": "bold", "legend.frameon": False, "savefig.bbox": "tight"},
+    )
 
 
 def method_colors() -> dict[str, tuple]:
@@ -81,7 +85,9 @@ def _panels(count: int, height: float):
 
 def _models(frame: pd.DataFrame) -> pd.DataFrame:
     """Models of ``frame`` by size, with the tick label (the size, plus the name if two share a size)."""
-    models = frame.drop_duplicates("model")[["model", "size", "params_b"]].sort_values(["params_b", "model"], kind="stable")
+    models = frame.drop_duplicates("model")[["model", "size", "params_b"]].sort_values(
+        ["params_b", "model"], kind="stable"
+    )
     clash = models["size"].duplicated(keep=False)
     models["tick"] = np.where(clash, models["size"] + "\n" + models["model"], models["size"])
     return models.reset_index(drop=True)
@@ -102,14 +108,24 @@ def _errorbar(ax, x, row, color, width) -> None:
     if row is None or pd.isna(row["value"]) or pd.isna(row["ci_low"]):
         return
     value = row["value"] * 100
-    ax.errorbar(x, value, yerr=[[value - row["ci_low"] * 100], [row["ci_high"] * 100 - value]], fmt="none",
-                ecolor=color, elinewidth=1.0, capsize=max(1.5, 10 * width), zorder=4)
+    ax.errorbar(
+        x,
+        value,
+        yerr=[[value - row["ci_low"] * 100], [row["ci_high"] * 100 - value]],
+        fmt="none",
+        ecolor=color,
+        elinewidth=1.0,
+        capsize=max(1.5, 10 * width),
+        zorder=4,
+    )
 
 
 def task_accuracy(metrics: pd.DataFrame, published: pd.DataFrame, task: str) -> plt.Figure:
     frame = metrics[metrics["task"] == task]
     if frame.empty:
-        raise UserError(f"results/metrics.csv has no rows for task {task}; run its evaluations and `tunebench aggregate` first.")
+        raise UserError(
+            f"results/metrics.csv has no rows for task {task}; run its evaluations and `tunebench aggregate` first."
+        )
     names = list(dict.fromkeys(frame["metric"]))
     models = _models(frame)
     tuned = _main_runs(frame)
@@ -142,11 +158,29 @@ def task_accuracy(metrics: pd.DataFrame, published: pd.DataFrame, task: str) -> 
                     ax.bar(x, value, width, color=light, edgecolor="white", linewidth=0.5, zorder=2)
                 elif value >= base_value:
                     ax.bar(x, base_value, width, color=dark, edgecolor="white", linewidth=0.5, zorder=2)
-                    ax.bar(x, value - base_value, width, bottom=base_value, color=light, edgecolor="white", linewidth=0.5, zorder=2)
+                    ax.bar(
+                        x,
+                        value - base_value,
+                        width,
+                        bottom=base_value,
+                        color=light,
+                        edgecolor="white",
+                        linewidth=0.5,
+                        zorder=2,
+                    )
                 else:
                     ax.bar(x, value, width, color=dark, edgecolor="white", linewidth=0.5, zorder=2)
-                    ax.bar(x, base_value - value, width, bottom=value, facecolor="white", edgecolor=dark, hatch="////",
-                           linewidth=0.8, zorder=2)
+                    ax.bar(
+                        x,
+                        base_value - value,
+                        width,
+                        bottom=value,
+                        facecolor="white",
+                        edgecolor=dark,
+                        hatch="////",
+                        linewidth=0.8,
+                        zorder=2,
+                    )
                     seen.add("loss")
                 _errorbar(ax, x - width / 4, base, "#777777", width / 2)
                 _errorbar(ax, x + (width / 4 if base_value is not None else 0), run, "black", width / 2)
@@ -154,12 +188,28 @@ def task_accuracy(metrics: pd.DataFrame, published: pd.DataFrame, task: str) -> 
                     whiskers = [run["ci_high"], base["ci_high"]]
                     top = max([value, base_value] + [w * 100 for w in whiskers if pd.notna(w)])
                     gain = f"{value - base_value:+.0f}".replace("-", "\u2212")
-                    ax.text(x, top + 1.5, gain, ha="center", va="bottom", fontsize=8,
-                            bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.6, "alpha": 0.85}, zorder=6)
+                    ax.text(
+                        x,
+                        top + 1.5,
+                        gain,
+                        ha="center",
+                        va="bottom",
+                        fontsize=8,
+                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.6, "alpha": 0.85},
+                        zorder=6,
+                    )
             variants = own[(own["stage"] == "baseline") & (own["variant"] != "default")]
             for _, variant in variants.iterrows():
                 if pd.notna(variant["value"]):
-                    ax.hlines(variant["value"] * 100, i - 0.42, i + 0.42, colors="black", linestyles=(0, (1, 1)), linewidth=1.4, zorder=5)
+                    ax.hlines(
+                        variant["value"] * 100,
+                        i - 0.42,
+                        i + 0.42,
+                        colors="black",
+                        linestyles=(0, (1, 1)),
+                        linewidth=1.4,
+                        zorder=5,
+                    )
                     seen.add(f"variant:{variant['variant']}")
         for _, ref in tb_published.reference_lines(published, task, metric).iterrows():
             ax.axhline(ref["value"], color=REFERENCE_COLOR, linestyle="--", linewidth=1.2, zorder=1)
@@ -195,8 +245,14 @@ def task_accuracy(metrics: pd.DataFrame, published: pd.DataFrame, task: str) -> 
     handles.append(plt.Line2D([], [], color="black", marker="|", linestyle="none", markersize=8))
     texts.append("Bootstrap confidence interval")
     fig.suptitle(f"{labels.task(task)}: prompted baseline and fine-tuning gain", fontweight="bold")
-    fig.legend(handles, texts, loc="outside lower center", ncol=min(3, len(texts)),
-               handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, fontsize=8.5)
+    fig.legend(
+        handles,
+        texts,
+        loc="outside lower center",
+        ncol=min(3, len(texts)),
+        handler_map={tuple: HandlerTuple(ndivide=None, pad=0)},
+        fontsize=8.5,
+    )
     return fig
 
 
@@ -220,8 +276,13 @@ def learning_curves(curves: pd.DataFrame) -> plt.Figure:
     shared = curves.groupby("Run")["run"].transform("nunique") > 1
     curves.loc[shared, "Run"] = curves.loc[shared, "Run"] + " (" + curves.loc[shared, "run"] + ")"
     curves["Model size"] = curves["size"]
-    runs = list(dict.fromkeys(curves.sort_values(["method"], key=lambda s: s.map({m: i for i, m in enumerate(METHODS)}),
-                                                 kind="stable")["Run"]))
+    runs = list(
+        dict.fromkeys(
+            curves.sort_values(["method"], key=lambda s: s.map({m: i for i, m in enumerate(METHODS)}), kind="stable")[
+                "Run"
+            ]
+        )
+    )
     sizes = list(dict.fromkeys(curves.sort_values("params_b", kind="stable")["Model size"]))
     palette = dict(zip(runs, sns.color_palette("deep", len(runs))))
     last_epoch = int(curves["epoch"].max())
@@ -229,13 +290,36 @@ def learning_curves(curves: pd.DataFrame) -> plt.Figure:
     for index, (ax, task) in enumerate(zip(axes, order)):
         part = curves[curves["task"] == task]
         # Line style tells model sizes apart, so it is only used when there is more than one.
-        by_size = {"style": "Model size", "style_order": sizes, "markers": True, "dashes": True} if len(sizes) > 1 else {"marker": "o"}
-        sns.lineplot(data=part, x="epoch", y="validation_perplexity", hue="Run", hue_order=runs, palette=palette,
-                     ax=ax, legend=index == 0, units="model", estimator=None, **by_size)
+        by_size = (
+            {"style": "Model size", "style_order": sizes, "markers": True, "dashes": True}
+            if len(sizes) > 1
+            else {"marker": "o"}
+        )
+        sns.lineplot(
+            data=part,
+            x="epoch",
+            y="validation_perplexity",
+            hue="Run",
+            hue_order=runs,
+            palette=palette,
+            ax=ax,
+            legend=index == 0,
+            units="model",
+            estimator=None,
+            **by_size,
+        )
         chosen = part[part["selected"]]
         # The star takes its run's colour: a one-epoch run is a lone star, still told apart by colour.
-        ax.scatter(chosen["epoch"], chosen["validation_perplexity"], marker="*", s=STAR_SIZE,
-                   color=[palette[run] for run in chosen["Run"]], edgecolor="black", linewidth=0.8, zorder=5)
+        ax.scatter(
+            chosen["epoch"],
+            chosen["validation_perplexity"],
+            marker="*",
+            s=STAR_SIZE,
+            color=[palette[run] for run in chosen["Run"]],
+            edgecolor="black",
+            linewidth=0.8,
+            zorder=5,
+        )
         # Every panel shows the same whole epochs, also when all its runs stopped after the first.
         ax.set_xticks(range(1, last_epoch + 1))
         ax.set_xlim(0.6, last_epoch + 0.4)
@@ -244,13 +328,26 @@ def learning_curves(curves: pd.DataFrame) -> plt.Figure:
         ax.set_ylabel("Validation perplexity")
     handles, texts = axes[0].get_legend_handles_labels()
     axes[0].get_legend().remove()
-    handles.append(Line2D([], [], linestyle="none", marker="*", markersize=12, markerfacecolor="white",
-                          markeredgecolor="black", markeredgewidth=0.8))
+    handles.append(
+        Line2D(
+            [],
+            [],
+            linestyle="none",
+            marker="*",
+            markersize=12,
+            markerfacecolor="white",
+            markeredgecolor="black",
+            markeredgewidth=0.8,
+        )
+    )
     texts.append("Selected checkpoint (in its run's colour)")
     # seaborn puts section titles (Run, Model size) among the entries; keep them as plain text.
     fig.legend(handles, texts, loc="outside lower center", ncol=min(4, len(texts)), fontsize=8.5)
-    fig.suptitle("Validation perplexity per epoch (lower is better); the star marks the checkpoint evaluated",
-                 fontweight="bold", fontsize=10)
+    fig.suptitle(
+        "Validation perplexity per epoch (lower is better); the star marks the checkpoint evaluated",
+        fontweight="bold",
+        fontsize=10,
+    )
     return fig
 
 
@@ -258,7 +355,9 @@ def two_stage(metrics: pd.DataFrame, task: str) -> plt.Figure:
     primary = metrics[(metrics["task"] == task) & metrics["primary"]]
     staged = primary[primary["stage"] == "two_stage"]
     if staged.empty:
-        raise UserError(f"results/metrics.csv has no two-stage run on {task}; add a finetune entry with init_from to the config.")
+        raise UserError(
+            f"results/metrics.csv has no two-stage run on {task}; add a finetune entry with init_from to the config."
+        )
     metric = staged["metric"].iloc[0]
     first = labels.task(staged["init_from"].iloc[0].split("/")[0])
     colors = method_colors()
@@ -266,12 +365,19 @@ def two_stage(metrics: pd.DataFrame, task: str) -> plt.Figure:
     for _, run in staged.sort_values("params_b", kind="stable").iterrows():
         same = primary[primary["model"] == run["model"]]
         base = _one(same[(same["stage"] == "baseline") & (same["variant"] == "default")])
-        single = _one(same[(same["stage"] == "finetuned") & (same["method"] == run["method"]) & (same["format"] == run["format"])])
-        groups.append((f"{run['size']}, {labels.method(run['method'])}", [
-            ("Prompted", base, PROMPTED_COLOR),
-            (f"Fine-tuned on {labels.task(task)}", single, shade(colors.get(run["method"], "grey"), 1.35)),
-            (f"{first}, then {labels.task(task)}", run, shade(colors.get(run["method"], "grey"), 0.8)),
-        ]))
+        single = _one(
+            same[(same["stage"] == "finetuned") & (same["method"] == run["method"]) & (same["format"] == run["format"])]
+        )
+        groups.append(
+            (
+                f"{run['size']}, {labels.method(run['method'])}",
+                [
+                    ("Prompted", base, PROMPTED_COLOR),
+                    (f"Fine-tuned on {labels.task(task)}", single, shade(colors.get(run["method"], "grey"), 1.35)),
+                    (f"{first}, then {labels.task(task)}", run, shade(colors.get(run["method"], "grey"), 0.8)),
+                ],
+            )
+        )
     fig, ax = plt.subplots(figsize=(min(WIDTH, 2.4 + 1.6 * len(groups)), 3.4), layout="constrained")
     width = 0.26
     for i, (_, bars) in enumerate(groups):
@@ -300,8 +406,10 @@ def gain_vs_cost(metrics: pd.DataFrame) -> plt.Figure:
     tuned = primary[primary["stage"] != "baseline"].merge(base, on=["task", "model"], suffixes=("", "_base"))
     tuned = tuned[tuned["device_hours_total"] > 0].copy()
     if tuned.empty:
-        raise UserError("results/metrics.csv has no fine-tuned run with a prompted baseline of the same model; "
-                        "add baselines for the fine-tuned models to the config.")
+        raise UserError(
+            "results/metrics.csv has no fine-tuned run with a prompted baseline of the same model; "
+            "add baselines for the fine-tuned models to the config."
+        )
     tuned["gain"] = (tuned["value"] - tuned["value_base"]) * 100
     tuned["Task"] = tuned["task"].map(labels.task)
     tuned["Method"] = tuned["method"].map(labels.method)
@@ -311,11 +419,24 @@ def gain_vs_cost(metrics: pd.DataFrame) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(WIDTH, 3.6), layout="constrained")
     ax.axhline(0, color="grey", linewidth=0.8, zorder=1)
     # Marker size shows the model size only when there is more than one.
-    by_size = ({"size": "Model size", "sizes": dict(zip(sizes, np.linspace(40, 180, len(sizes))))}
-               if len(sizes) > 1 else {"s": 70})
-    sns.scatterplot(data=tuned, x="device_hours_total", y="gain", hue="Task", style="Method",
-                    style_order=[labels.method(m) for m in METHODS if labels.method(m) in set(tuned["Method"])],
-                    edgecolor="black", linewidth=0.5, ax=ax, zorder=3, **by_size)
+    by_size = (
+        {"size": "Model size", "sizes": dict(zip(sizes, np.linspace(40, 180, len(sizes))))}
+        if len(sizes) > 1
+        else {"s": 70}
+    )
+    sns.scatterplot(
+        data=tuned,
+        x="device_hours_total",
+        y="gain",
+        hue="Task",
+        style="Method",
+        style_order=[labels.method(m) for m in METHODS if labels.method(m) in set(tuned["Method"])],
+        edgecolor="black",
+        linewidth=0.5,
+        ax=ax,
+        zorder=3,
+        **by_size,
+    )
     scale = ""
     # Costs spanning more than a factor of ten (model sizes, GPUs against CPUs) need a log axis.
     if tuned["device_hours_total"].max() > 10 * tuned["device_hours_total"].min():
@@ -335,8 +456,10 @@ def ablation(metrics: pd.DataFrame, task: str) -> plt.Figure:
     frame = metrics[(metrics["task"] == task) & (metrics["stage"] == "finetuned")]
     pairs = [key for key, part in frame.groupby(["model", "method"], sort=False) if part["format"].nunique() > 1]
     if not pairs:
-        raise UserError(f"results/metrics.csv has no {task} runs of one model and method in two prompt formats; "
-                        "add a finetune entry with another format to the config.")
+        raise UserError(
+            f"results/metrics.csv has no {task} runs of one model and method in two prompt formats; "
+            "add a finetune entry with another format to the config."
+        )
     names = list(dict.fromkeys(frame["metric"]))
     formats = list(dict.fromkeys(sorted(frame["format"], key=lambda f: f != "special_tokens")))
     palette = dict(zip(formats, sns.color_palette("colorblind", len(formats))))
@@ -350,8 +473,14 @@ def ablation(metrics: pd.DataFrame, task: str) -> plt.Figure:
                 if row is None or pd.isna(row["value"]):
                     continue
                 x = i + (j - (len(formats) - 1) / 2) * width
-                ax.bar(x, row["value"] * 100, width * 0.95, color=palette[fmt], zorder=2,
-                       label=f"{labels.fmt(fmt).capitalize()} format" if i == 0 else None)
+                ax.bar(
+                    x,
+                    row["value"] * 100,
+                    width * 0.95,
+                    color=palette[fmt],
+                    zorder=2,
+                    label=f"{labels.fmt(fmt).capitalize()} format" if i == 0 else None,
+                )
                 _errorbar(ax, x, row, "black", width)
         size = part["size"].iloc[0]
         ax.set_title(f"{labels.task(task)}, {size} ({model}), {labels.method(method)}")
@@ -380,11 +509,14 @@ def claims(frame: pd.DataFrame) -> plt.Figure:
         ax.errorbar(center, i, xerr=[[center - low], [high - center]], fmt="o", color=color, capsize=3, markersize=5)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(ran)))
-    ax.set_yticklabels([f"{labels.task(r['task'])} {r['size']}: {r['better_run']} vs {r['than_run']}"
-                        for _, r in ran.iterrows()])
+    ax.set_yticklabels(
+        [f"{labels.task(r['task'])} {r['size']}: {r['better_run']} vs {r['than_run']}" for _, r in ran.iterrows()]
+    )
     ax.invert_yaxis()
     ax.set_xlabel("Paired difference on the same test rows (points)")
-    handles = [Line2D([], [], marker="o", linestyle="", color=color, label=name) for name, color in VERDICT_COLORS.items()]
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=color, label=name) for name, color in VERDICT_COLORS.items()
+    ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="Verdict")
     not_run = int((frame["label"] == "not run").sum())
     ax.set_title("The studies' claims on these runs" + (f" ({not_run} not run)" if not_run else ""))
@@ -400,8 +532,9 @@ BUILDERS = {
 }
 
 
-def build(output: Output, metrics: pd.DataFrame, curves: pd.DataFrame,
-          claims_frame: pd.DataFrame | None = None) -> plt.Figure:
+def build(
+    output: Output, metrics: pd.DataFrame, curves: pd.DataFrame, claims_frame: pd.DataFrame | None = None
+) -> plt.Figure:
     _theme()
     if output.draws == "claims":
         if claims_frame is None:
@@ -414,8 +547,15 @@ def build(output: Output, metrics: pd.DataFrame, curves: pd.DataFrame,
     return BUILDERS[output.draws](metrics)
 
 
-def write_all(outputs: Iterable[Output], metrics: pd.DataFrame, curves: pd.DataFrame, out_dir: Path,
-              claims_frame: pd.DataFrame | None = None) -> list[Path]:
-    return [path for output in outputs
-            for path in save(build(output, metrics, curves, claims_frame), Path(out_dir) / output.name)]
-
+def write_all(
+    outputs: Iterable[Output],
+    metrics: pd.DataFrame,
+    curves: pd.DataFrame,
+    out_dir: Path,
+    claims_frame: pd.DataFrame | None = None,
+) -> list[Path]:
+    return [
+        path
+        for output in outputs
+        for path in save(build(output, metrics, curves, claims_frame), Path(out_dir) / output.name)
+    ]

@@ -74,13 +74,17 @@ def _sizes(metrics: pd.DataFrame) -> list[str]:
 
 # -- values named by the hand-written prose ------------------------------------------------------
 
+
 def _comparisons(metrics: pd.DataFrame) -> pd.DataFrame:
     """Each single-stage special-token fine-tuned run beside the default prompted run of its model."""
     primary = metrics[metrics["primary"]]
     base = primary[(primary["stage"] == "baseline") & (primary["variant"] == "default")]
     tuned = primary[(primary["stage"] == "finetuned") & (primary["format"] == "special_tokens")]
-    pairs = tuned.merge(base[["task", "model", "value", "ci_low", "ci_high", "prompt_tokens_mean"]],
-                        on=["task", "model"], suffixes=("", "_base"))
+    pairs = tuned.merge(
+        base[["task", "model", "value", "ci_low", "ci_high", "prompt_tokens_mean"]],
+        on=["task", "model"],
+        suffixes=("", "_base"),
+    )
     pairs["gain"] = (pairs["value"] - pairs["value_base"]) * 100
     return pairs
 
@@ -101,7 +105,9 @@ def numbers(config: Mapping, config_files: Iterable[str], metrics: pd.DataFrame)
         "bootstrap-samples": f"{evaluation['bootstrap_samples']:,}",
         "confidence": f"{evaluation['confidence'] * 100:g}",
         "n-tasks": number_word(metrics["task"].nunique()),
-        "models": (f"{number_word(metrics['model'].nunique())} model size" + ("s" if metrics["model"].nunique() > 1 else "")),
+        "models": (
+            f"{number_word(metrics['model'].nunique())} model size" + ("s" if metrics["model"].nunique() > 1 else "")
+        ),
         "n-finetuned": str(len(metrics.drop_duplicates(["task", "model", "run"]).query("stage != 'baseline'"))),
         "n-baselines": str(len(metrics.drop_duplicates(["task", "model", "run"]).query("stage == 'baseline'"))),
         "n-trained": str(len(finetune)),
@@ -125,6 +131,7 @@ def numbers_tex(values: Mapping[str, str]) -> str:
 
 # -- generated prose -----------------------------------------------------------------------------
 
+
 def headline(metrics: pd.DataFrame) -> str:
     pairs = _comparisons(metrics).dropna(subset=["gain"])
     if pairs.empty:
@@ -133,8 +140,10 @@ def headline(metrics: pd.DataFrame) -> str:
     clear = int((pairs["ci_low"] > pairs["ci_high_base"]).sum())
     best = pairs.loc[pairs["gain"].idxmax()]
     if better == 0:
-        return (f"Over {len(pairs)} pairs of a fine-tuned model and the same model prompted, fine-tuning raised the "
-                f"task's primary metric in none; the median change was {points(pairs['gain'].median())} points.")
+        return (
+            f"Over {len(pairs)} pairs of a fine-tuned model and the same model prompted, fine-tuning raised the "
+            f"task's primary metric in none; the median change was {points(pairs['gain'].median())} points."
+        )
     return (
         f"Over {len(pairs)} pairs of a fine-tuned model and the same model prompted, fine-tuning raised the "
         f"task's primary metric in {better}, with intervals that do not overlap in {clear}; the median change was "
@@ -155,13 +164,18 @@ def task_findings(metrics: pd.DataFrame, task: str) -> str:
         name = f"{tex(model)} ({tex(own['size'].iloc[0])})"
         base = own[(own["stage"] == "baseline") & (own["variant"] == "default")]
         tuned = pairs[pairs["model"] == model].sort_values("method", key=lambda s: s.map(METHODS.index), kind="stable")
-        parts = [f"{tex(labels.method(r['method']))} reaches {interval(r)} ({points(r['gain'])} points)" for _, r in tuned.iterrows()]
+        parts = [
+            f"{tex(labels.method(r['method']))} reaches {interval(r)} ({points(r['gain'])} points)"
+            for _, r in tuned.iterrows()
+        ]
         if not base.empty and parts:
             sentences.append(f"Prompted, {name} scores {interval(base.iloc[0])}; after fine-tuning, {join(parts)}.")
         elif not base.empty:
             sentences.append(f"{name[0].upper() + name[1:]} was only prompted and scores {interval(base.iloc[0])}.")
         for _, variant in own[(own["stage"] == "baseline") & (own["variant"] != "default")].iterrows():
-            sentences.append(f"With the {tex(variant['variant'].replace('_', ' '))} prompt it scores {interval(variant)}.")
+            sentences.append(
+                f"With the {tex(variant['variant'].replace('_', ' '))} prompt it scores {interval(variant)}."
+            )
         if base.empty:
             solo = own[own["stage"] == "finetuned"]
             if not solo.empty:
@@ -170,26 +184,34 @@ def task_findings(metrics: pd.DataFrame, task: str) -> str:
     pairs = pairs.dropna(subset=["value", "value_base"])
     if not pairs.empty:
         clear = int((pairs["ci_low"] > pairs["ci_high_base"]).sum())
-        sentences.append(f"In {clear} of {len(pairs)} comparisons the fine-tuned interval lies wholly above the prompted one.")
+        sentences.append(
+            f"In {clear} of {len(pairs)} comparisons the fine-tuned interval lies wholly above the prompted one."
+        )
         best = pairs.loc[pairs["value"].idxmax()]
         refs = tb_published.reference_lines(tb_published.load(), task, frame["metric"].iloc[0])
         for _, ref in refs.iterrows():
             side = "above" if best["value"] * 100 > ref["value"] else "below"
-            sentences.append(f"The study put {tex(ref['model'])} at about {ref['value']:g}\\,\\% on this metric; our best "
-                             f"fine-tuned run ({pct(best['value'])}) is {side} that line.")
+            sentences.append(
+                f"The study put {tex(ref['model'])} at about {ref['value']:g}\\,\\% on this metric; our best "
+                f"fine-tuned run ({pct(best['value'])}) is {side} that line."
+            )
     return " ".join(sentences)
 
 
 def _figure(figure: Output, label: str | None = None) -> str:
     """The figure float of an output; ``label`` replaces the output's name in its \\label."""
-    return (f"\\begin{{figure}}[tbp]\n\\centering\n\\fitbox{{\\includegraphics{{generated/figures/{figure.name}.pdf}}}}\n"
-            f"\\caption{{{tex(figure.caption)}}}\n\\label{{fig:{label or figure.name}}}\n\\end{{figure}}\n")
+    return (
+        f"\\begin{{figure}}[tbp]\n\\centering\n\\fitbox{{\\includegraphics{{generated/figures/{figure.name}.pdf}}}}\n"
+        f"\\caption{{{tex(figure.caption)}}}\n\\label{{fig:{label or figure.name}}}\n\\end{{figure}}\n"
+    )
 
 
 def _table(output: Output, table: tb_tables.Table) -> str:
     size = "\\footnotesize" if len(table.frame) > 24 else "\\small"
-    return (f"\\begin{{table}}[tbp]\n\\centering\n\\caption{{{tex(table.caption)}}}\n\\label{{tab:{output.name}}}\n{size}\n"
-            f"\\fitbox{{\\input{{generated/tables/{output.name}.tex}}}}\n\\end{{table}}\n")
+    return (
+        f"\\begin{{table}}[tbp]\n\\centering\n\\caption{{{tex(table.caption)}}}\n\\label{{tab:{output.name}}}\n{size}\n"
+        f"\\fitbox{{\\input{{generated/tables/{output.name}.tex}}}}\n\\end{{table}}\n"
+    )
 
 
 def results_tex(metrics: pd.DataFrame, chosen: Plan) -> str:
@@ -198,8 +220,10 @@ def results_tex(metrics: pd.DataFrame, chosen: Plan) -> str:
         output = chosen.drawing("table", "task", task)
         table = tb_tables.build(output, metrics)
         name = tex(labels.task(task))
-        parts.append(f"\\subsection{{{name}}}\\label{{sec:{task}}}\n{task_findings(metrics, task)} "
-                     f"Figure~\\ref{{fig:{task}}} shows every metric and Table~\\ref{{tab:{task}}} lists the values.\n")
+        parts.append(
+            f"\\subsection{{{name}}}\\label{{sec:{task}}}\n{task_findings(metrics, task)} "
+            f"Figure~\\ref{{fig:{task}}} shows every metric and Table~\\ref{{tab:{task}}} lists the values.\n"
+        )
         parts.append(_figure(chosen.drawing("figure", "task", task), label=task))
         parts.append(_table(output, table))
     return "\n".join(parts)
@@ -211,13 +235,17 @@ def published_tex(metrics: pd.DataFrame, chosen: Plan) -> str:
     compared = table.frame
     same = int((compared["match"] == "same setting").sum())
     sizes = _sizes(metrics)
-    text = (f"Table~\\ref{{tab:published}} sets {len(compared)} figures stated by the case studies beside the same "
-            f"quantity measured here; {same} of them were measured in the study's own setting. The others differ in "
-            "model size, method or hardware, as the last column says, and show the direction of an effect rather "
-            "than replicate its size.")
+    text = (
+        f"Table~\\ref{{tab:published}} sets {len(compared)} figures stated by the case studies beside the same "
+        f"quantity measured here; {same} of them were measured in the study's own setting. The others differ in "
+        "model size, method or hardware, as the last column says, and show the direction of an effect rather "
+        "than replicate its size."
+    )
     if not any(size in set(tb_published.load()["size"]) for size in sizes):
-        text += (f" None of our model sizes ({tex(join(sizes))}) is one the studies used, so every difference in "
-                 "accuracy mixes the effect of scale with that of the method.")
+        text += (
+            f" None of our model sizes ({tex(join(sizes))}) is one the studies used, so every difference in "
+            "accuracy mixes the effect of scale with that of the method."
+        )
     return text + "\n\n" + _table(output, table) + f"\n{tex(table.note)}\n"
 
 
@@ -225,14 +253,16 @@ def cost_tex(metrics: pd.DataFrame, chosen: Plan) -> str:
     output = chosen.drawing("table", "cost")
     table = tb_tables.build(output, metrics)
     pairs = _comparisons(metrics)
-    text = ("Table~\\ref{tab:cost} lists what each model cost to train and what each query costs to answer. ")
+    text = "Table~\\ref{tab:cost} lists what each model cost to train and what each query costs to answer. "
     if not pairs.empty and pairs["prompt_tokens_mean"].notna().any():
         base_tokens = pairs.drop_duplicates(["task", "model"])["prompt_tokens_mean_base"].mean()
         tuned_tokens = pairs["prompt_tokens_mean"].mean()
-        text += (f"The prompted baselines carry their instructions and worked examples in every query, "
-                 f"{base_tokens:,.0f} prompt tokens on average, against {tuned_tokens:,.0f} for the fine-tuned models, "
-                 f"which have learned the task and need only its input: {base_tokens / tuned_tokens:.1f} times fewer "
-                 "tokens to read per answer. ")
+        text += (
+            f"The prompted baselines carry their instructions and worked examples in every query, "
+            f"{base_tokens:,.0f} prompt tokens on average, against {tuned_tokens:,.0f} for the fine-tuned models, "
+            f"which have learned the task and need only its input: {base_tokens / tuned_tokens:.1f} times fewer "
+            "tokens to read per answer. "
+        )
     parts = [text + f"{tex(table.note)}\n", _table(output, table)]
     figure = chosen.drawing("figure", "gain_vs_cost")
     if figure:
@@ -248,16 +278,25 @@ def extras_tex(metrics: pd.DataFrame, curves: pd.DataFrame, chosen: Plan) -> str
         staged = primary[primary["stage"] == "two_stage"]
         sentences = []
         for _, run in staged.iterrows():
-            single = primary[(primary["model"] == run["model"]) & (primary["stage"] == "finetuned")
-                             & (primary["method"] == run["method"]) & (primary["format"] == run["format"])]
+            single = primary[
+                (primary["model"] == run["model"])
+                & (primary["stage"] == "finetuned")
+                & (primary["method"] == run["method"])
+                & (primary["format"] == run["format"])
+            ]
             first = labels.task(run["init_from"].split("/")[0])
             if not single.empty:
                 delta = (run["value"] - single["value"].iloc[0]) * 100
-                sentences.append(f"For {tex(run['model'])} with {tex(labels.method(run['method']))}, training on "
-                                 f"{tex(first)} first gives {interval(run)} against {interval(single.iloc[0])} "
-                                 f"from {tex(labels.task(task))} alone ({points(delta)} points).")
-        parts.append(f"\\subsection{{Two-stage training on {tex(labels.task(task))}}}\n"
-                     + " ".join(sentences) + f" Figure~\\ref{{fig:two_stage_{task}}} shows the three stages side by side.\n")
+                sentences.append(
+                    f"For {tex(run['model'])} with {tex(labels.method(run['method']))}, training on "
+                    f"{tex(first)} first gives {interval(run)} against {interval(single.iloc[0])} "
+                    f"from {tex(labels.task(task))} alone ({points(delta)} points)."
+                )
+        parts.append(
+            f"\\subsection{{Two-stage training on {tex(labels.task(task))}}}\n"
+            + " ".join(sentences)
+            + f" Figure~\\ref{{fig:two_stage_{task}}} shows the three stages side by side.\n"
+        )
         parts.append(_figure(chosen.drawing("figure", "two_stage", task)))
     for task in chosen.ablations:
         output = chosen.drawing("table", "ablation_format", task)
@@ -269,12 +308,18 @@ def extras_tex(metrics: pd.DataFrame, curves: pd.DataFrame, chosen: Plan) -> str
                 continue
             by_format = {row["format"]: row for _, row in part.iterrows()}
             listed = [f"{interval(row)} with the {tex(labels.fmt(fmt))} format" for fmt, row in by_format.items()]
-            sentences.append(f"{tex(model)} with {tex(labels.method(method))} scores {join(listed)} on "
-                             f"{tex(labels.metric(part['metric'].iloc[0]).lower())}.")
-        parts.append("\\subsection{Special tokens or an instruction?}\nA reader of the first study asked whether its "
-                     "special tokens still matter once the task is described in plain words. We trained the same model "
-                     "and method both ways. " + " ".join(sentences)
-                     + f" Figure~\\ref{{fig:ablation_format_{task}}} and Table~\\ref{{tab:ablation_format_{task}}} give every " "metric.\n")
+            sentences.append(
+                f"{tex(model)} with {tex(labels.method(method))} scores {join(listed)} on "
+                f"{tex(labels.metric(part['metric'].iloc[0]).lower())}."
+            )
+        parts.append(
+            "\\subsection{Special tokens or an instruction?}\nA reader of the first study asked whether its "
+            "special tokens still matter once the task is described in plain words. We trained the same model "
+            "and method both ways. "
+            + " ".join(sentences)
+            + f" Figure~\\ref{{fig:ablation_format_{task}}} and Table~\\ref{{tab:ablation_format_{task}}} give every "
+            "metric.\n"
+        )
         parts.append(_figure(chosen.drawing("figure", "ablation_format", task)))
         parts.append(_table(output, table))
     curves_figure = chosen.drawing("figure", "learning_curves")
@@ -285,14 +330,19 @@ def extras_tex(metrics: pd.DataFrame, curves: pd.DataFrame, chosen: Plan) -> str
         last_epoch = runs["epoch"].max()
         chosen_epoch = curves[curves["selected"]].set_index(["task", "model", "run"])["epoch"]
         at_end = int((chosen_epoch.reindex(last_epoch.index) == last_epoch).sum())
-        hint = (", which suggests that more epochs would have helped them" if at_end else
-                "; every run passed its lowest validation perplexity before training ended")
-        parts.append("\\subsection{Learning curves}\nAfter every epoch the validation perplexity is measured and the "
-                     "checkpoint with the lowest value is the one evaluated. Across the "
-                     f"{len(first)} training runs, the perplexity after the first epoch averages "
-                     f"{first.mean():.2f} and at the selected checkpoint {best.reindex(first.index).mean():.2f}; "
-                     f"{at_end} of the {len(first)} runs selected their last epoch{hint}. "
-                     "Figure~\\ref{fig:learning_curves} shows every run.\n")
+        hint = (
+            ", which suggests that more epochs would have helped them"
+            if at_end
+            else "; every run passed its lowest validation perplexity before training ended"
+        )
+        parts.append(
+            "\\subsection{Learning curves}\nAfter every epoch the validation perplexity is measured and the "
+            "checkpoint with the lowest value is the one evaluated. Across the "
+            f"{len(first)} training runs, the perplexity after the first epoch averages "
+            f"{first.mean():.2f} and at the selected checkpoint {best.reindex(first.index).mean():.2f}; "
+            f"{at_end} of the {len(first)} runs selected their last epoch{hint}. "
+            "Figure~\\ref{fig:learning_curves} shows every run.\n"
+        )
         parts.append(_figure(curves_figure))
     return "\n".join(parts)
 
@@ -311,53 +361,112 @@ def _describe_source(source: Mapping | None) -> str:
 
 def setup_tex(config: Mapping, metrics: pd.DataFrame) -> str:
     used = list(dict.fromkeys(metrics["model"]))
-    model_rows = [[tex(name), tex(config["models"][name]["size"]),
-                   tex(f"{config['models'][name].get('params_b'):g}" if config["models"][name].get("params_b") is not None else "–"),
-                   tex(_describe_source(config["models"][name].get("base")) if not config["models"][name].get("api") else "–"),
-                   tex(_describe_source(config["models"][name].get("chat")) if not config["models"][name].get("api")
-                       else f"API endpoint, model {config['models'][name]['api']['model']}")] for name in used]
+    model_rows = [
+        [
+            tex(name),
+            tex(config["models"][name]["size"]),
+            tex(
+                f"{config['models'][name].get('params_b'):g}"
+                if config["models"][name].get("params_b") is not None
+                else "–"
+            ),
+            tex(_describe_source(config["models"][name].get("base")) if not config["models"][name].get("api") else "–"),
+            tex(
+                _describe_source(config["models"][name].get("chat"))
+                if not config["models"][name].get("api")
+                else f"API endpoint, model {config['models'][name]['api']['model']}"
+            ),
+        ]
+        for name in used
+    ]
     finetune = tb_config.finetune_runs(config)
     methods = [m for m in METHODS if any(run.method == m for run in finetune)]
     method_rows = []
     for method in methods:
         settings = tb_config.method_settings(config, next(run for run in finetune if run.method == method))
         lora = settings.get("lora")
-        quant = (f"4-bit {settings['quant_type']}" + (", double" if settings.get("double_quant") else "")) if method == "qlora" else "–"
-        method_rows.append([tex(labels.method(method)), f"{settings['learning_rate']:g}",
-                            str(lora["r"]) if lora else "–", f"{lora['alpha']:g}" if lora else "–",
-                            tex(", ".join(lora["target_modules"])) if lora else tex("all weights"), tex(quant)])
+        quant = (
+            (f"4-bit {settings['quant_type']}" + (", double" if settings.get("double_quant") else ""))
+            if method == "qlora"
+            else "–"
+        )
+        method_rows.append(
+            [
+                tex(labels.method(method)),
+                f"{settings['learning_rate']:g}",
+                str(lora["r"]) if lora else "–",
+                f"{lora['alpha']:g}" if lora else "–",
+                tex(", ".join(lora["target_modules"])) if lora else tex("all weights"),
+                tex(quant),
+            ]
+        )
     training = config["training"]
-    keys = [("epochs", "Most epochs"), ("early_stop_patience", "Early-stop patience (epochs)"), ("batch_size", "Batch size per device"),
-            ("gradient_accumulation", "Gradient accumulation"), ("max_length", "Longest example (tokens)"),
-            ("batching", "Batching"), ("loss_on", "Tokens in the loss"), ("dtype", "Weights dtype"),
-            ("warmup_steps_per_device", "Warm-up steps per device"), ("lr_schedule", "Schedule")]
-    train_rows = [[tex(label), tex(str(training.get(key)).replace("_", " ") if training.get(key) is not None else "none")]
-                  for key, label in keys if key in training]
-    overrides = sorted({f"{run.task} on {run.model}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in run.training.items()
-                                                                  if training.get(k) != v)
-                        for run in finetune if any(training.get(k) != v for k, v in run.training.items())})
+    keys = [
+        ("epochs", "Most epochs"),
+        ("early_stop_patience", "Early-stop patience (epochs)"),
+        ("batch_size", "Batch size per device"),
+        ("gradient_accumulation", "Gradient accumulation"),
+        ("max_length", "Longest example (tokens)"),
+        ("batching", "Batching"),
+        ("loss_on", "Tokens in the loss"),
+        ("dtype", "Weights dtype"),
+        ("warmup_steps_per_device", "Warm-up steps per device"),
+        ("lr_schedule", "Schedule"),
+    ]
+    train_rows = [
+        [tex(label), tex(str(training.get(key)).replace("_", " ") if training.get(key) is not None else "none")]
+        for key, label in keys
+        if key in training
+    ]
+    overrides = sorted(
+        {
+            f"{run.task} on {run.model}: "
+            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in run.training.items() if training.get(k) != v)
+            for run in finetune
+            if any(training.get(k) != v for k, v in run.training.items())
+        }
+    )
 
     def tabular(spec, header, rows):
         body = "\n".join(" & ".join(row) + r" \\" for row in rows)
-        return (f"\\begin{{tabular}}{{@{{}}{spec}@{{}}}}\n\\toprule\n" + " & ".join(header) + " \\\\\n\\midrule\n"
-                + body + "\n\\bottomrule\n\\end{tabular}")
+        return (
+            f"\\begin{{tabular}}{{@{{}}{spec}@{{}}}}\n\\toprule\n"
+            + " & ".join(header)
+            + " \\\\\n\\midrule\n"
+            + body
+            + "\n\\bottomrule\n\\end{tabular}"
+        )
 
-    out = ["\\begin{table}[tbp]\n\\centering\n\\caption{Models: the base model is fine-tuned, the chat model is "
-           "prompted as the baseline.}\n\\label{tab:models}\n\\small\n\\fitbox{"
-           + tabular("llrll", ["Name", "Size", "Parameters (B)", "Fine-tuned from", "Prompted model"], model_rows)
-           + "}\n\\end{table}\n"]
+    out = [
+        "\\begin{table}[tbp]\n\\centering\n\\caption{Models: the base model is fine-tuned, the chat model is "
+        "prompted as the baseline.}\n\\label{tab:models}\n\\small\n\\fitbox{"
+        + tabular("llrll", ["Name", "Size", "Parameters (B)", "Fine-tuned from", "Prompted model"], model_rows)
+        + "}\n\\end{table}\n"
+    ]
     if method_rows:
-        out.append("\\begin{table}[tbp]\n\\centering\n\\caption{Fine-tuning methods as configured.}\n\\label{tab:methods}\n"
-                   "\\small\n\\fitbox{" + tabular("lrrrll", ["Method", "Learning rate", "LoRA rank", "LoRA alpha",
-                                                           "Trained weights", "Quantisation"], method_rows)
-                   + "}\n\\end{table}\n")
+        out.append(
+            "\\begin{table}[tbp]\n\\centering\n\\caption{Fine-tuning methods as configured.}\n\\label{tab:methods}\n"
+            "\\small\n\\fitbox{"
+            + tabular(
+                "lrrrll",
+                ["Method", "Learning rate", "LoRA rank", "LoRA alpha", "Trained weights", "Quantisation"],
+                method_rows,
+            )
+            + "}\n\\end{table}\n"
+        )
         note = (" Per-run overrides: " + tex("; ".join(overrides)) + ".") if overrides else ""
-        out.append("\\begin{table}[tbp]\n\\centering\n\\caption{Training settings shared by every run." + note
-                   + "}\n\\label{tab:training}\n\\small\n" + tabular("lr", ["Setting", "Value"], train_rows) + "\n\\end{table}\n")
+        out.append(
+            "\\begin{table}[tbp]\n\\centering\n\\caption{Training settings shared by every run."
+            + note
+            + "}\n\\label{tab:training}\n\\small\n"
+            + tabular("lr", ["Setting", "Value"], train_rows)
+            + "\n\\end{table}\n"
+        )
     return "\n".join(out)
 
 
 # -- assembly and build --------------------------------------------------------------------------
+
 
 def claims_headline(claims: pd.DataFrame | None) -> str:
     """The abstract's count of the studies' claims by verdict, from results/claims.csv."""
@@ -365,9 +474,11 @@ def claims_headline(claims: pd.DataFrame | None) -> str:
         return ""
     found = tb_claims.counts(claims)
     decided = len(claims) - found["not run"]
-    text = (f"Tested as paired differences on the same test rows, {decided} comparisons of the studies' claims were "
-            f"{found['reproduced']} reproduced, {found['contradicted']} contradicted and {found['undecided']} "
-            "undecided at this scale")
+    text = (
+        f"Tested as paired differences on the same test rows, {decided} comparisons of the studies' claims were "
+        f"{found['reproduced']} reproduced, {found['contradicted']} contradicted and {found['undecided']} "
+        "undecided at this scale"
+    )
     if found["not run"]:
         text += f"; {found['not run']} claims have no runs in this configuration"
     return text + "."
@@ -388,8 +499,10 @@ def seeds_tex(claims: pd.DataFrame) -> str:
     ]
     if not sentences:
         return ""
-    return ("\n" + " ".join(sentences) + " A bootstrap over test rows holds the trained weights fixed, so only the "
-            "spread over seeds shows how much of a difference training variance alone can move.\n")
+    return (
+        "\n" + " ".join(sentences) + " A bootstrap over test rows holds the trained weights fixed, so only the "
+        "spread over seeds shows how much of a difference training variance alone can move.\n"
+    )
 
 
 def claims_tex(claims: pd.DataFrame | None, chosen: Plan) -> str:
@@ -398,22 +511,38 @@ def claims_tex(claims: pd.DataFrame | None, chosen: Plan) -> str:
     found = tb_claims.counts(claims)
     undecided = claims[claims["label"] == "undecided"]
     widest = (undecided["ci_high"] - undecided["ci_low"]).max() * 100 if not undecided.empty else None
-    text = ("Each qualitative claim of the studies compares two kinds of run of the same model on the same test "
-            "rows. We take the per-row verdicts of both runs, average their difference and bootstrap the rows in "
-            "pairs; a claim is reproduced when the whole interval lies above zero and contradicted when it lies "
-            f"below. Of {len(claims) - found['not run']} comparisons, {found['reproduced']} reproduce their claim, "
-            f"{found['contradicted']} contradict it and {found['undecided']} cannot decide it")
+    text = (
+        "Each qualitative claim of the studies compares two kinds of run of the same model on the same test "
+        "rows. We take the per-row verdicts of both runs, average their difference and bootstrap the rows in "
+        "pairs; a claim is reproduced when the whole interval lies above zero and contradicted when it lies "
+        f"below. Of {len(claims) - found['not run']} comparisons, {found['reproduced']} reproduce their claim, "
+        f"{found['contradicted']} contradict it and {found['undecided']} cannot decide it"
+    )
     if widest is not None:
-        text += (f"; the widest undecided interval spans {widest:.1f} points, so those test sets are too small (or "
-                 "the effect too weak at this model size) to tell")
+        text += (
+            f"; the widest undecided interval spans {widest:.1f} points, so those test sets are too small (or "
+            "the effect too weak at this model size) to tell"
+        )
     text += ". Table~\\ref{tab:claims} lists every comparison and Figure~\\ref{fig:claims} draws them.\n"
     text += seeds_tex(claims)
     output = chosen.drawing("table", "claims")
-    return text + _figure(chosen.drawing("figure", "claims")) + _table(output, tb_tables.build(output, metrics=None, claims=claims))
+    return (
+        text
+        + _figure(chosen.drawing("figure", "claims"))
+        + _table(output, tb_tables.build(output, metrics=None, claims=claims))
+    )
 
 
-def write_sources(config: Mapping, config_files: Iterable[str], metrics: pd.DataFrame, curves: pd.DataFrame,
-                  tables_dir: Path, figures_dir: Path, build_dir: Path, claims: pd.DataFrame | None = None) -> Path:
+def write_sources(
+    config: Mapping,
+    config_files: Iterable[str],
+    metrics: pd.DataFrame,
+    curves: pd.DataFrame,
+    tables_dir: Path,
+    figures_dir: Path,
+    build_dir: Path,
+    claims: pd.DataFrame | None = None,
+) -> Path:
     """Copy the hand-written sources and write the generated includes; returns the main .tex file."""
     chosen = plan(config)
     if chosen.drawing("table", "claims") and claims is None:
@@ -477,7 +606,10 @@ def compile_pdf(main: Path, out: Path) -> Path:
     env = {**os.environ, "SOURCE_DATE_EPOCH": "0", "FORCE_SOURCE_DATE": "1", "max_print_line": "10000"}
     result = subprocess.run(
         ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", main.name],
-        cwd=main.parent, capture_output=True, text=True, env=env,
+        cwd=main.parent,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     log_path = main.with_suffix(".log")
     if result.returncode != 0:

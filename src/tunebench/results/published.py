@@ -16,8 +16,22 @@ import pandas as pd
 from ..errors import DataError
 from . import METHODS, labels
 
-COLUMNS = ["id", "study", "source", "task", "model", "size", "method", "stage", "metric", "quantity",
-           "relation", "value", "unit", "claim"]
+COLUMNS = [
+    "id",
+    "study",
+    "source",
+    "task",
+    "model",
+    "size",
+    "method",
+    "stage",
+    "metric",
+    "quantity",
+    "relation",
+    "value",
+    "unit",
+    "claim",
+]
 #: Quantities we can measure on our own runs, with the function that does it.
 QUANTITIES = ("accuracy", "gain", "gain_over_finetuned", "epoch_tokens", "epoch_minutes", "train_hours", "devices")
 
@@ -34,8 +48,12 @@ def load() -> pd.DataFrame:
 
 def reference_lines(published: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
     """Published figures of reference models (GPT-4, ...) for one task and metric."""
-    return published[(published["stage"] == "reference") & (published["task"] == task)
-                     & (published["metric"] == metric) & (published["quantity"] == "accuracy")]
+    return published[
+        (published["stage"] == "reference")
+        & (published["task"] == task)
+        & (published["metric"] == metric)
+        & (published["quantity"] == "accuracy")
+    ]
 
 
 def _pick(candidates: pd.DataFrame, size: str, method: str) -> tuple[pd.Series | None, list[str]]:
@@ -64,14 +82,25 @@ def _value(row: pd.Series) -> float:
 
 
 def _baseline_of(metrics: pd.DataFrame, run: pd.Series, metric: str) -> pd.Series | None:
-    hit = metrics[(metrics["task"] == run["task"]) & (metrics["model"] == run["model"])
-                  & (metrics["stage"] == "baseline") & (metrics["variant"] == "default") & (metrics["metric"] == metric)]
+    hit = metrics[
+        (metrics["task"] == run["task"])
+        & (metrics["model"] == run["model"])
+        & (metrics["stage"] == "baseline")
+        & (metrics["variant"] == "default")
+        & (metrics["metric"] == metric)
+    ]
     return hit.iloc[0] if not hit.empty else None
 
 
 def _finetuned_of(metrics: pd.DataFrame, run: pd.Series, metric: str) -> pd.Series | None:
-    hit = metrics[(metrics["task"] == run["task"]) & (metrics["model"] == run["model"]) & (metrics["stage"] == "finetuned")
-                  & (metrics["method"] == run["method"]) & (metrics["format"] == run["format"]) & (metrics["metric"] == metric)]
+    hit = metrics[
+        (metrics["task"] == run["task"])
+        & (metrics["model"] == run["model"])
+        & (metrics["stage"] == "finetuned")
+        & (metrics["method"] == run["method"])
+        & (metrics["format"] == run["format"])
+        & (metrics["metric"] == metric)
+    ]
     return hit.iloc[0] if not hit.empty else None
 
 
@@ -118,23 +147,29 @@ def compare(published: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
         if figure["quantity"] not in QUANTITIES or figure["stage"] == "reference":
             continue
         run, ours, notes = _measure(metrics, figure)
-        rows.append({
-            "id": figure["id"],
-            "study": figure["study"],
-            "task": figure["task"],
-            "published_model": figure["model"],
-            "metric": figure["metric"],
-            "quantity": figure["quantity"],
-            "unit": figure["unit"],
-            "relation": figure["relation"],
-            "published": figure["value"],
-            "our_model": run["model"] if run is not None else "",
-            "our_size": run["size"] if run is not None else "",
-            "our_run": run["run"] if run is not None else "",
-            "our_label": labels.short_run(run) if run is not None else "",
-            "reproduced": ours,
-            "difference": ours - figure["value"] if pd.notna(ours) else np.nan,
-            "match": "same setting" if run is not None and not notes else ", ".join(notes) if run is not None else "not run",
-            "source": figure["source"],
-        })
+        rows.append(
+            {
+                "id": figure["id"],
+                "study": figure["study"],
+                "task": figure["task"],
+                "published_model": figure["model"],
+                "metric": figure["metric"],
+                "quantity": figure["quantity"],
+                "unit": figure["unit"],
+                "relation": figure["relation"],
+                "published": figure["value"],
+                "our_model": run["model"] if run is not None else "",
+                "our_size": run["size"] if run is not None else "",
+                "our_run": run["run"] if run is not None else "",
+                "our_label": labels.short_run(run) if run is not None else "",
+                "reproduced": ours,
+                "difference": ours - figure["value"] if pd.notna(ours) else np.nan,
+                "match": "same setting"
+                if run is not None and not notes
+                else ", ".join(notes)
+                if run is not None
+                else "not run",
+                "source": figure["source"],
+            }
+        )
     return pd.DataFrame(rows)

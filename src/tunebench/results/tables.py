@@ -112,22 +112,31 @@ def task_table(metrics: pd.DataFrame, task: str) -> Table:
         for name in names:
             if name in cells.index:
                 m = cells.loc[name]
-                record |= {name: m["value"] * 100, f"{name}_ci_low": m["ci_low"] * 100,
-                           f"{name}_ci_high": m["ci_high"] * 100}
+                record |= {
+                    name: m["value"] * 100,
+                    f"{name}_ci_low": m["ci_low"] * 100,
+                    f"{name}_ci_high": m["ci_high"] * 100,
+                }
         records.append(record | {"task": run["task"], "init_from": run["init_from"]})
     table = pd.DataFrame(records)
     # A run without some metric has no cells for it; its columns come where the first run with it put them.
     csv = [column for column in table.columns if column not in ("task", "init_from")]
     percents = [f"{name}{suffix}" for name in names for suffix in ("", "_ci_low", "_ci_high")]
-    columns = [Column("Model", labels.model), Column("Run", labels.run),
-               Column("n", lambda row: f"{row['n_examples']:.0f}", numeric=True)]
+    columns = [
+        Column("Model", labels.model),
+        Column("Run", labels.run),
+        Column("n", lambda row: f"{row['n_examples']:.0f}", numeric=True),
+    ]
     if (table["unscorable"].fillna(0) > 0).any():
         columns.append(Column("Unscorable", lambda row: f"{row['unscorable']:.0f}", numeric=True))
-    columns += [Column(labels.metric(name) + " (%)", _percent_interval(name), numeric=True, best=name)
-                for name in names]
+    columns += [
+        Column(labels.metric(name) + " (%)", _percent_interval(name), numeric=True, best=name) for name in names
+    ]
     return Table(
-        caption=(f"{labels.task(task)}: share of test examples scored correct, in percent, with "
-                 f"bootstrap confidence intervals in brackets; the best value per column is in bold."),
+        caption=(
+            f"{labels.task(task)}: share of test examples scored correct, in percent, with "
+            f"bootstrap confidence intervals in brackets; the best value per column is in bold."
+        ),
         frame=table,
         columns=columns,
         csv=csv,
@@ -143,28 +152,47 @@ def main_table(metrics: pd.DataFrame) -> Table:
         gain = math.nan
         if run["stage"] != "baseline":
             gain = (run["value"] - _baseline_value(primary, run, variant="default")) * 100
-        records.append({key: run[key] for key in HEADLINE_FIELDS} | {
-            "metric": run["metric"], "value_pct": run["value"] * 100, "ci_low_pct": run["ci_low"] * 100,
-            "ci_high_pct": run["ci_high"] * 100, "gain_points": gain, "n": run["n"],
-            "prompt_tokens_mean": run["prompt_tokens_mean"],
-        } | {field: run[field] for field in ("method", "format", "variant", "init_from")})
+        records.append(
+            {key: run[key] for key in HEADLINE_FIELDS}
+            | {
+                "metric": run["metric"],
+                "value_pct": run["value"] * 100,
+                "ci_low_pct": run["ci_low"] * 100,
+                "ci_high_pct": run["ci_high"] * 100,
+                "gain_points": gain,
+                "n": run["n"],
+                "prompt_tokens_mean": run["prompt_tokens_mean"],
+            }
+            | {field: run[field] for field in ("method", "format", "variant", "init_from")}
+        )
     frame = pd.DataFrame(records)
     return Table(
-        caption=("Every run on its task's primary metric (percent of test examples, bootstrap interval in brackets) "
-                 "and its gain over the prompted baseline of the same model."),
+        caption=(
+            "Every run on its task's primary metric (percent of test examples, bootstrap interval in brackets) "
+            "and its gain over the prompted baseline of the same model."
+        ),
         frame=frame,
         columns=[
             Column("Task", lambda row: labels.task(row["task"])),
             Column("Model", labels.model),
             Column("Run", labels.run),
             Column("Metric", lambda row: labels.metric(row["metric"])),
-            Column("Value (%)", lambda row: interval(row["value_pct"], row["ci_low_pct"], row["ci_high_pct"]),
-                   numeric=True),
+            Column(
+                "Value (%)", lambda row: interval(row["value_pct"], row["ci_low_pct"], row["ci_high_pct"]), numeric=True
+            ),
             Column("Gain (points)", lambda row: signed(row["gain_points"]), numeric=True),
             Column("Prompt tokens / query", lambda row: plain(row["prompt_tokens_mean"]), numeric=True),
         ],
-        csv=[*HEADLINE_FIELDS, "metric", "value_pct", "ci_low_pct", "ci_high_pct", "gain_points", "n",
-             "prompt_tokens_mean"],
+        csv=[
+            *HEADLINE_FIELDS,
+            "metric",
+            "value_pct",
+            "ci_low_pct",
+            "ci_high_pct",
+            "gain_points",
+            "n",
+            "prompt_tokens_mean",
+        ],
         rounded=("value_pct", "ci_low_pct", "ci_high_pct", "gain_points"),
     )
 
@@ -197,9 +225,11 @@ def published_table(metrics: pd.DataFrame) -> Table:
         return PUBLISHED_DIGITS.get(row["quantity"], 1)
 
     return Table(
-        caption=("Figures stated by the case studies beside the same quantity measured on our runs; the "
-                 "difference is ours minus published, and the last column names what differs from the study's "
-                 "setting: the model size, the fine-tuning method, or CPU processes in place of GPUs."),
+        caption=(
+            "Figures stated by the case studies beside the same quantity measured on our runs; the "
+            "difference is ours minus published, and the last column names what differs from the study's "
+            "setting: the model size, the fine-tuning method, or CPU processes in place of GPUs."
+        ),
         frame=compared,
         columns=[
             Column("Study", lambda row: row["study"]),
@@ -221,39 +251,75 @@ def cost_table(metrics: pd.DataFrame) -> Table:
     primary = metrics[metrics["primary"]]
     runs = primary[(primary["stage"] != "baseline") | (primary["variant"] == "default")]
     unit = cost_unit(runs.loc[runs["stage"] != "baseline", "device_kind"])
-    primaries = "; ".join(f"{labels.task(t)}: {labels.metric(m).lower()}"
-                          for t, m in runs[["task", "metric"]].drop_duplicates().itertuples(index=False))
+    primaries = "; ".join(
+        f"{labels.task(t)}: {labels.metric(m).lower()}"
+        for t, m in runs[["task", "metric"]].drop_duplicates().itertuples(index=False)
+    )
     # API baselines add their price and their failed requests; a config without one keeps the columns above.
     api = "api_cost_per_1k_queries_usd" in runs.columns
     records = []
     for _, run in runs.iterrows():
         trained = run["stage"] != "baseline"
-        records.append({key: run[key] for key in HEADLINE_FIELDS} | {
-            "device_kind": run["device_kind"] if trained else "",
-            "num_processes": run["num_processes"] if trained else math.nan,
-            "device_hours": run["device_hours_total"], "train_tokens": run["train_tokens_total"],
-            "train_wall_time_s": run["train_wall_time_s"], "peak_memory_mb": run["peak_memory_mb"],
-            "prompt_tokens_mean": run["prompt_tokens_mean"], "generated_tokens_mean": run["generated_tokens_mean"],
-            "eval_wall_time_s": run["eval_wall_time_s"], "metric": run["metric"], "value_pct": run["value"] * 100,
-            "gain_points": (run["value"] - _baseline_value(runs, run)) * 100 if trained else math.nan,
-        } | {field: run[field] for field in ("method", "format", "variant", "init_from")}
-          | ({"cost_per_1k_queries_usd": run["api_cost_per_1k_queries_usd"], "api_failed_rows": run["api_failed_rows"],
-              "n_examples": run["n_examples"]} if api else {}))
+        records.append(
+            {key: run[key] for key in HEADLINE_FIELDS}
+            | {
+                "device_kind": run["device_kind"] if trained else "",
+                "num_processes": run["num_processes"] if trained else math.nan,
+                "device_hours": run["device_hours_total"],
+                "train_tokens": run["train_tokens_total"],
+                "train_wall_time_s": run["train_wall_time_s"],
+                "peak_memory_mb": run["peak_memory_mb"],
+                "prompt_tokens_mean": run["prompt_tokens_mean"],
+                "generated_tokens_mean": run["generated_tokens_mean"],
+                "eval_wall_time_s": run["eval_wall_time_s"],
+                "metric": run["metric"],
+                "value_pct": run["value"] * 100,
+                "gain_points": (run["value"] - _baseline_value(runs, run)) * 100 if trained else math.nan,
+            }
+            | {field: run[field] for field in ("method", "format", "variant", "init_from")}
+            | (
+                {
+                    "cost_per_1k_queries_usd": run["api_cost_per_1k_queries_usd"],
+                    "api_failed_rows": run["api_failed_rows"],
+                    "n_examples": run["n_examples"],
+                }
+                if api
+                else {}
+            )
+        )
     frame = pd.DataFrame(records)
 
     def when_trained(show: Callable[[pd.Series], str]) -> Callable[[pd.Series], str]:
         return lambda row: show(row) if row["stage"] != "baseline" else "–"
 
-    api_columns = [
-        Column("$ / 1,000 queries", lambda row: f"{row['cost_per_1k_queries_usd']:.4f}"
-               if pd.notna(row["cost_per_1k_queries_usd"]) else "–", numeric=True),
-        Column("Failed requests", lambda row: f"{row['api_failed_rows']:.0f} of {row['n_examples']:.0f}"
-               if pd.notna(row["api_failed_rows"]) else "–", numeric=True),
-    ] if api else []
+    api_columns = (
+        [
+            Column(
+                "$ / 1,000 queries",
+                lambda row: (
+                    f"{row['cost_per_1k_queries_usd']:.4f}" if pd.notna(row["cost_per_1k_queries_usd"]) else "–"
+                ),
+                numeric=True,
+            ),
+            Column(
+                "Failed requests",
+                lambda row: (
+                    f"{row['api_failed_rows']:.0f} of {row['n_examples']:.0f}"
+                    if pd.notna(row["api_failed_rows"])
+                    else "–"
+                ),
+                numeric=True,
+            ),
+        ]
+        if api
+        else []
+    )
     return Table(
-        caption=(f"What each model costs: training time in {unit} (a two-stage run includes its first stage), "
-                 "tokens trained, and the mean prompt and generated tokens per test query, beside the task's "
-                 f"primary metric ({primaries}) and its gain over the prompted baseline of the same model."),
+        caption=(
+            f"What each model costs: training time in {unit} (a two-stage run includes its first stage), "
+            "tokens trained, and the mean prompt and generated tokens per test query, beside the task's "
+            f"primary metric ({primaries}) and its gain over the prompted baseline of the same model."
+        ),
         frame=frame,
         columns=[
             Column("Task", lambda row: labels.task(row["task"])),
@@ -268,13 +334,33 @@ def cost_table(metrics: pd.DataFrame) -> Table:
             Column("Gain (points)", when_trained(lambda row: signed(row["gain_points"])), numeric=True),
             *api_columns,
         ],
-        csv=[*HEADLINE_FIELDS, "device_kind", "num_processes", "device_hours", "train_tokens", "train_wall_time_s",
-             "peak_memory_mb", "prompt_tokens_mean", "generated_tokens_mean", "eval_wall_time_s", "metric",
-             "value_pct", "gain_points", *(("cost_per_1k_queries_usd", "api_failed_rows") if api else ())],
+        csv=[
+            *HEADLINE_FIELDS,
+            "device_kind",
+            "num_processes",
+            "device_hours",
+            "train_tokens",
+            "train_wall_time_s",
+            "peak_memory_mb",
+            "prompt_tokens_mean",
+            "generated_tokens_mean",
+            "eval_wall_time_s",
+            "metric",
+            "value_pct",
+            "gain_points",
+            *(("cost_per_1k_queries_usd", "api_failed_rows") if api else ()),
+        ],
         rounded=("value_pct", "gain_points"),
-        note=("A GPU-hour is one GPU for an hour; a CPU-hour is one CPU core for an hour, counting the cores the "
-              "job was given." + (" An API model's price is per 1,000 test queries at its configured prices per million "
-                                  "tokens; a failed request leaves its row unscored." if api else "")),
+        note=(
+            "A GPU-hour is one GPU for an hour; a CPU-hour is one CPU core for an hour, counting the cores the "
+            "job was given."
+            + (
+                " An API model's price is per 1,000 test queries at its configured prices per million "
+                "tokens; a failed request leaves its row unscored."
+                if api
+                else ""
+            )
+        ),
     )
 
 
@@ -284,8 +370,10 @@ def ablation_table(metrics: pd.DataFrame, task: str) -> Table:
     pairs = pairs[pairs > 1].index
     frame = frame[frame.set_index(["model", "method"]).index.isin(pairs)]
     if frame.empty:
-        raise UserError(f"results/metrics.csv has no {task} runs of one model and method in two prompt formats; "
-                        "add a finetune entry with another format to the config.")
+        raise UserError(
+            f"results/metrics.csv has no {task} runs of one model and method in two prompt formats; "
+            "add a finetune entry with another format to the config."
+        )
     names = _metric_order(frame)
     records = []
     for _, run in _runs(frame).iterrows():
@@ -293,19 +381,25 @@ def ablation_table(metrics: pd.DataFrame, task: str) -> Table:
         record = {column: run[column] for column in ("model", "size", "method", "format", "run")}
         for name in names:
             m = cells.loc[name] if name in cells.index else None
-            record |= {name: m["value"] * 100 if m is not None else math.nan,
-                       f"{name}_ci_low": m["ci_low"] * 100 if m is not None else math.nan,
-                       f"{name}_ci_high": m["ci_high"] * 100 if m is not None else math.nan}
+            record |= {
+                name: m["value"] * 100 if m is not None else math.nan,
+                f"{name}_ci_low": m["ci_low"] * 100 if m is not None else math.nan,
+                f"{name}_ci_high": m["ci_high"] * 100 if m is not None else math.nan,
+            }
         records.append(record | {"prompt_tokens_mean": run["prompt_tokens_mean"]})
     table = pd.DataFrame(records)
     percents = [f"{name}{suffix}" for name in names for suffix in ("", "_ci_low", "_ci_high")]
     return Table(
-        caption=(f"{labels.task(task)}: the same model and method fine-tuned with the special-token format and "
-                 "with a natural-language instruction format (percent, with bootstrap intervals)."),
+        caption=(
+            f"{labels.task(task)}: the same model and method fine-tuned with the special-token format and "
+            "with a natural-language instruction format (percent, with bootstrap intervals)."
+        ),
         frame=table,
-        columns=[Column("Model", labels.model),
-                 Column("Method", lambda row: labels.method(row["method"])),
-                 Column("Format", lambda row: labels.fmt(row["format"]))]
+        columns=[
+            Column("Model", labels.model),
+            Column("Method", lambda row: labels.method(row["method"])),
+            Column("Format", lambda row: labels.fmt(row["format"])),
+        ]
         + [Column(labels.metric(name) + " (%)", _percent_interval(name), numeric=True) for name in names]
         + [Column("Prompt tokens / query", lambda row: plain(row["prompt_tokens_mean"]), numeric=True)],
         csv=list(table.columns),
@@ -325,9 +419,11 @@ def claims_table(claims: pd.DataFrame) -> Table:
     records = []
     for _, row in claims.iterrows():
         ran = row["label"] != "not run"
-        records.append({key: row[key] for key in identity}
-                       | {key: row[key] * 100 if ran else math.nan for key in shown}
-                       | {"statement": row["statement"], "seeds": row["seeds"] if with_seeds else math.nan})
+        records.append(
+            {key: row[key] for key in identity}
+            | {key: row[key] * 100 if ran else math.nan for key in shown}
+            | {"statement": row["statement"], "seeds": row["seeds"] if with_seeds else math.nan}
+        )
     frame = pd.DataFrame(records)
 
     def when_ran(show: Callable[[pd.Series], str]) -> Callable[[pd.Series], str]:
@@ -338,24 +434,36 @@ def claims_table(claims: pd.DataFrame) -> Table:
             return "–"
         return f"{row['seeds']:.0f}: {signed(row['seed_low'])} to {signed(row['seed_high'])}"
 
-    caption = ("The case studies' claims on these runs: the mean paired difference on the same test rows, in "
-               "points, with its paired bootstrap interval; reproduced when the interval lies above zero, "
-               "contradicted when below, undecided when it holds zero.")
+    caption = (
+        "The case studies' claims on these runs: the mean paired difference on the same test rows, in "
+        "points, with its paired bootstrap interval; reproduced when the interval lies above zero, "
+        "contradicted when below, undecided when it holds zero."
+    )
     if with_seeds:
-        caption += (" Over seeds: how many training seeds the first run was trained with, and the lowest and highest "
-                    "mean difference among them (training variance, which the interval over test rows does not show).")
+        caption += (
+            " Over seeds: how many training seeds the first run was trained with, and the lowest and highest "
+            "mean difference among them (training variance, which the interval over test rows does not show)."
+        )
     return Table(
         caption=caption,
         frame=frame,
         columns=[
             Column("Claim", lambda row: row["statement"]),
             Column("Size", when_ran(lambda row: str(row["size"]))),
-            Column("Compared on", when_ran(
-                lambda row: f"{labels.task(row['task'])}: {row['better_run']} vs {row['than_run']}")),
+            Column(
+                "Compared on",
+                when_ran(lambda row: f"{labels.task(row['task'])}: {row['better_run']} vs {row['than_run']}"),
+            ),
             Column("n", when_ran(lambda row: f"{row['n']:.0f}"), numeric=True),
-            Column("Difference (points)", when_ran(
-                lambda row: interval(row["difference"], row["ci_low"], row["ci_high"], show=signed) if row["n"]
-                else "–"), numeric=True),
+            Column(
+                "Difference (points)",
+                when_ran(
+                    lambda row: (
+                        interval(row["difference"], row["ci_low"], row["ci_high"], show=signed) if row["n"] else "–"
+                    )
+                ),
+                numeric=True,
+            ),
             *([Column("Over seeds", when_ran(over_seeds), numeric=True)] if with_seeds else []),
             Column("Verdict", lambda row: row["label"]),
         ],
@@ -389,6 +497,7 @@ def build(output: Output, metrics: pd.DataFrame, claims: pd.DataFrame | None = N
 
 # -- writers -------------------------------------------------------------------------------------
 
+
 def _bolded(text: pd.DataFrame, bold: pd.DataFrame, wrap: Callable[[str], str]) -> pd.DataFrame:
     return text.where(~bold, text.map(wrap))
 
@@ -397,7 +506,8 @@ def to_markdown(table: Table) -> str:
     text = table.text().map(lambda cell: cell.replace("|", "\\|"))
     # Without alignment tabulate leaves cells unpadded; the alignment row is then written here.
     body = _bolded(text, table.bold(), lambda cell: f"**{cell}**").to_markdown(
-        index=False, tablefmt="pipe", stralign=None, numalign=None, disable_numparse=True)
+        index=False, tablefmt="pipe", stralign=None, numalign=None, disable_numparse=True
+    )
     lines = body.split("\n")
     lines[1] = "|" + "|".join("---:" if column.numeric else ":---" for column in table.columns) + "|"
     parts = [f"*{table.caption}*", "", *lines]
@@ -421,7 +531,8 @@ def to_latex(table: Table) -> str:
     bold = table.bold()
     text.columns = bold.columns = [_latex_header(column.header) for column in table.columns]
     styler = text.style.hide(axis="index").apply(
-        lambda column: bold[column.name].map({True: "textbf:--rwrap;", False: ""}), axis=0)
+        lambda column: bold[column.name].map({True: "textbf:--rwrap;", False: ""}), axis=0
+    )
     spec = "".join("r" if column.numeric else "l" for column in table.columns)
     latex = styler.to_latex(hrules=True, column_format=f"@{{}}{spec}@{{}}")
     return f"% {table.name}: generated by `tunebench tables` from results/metrics.csv; needs booktabs.\n" + latex
@@ -437,6 +548,7 @@ def write(table: Table, out_dir: Path) -> list[Path]:
     return paths
 
 
-def write_all(outputs: Iterable[Output], metrics: pd.DataFrame, out_dir: Path,
-              claims: pd.DataFrame | None = None) -> list[Path]:
+def write_all(
+    outputs: Iterable[Output], metrics: pd.DataFrame, out_dir: Path, claims: pd.DataFrame | None = None
+) -> list[Path]:
     return [path for output in outputs for path in write(build(output, metrics, claims), out_dir)]

@@ -56,9 +56,23 @@ def cost_unit(kinds: Iterable[str]) -> str:
 
 
 _LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "≈": r"$\approx$", ">": r"$>$", "<": r"$<$",
-    "→": r"$\rightarrow$", "×": r"$\times$", MINUS: r"$-$", "–": "--",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "≈": r"$\approx$",
+    ">": r"$>$",
+    "<": r"$<$",
+    "→": r"$\rightarrow$",
+    "×": r"$\times$",
+    MINUS: r"$-$",
+    "–": "--",
 }
 
 

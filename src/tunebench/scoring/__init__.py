@@ -19,7 +19,6 @@ from importlib import import_module
 from types import ModuleType
 from typing import Any
 
-
 #: Longest digit string still read as a number; longer ones are absurd and score as wrong.
 MAX_DIGITS = 40
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import re
 import string
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from . import canonical, last_number, parse_number
 

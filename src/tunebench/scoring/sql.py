@@ -35,7 +35,7 @@ def _between(text: str, opening: re.Pattern, closing: re.Pattern) -> str | None:
     if start is None:
         return None
     end = closing.search(text, start.end())
-    return text[start.end():] if end is None else text[start.end():end.start()]
+    return text[start.end() :] if end is None else text[start.end() : end.start()]
 
 
 _FENCE = re.compile("```")

@@ -91,8 +91,17 @@ _ALLOWED_FUNCTIONS = frozenset(
 )
 # Statements a read-only query must not contain anywhere in its tree.
 _WRITE_NODES = (
-    exp.DDL, exp.DML, exp.Command, exp.Pragma, exp.Attach, exp.Detach,
-    exp.Transaction, exp.Commit, exp.Rollback, exp.Set, exp.Use,
+    exp.DDL,
+    exp.DML,
+    exp.Command,
+    exp.Pragma,
+    exp.Attach,
+    exp.Detach,
+    exp.Transaction,
+    exp.Commit,
+    exp.Rollback,
+    exp.Set,
+    exp.Use,
 )
 
 
@@ -423,7 +432,19 @@ def _neighbours(value: Any, like: bool) -> list[Any]:
     return values
 
 
-_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.ILike, exp.Glob, exp.Is, exp.NullSafeEQ)
+_COMPARISONS = (
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.Like,
+    exp.ILike,
+    exp.Glob,
+    exp.Is,
+    exp.NullSafeEQ,
+)
 
 
 @dataclass
@@ -632,7 +653,9 @@ def _probes(tree: exp.Query, resolver: _Resolver) -> tuple[str | None, list[str]
     comparisons = [n for n in where.find_all(*_STRICTER) if _literal(n.expression, resolver) is not _NOT_LITERAL]
     for k in range(len(comparisons)):
         probe = tree.copy()
-        node = [n for n in probe.args["where"].find_all(*_STRICTER) if _literal(n.expression, resolver) is not _NOT_LITERAL][k]
+        node = [
+            n for n in probe.args["where"].find_all(*_STRICTER) if _literal(n.expression, resolver) is not _NOT_LITERAL
+        ][k]
         node.replace(_STRICTER[type(node)](this=node.this.copy(), expression=node.expression.copy()))
         probes.append(probe.sql(dialect="sqlite"))
     return stripped.sql(dialect="sqlite"), probes
@@ -687,7 +710,9 @@ def build_suite(context: str, gold: str, databases: int = 3, timeout_s: float = 
     chosen: list[int] = []
     covered: frozenset[int] = frozenset()
     while len(chosen) < databases:  # greedy cover, ties to the earliest draw
-        best = max((i for i in range(len(candidates)) if i not in chosen), key=lambda i: len(candidates[i][2] - covered))
+        best = max(
+            (i for i in range(len(candidates)) if i not in chosen), key=lambda i: len(candidates[i][2] - covered)
+        )
         chosen.append(best)
         covered |= candidates[best][2]
     chosen.sort()

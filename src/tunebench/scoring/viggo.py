@@ -16,14 +16,32 @@ from typing import Any, NamedTuple
 METRICS = ("function_accuracy", "attributes_accuracy", "attributes_ordered_accuracy", "exact_match")
 
 FUNCTIONS = (
-    "inform", "request", "give_opinion", "confirm", "verify_attribute",
-    "suggest", "request_explanation", "recommend", "request_attribute",
+    "inform",
+    "request",
+    "give_opinion",
+    "confirm",
+    "verify_attribute",
+    "suggest",
+    "request_explanation",
+    "recommend",
+    "request_attribute",
 )
 #: The canonical attribute order every gold representation follows.
 ATTRIBUTES = (
-    "name", "exp_release_date", "release_year", "developer", "esrb", "rating", "genres",
-    "player_perspective", "has_multiplayer", "platforms", "available_on_steam",
-    "has_linux_release", "has_mac_release", "specifier",
+    "name",
+    "exp_release_date",
+    "release_year",
+    "developer",
+    "esrb",
+    "rating",
+    "genres",
+    "player_perspective",
+    "has_multiplayer",
+    "platforms",
+    "available_on_steam",
+    "has_linux_release",
+    "has_mac_release",
+    "specifier",
 )
 
 #: Longest attribute value read; the longest in ViGGO has 57 characters.
@@ -69,7 +87,7 @@ def parse(text: str) -> MeaningRepresentation | None:
             close = text.find("]", name.end(), name.end() + MAX_VALUE_CHARS + 1)
             if close < 0:
                 break
-            attributes.append((name.group(1), _normalise(text[name.end():close])))
+            attributes.append((name.group(1), _normalise(text[name.end() : close])))
             pos = _SPACE.match(text, close + 1).end()
             if text.startswith(",", pos):
                 pos += 1

@@ -7,8 +7,9 @@ Everything that lists tasks (the data rules, the scored tasks, the labels of tab
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import import_module
-from typing import Any, Mapping
+from typing import Any
 
 from .base import BadRow, DataUnavailable, Filter, Prepared, Task
 
@@ -54,4 +55,16 @@ def label(name: str) -> str:
         return name.replace("_", " ").title()
 
 
-__all__ = ["NAMES", "configure", "get", "label", "names", "scored", "Task", "BadRow", "DataUnavailable", "Filter", "Prepared"]
+__all__ = [
+    "NAMES",
+    "configure",
+    "get",
+    "label",
+    "names",
+    "scored",
+    "Task",
+    "BadRow",
+    "DataUnavailable",
+    "Filter",
+    "Prepared",
+]

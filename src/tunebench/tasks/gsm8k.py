@@ -70,7 +70,8 @@ class Gsm8k(Task):
         train = converted["train"]
         if n_validation >= len(train):
             raise ConfigError(
-                f"tasks.gsm8k.validation_rows is {n_validation} but the training split has only {len(train)} rows; " "lower it."
+                f"tasks.gsm8k.validation_rows is {n_validation} but the training split has only {len(train)} rows; "
+                "lower it."
             )
         held_out = set(data.rng(seed, self.name, "validation").sample(range(len(train)), n_validation))
         splits = {
@@ -79,7 +80,8 @@ class Gsm8k(Task):
             "test": converted["test"],
         }
         notes = [
-            f"Validation is a seeded sample of {n_validation} problems of the published train split; their ids keep " "the train prefix.",
+            f"Validation is a seeded sample of {n_validation} problems of the published train split; their ids keep "
+            "the train prefix.",
             "Calculator notes <<...>> were " + ("removed from" if strip_notes else "kept in") + " the completions.",
         ]
         return source.prepared(splits, notes=notes)

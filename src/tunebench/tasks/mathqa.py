@@ -104,7 +104,8 @@ class MathQA(Task):
             layout = _WITHOUT_TRAIN
             notes.append(
                 "The mirror lacks mathqa/train.json (29,837 problems), so training uses dev.json and test.json "
-                "(7,460 problems), validation uses challenge_test.json and the test split is empty; MathQA is not " "scored."
+                "(7,460 problems), validation uses challenge_test.json and the test split is empty; MathQA is not "
+                "scored."
             )
         splits = {}
         for split in data.SPLITS:

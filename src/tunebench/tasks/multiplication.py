@@ -34,7 +34,9 @@ def solution(a: int, b: int) -> tuple[str, int]:
     so the answer alone is about 430 tokens for SmolLM2 and Llama-2).
     """
     digits_a, digits_b = _digits(a), _digits(b)
-    lines = [f"{n} = {'+'.join(str(d * 10**p) for d, p in reversed(digits))}" for n, digits in ((a, digits_a), (b, digits_b))]
+    lines = [
+        f"{n} = {'+'.join(str(d * 10**p) for d, p in reversed(digits))}" for n, digits in ((a, digits_a), (b, digits_b))
+    ]
     partials = []
     for da, pa in digits_a:
         for db, pb in digits_b:
@@ -64,7 +66,9 @@ def make_row(a: int, b: int) -> dict:
     }
 
 
-def generate(rows: int, digits: tuple[int, int], seed: int, validation_fraction: float, test_fraction: float) -> dict[str, list[dict]]:
+def generate(
+    rows: int, digits: tuple[int, int], seed: int, validation_fraction: float, test_fraction: float
+) -> dict[str, list[dict]]:
     """``rows`` distinct problems split into train/validation/test; same arguments, same rows."""
     da, db = digits
     lo_a, hi_a = 10 ** (da - 1), 10**da - 1
@@ -74,7 +78,8 @@ def generate(rows: int, digits: tuple[int, int], seed: int, validation_fraction:
     distinct = span_a * span_b - overlap * (overlap - 1) // 2
     if rows > distinct:
         raise ConfigError(
-            f"tasks.multiplication.rows is {rows} but only {distinct} distinct {da}- by {db}-digit problems exist; " "lower rows or raise digits."
+            f"tasks.multiplication.rows is {rows} but only {distinct} distinct {da}- by {db}-digit problems exist; "
+            "lower rows or raise digits."
         )
     n_test = round(rows * test_fraction)
     n_validation = round(rows * validation_fraction)
@@ -94,8 +99,8 @@ def generate(rows: int, digits: tuple[int, int], seed: int, validation_fraction:
     made = [make_row(a, b) for a, b in pairs]
     return {
         "test": made[:n_test],
-        "validation": made[n_test:n_test + n_validation],
-        "train": made[n_test + n_validation:],
+        "validation": made[n_test : n_test + n_validation],
+        "train": made[n_test + n_validation :],
     }
 
 
@@ -114,7 +119,13 @@ class Multiplication(Task):
     def prepare(self, options: Mapping[str, Any], mirror, seed: int) -> Prepared:
         rows, digits = options["rows"], tuple(options["digits"])
         splits = generate(rows, digits, seed, options["validation_fraction"], options["test_fraction"])
-        source = {"kind": "generator", "generator": f"{__name__}.generate", "rows": rows, "digits": list(digits), "seed": seed}
+        source = {
+            "kind": "generator",
+            "generator": f"{__name__}.generate",
+            "rows": rows,
+            "digits": list(digits),
+            "seed": seed,
+        }
         notes = ["Generated, not downloaded: a * b and b * a count as one problem and appear at most once overall."]
         return Prepared(splits={s: splits[s] for s in data.SPLITS}, source=source, notes=notes)
 

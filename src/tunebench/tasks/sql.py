@@ -109,8 +109,7 @@ class Sql(Task):
     name = "sql"
     label = "SQL"
     instruction = (
-        "Write one SQL query that answers the question, using only the tables given by the "
-        "CREATE TABLE statements."
+        "Write one SQL query that answers the question, using only the tables given by the CREATE TABLE statements."
     )
     metrics = ("execution_accuracy", "exact_match", "parse_rate")
     primary_metric = "execution_accuracy"
@@ -126,7 +125,9 @@ class Sql(Task):
             part, records = _FULL_FILE, source.json_array(_FULL_FILE)
         else:
             part, records = _SAMPLE_FILE, source.jsonl(_SAMPLE_FILE)
-            notes.append(f"The mirror holds only {_SAMPLE_FILE}, a sample of the 78,577-row dataset, so every split is small.")
+            notes.append(
+                f"The mirror holds only {_SAMPLE_FILE}, a sample of the 78,577-row dataset, so every split is small."
+            )
         rows = source.convert(part, records, _row)
 
         duplicates = Filter("duplicate", "the same question, context and SQL as an earlier row (kept once)")
@@ -134,7 +135,9 @@ class Sql(Task):
         validation_fraction = options["validation_fraction"]
         test_fraction = options["test_fraction"]
         if validation_fraction + test_fraction >= 1:
-            raise ConfigError("tasks.sql.validation_fraction plus tasks.sql.test_fraction must stay below 1 to leave training rows.")
+            raise ConfigError(
+                "tasks.sql.validation_fraction plus tasks.sql.test_fraction must stay below 1 to leave training rows."
+            )
         splits = data.split_by_content(rows, lambda row: (row["id"],), validation_fraction, test_fraction)
         drop = options["drop_varchar_numeric"]
         seen: set[str] = set()

@@ -68,7 +68,9 @@ class Viggo(Task):
             part = _MIRROR[split] if mirror else split
             records = source.csv(part) if mirror else source.hub_split(split)
             splits[split] = source.convert(part, records, _row(split, sentence_key, mr_key))
-        return source.prepared(splits, notes=["Reversed direction: prompt = sentence, completion = answer = meaning representation."])
+        return source.prepared(
+            splits, notes=["Reversed direction: prompt = sentence, completion = answer = meaning representation."]
+        )
 
     def score(self, prediction: str, gold: Mapping[str, Any], **options: Any) -> dict[str, bool | None]:
         from ..scoring import viggo
@@ -102,8 +104,12 @@ class Viggo(Task):
             "an attribute never appears after one that comes later in the list. "
             "Reply with the meaning representation only, on one line."
         )
-        shots = "\n\n".join(f"Sentence: {ex['prompt']}\nMeaning representation: {ex['answer']}" for ex in self.examples(train))
-        user = f"Examples:\n\n{shots}\n\nNow the sentence to convert.\nSentence: {row['prompt']}\nMeaning representation:"
+        shots = "\n\n".join(
+            f"Sentence: {ex['prompt']}\nMeaning representation: {ex['answer']}" for ex in self.examples(train)
+        )
+        user = (
+            f"Examples:\n\n{shots}\n\nNow the sentence to convert.\nSentence: {row['prompt']}\nMeaning representation:"
+        )
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 

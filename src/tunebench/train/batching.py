@@ -45,7 +45,9 @@ class EncodeStats:
     loss_tokens: int = 0
 
 
-def encode(tokenizer, fmt: str, task: Any, row: Mapping[str, Any], loss_on: str, max_length: int) -> tuple[Example, bool]:
+def encode(
+    tokenizer, fmt: str, task: Any, row: Mapping[str, Any], loss_on: str, max_length: int
+) -> tuple[Example, bool]:
     """``(example, truncated)`` for one prepared row."""
     prompt_text, completion_text = formats.render(fmt, task, row, tokenizer)
     # Prompt and completion are tokenised apart so that the prompt ids are exactly what generation
@@ -60,12 +62,16 @@ def encode(tokenizer, fmt: str, task: Any, row: Mapping[str, Any], loss_on: str,
     return Example(ids, labels), truncated
 
 
-def encode_rows(tokenizer, fmt: str, task: Any, rows: Iterable[Mapping[str, Any]], loss_on: str, max_length: int, source: str) -> tuple[list[Example], EncodeStats]:
+def encode_rows(
+    tokenizer, fmt: str, task: Any, rows: Iterable[Mapping[str, Any]], loss_on: str, max_length: int, source: str
+) -> tuple[list[Example], EncodeStats]:
     """Encode a split; examples left with nothing to learn are skipped and counted."""
     examples, stats = [], EncodeStats()
     for number, row in enumerate(rows, start=1):
         if not isinstance(row.get("prompt"), str) or not isinstance(row.get("completion"), str):
-            raise DataError(f"{source} row {number} lacks a text `prompt` or `completion`; re-run `tunebench data` for this task.")
+            raise DataError(
+                f"{source} row {number} lacks a text `prompt` or `completion`; re-run `tunebench data` for this task."
+            )
         example, truncated = encode(tokenizer, fmt, task, row, loss_on, max_length)
         stats.truncated += truncated
         if all(label == IGNORE for label in example.labels):
@@ -77,7 +83,9 @@ def encode_rows(tokenizer, fmt: str, task: Any, rows: Iterable[Mapping[str, Any]
         stats.tokens += len(example.input_ids)
         stats.loss_tokens += sum(label != IGNORE for label in example.labels)
     if not examples:
-        raise DataError(f"{source} has no example with target tokens after encoding; check training.max_length and the data.")
+        raise DataError(
+            f"{source} has no example with target tokens after encoding; check training.max_length and the data."
+        )
     return examples, stats
 
 
@@ -98,7 +106,9 @@ def pack(examples: Sequence[Example], capacity: int) -> list[list[Example]]:
     return rows
 
 
-def collate(rows: Sequence[Sequence[Example]], pad_id: int, layout: str, pad_to: int | None = None) -> dict[str, torch.Tensor]:
+def collate(
+    rows: Sequence[Sequence[Example]], pad_id: int, layout: str, pad_to: int | None = None
+) -> dict[str, torch.Tensor]:
     """Tensors of one batch; ``rows`` holds the examples of each row (one unless packing).
 
     ``attention_mask`` marks real tokens in every layout; under packing it is only for counting and
@@ -116,9 +126,9 @@ def collate(rows: Sequence[Sequence[Example]], pad_id: int, layout: str, pad_to:
         start = 0
         for example in row:
             n = len(example.input_ids)
-            input_ids[r, start:start + n] = torch.tensor(example.input_ids)
-            labels[r, start:start + n] = torch.tensor(example.labels)
-            position_ids[r, start:start + n] = torch.arange(n)
+            input_ids[r, start : start + n] = torch.tensor(example.input_ids)
+            labels[r, start : start + n] = torch.tensor(example.labels)
+            position_ids[r, start : start + n] = torch.arange(n)
             start += n
         attention_mask[r, :start] = 1
         # Padding gets its own restarting positions, so under packing it forms a block of its own.
@@ -144,5 +154,7 @@ def layout_rows(examples: Sequence[Example], layout: str, max_length: int) -> li
 def loss_sums(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed token NLL, number of target tokens); labels are already shifted."""
     flat = labels.reshape(-1)
-    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat, ignore_index=IGNORE, reduction="sum")
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), flat, ignore_index=IGNORE, reduction="sum"
+    )
     return nll, (flat != IGNORE).sum()

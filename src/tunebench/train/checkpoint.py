@@ -95,7 +95,9 @@ class ResumeDir:
         message = None
         if self.main:
             stored = self.path / FINGERPRINT
-            if self.path.exists() and (not stored.is_file() or json.loads(stored.read_text()).get("fingerprint") != self.fingerprint):
+            if self.path.exists() and (
+                not stored.is_file() or json.loads(stored.read_text()).get("fingerprint") != self.fingerprint
+            ):
                 shutil.rmtree(self.path)
                 message = f"discarded resume state in {self.path}: it was made with other settings or data"
             self.path.mkdir(parents=True, exist_ok=True)
@@ -116,14 +118,21 @@ class ResumeDir:
         if state is None:
             return None
         if self.deepspeed:
-            loaded, _ = model.load_checkpoint(str(state / "engine"), tag="engine", load_optimizer_states=True, load_lr_scheduler_states=False)
+            loaded, _ = model.load_checkpoint(
+                str(state / "engine"), tag="engine", load_optimizer_states=True, load_lr_scheduler_states=False
+            )
             if loaded is None:
-                raise UserError(f"the DeepSpeed state in {state} cannot be read; delete {self.path} to start the run afresh.")
+                raise UserError(
+                    f"the DeepSpeed state in {state} cannot be read; delete {self.path} to start the run afresh."
+                )
         else:
             params = _trainable(self.accelerator.unwrap_model(model))
             saved = load_file(state / "trainable.safetensors")
             if set(saved) != set(params):
-                raise UserError(f"the resume state in {state} trains other weights than this run; delete {self.path} to start " "afresh.")
+                raise UserError(
+                    f"the resume state in {state} trains other weights than this run; delete {self.path} to start "
+                    "afresh."
+                )
             with torch.no_grad():
                 for name, tensor in saved.items():
                     params[name].copy_(tensor)

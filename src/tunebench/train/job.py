@@ -68,14 +68,20 @@ def _check_hardware(job: Job) -> None:
     training = job.training
     cuda = torch.cuda.is_available()
     if training["attn_implementation"] == "flash_attention_2" and not cuda:
-        raise ConfigError("training.attn_implementation is flash_attention_2, which needs a CUDA GPU; use sdpa on this machine.")
+        raise ConfigError(
+            "training.attn_implementation is flash_attention_2, which needs a CUDA GPU; use sdpa on this machine."
+        )
     if training["dtype"] == "float16" and not cuda:
-        raise ConfigError("training.dtype is float16, which needs a CUDA GPU for mixed precision; use float32 or bfloat16 on this " "machine.")
+        raise ConfigError(
+            "training.dtype is float16, which needs a CUDA GPU for mixed precision; use float32 or bfloat16 on this "
+            "machine."
+        )
     if job.launch:
         launch = job.launcher["accelerate"]
         if not launch.get("use_cpu", False) and not cuda:
             raise ConfigError(
-                f"methods.{job.method}.accelerate_config is {job.accelerate_config!r}, which runs on GPUs, but none " "is visible; "
+                f"methods.{job.method}.accelerate_config is {job.accelerate_config!r}, which runs on GPUs, but none "
+                "is visible; "
                 "use zero3_cpu for full fine-tuning on a CPU-only machine."
             )
         per_node = job.processes // job.nodes
@@ -108,13 +114,18 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str, out_dir:
         first_task, first_run = item.init_from
         first = out_dir.parent.parent.parent / first_task / model / first_run
         if not (first / "best.json").is_file():
-            raise ConfigError(f"this run starts from {first}, which has not finished training; train " f"{first_task}/{model}/{first_run} first.")
+            raise ConfigError(
+                f"this run starts from {first}, which has not finished training; train "
+                f"{first_task}/{model}/{first_run} first."
+            )
         init_checkpoint = str(first / "checkpoint")
     data = {}
     for split in SPLITS:
         path = Path(data_dir) / f"{split}.jsonl"
         if not path.is_file():
-            raise DataError(f"{path} does not exist; run `tunebench data` (or the workflow's data rule) for task {task} first.")
+            raise DataError(
+                f"{path} does not exist; run `tunebench data` (or the workflow's data rule) for task {task} first."
+            )
         data[split] = {"path": str(path), "sha256": sha256_file(path)}
     launch = item.method == "full" or processes > 1
     job = Job(

@@ -75,8 +75,12 @@ def _fill_deepspeed(accelerator, training: Mapping[str, Any]) -> bool:
 
 
 def make_optimizer(params, training: Mapping[str, Any], lr: float, offloaded: bool):
-    options = {"lr": lr, "betas": (training["adam_beta1"], training["adam_beta2"]), "eps": training["adam_epsilon"],
-               "weight_decay": training["weight_decay"]}
+    options = {
+        "lr": lr,
+        "betas": (training["adam_beta1"], training["adam_beta2"]),
+        "eps": training["adam_epsilon"],
+        "weight_decay": training["weight_decay"],
+    }
     if offloaded:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
@@ -86,7 +90,11 @@ def make_optimizer(params, training: Mapping[str, Any], lr: float, offloaded: bo
 
 def _offloads_optimizer(accelerator) -> bool:
     plugin = accelerator.state.deepspeed_plugin
-    device = ((plugin.deepspeed_config.get("zero_optimization") or {}).get("offload_optimizer") or {}).get("device", "none") if plugin else "none"
+    device = (
+        ((plugin.deepspeed_config.get("zero_optimization") or {}).get("offload_optimizer") or {}).get("device", "none")
+        if plugin
+        else "none"
+    )
     return device in ("cpu", "nvme")
 
 
@@ -96,7 +104,7 @@ def epoch_batches(examples, epoch: int, training: Mapping[str, Any]) -> list[lis
     random.Random(training["seed"] * 100_003 + epoch).shuffle(order)
     rows = batching.layout_rows([examples[i] for i in order], training["batching"], training["max_length"])
     size = training["batch_size"]
-    return [rows[i:i + size] for i in range(0, len(rows), size)]
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
 def steps_in(batches: list, world: int, accum: int) -> int:
@@ -126,8 +134,18 @@ def judge_epoch(best: float | None, stale: int, perplexity: float, patience: int
 
 
 def _fresh_position() -> dict:
-    return {"epoch": 1, "step": 0, "global_step": 0, "best": None, "stale": 0, "history": [],
-            "train_tokens": 0, "wall_time_s": 0.0, "done": False, "partial": None}
+    return {
+        "epoch": 1,
+        "step": 0,
+        "global_step": 0,
+        "best": None,
+        "stale": 0,
+        "history": [],
+        "train_tokens": 0,
+        "wall_time_s": 0.0,
+        "done": False,
+        "partial": None,
+    }
 
 
 class Trainer:
@@ -156,15 +174,27 @@ class Trainer:
         self.stats = {}
         for split in ("train", "validation"):
             self.examples[split], self.stats[split] = batching.encode_rows(
-                self.tokenizer, job.format, task, data.read_rows(job.data[split]["path"]), training["loss_on"],
-                training["max_length"], job.data[split]["path"])
+                self.tokenizer,
+                job.format,
+                task,
+                data.read_rows(job.data[split]["path"]),
+                training["loss_on"],
+                training["max_length"],
+                job.data[split]["path"],
+            )
         self.plans = {e: epoch_batches(self.examples["train"], e, training) for e in range(1, training["epochs"] + 1)}
         total_steps = sum(steps_in(b, self.world, self.accum) for b in self.plans.values())
 
         params = [p for p in self.built.model.parameters() if p.requires_grad]
-        optimizer = make_optimizer(params, training, job.method_settings["learning_rate"], _offloads_optimizer(self.accelerator))
-        self.scheduler = get_scheduler(training["lr_schedule"], optimizer, num_training_steps=total_steps,
-                                       num_warmup_steps=training["warmup_steps_per_device"] * self.world)
+        optimizer = make_optimizer(
+            params, training, job.method_settings["learning_rate"], _offloads_optimizer(self.accelerator)
+        )
+        self.scheduler = get_scheduler(
+            training["lr_schedule"],
+            optimizer,
+            num_training_steps=total_steps,
+            num_warmup_steps=training["warmup_steps_per_device"] * self.world,
+        )
         self.model, self.optimizer = self.accelerator.prepare(self.built.model, optimizer)
 
     @property
@@ -190,7 +220,9 @@ class Trainer:
         prompt masked that skips a third to a half of the output layer and its softmax.
         """
         device = self.accelerator.device
-        inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batching.model_inputs(batch, self.layout).items()}
+        inputs = {
+            k: v.to(device) if torch.is_tensor(v) else v for k, v in batching.model_inputs(batch, self.layout).items()
+        }
         labels = batch["labels"].to(device)
         targets = labels != batching.IGNORE
         return batching.loss_sums(self.model(**inputs, logits_to_keep=targets).logits, labels[targets])
@@ -198,7 +230,10 @@ class Trainer:
     def step(self, batches, step: int) -> dict:
         """One optimizer step; returns its summed NLL, targets and real tokens over all processes."""
         self.model.train()
-        micro = [(self.collate(rows), real) for rows, real in _micro_batches(batches, step, self.world, self.rank, self.accum)]
+        micro = [
+            (self.collate(rows), real)
+            for rows, real in _micro_batches(batches, step, self.world, self.rank, self.accum)
+        ]
         (targets,) = self.reduce(sum(int((b["labels"] != batching.IGNORE).sum()) for b, real in micro if real))
         tokens = sum(int(b["attention_mask"].sum()) for b, real in micro if real)
         step_nll = 0.0
@@ -224,7 +259,7 @@ class Trainer:
         self.model.eval()
         rows = batching.layout_rows(self.examples["validation"], self.layout, self.training["max_length"])
         size = self.training["batch_size"]
-        batches = [rows[i:i + size] for i in range(0, len(rows), size)]
+        batches = [rows[i : i + size] for i in range(0, len(rows), size)]
         nll_total = 0.0
         targets_total = 0.0
         with torch.no_grad():
@@ -240,11 +275,20 @@ class Trainer:
     def export(self, directory: Path) -> None:
         meta = methods.checkpoint_meta(self.job, self.built.new_token_ids)
         state_dict = self.accelerator.get_state_dict(self.model) if self.deepspeed else None
-        methods.export(self.accelerator.unwrap_model(self.model), self.tokenizer, directory, meta, state_dict=state_dict,
-                       is_main=self.main, save_function=self.accelerator.save)
+        methods.export(
+            self.accelerator.unwrap_model(self.model),
+            self.tokenizer,
+            directory,
+            meta,
+            state_dict=state_dict,
+            is_main=self.main,
+            save_function=self.accelerator.save,
+        )
 
     def peak_memory_mb(self) -> float:
-        peaks = self.accelerator.gather(torch.tensor([_peak_memory_mb(self.accelerator.device)], device=self.accelerator.device))
+        peaks = self.accelerator.gather(
+            torch.tensor([_peak_memory_mb(self.accelerator.device)], device=self.accelerator.device)
+        )
         # CPU processes share the host's memory, so their peaks add up; GPUs are sized one by one.
         return float(peaks.max() if self.accelerator.device.type == "cuda" else peaks.sum())
 
@@ -254,8 +298,10 @@ class Trainer:
         every = training["checkpoint_every_steps"]
         # Every rank names its host, so a multi-node job's log shows where its ranks ran.
         print(f"rank {self.rank} of {self.world} on host {socket.gethostname()}", file=self.log, flush=True)
-        self.say(f"precision: {training['dtype']} (training.dtype {training['dtype_requested']}"
-                 f" on {self.accelerator.device.type})")
+        self.say(
+            f"precision: {training['dtype']} (training.dtype {training['dtype_requested']}"
+            f" on {self.accelerator.device.type})"
+        )
         resume = ResumeDir(resume_path, self.accelerator, fingerprint(self.job), layout(self.job))
         message = resume.prepare()
         if message:
@@ -270,8 +316,16 @@ class Trainer:
             batches = self.plans[epoch]
             steps = steps_in(batches, self.world, self.accum)
             sums = position["partial"] or {"nll": 0.0, "targets": 0.0, "tokens": 0.0, "seconds": 0.0}
-            bar = tqdm(total=steps, initial=position["step"], desc=f"epoch {epoch}/{epochs}", unit="step",
-                       disable=not self.main, file=self.log, dynamic_ncols=True, mininterval=2.0)
+            bar = tqdm(
+                total=steps,
+                initial=position["step"],
+                desc=f"epoch {epoch}/{epochs}",
+                unit="step",
+                disable=not self.main,
+                file=self.log,
+                dynamic_ncols=True,
+                mininterval=2.0,
+            )
             for step in range(position["step"], steps):
                 started = time.perf_counter()
                 lr = self.scheduler.get_last_lr()[0]
@@ -282,8 +336,16 @@ class Trainer:
                 loss = done["nll"] / done["targets"]
                 position["global_step"] += 1
                 position["step"] = step + 1
-                position["history"].append({"kind": "step", "epoch": epoch, "step": position["global_step"], "loss": round(loss, 6),
-                                            "lr": lr, "tokens_per_s": round(done["tokens"] / done["seconds"], 1)})
+                position["history"].append(
+                    {
+                        "kind": "step",
+                        "epoch": epoch,
+                        "step": position["global_step"],
+                        "loss": round(loss, 6),
+                        "lr": lr,
+                        "tokens_per_s": round(done["tokens"] / done["seconds"], 1),
+                    }
+                )
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                 bar.update(1)
                 if every and position["global_step"] % every == 0 and step + 1 < steps:
@@ -295,19 +357,42 @@ class Trainer:
             rate = sums["tokens"] / max(sums["seconds"], 1e-9)
             peak = self.peak_memory_mb()
             best = position["best"]["validation_perplexity"] if position["best"] else None
-            improved, position["stale"], stop = judge_epoch(best, position["stale"], perplexity, training["early_stop_patience"])
+            improved, position["stale"], stop = judge_epoch(
+                best, position["stale"], perplexity, training["early_stop_patience"]
+            )
             if improved:
-                position["best"] = {"epoch": epoch, "validation_perplexity": perplexity, "validation_loss": val_loss,
-                                    "dir": resume.save_best(epoch, self.export)}
-            position["history"].append({"kind": "epoch", "epoch": epoch, "train_loss": round(train_loss, 6),
-                                        "validation_loss": round(val_loss, 6), "validation_perplexity": round(perplexity, 6),
-                                        "wall_time_s": round(sums["seconds"], 2), "tokens_per_s": round(rate, 1),
-                                        "peak_memory_mb": round(peak, 1)})
-            position.update(epoch=epoch + 1, step=0, partial=None, done=stop or epoch == epochs,
-                            train_tokens=position["train_tokens"] + int(sums["tokens"]), wall_time_s=position["wall_time_s"] + sums["seconds"])
-            self.say(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, validation loss {val_loss:.4f}, perplexity " f"{perplexity:.3f}"
-                     f"{' (best)' if improved else ''}; {rate:.0f} tokens/s, {sums['seconds']:.0f} s, peak memory " f"{peak:.0f} MB"
-                     + ("; stopping early" if stop else ""))
+                position["best"] = {
+                    "epoch": epoch,
+                    "validation_perplexity": perplexity,
+                    "validation_loss": val_loss,
+                    "dir": resume.save_best(epoch, self.export),
+                }
+            position["history"].append(
+                {
+                    "kind": "epoch",
+                    "epoch": epoch,
+                    "train_loss": round(train_loss, 6),
+                    "validation_loss": round(val_loss, 6),
+                    "validation_perplexity": round(perplexity, 6),
+                    "wall_time_s": round(sums["seconds"], 2),
+                    "tokens_per_s": round(rate, 1),
+                    "peak_memory_mb": round(peak, 1),
+                }
+            )
+            position.update(
+                epoch=epoch + 1,
+                step=0,
+                partial=None,
+                done=stop or epoch == epochs,
+                train_tokens=position["train_tokens"] + int(sums["tokens"]),
+                wall_time_s=position["wall_time_s"] + sums["seconds"],
+            )
+            self.say(
+                f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, validation loss {val_loss:.4f}, perplexity "
+                f"{perplexity:.3f}"
+                f"{' (best)' if improved else ''}; {rate:.0f} tokens/s, {sums['seconds']:.0f} s, peak memory "
+                f"{peak:.0f} MB" + ("; stopping early" if stop else "")
+            )
             resume.save(self.model, self.optimizer, self.scheduler, position)
 
         summary = _finish(self, out_dir, resume, position)
@@ -329,9 +414,12 @@ def _distributed(accelerator) -> dict:
     if plugin is None:
         return {"type": accelerator.distributed_type.name.lower()}
     zero = plugin.deepspeed_config.get("zero_optimization") or {}
-    return {"type": "deepspeed", "zero_stage": zero.get("stage"),
-            "offload_optimizer": (zero.get("offload_optimizer") or {}).get("device", "none"),
-            "offload_param": (zero.get("offload_param") or {}).get("device", "none")}
+    return {
+        "type": "deepspeed",
+        "zero_stage": zero.get("stage"),
+        "offload_optimizer": (zero.get("offload_optimizer") or {}).get("device", "none"),
+        "offload_param": (zero.get("offload_param") or {}).get("device", "none"),
+    }
 
 
 def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) -> dict:
@@ -341,12 +429,21 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
     stats = trainer.stats
     best = position["best"]
     summary = {
-        "task": job.task, "model": job.model, "method": job.method, "run": job.run, "format": job.format,
-        "stage": job.stage, "train_tokens": position["train_tokens"], "wall_time_s": round(position["wall_time_s"], 2),
-        "peak_memory_mb": peak_of(position), "device": accelerator.device.type, "num_processes": accelerator.num_processes,
+        "task": job.task,
+        "model": job.model,
+        "method": job.method,
+        "run": job.run,
+        "format": job.format,
+        "stage": job.stage,
+        "train_tokens": position["train_tokens"],
+        "wall_time_s": round(position["wall_time_s"], 2),
+        "peak_memory_mb": peak_of(position),
+        "device": accelerator.device.type,
+        "num_processes": accelerator.num_processes,
         "distributed": _distributed(accelerator),
         "epochs_run": sum(1 for h in position["history"] if h["kind"] == "epoch"),
-        "trainable_params": trainer.built.trainable_params, "total_params": trainer.built.total_params,
+        "trainable_params": trainer.built.trainable_params,
+        "total_params": trainer.built.total_params,
         "examples": {split: stats[split].examples for split in stats},
         "truncated_examples": {split: stats[split].truncated for split in stats},
         "skipped_examples": {split: stats[split].skipped for split in stats},
@@ -359,8 +456,12 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
         io.write_jsonl(out_dir / "history.jsonl", position["history"])
         (out_dir / "config.json").write_text(json.dumps(job.to_dict(), indent=2) + "\n")
         (out_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
-        best_json = {"epoch": best["epoch"], "validation_perplexity": best["validation_perplexity"],
-                     "validation_loss": best["validation_loss"], "checkpoint": "checkpoint"}
+        best_json = {
+            "epoch": best["epoch"],
+            "validation_perplexity": best["validation_perplexity"],
+            "validation_loss": best["validation_loss"],
+            "checkpoint": "checkpoint",
+        }
         (out_dir / "best.json").write_text(json.dumps(best_json, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return summary

@@ -116,8 +116,14 @@ def build(job: Job, device: torch.device) -> Built:
     else:
         source = job.base_source
     with models.source_errors(f"models.{job.model}.base", source):
-        model = models.load_model(source, dtype=dtype, quantization=quantization,
-                                  attn_implementation=training["attn_implementation"], device=device, training=True)
+        model = models.load_model(
+            source,
+            dtype=dtype,
+            quantization=quantization,
+            attn_implementation=training["attn_implementation"],
+            device=device,
+            training=True,
+        )
     if model.get_input_embeddings().num_embeddings != len(tokenizer):
         torch.manual_seed(job.seed)  # the resize draws the new rows around the mean of the old ones
         model.resize_token_embeddings(len(tokenizer))
@@ -134,7 +140,8 @@ def build(job: Job, device: torch.device) -> Built:
 
     if quantization is not None:
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=training["gradient_checkpointing"],
+            model,
+            use_gradient_checkpointing=training["gradient_checkpointing"],
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     elif training["gradient_checkpointing"]:
@@ -175,7 +182,8 @@ def checkpoint_meta(job: Job, new_ids: list[int]) -> dict:
         "format": job.format,
         "base_source": job.base_source,
         "quantization": {k: job.method_settings[k] for k in ("quant_type", "double_quant", "compute_dtype")}
-        if job.method == "qlora" else None,
+        if job.method == "qlora"
+        else None,
         "added_tokens": formats.added_tokens(job.format),
         "new_token_ids": new_ids,
     }
@@ -194,13 +202,27 @@ def sort_adapter_modules(directory: Path) -> None:
     path.write_text(json.dumps(adapter, indent=2, sort_keys=True))  # PEFT's own layout
 
 
-def export(unwrapped, tokenizer, directory: Path, meta: Mapping[str, Any], state_dict=None, is_main: bool = True, save_function=torch.save) -> None:
+def export(
+    unwrapped,
+    tokenizer,
+    directory: Path,
+    meta: Mapping[str, Any],
+    state_dict=None,
+    is_main: bool = True,
+    save_function=torch.save,
+) -> None:
     """Write the selected checkpoint: full weights (safetensors) or the adapter, plus the tokenizer.
 
     ``state_dict`` is the gathered full state under ZeRO-3 (every rank calls; only the main one writes).
     """
     if meta["method"] == "full":
-        unwrapped.save_pretrained(directory, state_dict=state_dict, is_main_process=is_main, save_function=save_function, safe_serialization=True)
+        unwrapped.save_pretrained(
+            directory,
+            state_dict=state_dict,
+            is_main_process=is_main,
+            save_function=save_function,
+            safe_serialization=True,
+        )
     elif is_main:
         trained_rows = any("trainable_tokens" in name for name, _ in unwrapped.named_parameters())
         # Untrained new-token rows are random: keep the whole resized embeddings so inference sees the same ones.
