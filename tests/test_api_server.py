@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from tunebench import config as tb_config
-from tunebench import data, evaluate, models
+from tunebench import dataset, evaluate_api, models
 from tunebench.errors import ConfigError
 
 BIN = Path(sys.executable).parent
@@ -142,14 +142,14 @@ def tiny_config(base_url: str, **api) -> dict:
 @pytest.fixture(scope="module")
 def data_dir(workdir) -> Path:
     config = tiny_config("http://127.0.0.1:9/v1")
-    prepared, manifest = data.prepare(TASK, config)
-    data.write(workdir / "results" / "data" / TASK, prepared, manifest)
+    prepared, manifest = dataset.prepare(TASK, config)
+    dataset.write(workdir / "results" / "data" / TASK, prepared, manifest)
     return workdir / "results" / "data" / TASK
 
 
 def run_baseline(config, model: str, workdir: Path, data_dir: Path, name: str = "baseline", **kwargs) -> dict:
     out = workdir / "results" / "eval" / TASK / model / name
-    return evaluate.evaluate(
+    return evaluate_api.evaluate_any(
         config,
         TASK,
         model,

@@ -15,7 +15,7 @@ import yaml
 
 from train_support import TINY_LLAMA
 from tunebench import config as tb_config
-from tunebench import data, tasks
+from tunebench import data, dataset, tasks
 from tunebench.errors import ConfigError
 from tunebench.scoring import generic
 
@@ -133,8 +133,8 @@ def test_a_jsonl_task_goes_through_the_manifest(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     config = tb_config.validate(base_config(declared(path)))
     assert "tickets" in tasks.names() and "tickets" in tasks.scored() and tasks.label("tickets") == "Tickets"
-    prepared, manifest = data.prepare("tickets", config)
-    written = data.write(tmp_path / "out", prepared, manifest)
+    prepared, manifest = dataset.prepare("tickets", config)
+    written = dataset.write(tmp_path / "out", prepared, manifest)
     assert written["bad_rows"] == {str(path): {"line is not valid JSON": 1, "missing fields": 1, "missing text": 1}}
     assert written["source"]["files"][str(path)]["sha256"] == data.sha256_file(path)
     assert sum(written["rows"].values()) == 60 and all(written["rows"].values())
@@ -161,7 +161,7 @@ def test_given_csv_splits_and_a_plain_input_field(tmp_path):
         scorer="normalized",
         splits={"test": str(tmp_path / "test.csv"), "validation_fraction": 0.25},
     )
-    prepared, manifest = data.prepare("tickets", tb_config.validate(base_config(section)))
+    prepared, manifest = dataset.prepare("tickets", tb_config.validate(base_config(section)))
     assert manifest["rows"]["test"] == 6 and manifest["rows"]["train"] + manifest["rows"]["validation"] == 20
     assert prepared.splits["test"][0]["prompt"] == "is 0 even?"
     assert set(manifest["source"]["files"]) == {str(tmp_path / "train.csv"), str(tmp_path / "test.csv")}
@@ -174,7 +174,7 @@ def test_a_hub_source_reads_its_splits_through_datasets(tmp_path):
     for split, count in (("train", 30), ("test", 5)):
         (repo / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ticket_rows(count)))
     section = declared(repo, source={"hub": str(repo)}, splits={"test": "test", "validation_fraction": 0.2})
-    prepared, manifest = data.prepare("tickets", tb_config.validate(base_config(section)))
+    prepared, manifest = dataset.prepare("tickets", tb_config.validate(base_config(section)))
     assert manifest["source"]["kind"] == "hub" and manifest["source"]["rows_read"] == {"train": 30, "test": 5}
     assert manifest["rows"]["test"] == 5 and manifest["rows"]["train"] + manifest["rows"]["validation"] == 30
 
@@ -225,7 +225,7 @@ def test_an_undeclared_task_in_an_experiment_is_named(tmp_path):
 def test_a_missing_source_file_names_the_key(tmp_path):
     config = tb_config.validate(base_config(declared(tmp_path / "absent.jsonl")))
     with pytest.raises(Exception, match=r"tasks.tickets.source names .*absent.jsonl, which is not a file"):
-        data.prepare("tickets", config)
+        dataset.prepare("tickets", config)
 
 
 # -- the acceptance run: data → train → evaluate → tables on a task given only by its definition ----

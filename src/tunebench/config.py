@@ -21,12 +21,11 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError
+from .staging import MIRROR_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 ACCELERATE_DIR = ROOT / "config" / "accelerate"
-
-MIRROR_ENV = "TUNEBENCH_DATA_MIRROR"
 
 
 def _schema() -> dict:

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import config as tb_config
 from . import io
 from .errors import DataError, DataUnavailable
+from .staging import MIRROR_ENV
 
 SPLITS = ("train", "validation", "test")
 LEADING_FIELDS = ("id", "prompt", "completion", "answer")
@@ -135,7 +135,7 @@ class Source:
         if not path.is_file():
             raise DataError(
                 f"the data mirror {self.mirror} has no {relpath}; copy that file into it or unset "
-                f"data.mirror and {tb_config.MIRROR_ENV} to read {self.task} from the hub."
+                f"data.mirror and {MIRROR_ENV} to read {self.task} from the hub."
             )
         self.info["files"][relpath] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         return path
@@ -224,7 +224,7 @@ class Source:
         if not hub_id:
             raise DataUnavailable(
                 f"tasks.{self.task}.hub.id is empty and no mirror is set; name the hub dataset or set "
-                f"data.mirror (or {tb_config.MIRROR_ENV}) to a local mirror directory."
+                f"data.mirror (or {MIRROR_ENV}) to a local mirror directory."
             )
         from . import staging
 
@@ -242,7 +242,7 @@ class Source:
             raise DataUnavailable(
                 f"{self.task}: the hub dataset {hub_id} (split {split}) could not be loaded ({reason}); set "
                 "data.mirror "
-                f"in the config or the environment variable {tb_config.MIRROR_ENV} to a local dataset mirror, "
+                f"in the config or the environment variable {MIRROR_ENV} to a local dataset mirror, "
                 "or make the Hugging Face hub reachable."
             ) from None
         # The snapshot directory is named by the commit the revision resolved to: the manifest pins it,

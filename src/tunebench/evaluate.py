@@ -239,22 +239,15 @@ def evaluate(
     train_dir: Path | None = None,
     loaded: tuple[Any, Any] | None = None,
     progress: Callable[[str], None] | None = None,
-    api_cache: Path | None = None,
 ) -> dict:
     """Generate and score one run; write predictions.jsonl and metrics.json into ``out_dir``; return the metrics.
 
-    ``loaded`` is an already loaded ``(model, tokenizer)`` to use instead of loading the run's model;
-    ``api_cache`` is where an endpoint's answers are cached (an API model's baseline only).
+    ``loaded`` is an already loaded ``(model, tokenizer)`` to use instead of loading the run's model.
+    An API model's baseline goes through :func:`tunebench.evaluate_api.evaluate_any` instead.
     """
     if task not in tasks.scored():
         raise ConfigError(f"task {task!r} has no scorer; scored tasks are {', '.join(tasks.scored())}.")
     spec = resolve(config, task, model_name, run)
-    from . import evaluate_api
-
-    if evaluate_api.is_api_model(config, model_name):
-        return evaluate_api.evaluate(
-            config, spec, data_dir=data_dir, out_dir=out_dir, cache_dir=api_cache, progress=progress
-        )
     options = config["evaluation"]
     rows = test_rows(config, task, data_dir)
     train = data.read_split(data_dir, "train") if spec.is_baseline else []

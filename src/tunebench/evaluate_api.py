@@ -14,11 +14,37 @@ from pathlib import Path
 from typing import Any
 
 from . import api, data, io, tasks
+from . import evaluate as local
+from .errors import ConfigError
 from .generate import Generation
 
 
 def is_api_model(config: Mapping[str, Any], model_name: str) -> bool:
     return bool((config.get("models", {}).get(model_name) or {}).get("api"))
+
+
+def evaluate_any(
+    config: Mapping[str, Any],
+    task: str,
+    model_name: str,
+    run: str,
+    *,
+    data_dir: Path,
+    out_dir: Path,
+    api_cache: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    **in_process: Any,
+) -> dict:
+    """One run of any model: an API model's baseline through its endpoint, every other run in this process
+    (:func:`tunebench.evaluate.evaluate`, which takes ``in_process``: ``train_dir``, ``loaded``)."""
+    if not is_api_model(config, model_name):
+        return local.evaluate(
+            config, task, model_name, run, data_dir=data_dir, out_dir=out_dir, progress=progress, **in_process
+        )
+    if task not in tasks.scored():
+        raise ConfigError(f"task {task!r} has no scorer; scored tasks are {', '.join(tasks.scored())}.")
+    spec = local.resolve(config, task, model_name, run)
+    return evaluate(config, spec, data_dir=data_dir, out_dir=out_dir, cache_dir=api_cache, progress=progress)
 
 
 def evaluate(
@@ -30,8 +56,6 @@ def evaluate(
     cache_dir: Path | None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    from . import evaluate as local
-
     task = tasks.get(spec.task)
     endpoint = api.Endpoint.from_config(config, spec.model)
     options = config.get("evaluation", {})

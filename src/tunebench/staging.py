@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config as tb_config
 from .errors import DataUnavailable, UserError
+
+#: The environment variable naming a local dataset mirror, which replaces the hub for the built-in tasks
+#: (and wins over the config's data.mirror).
+MIRROR_ENV = "TUNEBENCH_DATA_MIRROR"
 
 #: Files of a model repository that loading needs: weights, configs and tokenizer. Repositories
 #: often also hold the same weights as .bin/.pth/GGUF (Llama-2-70B: +276 GB), which are not fetched.
@@ -70,9 +73,7 @@ def hub_cache(hf_home: str | os.PathLike | None = None) -> Path:
 def missing(item: Item, cache: Path) -> str:
     """The one sentence a job says when ``item`` is not staged."""
     alternative = (
-        f", or set data.mirror (or {tb_config.MIRROR_ENV}) to a local dataset mirror"
-        if item.repo_type == "dataset"
-        else ""
+        f", or set data.mirror (or {MIRROR_ENV}) to a local dataset mirror" if item.repo_type == "dataset" else ""
     )
     return (
         f"{item.name} ({item.needed_by}) is not in the hub cache {cache} and HF_HUB_OFFLINE is set; "
@@ -80,8 +81,13 @@ def missing(item: Item, cache: Path) -> str:
     )
 
 
-def items(config: Mapping[str, Any]) -> list[Item]:
-    """Every hub model and dataset the config's experiments need, each once, in config order."""
+def items(config: Mapping[str, Any], finetune: list, baselines: list, mirror: Path | None) -> list[Item]:
+    """Every hub model and dataset the config's experiments need, each once, in config order.
+
+    ``finetune`` and ``baselines`` are the config's runs and ``mirror`` its dataset mirror, as
+    :mod:`tunebench.config` resolves them (passed in: the data stage imports this module, and the
+    config imports the data stage's task registry).
+    """
     found: dict[tuple, Item] = {}
 
     def model(name: str, role: str) -> None:
@@ -94,25 +100,21 @@ def items(config: Mapping[str, Any]) -> list[Item]:
             item = Item("model", source["hub"], source.get("revision") or None, key)
             found.setdefault((item.repo_type, item.repo_id, item.revision), item)
 
-    for run in tb_config.finetune_runs(config):
+    for run in finetune:
         model(run.model, "base")
-    for run in tb_config.baseline_runs(config):
+    for run in baselines:
         if not config["models"][run.model].get("api"):  # an endpoint needs nothing staged
             model(run.model, "chat")
-    if tb_config.data_mirror(config) is None:  # a mirror replaces the hub for every task
-        tasks = {run.task for run in tb_config.finetune_runs(config)} | {
-            run.task for run in tb_config.baseline_runs(config)
-        }
-        tasks |= {run.init_from[0] for run in tb_config.finetune_runs(config) if run.init_from}
+    if mirror is None:  # a mirror replaces the hub for every task
+        tasks = {run.task for run in finetune} | {run.task for run in baselines}
+        tasks |= {run.init_from[0] for run in finetune if run.init_from}
         for task in sorted(tasks):
             hub = (config.get("tasks", {}).get(task) or {}).get("hub") or {}
             if hub.get("id"):
                 item = Item("dataset", hub["id"], hub.get("revision") or None, f"tasks.{task}.hub")
                 found.setdefault((item.repo_type, item.repo_id, item.revision), item)
     # A declared task's hub source is its own data: a mirror does not replace it.
-    declared = {run.task for run in tb_config.finetune_runs(config)} | {
-        run.task for run in tb_config.baseline_runs(config)
-    }
+    declared = {run.task for run in finetune} | {run.task for run in baselines}
     for task in sorted(declared):
         source = (config.get("tasks", {}).get(task) or {}).get("source") or {}
         if source.get("hub"):
@@ -147,12 +149,12 @@ def cached_snapshot(item: Item, cache: Path) -> Path | None:
         return None
 
 
-def fetch(config: Mapping[str, Any], hf_home: str | os.PathLike | None = None, report=print) -> dict[str, list[str]]:
-    """Stage every item of the config; returns the names found ``cached`` and those ``downloaded``."""
+def fetch(needed: list[Item], hf_home: str | os.PathLike | None = None, report=print) -> dict[str, list[str]]:
+    """Stage every item (see :func:`items`); returns the names found ``cached`` and those ``downloaded``."""
     cache = hub_cache(hf_home)
     cache.mkdir(parents=True, exist_ok=True)
     done: dict[str, list[str]] = {"cached": [], "downloaded": []}
-    for item in items(config):
+    for item in needed:
         if cached_snapshot(item, cache) is not None:
             done["cached"].append(item.name)
             report(f"{item.name}: cached")

@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch  # the model stack loads only when a run is evaluated, not for `tunebench --help`
 
-    from .. import evaluate as tb_evaluate
+    from .. import evaluate_api
 
     config = tb_config.load(args.config)
     if args.threads is not None:
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--threads is {args.threads} but must be at least 1.")
         torch.set_num_threads(args.threads)
     parts = (args.task, args.model, args.run)
-    metrics = tb_evaluate.evaluate(
+    metrics = evaluate_api.evaluate_any(
         config,
         *parts,
         data_dir=args.data_dir or Path("results", "data", args.task),

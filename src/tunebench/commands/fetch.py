@@ -39,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = tb_config.load(args.config)
     hf_home = args.hf_home or config.get("hf_home")
-    done = staging.fetch(config, hf_home)
+    needed = staging.items(
+        config, tb_config.finetune_runs(config), tb_config.baseline_runs(config), tb_config.data_mirror(config)
+    )
+    done = staging.fetch(needed, hf_home)
     print(
         f"staged {len(done['cached']) + len(done['downloaded'])} items in {staging.hub_cache(hf_home)}: "
         f"{len(done['downloaded'])} downloaded, {len(done['cached'])} already cached"

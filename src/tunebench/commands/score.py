@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from .. import config as tb_config
-from .. import scoring
+from .. import scoring, tasks
 from ..errors import UserError
 from ..scoring.sqlsuite import EXECUTORS
 
@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="score raw model outputs against gold answers",
         description=__doc__.split("\n\n")[1].replace("\n", " "),
     )
-    parser.add_argument("task", choices=scoring.TASKS, help="task whose scorer is used")
+    parser.add_argument("task", choices=tasks.scored(), help="task whose scorer is used")
     parser.add_argument(
         "file", type=Path, metavar="FILE.jsonl", help="one JSON object per line with prediction and answer"
     )

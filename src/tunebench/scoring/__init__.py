@@ -28,22 +28,12 @@ NUMBER_PATTERN = r"(?<![0-9])(-?)\$?([0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(\
 _NUMBER = re.compile(NUMBER_PATTERN)
 
 
-def __getattr__(name: str) -> Any:
-    # TASKS, the built-in tasks with a scorer module, is derived from the task registry when first asked;
-    # a task declared in a config scores through its task object (tunebench.scoring.generic).
-    if name == "TASKS":
-        from .. import tasks
-
-        return tuple(task for task in tasks.NAMES if tasks.get(task).metrics)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def get(task: str) -> ModuleType:
-    """The scorer module of a built-in ``task``."""
-    scored = __getattr__("TASKS")
-    if task not in scored:
-        raise KeyError(f"no scorer for task {task!r}; scored tasks are {', '.join(scored)}")
-    return import_module(f"{__name__}.{task}")
+    """The scorer module of a built-in ``task`` (which tasks have one is the task registry's to say)."""
+    try:
+        return import_module(f"{__name__}.{task}")
+    except ModuleNotFoundError:
+        raise KeyError(f"no scorer module for task {task!r}") from None
 
 
 def number_from_match(match: re.Match) -> Decimal | None:
