@@ -6,6 +6,7 @@ import copy
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tunebench import cli, stats, tasks
@@ -196,3 +197,12 @@ def test_a_broken_prediction_line_is_one_sentence(demo_config, tmp_path):
         DataError, match=r"line 1 is not a prediction record with a verdict for attributes_ordered_accuracy;"
     ):
         claims.decide(config, tmp_path, [claim("viggo_finetuned_beats_prompted")])
+
+
+def test_a_seed_replicate_is_named_by_its_seed_and_its_first_run_is_not():
+    from tunebench.results import labels
+
+    lora = {"stage": "finetuned", "method": "lora", "format": "special_tokens", "task": "viggo"}
+    assert labels.run(pd.Series({**lora, "replicate_of": "lora", "seed": 1.0})) == "LoRA, seed 1"
+    assert labels.run(pd.Series({**lora, "replicate_of": float("nan"), "seed": 42.0})) == "LoRA"
+    assert labels.run(lora) == "LoRA"  # configs without replicates have no seed columns at all

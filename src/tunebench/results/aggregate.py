@@ -63,6 +63,9 @@ METRIC_COLUMNS = [
 ]
 #: Columns of API baselines, present in metrics.csv only when the config has an api model.
 API_COLUMNS = ["api_requests", "api_retries", "api_failed_rows", "api_cost_per_1k_queries_usd"]
+#: Columns of runs repeated with other training seeds, present only when the config has such runs:
+#: the run each repeats (blank for every other run) and its training seed.
+SEED_COLUMNS = ["replicate_of", "seed"]
 CURVE_COLUMNS = [
     *RUN_COLUMNS,
     "init_from",
@@ -74,6 +77,7 @@ CURVE_COLUMNS = [
     "selected",
 ]
 TEXT_COLUMNS = {
+    "replicate_of",
     "task",
     "model",
     "size",
@@ -295,10 +299,14 @@ def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
             "format": run.format,
             "variant": "",
             "init_from": init_from,
+            "replicate_of": run.replicate_of or "",
+            "seed": run.training["seed"] if run.training["seed"] is not None else config["seed"],
         }
         rows += [{**base, **facts, **row} for row in _eval_rows(config, run, results)]
     api_models = any(config["models"][run.model].get("api") for run in tb_config.baseline_runs(config))
-    frame = pd.DataFrame(rows, columns=METRIC_COLUMNS + (API_COLUMNS if api_models else []))
+    replicated = any(run.replicate_of for run in tb_config.finetune_runs(config))
+    columns = METRIC_COLUMNS + (API_COLUMNS if api_models else []) + (SEED_COLUMNS if replicated else [])
+    frame = pd.DataFrame(rows, columns=columns)
     return sort_runs(frame)
 
 

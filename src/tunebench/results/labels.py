@@ -38,6 +38,9 @@ def run(row: Mapping) -> str:
     if row["stage"] == "two_stage":
         first = str(row.get("init_from") or "").split("/")[0]
         label += f", two-stage ({task(first)} → {task(row['task'])})"
+    replicate_of = row.get("replicate_of")
+    if isinstance(replicate_of, str) and replicate_of:  # a run repeated with another training seed
+        label += f", seed {int(row['seed'])}"
     return label
 
 

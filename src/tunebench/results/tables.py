@@ -96,6 +96,17 @@ def _baseline_value(runs: pd.DataFrame, run: pd.Series, **match: str) -> float:
     return base["value"].iloc[0] if not base.empty else math.nan
 
 
+def _label_fields(run: pd.Series) -> dict:
+    """What :func:`labels.run` reads of a run besides its stage: method, format, variant, first stage and,
+    for a run repeated with another training seed, that seed."""
+    fields = ("method", "format", "variant", "init_from", *(f for f in SEED_FIELDS if f in run.index))
+    return {field: run[field] for field in fields}
+
+
+#: metrics.csv's columns of seed replicates (present only when a config has some).
+SEED_FIELDS = ("replicate_of", "seed")
+
+
 def task_table(metrics: pd.DataFrame, task: str) -> Table:
     """Every metric of every run of one task, with its interval."""
     frame = metrics[metrics["task"] == task]
@@ -117,10 +128,10 @@ def task_table(metrics: pd.DataFrame, task: str) -> Table:
                     f"{name}_ci_low": m["ci_low"] * 100,
                     f"{name}_ci_high": m["ci_high"] * 100,
                 }
-        records.append(record | {"task": run["task"], "init_from": run["init_from"]})
+        records.append(record | {"task": run["task"]} | _label_fields(run))
     table = pd.DataFrame(records)
     # A run without some metric has no cells for it; its columns come where the first run with it put them.
-    csv = [column for column in table.columns if column not in ("task", "init_from")]
+    csv = [column for column in table.columns if column not in ("task", "init_from", *SEED_FIELDS)]
     percents = [f"{name}{suffix}" for name in names for suffix in ("", "_ci_low", "_ci_high")]
     columns = [
         Column("Model", labels.model),
@@ -163,7 +174,7 @@ def main_table(metrics: pd.DataFrame) -> Table:
                 "n": run["n"],
                 "prompt_tokens_mean": run["prompt_tokens_mean"],
             }
-            | {field: run[field] for field in ("method", "format", "variant", "init_from")}
+            | _label_fields(run)
         )
     frame = pd.DataFrame(records)
     return Table(
@@ -276,7 +287,7 @@ def cost_table(metrics: pd.DataFrame) -> Table:
                 "value_pct": run["value"] * 100,
                 "gain_points": (run["value"] - _baseline_value(runs, run)) * 100 if trained else math.nan,
             }
-            | {field: run[field] for field in ("method", "format", "variant", "init_from")}
+            | _label_fields(run)
             | (
                 {
                     "cost_per_1k_queries_usd": run["api_cost_per_1k_queries_usd"],
