@@ -78,8 +78,8 @@ def test_dry_run_of_the_demo(repo_root, tmp_path):
     result = dry_run(repo_root, tmp_path, "config/demo.yaml")
     assert result.returncode == 0, result.stderr[-2000:]
     counts = _job_counts(result.stdout)
-    assert counts["train"] == 11
-    assert counts["evaluate"] == 10 + 5
+    assert counts["train"] == 11 + 2  # eleven runs, and ViGGO LoRA twice more with other seeds
+    assert counts["evaluate"] == 12 + 5  # every trained run but the MathQA first stage, and five baselines
 
 
 def test_lint_is_clean(repo_root, tmp_path):
@@ -271,7 +271,7 @@ def test_every_stamp_matches_what_the_commands_compute(repo_root, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     cfg = tb_config.load(repo_root / "config" / "demo.yaml")
     stamps = sorted((tmp_path / "results" / "settings").rglob("*.json"))
-    assert len(stamps) == 5 + 11 + 15 + 1
+    assert len(stamps) == 5 + 13 + 17 + 1  # data, train, eval, results
     for path in stamps:
         parts = path.relative_to(tmp_path / "results" / "settings").with_suffix("").parts
         recorded = json.loads(path.read_text())["settings_hash"]
