@@ -24,27 +24,24 @@ def is_api_model(config: Mapping[str, Any], model_name: str) -> bool:
 
 
 def evaluate_any(
-    config: Mapping[str, Any],
-    task: str,
-    model_name: str,
-    run: str,
-    *,
-    data_dir: Path,
-    out_dir: Path,
-    api_cache: Path | None = None,
-    progress: Callable[[str], None] | None = None,
-    **in_process: Any,
+    config: Mapping[str, Any], task: str, model_name: str, run: str, *, api_cache: Path | None = None, **options: Any
 ) -> dict:
-    """One run of any model: an API model's baseline through its endpoint, every other run in this process
-    (:func:`tunebench.evaluate.evaluate`, which takes ``in_process``: ``train_dir``, ``loaded``)."""
+    """One run of any model: an API model's baseline through its endpoint (answers cached in ``api_cache``),
+    every other run in this process. ``options`` are :func:`tunebench.evaluate.evaluate`'s keywords:
+    ``data_dir``, ``out_dir`` and ``progress``, and for a local model ``train_dir`` and ``loaded``."""
     if not is_api_model(config, model_name):
-        return local.evaluate(
-            config, task, model_name, run, data_dir=data_dir, out_dir=out_dir, progress=progress, **in_process
-        )
+        return local.evaluate(config, task, model_name, run, **options)
     if task not in tasks.scored():
         raise ConfigError(f"task {task!r} has no scorer; scored tasks are {', '.join(tasks.scored())}.")
     spec = local.resolve(config, task, model_name, run)
-    return evaluate(config, spec, data_dir=data_dir, out_dir=out_dir, cache_dir=api_cache, progress=progress)
+    return evaluate(
+        config,
+        spec,
+        data_dir=options["data_dir"],
+        out_dir=options["out_dir"],
+        cache_dir=api_cache,
+        progress=options.get("progress"),
+    )
 
 
 def evaluate(
