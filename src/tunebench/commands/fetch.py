@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .. import config as tb_config
+from ._run_args import add_config_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,14 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "into HF_HOME/hub (items already there are not downloaded again). Jobs then run with HF_HUB_OFFLINE=1."
         ),
     )
-    parser.add_argument(
-        "--config",
-        nargs="+",
-        type=Path,
-        required=True,
-        metavar="FILE",
-        help="config files, later ones overriding earlier ones",
-    )
+    add_config_argument(parser)
     parser.add_argument(
         "--hf-home",
         type=Path,
