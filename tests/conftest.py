@@ -43,7 +43,7 @@ def paper_config():
 
 def pytest_terminal_summary(terminalreporter):
     """The CPU facts and 4-bit kernel path every result of this session depends on (printed even with -q)."""
-    from tunebench import hardware
+    from tunebench.util import hardware
 
     facts = hardware.describe()
     flags = ", ".join(f"{name}={'yes' if present else 'no'}" for name, present in facts["cpu_flags"].items())

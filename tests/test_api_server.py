@@ -27,8 +27,8 @@ import pytest
 import yaml
 
 from tunebench import config as tb_config
-from tunebench import dataset, evaluate_api, models
-from tunebench.errors import ConfigError
+from tunebench.stages import dataset, evaluate_api, models
+from tunebench.util.errors import ConfigError
 
 BIN = Path(sys.executable).parent
 KEY_ENV = "TUNEBENCH_TEST_API_KEY"
@@ -357,7 +357,7 @@ def test_the_retry_policy_backs_off_on_429_and_5xx_and_gives_up_on_other_refusal
     import httpx2
     import openai
 
-    from tunebench import api
+    from tunebench.stages import api
 
     request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tunebench import cli
-from tunebench.bench import REFERENCES
+from tunebench.commands import cli
+from tunebench.machinery.bench import REFERENCES
 
 
 @pytest.mark.slow

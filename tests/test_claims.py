@@ -9,10 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tunebench import cli, stats, tasks
 from tunebench import config as tb_config
-from tunebench.errors import DataError
+from tunebench import tasks
+from tunebench.commands import cli
 from tunebench.results import claims, paper, plan, tables
+from tunebench.util import stats
+from tunebench.util.errors import DataError
 
 MODEL = "smollm2-135m"
 METRIC = "attributes_ordered_accuracy"

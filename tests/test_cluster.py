@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from slurm_support import profile_without_container
-from tunebench import cluster
 from tunebench import config as tb_config
-from tunebench.errors import ConfigError, UserError
-from tunebench.train import checkpoint
+from tunebench.machinery import cluster
+from tunebench.stages.train import checkpoint
+from tunebench.util.errors import ConfigError, UserError
 
 BIN = Path(sys.executable).parent
 SLURM_TOOLS = {"sbatch", "srun", "squeue", "sacct", "scontrol", "sinfo", "scancel", "salloc", "sacctmgr", "sshare"}

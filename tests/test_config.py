@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tunebench import config as tb_config
-from tunebench.errors import ConfigError
+from tunebench.util.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -142,7 +142,7 @@ def test_jobs_run_in_the_configs_container_with_gpus_under_the_slurm_profile(rep
 )
 def test_the_container_key_takes_a_versioned_image_or_a_sif_file(demo_config, image, accepted):
     from tunebench import config as tb_config
-    from tunebench.errors import ConfigError
+    from tunebench.util.errors import ConfigError
 
     config = copy.deepcopy(demo_config)
     config["container"] = image

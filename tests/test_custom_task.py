@@ -15,9 +15,11 @@ import yaml
 
 from train_support import TINY_LLAMA
 from tunebench import config as tb_config
-from tunebench import data, dataset, tasks
-from tunebench.errors import ConfigError
-from tunebench.scoring import generic
+from tunebench import tasks
+from tunebench.stages import dataset
+from tunebench.tasks import data
+from tunebench.tasks.scoring import generic
+from tunebench.util.errors import ConfigError
 
 BIN = Path(sys.executable).parent
 

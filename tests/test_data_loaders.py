@@ -9,8 +9,10 @@ import re
 import pytest
 import yaml
 
-from tunebench import cli, config, data, dataset
-from tunebench.tasks import gsm8k, mathqa, sql, viggo
+from tunebench import config
+from tunebench.commands import cli
+from tunebench.stages import dataset
+from tunebench.tasks import data, gsm8k, mathqa, sql, viggo
 
 PAPER = config.ROOT / "config" / "config.yaml"
 DEMO = config.ROOT / "config" / "demo.yaml"

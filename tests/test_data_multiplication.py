@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from tunebench import cli
-from tunebench.errors import ConfigError
+from tunebench.commands import cli
 from tunebench.tasks import multiplication
+from tunebench.util.errors import ConfigError
 
 PAIR_LINE = re.compile(r"(\d)\*(\d)=(\d+), shift (\d+): (\d+)")
 

@@ -11,8 +11,11 @@ import sys
 
 import pytest
 
-from tunebench import cli, config, data, dataset, formats
-from tunebench.errors import DataError
+from tunebench import config
+from tunebench.commands import cli
+from tunebench.stages import dataset, formats
+from tunebench.tasks import data
+from tunebench.util.errors import DataError
 
 GOOD_MR = "inform(name[Tetris], rating[good])"
 

@@ -18,13 +18,17 @@ import yaml
 from transformers import AutoTokenizer
 
 from train_support import tiny_config, tokenizer_dir, train_in_process, write_data  # noqa: F401  (session fixture)
-from tunebench import cli, data, dataset, formats, hardware, models, tasks
 from tunebench import config as tb_config
-from tunebench import evaluate as tb_evaluate
-from tunebench import settings as tb_settings
-from tunebench.errors import ConfigError, DataError
-from tunebench.formats import encode_prompt
-from tunebench.generate import Generation
+from tunebench import tasks
+from tunebench.commands import cli
+from tunebench.config import digests as tb_settings
+from tunebench.stages import dataset, formats, models
+from tunebench.stages import evaluate as tb_evaluate
+from tunebench.stages.formats import encode_prompt
+from tunebench.stages.generate import Generation
+from tunebench.tasks import data
+from tunebench.util import hardware
+from tunebench.util.errors import ConfigError, DataError
 
 SCORED = ("viggo", "sql", "gsm8k", "multiplication")
 CONTRACT_KEYS = {
@@ -195,7 +199,7 @@ def test_the_command_evaluates_a_fine_tuned_lora_checkpoint(tokenizer_dir, mirro
         [
             sys.executable,
             "-m",
-            "tunebench.cli",
+            "tunebench.commands.cli",
             "evaluate",
             "--config",
             str(config_file),

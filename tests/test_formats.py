@@ -10,9 +10,10 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from tunebench import formats, tasks
-from tunebench.errors import ConfigError
+from tunebench import tasks
+from tunebench.stages import formats
 from tunebench.tasks import multiplication
+from tunebench.util.errors import ConfigError
 
 ROWS = {
     "viggo": {"prompt": "Is Spyro on Mac?", "completion": "verify_attribute(name[Spyro], has_mac_release[yes])"},

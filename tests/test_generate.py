@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from train_support import TINY_LLAMA, one_thread, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
-from tunebench import models
-from tunebench.generate import ATTENTION, PREFILL_CHUNK, batch_invariant, cut_at_stop, generate, row_multiple
+from tunebench.stages import models
+from tunebench.stages.generate import ATTENTION, PREFILL_CHUNK, batch_invariant, cut_at_stop, generate, row_multiple
 
 TEXTS = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from train_support import resolved, tiny_config, tokenizer_dir, write_data  # noqa: F401
-from tunebench import hardware, models
-from tunebench.errors import ConfigError
-from tunebench.train import methods
+from tunebench.stages import models
+from tunebench.stages.train import methods
+from tunebench.util import hardware
+from tunebench.util.errors import ConfigError
 
 # SmolLM2-135M-Instruct's layer shapes, one decoder layer deep.
 SMOLLM2_LAYER = {

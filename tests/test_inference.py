@@ -14,9 +14,9 @@ import torch
 
 from train_support import TINY_LLAMA, one_thread, tiny_config, tokenizer, tokenizer_dir  # noqa: F401  (fixtures)
 from tunebench import config as tb_config
-from tunebench import evaluate, models
-from tunebench.errors import ConfigError, UserError
-from tunebench.generate import generate
+from tunebench.stages import evaluate, models
+from tunebench.stages.generate import generate
+from tunebench.util.errors import ConfigError, UserError
 
 TEXTS = [
     "What is 4821 * 7730?",

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from train_support import TINY_LLAMA, resolved, tiny_config, tokenizer_dir, write_data  # noqa: F401
-from tunebench import formats, models
-from tunebench.errors import ConfigError, UserError
-from tunebench.train import methods
+from tunebench.stages import formats, models
+from tunebench.stages.train import methods
+from tunebench.util.errors import ConfigError, UserError
 
 
 def _random_source(tokenizer_dir, **overrides) -> dict:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tunebench import config as tb_config
-from tunebench import plan as tb_plan
+from tunebench.machinery import fit as tb_plan
 
 BIN = Path(sys.executable).parent
 GIB = 2**30

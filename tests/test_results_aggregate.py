@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from tunebench import config as tb_config
-from tunebench import settings as tb_settings
 from tunebench import tasks as tb_tasks
-from tunebench.errors import DataError
+from tunebench.config import digests as tb_settings
 from tunebench.results import aggregate, plan
+from tunebench.util.errors import DataError
 
 REPO = tb_config.ROOT
 

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from test_results_aggregate import write_synthetic
-from tunebench import cli
 from tunebench import config as tb_config
+from tunebench.commands import cli
 from tunebench.results import aggregate, claims, figures, labels, paper, plan, published, tables
 
 REPO = tb_config.ROOT

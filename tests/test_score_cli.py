@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tunebench import cli
+from tunebench.commands import cli
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tunebench.scoring import gsm8k, multiplication, sql, sqlsuite, viggo
+from tunebench.tasks.scoring import gsm8k, multiplication, sql, sqlsuite, viggo
 
 SQL_TIMEOUT_S = 0.25
 SQL_DATABASES = 3

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunebench.scoring import gsm8k
+from tunebench.tasks.scoring import gsm8k
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from tunebench.scoring import multiplication
 from tunebench.tasks.multiplication import make_row
+from tunebench.tasks.scoring import multiplication
 
 GOLD = {"answer": "452046", "a": 458, "b": 987}
 

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 from sqlglot import exp
 
-from tunebench.scoring import sql, sqlsuite
+from tunebench.tasks.scoring import sql, sqlsuite
 
 HEAD = "CREATE TABLE head (name VARCHAR, born_state VARCHAR, age INTEGER)"
 

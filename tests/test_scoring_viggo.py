@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tunebench.scoring import viggo
+from tunebench.tasks.scoring import viggo
 
 ALL_TRUE = dict.fromkeys(viggo.METRICS, True)
 ALL_FALSE = dict.fromkeys(viggo.METRICS, False)

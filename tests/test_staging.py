@@ -67,7 +67,7 @@ def _viggo_files(mirror: Path) -> dict[str, bytes]:
 def hf_home(tmp_path_factory, mirror) -> tuple[Path, dict[str, str]]:
     from huggingface_hub import scan_cache_dir
 
-    from tunebench import models
+    from tunebench.stages import models
 
     home = tmp_path_factory.mktemp("hf-home")
     cache = home / "hub"

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tunebench.stats import bootstrap_ci, summarize
+from tunebench.util.stats import bootstrap_ci, summarize
 
 
 def naive_percentile_bootstrap(values, samples, confidence, seed):

@@ -12,11 +12,26 @@ from tunebench.config import ROOT
 PACKAGE = ROOT / "src" / "tunebench"
 
 
+def _grouping(folder: Path) -> bool:
+    """A folder that only groups parts (its ``__init__`` holds nothing but a docstring)."""
+    init = folder / "__init__.py"
+    if not init.is_file():
+        return False
+    body = ast.parse(init.read_text(encoding="utf-8")).body
+    return len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+
+
 def _part(module: str) -> str | None:
-    """The part of the library a dotted module name belongs to: a subpackage, or a top-level module."""
+    """The part of the library a dotted module name belongs to: a subpackage or a top-level module, or one
+    level further down inside a folder that only groups parts (``stages.train``, ``machinery.fit``)."""
     parts = module.split(".")
     if parts[0] != "tunebench" or len(parts) < 2:
         return None
+    if _grouping(PACKAGE / parts[1]):
+        if len(parts) < 3:
+            return None
+        inner = PACKAGE / parts[1] / parts[2]
+        return f"{parts[1]}.{parts[2]}" if inner.is_dir() or inner.with_suffix(".py").is_file() else None
     if (PACKAGE / parts[1]).is_dir() or (PACKAGE / f"{parts[1]}.py").is_file():
         return parts[1]
     return None
@@ -70,22 +85,29 @@ def test_the_parts_of_the_library_import_each_other_without_a_cycle():
 def test_the_graph_sees_the_imports_it_should():
     """A guard on the test itself: a known edge each way of the layering is found."""
     graph = import_graph()
-    assert "data" in graph["tasks"] and "tasks" in graph["evaluate"] and "config" in graph["results"]
-    assert "tasks" not in graph["data"] and "results" not in graph.get("evaluate", {})
+    assert "util.fileio" in graph["tasks"] and "tasks" in graph["stages.evaluate"] and "config" in graph["results"]
+    assert "stages.formats" in graph["stages.train"] and "config" in graph["machinery.fit"]
+    assert "config" not in graph["tasks"] and "results" not in graph.get("stages.evaluate", {})
+
+
+def test_the_top_level_of_the_package_is_a_short_table_of_contents():
+    """A newcomer reads at most ten entries to find where a change goes (caches and bytecode aside)."""
+    entries = sorted(path.name for path in PACKAGE.iterdir() if path.name != "__pycache__")
+    assert len(entries) <= 10, entries
 
 
 def test_scoring_tasks_and_results_import_no_torch():
     """The scorers, the task modules and the whole results stage run where torch is absent or slow to load."""
     code = (
         "import sys\n"
-        "import tunebench.scoring, tunebench.tasks, tunebench.results\n"
+        "import tunebench.tasks.scoring, tunebench.tasks, tunebench.results\n"
         "from tunebench import tasks\n"
         "for name in tasks.NAMES:\n"
         "    tasks.get(name)\n"
         "import tunebench.results.aggregate, tunebench.results.claims, tunebench.results.figures\n"
         "import tunebench.results.paper, tunebench.results.tables, tunebench.results.published\n"
-        "import tunebench.scoring.sql, tunebench.scoring.viggo, tunebench.scoring.gsm8k\n"
-        "import tunebench.scoring.multiplication\n"
+        "import tunebench.tasks.scoring.sql, tunebench.tasks.scoring.viggo, tunebench.tasks.scoring.gsm8k\n"
+        "import tunebench.tasks.scoring.multiplication\n"
         "loaded = sorted(name for name in sys.modules if name == 'torch' or name.startswith('torch.'))\n"
         "assert not loaded, loaded[:5]\n"
     )

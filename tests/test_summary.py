@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from test_results_aggregate import write_synthetic
-from tunebench import cli
+from tunebench.commands import cli
 from tunebench.results import aggregate
 
 

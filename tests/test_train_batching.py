@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from train_support import TINY_LLAMA, multiplication_rows, resolved, tiny_config, tokenizer_dir, write_data  # noqa: F401
-from tunebench import formats, models, tasks
-from tunebench.errors import ConfigError, DataError
-from tunebench.train import batching
-from tunebench.train.loop import epoch_batches, steps_in
+from tunebench import tasks
+from tunebench.stages import formats, models
+from tunebench.stages.train import batching
+from tunebench.stages.train.loop import epoch_batches, steps_in
+from tunebench.util.errors import ConfigError, DataError
 
 TASK = tasks.get("multiplication")
 
@@ -157,7 +158,7 @@ def test_epoch_order_is_seeded_and_changes_between_epochs(tokenizer):
 
 
 def test_the_lowest_validation_perplexity_wins_and_patience_stops_early():
-    from tunebench.train.loop import judge_epoch
+    from tunebench.stages.train.loop import judge_epoch
 
     assert judge_epoch(None, 0, 9.0, patience=2) == (True, 0, False)
     assert judge_epoch(9.0, 0, 8.5, patience=2) == (True, 0, False)

@@ -26,10 +26,10 @@ from train_support import (  # noqa: F401
     write_config,
     write_data,
 )
-from tunebench import formats, models
 from tunebench.commands import train as train_command
-from tunebench.errors import ConfigError
-from tunebench.train import methods
+from tunebench.stages import formats, models
+from tunebench.stages.train import methods
+from tunebench.util.errors import ConfigError
 
 
 def _check_outputs(out_dir, method: str, processes: int = 1) -> dict:
@@ -199,7 +199,7 @@ def test_full_relaunches_through_accelerate_with_the_named_files(tokenizer_dir, 
     assert command[command.index("--config_file") + 1].endswith("config/accelerate/zero3_cpu.yaml")
     assert command[command.index("--num_processes") + 1] == "2"
     assert command[command.index("--deepspeed_config_file") + 1].endswith("config/deepspeed/zero3_cpu.json")
-    assert command[command.index("-m", 3) + 1 : command.index("-m", 3) + 3] == ["tunebench.cli", "train"]
+    assert command[command.index("-m", 3) + 1 : command.index("-m", 3) + 3] == ["tunebench.commands.cli", "train"]
 
 
 def test_two_stage_run_starts_from_the_first_stages_selected_checkpoint(tokenizer_dir, tmp_path):
@@ -246,7 +246,7 @@ def test_adapter_config_is_the_same_bytes_under_any_hash_seed(tokenizer_dir, tmp
     identical runs (different PYTHONHASHSEED, as two processes get) write identical files."""
     code = (
         "import sys\nfrom pathlib import Path\nfrom peft import get_peft_model\n"
-        "from tunebench import models\nfrom tunebench.train import methods\n"
+        "from tunebench import models\nfrom tunebench.stages.train import methods\n"
         "from train_support import TINY_LLAMA\n"
         "source = {'random_llama': TINY_LLAMA, 'tokenizer': {'local': sys.argv[1]}}\n"
         "tokenizer = models.load_tokenizer(source)\nmodel = models.load_model(source)\n"

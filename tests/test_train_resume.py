@@ -80,7 +80,7 @@ def test_sigkill_after_epoch_one_and_again_in_epoch_two_then_rerun_matches_an_un
 def test_resume_state_of_other_settings_is_discarded(tokenizer_dir, tmp_path):
     from accelerate import Accelerator
 
-    from tunebench.train.checkpoint import FINGERPRINT, ResumeDir
+    from tunebench.stages.train.checkpoint import FINGERPRINT, ResumeDir
 
     directory = tmp_path / "lora.resume"
     directory.mkdir()

@@ -222,7 +222,7 @@ def test_editing_one_key_reruns_that_task_and_its_descendants(repo_root, with_mi
 
 def test_a_job_runs_without_the_venv_on_path_and_records_the_stamps_digest(repo_root, with_mirror, tmp_path):
     """Rules call the interpreter Snakemake runs under, so PATH needs no .venv/bin; the manifest the job
-    writes records the same settings digest as the workflow's stamp (both from tunebench.settings)."""
+    writes records the same settings digest as the workflow's stamp (both from tunebench.config.digests)."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TUNEBENCH_DATA_MIRROR": str(with_mirror)}
     result = subprocess.run(
         [
@@ -254,7 +254,7 @@ def test_a_job_runs_without_the_venv_on_path_and_records_the_stamps_digest(repo_
 def test_every_stamp_matches_what_the_commands_compute(repo_root, tmp_path):
     """The digests the workflow computes from Snakemake's config equal those tunebench's loader gives."""
     from tunebench import config as tb_config
-    from tunebench import settings as tb_settings
+    from tunebench.config import digests as tb_settings
 
     result = snakemake(
         repo_root,
@@ -313,7 +313,7 @@ def test_a_repeated_key_stops_the_workflow_in_one_sentence(repo_root, tmp_path, 
 
 
 def test_a_killed_runs_lock_is_cleared_only_when_no_snakemake_works_there(repo_root, with_mirror, tmp_path):
-    """`make demo` runs tunebench.workflow_lock first: the stale lock of a SIGKILLed run goes (through
+    """`make demo` runs tunebench.machinery.workflow_lock first: the stale lock of a SIGKILLed run goes (through
     snakemake --unlock), while the lock of a live run stays and the user is told in one sentence."""
     args = [
         "-s",
@@ -323,7 +323,7 @@ def test_a_killed_runs_lock_is_cleared_only_when_no_snakemake_works_there(repo_r
         "--configfile",
         str(repo_root / "config" / "demo.yaml"),
     ]
-    helper = [sys.executable, "-m", "tunebench.workflow_lock", "--", *args]
+    helper = [sys.executable, "-m", "tunebench.machinery.workflow_lock", "--", *args]
     assert subprocess.run(helper, capture_output=True, text=True, timeout=120).returncode == 0  # no lock: silent
     # A real run, SIGKILLed (with its job) once it holds the lock: it cannot remove the lock.
     target = ["results/data/viggo/manifest.json", *args, "--cores", "1"]  # not after --configfile's list
@@ -369,7 +369,7 @@ def test_make_demo_clears_a_stale_lock_first_and_needs_no_venv_on_path(repo_root
     makefile = (repo_root / "Makefile").read_text()
     demo = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
     lines = [line.strip() for line in demo.splitlines()[1:]]
-    assert lines[0].startswith("$(BIN)/python -m tunebench.workflow_lock -- $(DEMO)")
+    assert lines[0].startswith("$(BIN)/python -m tunebench.machinery.workflow_lock -- $(DEMO)")
     assert lines[1].startswith("$(BIN)/snakemake")
     assert "export PATH" not in makefile
 

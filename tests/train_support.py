@@ -30,7 +30,7 @@ TINY_LLAMA = {
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
-    from tunebench import models
+    from tunebench.stages import models
 
     directory = tmp_path_factory.getbasetemp() / "smollm2-tokenizer"
     if not (directory / "tokenizer.json").is_file():
@@ -112,7 +112,7 @@ def write_config(path: Path, config: dict) -> Path:
 
 def resolved(config: dict, run: str, out_dir: Path, data_dir: Path, task: str = "multiplication") -> dict:
     from tunebench import config as tb_config
-    from tunebench.train import job
+    from tunebench.stages.train import job
 
     return job.resolve(tb_config.validate(config), task, "tiny", run, out_dir, data_dir)
 
@@ -121,7 +121,7 @@ def train_in_process(config: dict, run: str, out_dir: Path, data_dir: Path, task
     """Run the library's loop in this process (one CPU process, no launcher)."""
     from accelerate.state import AcceleratorState
 
-    from tunebench.train import loop
+    from tunebench.stages.train import loop
 
     AcceleratorState._reset_state(True)  # each run builds its own Accelerator
     job = resolved(config, run, out_dir, data_dir, task)
@@ -132,7 +132,7 @@ def cli_command(config_path: Path, run: str, out_dir: Path, data_dir: Path) -> l
     return [
         sys.executable,
         "-m",
-        "tunebench.cli",
+        "tunebench.commands.cli",
         "train",
         "--config",
         str(config_path),
@@ -184,6 +184,6 @@ def tokenizer(tokenizer_dir):
     """SmolLM2's tokenizer as the library finishes it (a pad token set)."""
     from transformers import AutoTokenizer
 
-    from tunebench import models
+    from tunebench.stages import models
 
     return models._finish_tokenizer(AutoTokenizer.from_pretrained(tokenizer_dir))

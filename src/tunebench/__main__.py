@@ -3,6 +3,6 @@ runs Snakemake, so that they work without the venv's bin/ on PATH."""
 
 import sys
 
-from .cli import main
+from .commands.cli import main
 
 sys.exit(main())

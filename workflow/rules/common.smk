@@ -7,16 +7,16 @@ import sys
 from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from tunebench import cluster as tb_cluster
+from tunebench.machinery import cluster as tb_cluster
 from tunebench import config as tb_config
-from tunebench import settings as tb_settings
-from tunebench import plan as tb_plan
+from tunebench.config import digests as tb_digests
+from tunebench.machinery import fit as tb_fit
 from tunebench import tasks as tb_tasks
 from tunebench.tasks import custom as tb_custom_tasks
 from tunebench.results import claims as tb_claims
 from tunebench.results import paper as tb_paper
 from tunebench.results import plan as results_plan
-from tunebench.errors import ConfigError
+from tunebench.util.errors import ConfigError
 
 # tunebench's validation fills the schema's defaults (also inside nullable objects, which
 # Snakemake's default filling cannot enter), names a wrong key in one sentence and checks the
@@ -75,13 +75,11 @@ shell.prefix(SHELL_PREFIX)
 
 
 def train_settings_hash(wildcards):
-    return tb_settings.train_hash(
-        config, wildcards.task, wildcards.model, wildcards.run
-    )
+    return tb_digests.train_hash(config, wildcards.task, wildcards.model, wildcards.run)
 
 
 def eval_settings_hash(wildcards):
-    return tb_settings.eval_hash(config, wildcards.task, wildcards.model, wildcards.run)
+    return tb_digests.eval_hash(config, wildcards.task, wildcards.model, wildcards.run)
 
 
 FINETUNE = tb_config.finetune_runs(config)
@@ -94,37 +92,37 @@ DATA_TASKS = sorted(
 EVALUATED = [run for run in FINETUNE if run.evaluate] + BASELINES
 
 
-# Settings stamps (see tunebench.settings): one file per job, rewritten only when the settings its
+# Settings stamps (see tunebench.config.digests): one file per job, rewritten only when the settings its
 # outputs depend on change, and an input of that job, so that a config edit re-runs the affected jobs
 # even in a results/ copied without .snakemake/ metadata. The same digest is also each rule's param
 # (Snakemake's params trigger) and is recorded in the outputs. All stamps are written while the
 # workflow is parsed, before Snakemake first looks at results/: it caches directory listings, so a
 # stamp written later, from an input function, could be reported missing.
 def data_stamp(task):
-    return str(tb_settings.STAMP_DIR / "data" / f"{task}.json")
+    return str(tb_digests.STAMP_DIR / "data" / f"{task}.json")
 
 
 def train_stamp(task, model, run):
-    return str(tb_settings.STAMP_DIR / "train" / task / model / f"{run}.json")
+    return str(tb_digests.STAMP_DIR / "train" / task / model / f"{run}.json")
 
 
 def eval_stamp(task, model, run):
-    return str(tb_settings.STAMP_DIR / "eval" / task / model / f"{run}.json")
+    return str(tb_digests.STAMP_DIR / "eval" / task / model / f"{run}.json")
 
 
-RESULTS_STAMP = str(tb_settings.STAMP_DIR / "results.json")
+RESULTS_STAMP = str(tb_digests.STAMP_DIR / "results.json")
 
 
 def write_stamps():
     for task in tb_tasks.names():
-        tb_settings.stamp(data_stamp(task), tb_settings.data_settings(config, task))
+        tb_digests.stamp(data_stamp(task), tb_digests.data_settings(config, task))
     for run in FINETUNE:
-        settings = tb_settings.train_settings(config, run.task, run.model, run.run)
-        tb_settings.stamp(train_stamp(run.task, run.model, run.run), settings)
+        settings = tb_digests.train_settings(config, run.task, run.model, run.run)
+        tb_digests.stamp(train_stamp(run.task, run.model, run.run), settings)
     for run in EVALUATED:
-        settings = tb_settings.eval_settings(config, run.task, run.model, run.run)
-        tb_settings.stamp(eval_stamp(run.task, run.model, run.run), settings)
-    tb_settings.stamp(RESULTS_STAMP, tb_settings.results_settings(config))
+        settings = tb_digests.eval_settings(config, run.task, run.model, run.run)
+        tb_digests.stamp(eval_stamp(run.task, run.model, run.run), settings)
+    tb_digests.stamp(RESULTS_STAMP, tb_digests.results_settings(config))
 
 
 write_stamps()
@@ -146,7 +144,7 @@ def check_fit():
     ]
     if not gpu_jobs:
         return
-    refused = [fit.refusal() for fit in tb_plan.plan(config) if fit.problems]
+    refused = [fit.refusal() for fit in tb_fit.plan(config) if fit.problems]
     if refused:
         sys.exit("tunebench: " + " ".join(refused))
 

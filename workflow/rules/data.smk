@@ -20,6 +20,6 @@ for _task in tb_tasks.names():
         params:
             task=_task,
             configfiles=CONFIGFILES,
-            settings=tb_settings.data_hash(config, _task),
+            settings=tb_digests.data_hash(config, _task),
         shell:
             "tunebench data {params.task} --config {params.configfiles} --out-dir $(dirname {output.manifest}) > {log} 2>&1"

@@ -21,7 +21,7 @@ rule paper:
         "results/logs/paper/paper.log",
     params:
         configfiles=CONFIGFILES,
-        settings=tb_settings.results_hash(config),
+        settings=tb_digests.results_hash(config),
     shell:
         "tunebench paper --config {params.configfiles} --metrics {input.metrics} --curves {input.curves}"
         " --tables-dir results/tables --figures-dir results/figures --build-dir results/paper/build"

@@ -1,6 +1,6 @@
 # Training stage: one job per fine-tuning run (task × model × METHOD[-TAG]). Nodes, GPUs and memory
 # per node, threads and wall time come from the config's per-size, per-method table, in the SLURM
-# plugin's resources (tunebench.cluster.slurm_resources); full fine-tuning starts one process per GPU
+# plugin's resources (tunebench.machinery.cluster.slurm_resources); full fine-tuning starts one process per GPU
 # through accelerate, and a multi-node job one launcher per node through srun. A killed job resumes from results/train/.../{run}.resume/,
 # which is not an output, so the clean-up of incomplete outputs leaves it for the re-run.
 

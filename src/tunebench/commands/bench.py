@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import UserError
+from ..util.errors import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import bench
+    from ..machinery import bench
 
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads is {args.threads} but must be at least 1.")

@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 
 from .. import config as tb_config
-from .. import data, dataset, tasks
-from ..errors import UserError
+from .. import tasks
+from ..stages import dataset
+from ..tasks import data
+from ..util.errors import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .. import config as tb_config
-from ..errors import UserError
+from ..util.errors import UserError
 from ._run_args import add_run_arguments
 
 
@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch  # the model stack loads only when a run is evaluated, not for `tunebench --help`
 
-    from .. import evaluate_api
+    from ..stages import evaluate_api
 
     config = tb_config.load(args.config)
     if args.threads is not None:

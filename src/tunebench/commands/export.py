@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 from .. import config as tb_config
-from .. import data, formats, tasks
-from ..errors import UserError
+from .. import tasks
+from ..stages import formats
+from ..tasks import data
+from ..util.errors import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format != "special_tokens":
         if not (args.config and args.model):
             raise UserError(f"format {args.format} needs the model's tokenizer; pass --config FILE and --model NAME.")
-        from .. import models
+        from ..stages import models
 
         config = tb_config.load(args.config)
         tokenizer = models.load_tokenizer(models.model_source(config, args.model, args.role))

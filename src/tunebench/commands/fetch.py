@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import staging
+    from ..util import staging
 
     config = tb_config.load(args.config)
     hf_home = args.hf_home or config.get("hf_home")

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from .. import config as tb_config
-from .. import plan as tb_plan
-from ..errors import ConfigError
+from ..machinery import fit as tb_plan
+from ..util.errors import ConfigError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

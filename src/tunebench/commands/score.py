@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 
 from .. import config as tb_config
-from .. import scoring, tasks
-from ..errors import UserError
-from ..scoring.sqlsuite import EXECUTORS
+from .. import tasks
+from ..tasks import scoring
+from ..tasks.scoring.sqlsuite import EXECUTORS
+from ..util.errors import UserError
 
 SQL_KEYS = ("sql_databases", "sql_timeout_s", "sql_executor")
 

@@ -4,7 +4,7 @@ Full fine-tuning (and any multi-process job) re-launches this same command throu
 ``accelerate launch`` with the accelerate file the config names, so the DeepSpeed settings live in
 ``config/accelerate`` and ``config/deepspeed`` and the command reads the same by hand or from a rule.
 A multi-node job (inside its SLURM allocation) first re-runs itself once per node through srun, and
-each node's copy starts its accelerate launcher (see :mod:`tunebench.cluster`). Every launch line
+each node's copy starts its accelerate launcher (see :mod:`tunebench.machinery.cluster`). Every launch line
 goes to stderr, which the workflow keeps as the job's log.
 """
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from .. import cluster
 from .. import config as tb_config
-from ..train import checkpoint
-from ..train import job as tb_job
+from ..machinery import cluster
+from ..stages.train import checkpoint
+from ..stages.train import job as tb_job
 from ._run_args import add_run_arguments
 
 LAUNCHED_ENV = "TUNEBENCH_LAUNCHED"
@@ -75,7 +75,7 @@ def launch_command(job: tb_job.Job, args: argparse.Namespace, out_dir: Path, dat
 
 def train_arguments(args: argparse.Namespace, out_dir: Path, data_dir: Path) -> list[str]:
     return [
-        "tunebench.cli",
+        "tunebench.commands.cli",
         "train",
         "--config",
         *map(str, args.config),
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"launch on {socket.gethostname()}: {cluster.show(command)}", file=sys.stderr, flush=True)
         os.execve(command[0], command, launch_env(os.environ, job.processes // job.nodes))
 
-    from ..train import loop
+    from ..stages.train import loop
 
     summary = loop.train(job, out_dir, resume)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .. import config as tb_config
 from .. import tasks as tb_tasks
-from ..errors import UserError
+from ..util.errors import UserError
 from . import claims as tb_claims
 from . import labels
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 from .. import config as tb_config
-from .. import io
-from .. import settings as tb_settings
 from .. import tasks as tb_tasks
-from ..errors import DataError
+from ..config import digests as tb_settings
+from ..util import fileio
+from ..util.errors import DataError
 from . import STAGES
 
 #: The columns naming a run, first in both tables.
@@ -238,7 +238,7 @@ def read_history(path: Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"{path} is missing; run the train step for it first.")
     lines = []
-    for number, line in io.read_jsonl(path, f"delete the run directory and {_RERUN}"):
+    for number, line in fileio.read_jsonl(path, f"delete the run directory and {_RERUN}"):
         if not isinstance(line, dict) or line.get("kind") not in ("step", "epoch"):
             raise DataError(
                 f"{path} line {number} must be an object whose kind is step or epoch; delete the run directory and "

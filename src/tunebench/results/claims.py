@@ -23,9 +23,9 @@ import pandas as pd
 import yaml
 
 from .. import config as tb_config
-from .. import io, stats
 from .. import tasks as tb_tasks
-from ..errors import DataError
+from ..util import fileio, stats
+from ..util.errors import DataError
 
 LABELS = ("reproduced", "contradicted", "undecided", "not run")
 COLUMNS = [
@@ -119,14 +119,14 @@ def verdicts(path: Path, metric: str) -> dict[str, float]:
     found = {}
     bad = f"is not a prediction record with a verdict for {metric}; delete the file and re-run its evaluation step."
     try:
-        for number, record in io.iter_jsonl(path):
+        for number, record in fileio.iter_jsonl(path):
             try:
                 value, row_id = record["verdict"][metric], record["id"]
             except (KeyError, TypeError):
                 raise DataError(f"{path} line {number} {bad}") from None
             if value is not None:
                 found[row_id] = float(value)
-    except io.BadLine as line:
+    except fileio.BadLine as line:
         raise DataError(f"{path} line {line.number} {bad}") from None
     return found
 

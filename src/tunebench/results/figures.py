@@ -32,7 +32,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from .. import tasks as tb_tasks  # noqa: E402
-from ..errors import UserError  # noqa: E402
+from ..util.errors import UserError  # noqa: E402
 from . import METHODS, Output, labels  # noqa: E402
 from . import published as tb_published  # noqa: E402
 from .text import cost_unit  # noqa: E402

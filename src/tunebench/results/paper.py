@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import config as tb_config
-from ..errors import UserError
+from ..util.errors import UserError
 from . import METHODS, Output, Plan, labels, plan
 from . import claims as tb_claims
 from . import published as tb_published

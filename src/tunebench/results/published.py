@@ -13,7 +13,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..util.errors import DataError
 from . import METHODS, labels
 
 COLUMNS = [

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import UserError
+from ..util.errors import UserError
 from . import Output, labels
 from . import published as tb_published
 from .text import cost_unit, count, hours, interval, latex_escape, number, plain, signed

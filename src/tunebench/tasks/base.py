@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..data import BadRow, Filter, Prepared  # noqa: F401  (re-exported for task modules)
-from ..errors import DataError, DataUnavailable  # noqa: F401  (re-exported for task modules)
+from ..util.errors import DataError, DataUnavailable  # noqa: F401  (re-exported for task modules)
+from .data import BadRow, Filter, Prepared  # noqa: F401  (re-exported for task modules)
 
 
 class Task:
@@ -49,14 +49,14 @@ class Task:
     def score(self, prediction: str, gold: Mapping[str, Any], **options: Any) -> dict[str, bool | None]:
         """Verdict per metric for one raw model output; ``None`` marks a row that cannot be scored.
 
-        Task modules delegate to ``tunebench.scoring.<task>.score``; ``options`` come from the
+        Task modules delegate to ``tunebench.tasks.scoring.<task>.score``; ``options`` come from the
         ``evaluation`` config section (e.g. ``sql_databases``, ``sql_timeout_s``).
         """
         raise NotImplementedError
 
     def extract(self, prediction: str) -> Any:
         """The part of a raw output the scorer compares (recorded in predictions.jsonl), or ``None``."""
-        from .. import scoring
+        from . import scoring
 
         return scoring.get(self.name).extract(prediction)
 

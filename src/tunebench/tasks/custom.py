@@ -2,7 +2,7 @@
 
 The definition names a source (a JSON Lines, CSV or JSON-array file, or a hub dataset), the input (a field,
 or a template naming fields in braces), the target field, the splits (given, or carved from train by a hash
-of each row's content), a scorer from :mod:`tunebench.scoring.generic`, an instruction and the number of
+of each row's content), a scorer from :mod:`tunebench.tasks.scoring.generic`, an instruction and the number of
 worked examples in the baseline prompt. Rows go through the same data plumbing as the built-in tasks: bad
 rows are counted by reason in the manifest, with the source files' sha256.
 """
@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import data
-from ..errors import ConfigError, DataError
+from ..util.errors import ConfigError, DataError
+from . import data
 from .base import BadRow, Prepared, Task
 
 FILE_KINDS = ("jsonl", "csv", "json")
@@ -91,7 +91,7 @@ def check(config: Mapping[str, Any], builtin: tuple[str, ...]) -> None:
 
 
 class FileSource(data.Source):
-    """A :class:`~tunebench.data.Source` over files named in the config rather than inside the mirror."""
+    """A :class:`~tunebench.tasks.data.Source` over files named in the config rather than inside the mirror."""
 
     def __init__(self, task: str, key: str):
         super().__init__(task, Path("/"))
@@ -151,7 +151,7 @@ class CustomTask(Task):
     """A task built from its ``tasks.NAME`` section."""
 
     def __init__(self, name: str, section: Mapping[str, Any]):
-        from ..scoring import generic
+        from .scoring import generic
 
         self.name = name
         self.section = dict(section)

@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .. import data
-from ..errors import ConfigError
+from ..util.errors import ConfigError
+from . import data
 from .base import BadRow, Prepared, Task
 
 _FINAL = re.compile(r"\n?####\s*(.+?)\s*\Z", re.DOTALL)
@@ -87,7 +87,7 @@ class Gsm8k(Task):
         return source.prepared(splits, notes=notes)
 
     def score(self, prediction: str, gold: Mapping[str, Any], **options: Any) -> dict[str, bool | None]:
-        from ..scoring import gsm8k
+        from .scoring import gsm8k
 
         return gsm8k.score(prediction, gold, **options)
 

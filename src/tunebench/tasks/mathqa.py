@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .. import data
+from . import data
 from .base import BadRow, Prepared, Task
 
 LETTERS = ("a", "b", "c", "d", "e")

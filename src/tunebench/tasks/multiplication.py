@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .. import data
-from ..errors import ConfigError
+from ..util.errors import ConfigError
+from . import data
 from .base import Prepared, Task
 
 
@@ -130,7 +130,7 @@ class Multiplication(Task):
         return Prepared(splits={s: splits[s] for s in data.SPLITS}, source=source, notes=notes)
 
     def score(self, prediction: str, gold: Mapping[str, Any], **options: Any) -> dict[str, bool | None]:
-        from ..scoring import multiplication
+        from .scoring import multiplication
 
         return multiplication.score(prediction, gold, **options)
 

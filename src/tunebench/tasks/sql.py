@@ -13,8 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .. import data
-from ..errors import ConfigError
+from ..util.errors import ConfigError
+from . import data
 from .base import BadRow, Filter, Prepared, Task
 
 _CREATE = re.compile(r"CREATE\s+TABLE\s+[`\"]?(\w+)[`\"]?\s*\(([^()]*)\)", re.IGNORECASE)
@@ -160,7 +160,7 @@ class Sql(Task):
         return source.prepared(splits, filters=filters, notes=notes)
 
     def score(self, prediction: str, gold: Mapping[str, Any], **options: Any) -> dict[str, bool | None]:
-        from ..scoring import sql
+        from .scoring import sql
 
         return sql.score(prediction, gold, **options)
 

@@ -11,10 +11,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .. import data
-from ..errors import ConfigError
-from ..scoring.viggo import ATTRIBUTES, FUNCTIONS
+from ..util.errors import ConfigError
+from . import data
 from .base import BadRow, Prepared, Task
+from .scoring.viggo import ATTRIBUTES, FUNCTIONS
 
 _MR = re.compile(r"(\w+)\((.*)\)", re.DOTALL)
 _ATTRIBUTE = re.compile(r"(\w+)\[[^\[\]]*\]")
@@ -73,7 +73,7 @@ class Viggo(Task):
         )
 
     def score(self, prediction: str, gold: Mapping[str, Any], **options: Any) -> dict[str, bool | None]:
-        from ..scoring import viggo
+        from .scoring import viggo
 
         return viggo.score(prediction, gold, **options)
 

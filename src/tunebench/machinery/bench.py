@@ -35,9 +35,11 @@ from typing import Any
 import pandas as pd
 import torch
 
-from . import config as tb_config
-from . import data, dataset, formats, models, tasks
-from .train import batching
+from .. import config as tb_config
+from .. import tasks
+from ..stages import dataset, formats, models
+from ..stages.train import batching
+from ..tasks import data
 
 MODEL = "smollm2-135m"
 LAYOUTS = ("packing", "pad_to", "pad_to_longest")
@@ -106,8 +108,8 @@ def _trainer(config: Mapping, task: str, method: str, data_dir: Path, out: Path,
     """The workflow's own training loop object for one run, with ``training`` keys overridden."""
     from accelerate.state import AcceleratorState
 
-    from .train import job as tb_job
-    from .train import loop
+    from ..stages.train import job as tb_job
+    from ..stages.train import loop
 
     settings = copy.deepcopy(dict(config))
     settings["training"] = {**settings["training"], **training}
@@ -239,7 +241,7 @@ def precision(config: Mapping, data_dirs: Mapping[str, Path], size: Size, work: 
 def generation(config: Mapping, data_dirs: Mapping[str, Path], size: Size) -> list[dict]:
     """Three views of the same decodes: batch size (against batch 1), precision (bfloat16 against
     float32 at the same batch) and engine (transformers' generate against the batch-invariant decoder)."""
-    from .generate import generate
+    from ..stages.generate import generate
 
     # Loaded in float32 (the bfloat16 variants cast down from it), whatever this CPU's default is.
     as_float32 = {**config, "training": {**config["training"], "dtype": "float32"}}
@@ -342,8 +344,8 @@ def decoding_perplexity(config: Mapping, data_dirs: Mapping[str, Path], work: Pa
 
 
 def sql_scoring(config: Mapping, data_dirs: Mapping[str, Path], size: Size) -> list[dict]:
-    from .scoring import sql as sql_scoring_module
-    from .scoring import sqlsuite
+    from ..tasks.scoring import sql as sql_scoring_module
+    from ..tasks.scoring import sqlsuite
 
     test = data.read_split(data_dirs["sql"], "test") + data.read_split(data_dirs["sql"], "train")
     test = test[: size.sql_rows]
@@ -382,7 +384,7 @@ def sql_scoring(config: Mapping, data_dirs: Mapping[str, Path], size: Size) -> l
 
 
 def data_preparation(config: Mapping, size: Size) -> list[dict]:
-    from .tasks import multiplication
+    from ..tasks import multiplication
 
     rows = []
     rates = []

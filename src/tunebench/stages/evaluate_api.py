@@ -1,7 +1,7 @@
 """The evaluation of a prompted baseline whose model is an OpenAI-compatible endpoint (``models.NAME.api``).
 
-The same test rows, baseline messages, scorer and metrics.json as a local baseline (:mod:`tunebench.evaluate`);
-generation goes through :mod:`tunebench.api`. A row whose request failed keeps ``error`` in its record, has
+The same test rows, baseline messages, scorer and metrics.json as a local baseline (:mod:`tunebench.stages.evaluate`);
+generation goes through :mod:`tunebench.stages.api`. A row whose request failed keeps ``error`` in its record, has
 ``null`` verdicts (unscorable, out of every metric's ``n``) and is counted in ``metrics.json`` under ``api``.
 """
 
@@ -13,9 +13,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import api, data, io, tasks
+from .. import tasks
+from ..tasks import data
+from ..util import fileio
+from ..util.errors import ConfigError
+from . import api
 from . import evaluate as local
-from .errors import ConfigError
 from .generate import Generation
 
 
@@ -27,7 +30,7 @@ def evaluate_any(
     config: Mapping[str, Any], task: str, model_name: str, run: str, *, api_cache: Path | None = None, **options: Any
 ) -> dict:
     """One run of any model: an API model's baseline through its endpoint (answers cached in ``api_cache``),
-    every other run in this process. ``options`` are :func:`tunebench.evaluate.evaluate`'s keywords:
+    every other run in this process. ``options`` are :func:`tunebench.stages.evaluate.evaluate`'s keywords:
     ``data_dir``, ``out_dir`` and ``progress``, and for a local model ``train_dir`` and ``loaded``."""
     if not is_api_model(config, model_name):
         return local.evaluate(config, task, model_name, run, **options)
@@ -115,6 +118,6 @@ def evaluate(
     metrics["hardware"] = None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    io.write_jsonl(out_dir / "predictions.jsonl", records)
-    io.write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    fileio.write_jsonl(out_dir / "predictions.jsonl", records)
+    fileio.write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

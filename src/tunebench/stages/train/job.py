@@ -17,11 +17,12 @@ from typing import Any
 import torch
 import yaml
 
-from .. import config as tb_config
-from .. import hardware, models
-from .. import settings as tb_settings
-from ..data import sha256_file
-from ..errors import ConfigError, DataError
+from ... import config as tb_config
+from ...config import digests as tb_settings
+from ...tasks.data import sha256_file
+from ...util import hardware
+from ...util.errors import ConfigError, DataError
+from .. import models
 
 SPLITS = ("train", "validation")
 

@@ -17,7 +17,7 @@ from importlib import import_module
 # any subcommand imports torch; an explicit setting in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .errors import UserError
+from ..util.errors import UserError
 
 COMMANDS = {
     "fetch": "download every hub model and dataset the config needs, for offline jobs",

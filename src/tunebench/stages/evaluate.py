@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config as tb_config
-from . import data, formats, hardware, io, stats, tasks
-from . import settings as tb_settings
-from .errors import ConfigError, DataError, UserError
+from .. import config as tb_config
+from .. import tasks
+from ..config import digests as tb_settings
+from ..tasks import data
+from ..util import fileio, hardware, stats
+from ..util.errors import ConfigError, DataError, UserError
+from . import formats
 from .generate import Generation, generate
 
 #: Prompt format of the baselines: the chat model's own template.
@@ -243,7 +246,7 @@ def evaluate(
     """Generate and score one run; write predictions.jsonl and metrics.json into ``out_dir``; return the metrics.
 
     ``loaded`` is an already loaded ``(model, tokenizer)`` to use instead of loading the run's model.
-    An API model's baseline goes through :func:`tunebench.evaluate_api.evaluate_any` instead.
+    An API model's baseline goes through :func:`tunebench.stages.evaluate_api.evaluate_any` instead.
     """
     if task not in tasks.scored():
         raise ConfigError(f"task {task!r} has no scorer; scored tasks are {', '.join(tasks.scored())}.")
@@ -304,7 +307,7 @@ def evaluate(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    io.write_jsonl(out_dir / "predictions.jsonl", records)
+    fileio.write_jsonl(out_dir / "predictions.jsonl", records)
     # metrics.json last: it is the file downstream rules wait for.
-    io.write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    fileio.write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

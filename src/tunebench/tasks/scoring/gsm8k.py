@@ -3,7 +3,7 @@
 ``strict_accuracy`` reads the number after ``####`` (the format the fine-tuned models learn);
 ``flexible_accuracy`` reads the last number anywhere in the text (fair to prompted models that
 answer in prose). Numbers compare as numbers: ``$``, thousands commas and trailing ``.0``/``.00``
-do not matter; a digit string longer than :data:`tunebench.scoring.MAX_DIGITS` is wrong.
+do not matter; a digit string longer than :data:`tunebench.tasks.scoring.MAX_DIGITS` is wrong.
 These replace the study's GPT-3.5 answer extraction with a deterministic one that agrees with
 lm-evaluation-harness's ``strict-match`` and ``flexible-extract`` filters on ordinary outputs.
 """

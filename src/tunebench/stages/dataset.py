@@ -1,6 +1,6 @@
 """One task's dataset: prepared by its task module, checked, limited and written with its manifest.
 
-It sits above :mod:`tunebench.data` (the plumbing every task module builds on) and
+It sits above :mod:`tunebench.tasks.data` (the plumbing every task module builds on) and
 :mod:`tunebench.tasks`, so that data never imports the task modules that import it.
 """
 
@@ -11,11 +11,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import config as tb_config
-from . import data, io, tasks
-from . import settings as tb_settings
-from .data import Prepared
-from .errors import DataError
+from .. import config as tb_config
+from .. import tasks
+from ..config import digests as tb_settings
+from ..tasks import data
+from ..tasks.data import Prepared
+from ..util import fileio
+from ..util.errors import DataError
 from .formats import FORMATS
 
 MANIFEST_VERSION = 1
@@ -104,7 +106,7 @@ def prepare(
             "encoding": "JSON Lines, UTF-8, one row per line, keys in a fixed order",
             "fields": _fields(prepared.splits),
             "prompt_formats": list(FORMATS),
-            "markers": "prompt and completion hold plain text; tunebench.formats adds the markers of the chosen "
+            "markers": "prompt and completion hold plain text; tunebench.stages.formats adds the markers of the chosen "
             "prompt format",
         },
     }
@@ -125,5 +127,5 @@ def write(out_dir: Path, prepared: Prepared, manifest: dict) -> dict:
     hashes = {split: data.write_rows(out_dir / f"{split}.jsonl", prepared.splits[split]) for split in data.SPLITS}
     manifest = dict(manifest)
     manifest["format"] = dict(manifest["format"], sha256=hashes)
-    io.write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    fileio.write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest

@@ -3,7 +3,7 @@ limits are drawn, and how prepared splits are written and read back.
 
 A task module reads its raw splits through a :class:`Source` (the mirror directory or the Hugging
 Face hub), turns each raw record into a prepared row with a function that raises :class:`BadRow`
-for a record it cannot use, and returns a :class:`Prepared`. :func:`tunebench.dataset.prepare` then
+for a record it cannot use, and returns a :class:`Prepared`. :func:`tunebench.stages.dataset.prepare` then
 checks the share of bad rows, applies the configured limits and writes ``{split}.jsonl`` plus
 ``manifest.json``, with fixed key order so that the same inputs give the same bytes. Nothing here
 knows a task: the task modules build on this module, not the other way round.
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import io
-from .errors import DataError, DataUnavailable
-from .staging import MIRROR_ENV
+from ..util import fileio
+from ..util.errors import DataError, DataUnavailable
+from ..util.staging import MIRROR_ENV
 
 SPLITS = ("train", "validation", "test")
 LEADING_FIELDS = ("id", "prompt", "completion", "answer")
@@ -226,7 +226,7 @@ class Source:
                 f"tasks.{self.task}.hub.id is empty and no mirror is set; name the hub dataset or set "
                 f"data.mirror (or {MIRROR_ENV}) to a local mirror directory."
             )
-        from . import staging
+        from ..util import staging
 
         # The repository's snapshot in the hub cache (fetched now, or staged by `tunebench fetch` for an
         # offline job) is loaded as a local directory: datasets reads its card's configs as the hub would.
@@ -311,7 +311,7 @@ def dumps_row(row: Mapping[str, Any]) -> str:
 def write_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> str:
     """Write prepared rows, the contract's fields first (see :func:`dumps_row`); returns the file's sha256."""
     data = "".join(dumps_row(row) + "\n" for row in rows).encode("utf-8")
-    io.write_atomic(path, data)  # a unique temporary name: two runs into one directory do not collide
+    fileio.write_atomic(path, data)  # a unique temporary name: two runs into one directory do not collide
     return hashlib.sha256(data).hexdigest()
 
 
@@ -321,7 +321,7 @@ def read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"{path} does not exist; run the data stage first (tunebench data TASK).")
     rows = []
-    for number, row in io.read_jsonl(path, "rebuild the file with tunebench data"):
+    for number, row in fileio.read_jsonl(path, "rebuild the file with tunebench data"):
         missing = [key for key in LEADING_FIELDS if not isinstance(row, dict) or key not in row]
         if missing:
             raise DataError(f"{path} line {number} lacks {', '.join(missing)}; rebuild the file with tunebench data.")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import UserError
+from ...util.errors import UserError
 
 LATEST = "LATEST"
 FINGERPRINT = "fingerprint.json"

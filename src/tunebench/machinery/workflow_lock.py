@@ -3,7 +3,7 @@
 A SIGKILLed (or power-cut) run cannot remove ``.snakemake/locks/``, and the next run then stops with
 "Directory cannot be locked" until someone runs ``snakemake --unlock``. ``make demo`` calls
 
-    python -m tunebench.workflow_lock -- SNAKEMAKE-ARGS
+    python -m tunebench.machinery.workflow_lock -- SNAKEMAKE-ARGS
 
 first: when the working directory holds locks and no live Snakemake process works in it, this runs
 ``snakemake SNAKEMAKE-ARGS --unlock`` (Snakemake's own way to drop the lock); when one does, it stops

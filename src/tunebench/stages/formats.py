@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .errors import ConfigError
+from ..util.errors import ConfigError
 
 FORMATS = ("special_tokens", "instruction", "chat")
 SPECIAL_TOKENS = ("<START_Q>", "<END_Q>", "<START_A>", "<END_A>")
@@ -42,7 +42,7 @@ _SLOTS = ("\x00system\x00", "\x00user\x00", "\x00assistant\x00")
 
 def _instruction_of(task: Any) -> str:
     if isinstance(task, str):
-        from . import tasks
+        from .. import tasks
 
         task = tasks.get(task)
     return task.instruction

@@ -4,7 +4,7 @@ The query is taken from the first ``<SQL>…</SQL>`` (an unclosed ``<SQL>`` runs
 the first fenced code block, else the whole text. ``parse_rate`` says whether it is a single
 read-only query; ``exact_match`` compares normalised token sequences (keywords and names
 case-folded, quoted text kept, quote style and spacing ignored); ``execution_accuracy`` runs it on
-the example's test suite (:mod:`tunebench.scoring.sqlsuite`) and is ``None`` for unscorable examples.
+the example's test suite (:mod:`tunebench.tasks.scoring.sqlsuite`) and is ``None`` for unscorable examples.
 """
 
 from __future__ import annotations

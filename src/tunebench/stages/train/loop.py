@@ -24,7 +24,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .. import data, hardware, io, tasks
+from ... import tasks
+from ...tasks import data
+from ...util import fileio, hardware
 from . import batching, methods
 from .checkpoint import ResumeDir
 from .job import Job, fingerprint, layout
@@ -453,7 +455,7 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
     if trainer.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         resume.publish_best(best["dir"], out_dir / "checkpoint")
-        io.write_jsonl(out_dir / "history.jsonl", position["history"])
+        fileio.write_jsonl(out_dir / "history.jsonl", position["history"])
         (out_dir / "config.json").write_text(json.dumps(job.to_dict(), indent=2) + "\n")
         (out_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
         best_json = {

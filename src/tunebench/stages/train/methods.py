@@ -100,7 +100,7 @@ def start_end_marker_as_eos(model, tokenizer, added: list[str]) -> None:
 
 
 def build(job: Job, device: torch.device) -> Built:
-    """Tokenizer and model of a resolved training job (see :mod:`tunebench.train.job`), ready to train."""
+    """Tokenizer and model of a resolved training job (see :mod:`tunebench.stages.train.job`), ready to train."""
     method, settings, training = job.method, job.method_settings, job.training
     dtype = models.WEIGHT_DTYPES[training["dtype"]]
     init_dir = job.init_checkpoint
@@ -176,7 +176,7 @@ def frozen_linears_to(model, dtype: torch.dtype) -> None:
 
 
 def checkpoint_meta(job: Job, new_ids: list[int]) -> dict:
-    """What :func:`tunebench.models.load_for_inference` needs to rebuild the model around a checkpoint."""
+    """What :func:`tunebench.stages.models.load_for_inference` needs to rebuild the model around a checkpoint."""
     return {
         "method": job.method,
         "format": job.format,

@@ -7,7 +7,7 @@ returns a verdict per metric: ``True``/``False``, or ``None`` when the row canno
 ``tunebench score`` input line: ``answer`` is the gold answer, ``context`` the CREATE TABLE text for SQL.
 
 Model text is untrusted data: nothing here evaluates it, and SQL runs only inside an in-memory
-SQLite database under an authorizer and a time limit (:mod:`tunebench.scoring.sqlsuite`).
+SQLite database under an authorizer and a time limit (:mod:`tunebench.tasks.scoring.sqlsuite`).
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import config as tb_config
-from . import io
+from .. import config as tb_config
+from ..util import fileio
 
 #: Key under which outputs record their digest.
 KEY = "settings_hash"
@@ -130,7 +130,7 @@ def results_hash(config: Mapping[str, Any]) -> str:
 def stamp(path: Path, settings: Mapping[str, Any]) -> str:
     """Record ``settings`` and their digest in the stamp file ``path`` (only if changed); the digest."""
     value = digest(settings)
-    io.write_if_changed(
+    fileio.write_if_changed(
         path, json.dumps({KEY: value, "settings": settings}, indent=2, sort_keys=True, default=str) + "\n"
     )
     return value
@@ -138,7 +138,7 @@ def stamp(path: Path, settings: Mapping[str, Any]) -> str:
 
 def check_recorded(doc: Mapping[str, Any], expected: str, path: Path | str, remedy: str) -> None:
     """Refuse an output whose recorded digest is not the current config's, in one sentence."""
-    from .errors import DataError
+    from ..util.errors import DataError
 
     found = doc.get(KEY) if isinstance(doc, Mapping) else None
     if found != expected:

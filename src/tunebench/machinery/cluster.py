@@ -18,7 +18,7 @@ import shlex
 import subprocess
 from collections.abc import Mapping
 
-from .errors import ConfigError
+from ..util.errors import ConfigError
 
 # Inside a multi-node allocation, set on the per-node launchers that srun starts.
 NODE_LAUNCH_ENV = "TUNEBENCH_NODE_LAUNCH"

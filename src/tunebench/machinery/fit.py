@@ -27,8 +27,8 @@ from typing import Any
 
 import yaml
 
-from . import config as tb_config
-from .errors import ConfigError
+from .. import config as tb_config
+from ..util.errors import ConfigError
 
 # Share of each GPU left for activations, the CUDA context and allocator slack (batch 16 × 512
 # tokens with gradient checkpointing stays well inside it on the paper's sizes).
@@ -79,7 +79,7 @@ class Fit:
 
 def model_config_dict(source: Mapping[str, Any]) -> dict:
     """The ``config.json`` of a model source, read without touching weights."""
-    from . import models  # torch: only when a plan is made, not when the workflow is parsed
+    from ..stages import models  # torch: only when a plan is made, not when the workflow is parsed
 
     kind = models.source_kind(source)
     if kind == "local":
@@ -186,7 +186,7 @@ def _offloads(zero: Mapping[str, Any], key: str) -> bool:
 
 def train_estimate(config: Mapping, run: tb_config.FinetuneRun, rows: Mapping[str, Any]) -> tuple[float, float, str]:
     """(GPU bytes per device, host bytes per node, what was estimated) of one training job."""
-    from . import models
+    from ..stages import models
 
     settings = tb_config.method_settings(config, run)
     source = config["models"][run.model]["base"]
@@ -240,7 +240,7 @@ def eval_estimate(
     """(GPU bytes on the fullest device, host bytes, what was estimated) of one evaluation job."""
     from accelerate.utils import compute_module_sizes, infer_auto_device_map
 
-    from . import models
+    from ..stages import models
 
     model = empty_model(config["models"][model_name].get("chat") or config["models"][model_name]["base"])
     dtype = models.inference_dtype(config)

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .io import write_atomic
+from ..util.errors import ConfigError
+from ..util.fileio import write_atomic
 
 #: Where answers are cached when the command is given no other directory.
 DEFAULT_CACHE = Path("results", "api_cache")

@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from . import hardware, staging
-from .errors import ConfigError, UserError
+from ..util import hardware, staging
+from ..util.errors import ConfigError, UserError
 
 TOKEN_ENV = "HF_TOKEN"
 CHECKPOINT_META = "tunebench.json"
@@ -214,7 +214,7 @@ def load_model(
 
     ``placement`` (see :func:`placement`) spreads the model over several devices while it loads;
     without it the model is loaded whole (on ``device`` when quantised). A quantised model's 4-bit
-    layers are held to the CPU kernel path :mod:`tunebench.hardware` chose (the portable one when
+    layers are held to the CPU kernel path :mod:`tunebench.util.hardware` chose (the portable one when
     ``training``).
     """
     model = _load_model(source, dtype, quantization, attn_implementation, device, placement)

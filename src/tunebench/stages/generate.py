@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface, Cache, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from .errors import UserError
+from ..util.errors import UserError
 
 log = logging.getLogger(__name__)
 

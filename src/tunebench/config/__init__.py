@@ -20,10 +20,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import ConfigError
-from .staging import MIRROR_ENV
+from ..util.errors import ConfigError
+from ..util.staging import MIRROR_ENV
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 ACCELERATE_DIR = ROOT / "config" / "accelerate"
 
@@ -102,7 +102,7 @@ def validate(config: dict) -> dict:
         best = jsonschema.exceptions.best_match(errors)
         raise ConfigError(f"invalid configuration: {_describe(best)}.")
     check(config)
-    from . import tasks
+    from .. import tasks
 
     tasks.configure(config)  # the config's own tasks join the registry every stage reads
     return config
@@ -251,8 +251,8 @@ def check(config: Mapping) -> None:
                     raise ConfigError(
                         f"experiments.{kind}[{i}].models names {model!r}, which is not defined under models."
                     )
-    from . import tasks
-    from .tasks import custom
+    from .. import tasks
+    from ..tasks import custom
 
     custom.check(config, tasks.NAMES)
     for i, entry in enumerate(experiments.get("finetune", [])):
@@ -304,8 +304,8 @@ def check(config: Mapping) -> None:
 
 def _task(config: Mapping, name: str):
     """The task ``name`` of ``config``, built-in or declared there (before the registry knows it)."""
-    from . import tasks
-    from .tasks.custom import CustomTask
+    from .. import tasks
+    from ..tasks.custom import CustomTask
 
     if name in tasks.NAMES:
         return tasks.get(name)

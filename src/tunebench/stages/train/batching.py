@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
+from ...util.errors import DataError
 from .. import formats
-from ..errors import DataError
 
 IGNORE = -100
 
