@@ -119,7 +119,7 @@ def test_no_mirror_and_no_hub_names_both_ways(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != config.MIRROR_ENV}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     code = (
-        "from tunebench import config, data, dataset\n"
+        "from tunebench import config\nfrom tunebench.tasks import data\nfrom tunebench.stages import dataset\n"
         "try:\n    dataset.prepare('viggo', config.defaults())\n"
         "except data.DataUnavailable as e:\n    print(e)\n"
     )
@@ -203,7 +203,7 @@ def test_hub_path_reads_gem_column_names(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != config.MIRROR_ENV}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     code = (
-        "import json, sys\nfrom tunebench import config, dataset\n"
+        "import json, sys\nfrom tunebench import config\nfrom tunebench.stages import dataset\n"
         "cfg = config.defaults()\ncfg['tasks']['viggo']['hub']['id'] = sys.argv[1]\n"
         "prepared, manifest = dataset.prepare('viggo', cfg)\n"
         "print(json.dumps({'manifest': manifest, 'first': prepared.splits['test'][0]}))\n"

@@ -21,7 +21,7 @@ from train_support import tiny_config, tokenizer_dir, train_in_process, write_da
 from tunebench import config as tb_config
 from tunebench import tasks
 from tunebench.commands import cli
-from tunebench.config import digests as tb_settings
+from tunebench.config import digests as tb_digests
 from tunebench.stages import dataset, formats, models
 from tunebench.stages import evaluate as tb_evaluate
 from tunebench.stages.formats import encode_prompt
@@ -117,7 +117,7 @@ def test_a_baseline_writes_every_test_row_and_metrics_by_the_contract(config, pr
     model, tokenizer = loaded
     metrics = tb_evaluate.evaluate(config, task, "tiny", run, data_dir=prepared / task, out_dir=tmp_path, loaded=loaded)
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
-    assert metrics["settings_hash"] == tb_settings.eval_hash(config, task, "tiny", run)  # what aggregate checks
+    assert metrics["settings_hash"] == tb_digests.eval_hash(config, task, "tiny", run)  # what aggregate checks
     rows = data.read_split(prepared / task, "test")
     train = data.read_split(prepared / task, "train")
     predictions = read_predictions(tmp_path)

@@ -16,7 +16,7 @@ import torch
 
 from train_support import resolved, tiny_config, tokenizer_dir, write_data  # noqa: F401
 from tunebench.stages import models
-from tunebench.stages.train import methods
+from tunebench.stages.train import wrap
 from tunebench.util import hardware
 from tunebench.util.errors import ConfigError
 
@@ -79,9 +79,7 @@ def test_4bit_inference_on_the_demo_models_layer_shapes(path, tokenizer_dir, mon
 def test_training_holds_4bit_layers_to_the_path_that_passes_gradients(tokenizer_dir, tmp_path):  # noqa: F811
     """A validation pass (eval mode, no grad) must not switch training onto the packed inference kernel."""
     config = tiny_config(tokenizer_dir, methods=["qlora"])
-    built = methods.build(
-        resolved(config, "qlora", tmp_path / "out", write_data(tmp_path / "data")), torch.device("cpu")
-    )
+    built = wrap.build(resolved(config, "qlora", tmp_path / "out", write_data(tmp_path / "data")), torch.device("cpu"))
     model = built.model
     ids = torch.tensor([[1, 260, 3750, 314, 1167]])
     model.eval()

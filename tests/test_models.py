@@ -9,7 +9,7 @@ import torch
 
 from train_support import TINY_LLAMA, resolved, tiny_config, tokenizer_dir, write_data  # noqa: F401
 from tunebench.stages import formats, models
-from tunebench.stages.train import methods
+from tunebench.stages.train import wrap
 from tunebench.util.errors import ConfigError, UserError
 
 
@@ -113,10 +113,10 @@ def test_checkpoint_loads_for_inference_with_the_trained_weights(tokenizer_dir, 
     # Without trained token rows the resize's random rows must travel with the adapter.
     config["lora_presets"]["tiny"]["train_new_token_rows"] = train_rows
     job = resolved(config, method, tmp_path / "run", write_data(tmp_path / "data"))
-    built = methods.build(job, torch.device("cpu"))
+    built = wrap.build(job, torch.device("cpu"))
     _perturb_trainable(built.model)
     directory = tmp_path / "checkpoint"
-    methods.export(built.model, built.tokenizer, directory, methods.checkpoint_meta(job, built.new_token_ids))
+    wrap.export(built.model, built.tokenizer, directory, wrap.checkpoint_meta(job, built.new_token_ids))
 
     loaded, tokenizer = models.load_for_inference(config, "tiny", checkpoint_dir=directory)
     assert not loaded.training

@@ -16,7 +16,7 @@ import pytest
 
 from tunebench import config as tb_config
 from tunebench import tasks as tb_tasks
-from tunebench.config import digests as tb_settings
+from tunebench.config import digests as tb_digests
 from tunebench.results import aggregate, plan
 from tunebench.util.errors import DataError
 
@@ -62,7 +62,7 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
         baseline_values.setdefault((run.task, run.model), values)
         n = (config["tasks"].get(run.task, {}).get("limit") or {}).get("test") or 100
         doc = _metrics_doc(run, "baseline", values, n, rng.uniform(600, 1200), "chat", run.variant)
-        doc[tb_settings.KEY] = tb_settings.eval_hash(config, run.task, run.model, run.run)
+        doc[tb_digests.KEY] = tb_digests.eval_hash(config, run.task, run.model, run.run)
         folder = results / "eval" / run.task / run.model / run.run
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(doc))
@@ -122,7 +122,7 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
                     "epochs_run": epochs,
                     "trainable_params": 1_000_000,
                     "total_params": 135_000_000,
-                    tb_settings.KEY: tb_settings.train_hash(config, run.task, run.model, run.run),
+                    tb_digests.KEY: tb_digests.train_hash(config, run.task, run.model, run.run),
                 }
             )
         )
@@ -138,7 +138,7 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
         finetuned_values.setdefault((run.task, run.model, run.method), values)
         n = (config["tasks"].get(run.task, {}).get("limit") or {}).get("test") or 100
         doc = _metrics_doc(run, run.stage, values, n, rng.uniform(40, 120), run.format, None)
-        doc[tb_settings.KEY] = tb_settings.eval_hash(config, run.task, run.model, run.run)
+        doc[tb_digests.KEY] = tb_digests.eval_hash(config, run.task, run.model, run.run)
         folder = results / "eval" / run.task / run.model / run.run
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(doc))
@@ -277,7 +277,7 @@ def test_outputs_made_under_other_settings_are_not_mixed(demo_config, tmp_path):
     # a record without any settings record (an older tunebench) is refused too
     path = tmp_path / "eval/multiplication/smollm2-135m/baseline/metrics.json"
     doc = json.loads(path.read_text())
-    doc.pop(tb_settings.KEY)
+    doc.pop(tb_digests.KEY)
     path.write_text(json.dumps(doc))
     with pytest.raises(DataError, match="was made without a settings record"):
         aggregate.collect_metrics(demo_config, tmp_path)

@@ -22,18 +22,19 @@ def _grouping(folder: Path) -> bool:
 
 
 def _part(module: str) -> str | None:
-    """The part of the library a dotted module name belongs to: a subpackage or a top-level module, or one
-    level further down inside a folder that only groups parts (``stages.train``, ``machinery.fit``)."""
+    """The part of the library a dotted module name belongs to: a subpackage or a module, looked up below
+    the folders that only group parts (``stages.evaluate``, ``stages.train.methods``, ``machinery.fit``)."""
     parts = module.split(".")
-    if parts[0] != "tunebench" or len(parts) < 2:
+    if parts[0] != "tunebench":
         return None
-    if _grouping(PACKAGE / parts[1]):
-        if len(parts) < 3:
+    folder, depth = PACKAGE, 1
+    while depth < len(parts):
+        here = folder / parts[depth]
+        if not (here.is_dir() or here.with_suffix(".py").is_file()):
             return None
-        inner = PACKAGE / parts[1] / parts[2]
-        return f"{parts[1]}.{parts[2]}" if inner.is_dir() or inner.with_suffix(".py").is_file() else None
-    if (PACKAGE / parts[1]).is_dir() or (PACKAGE / f"{parts[1]}.py").is_file():
-        return parts[1]
+        if not _grouping(here):
+            return ".".join(parts[1 : depth + 1])
+        folder, depth = here, depth + 1
     return None
 
 
@@ -86,7 +87,7 @@ def test_the_graph_sees_the_imports_it_should():
     """A guard on the test itself: a known edge each way of the layering is found."""
     graph = import_graph()
     assert "util.fileio" in graph["tasks"] and "tasks" in graph["stages.evaluate"] and "config" in graph["results"]
-    assert "stages.formats" in graph["stages.train"] and "config" in graph["machinery.fit"]
+    assert "stages.formats" in graph["stages.train.wrap"] and "config" in graph["machinery.fit"]
     assert "config" not in graph["tasks"] and "results" not in graph.get("stages.evaluate", {})
 
 

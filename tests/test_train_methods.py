@@ -28,7 +28,7 @@ from train_support import (  # noqa: F401
 )
 from tunebench.commands import train as train_command
 from tunebench.stages import formats, models
-from tunebench.stages.train import methods
+from tunebench.stages.train import wrap
 from tunebench.util.errors import ConfigError
 
 
@@ -60,13 +60,40 @@ def test_lora_two_steps(tokenizer_dir, tmp_path):
     assert (out / "checkpoint" / "adapter_model.safetensors").is_file()
 
 
+def test_dora_is_one_method_module_that_trains_magnitudes_beside_the_adapters(tokenizer_dir, tmp_path):
+    """DoRA starts where LoRA starts (its update is zero at first, so the first loss is LoRA's) and then
+    trains a magnitude per output feature as well, so the second step differs; it exports an adapter
+    that PEFT reloads as DoRA, and the results name, colour and order it from the same module."""
+    from tunebench import results
+    from tunebench.results import figures, labels
+    from tunebench.stages.train import methods
+
+    config = tiny_config(tokenizer_dir, training={"batch_size": 8}, methods=["dora"])
+    out = tmp_path / "dora"
+    data = write_data(tmp_path / "data", train=16)
+    built = wrap.build(resolved(config, "dora", out, data), torch.device("cpu"))
+    trained = [name for name, p in built.model.named_parameters() if p.requires_grad]
+    magnitudes = [name for name in trained if "lora_magnitude_vector" in name]
+    assert magnitudes and len(magnitudes) == sum(1 for name in trained if "lora_A" in name)
+    train_in_process(config, "dora", out, data)
+    losses = step_losses(out)
+    assert losses[0] == 10.7822 and losses[1] != 10.6949  # LoRA's two losses (test_lora_two_steps)
+    _check_outputs(out, "dora")
+    adapter = json.loads((out / "checkpoint" / "adapter_config.json").read_text())
+    assert adapter["use_dora"] is True
+    assert methods.names() == ("full", "lora", "qlora", "dora") and results.METHODS == methods.names()
+    assert labels.method("dora") == "DoRA" and figures.method_colors()["dora"] not in (
+        figures.method_colors()[m] for m in ("full", "lora", "qlora")
+    )
+
+
 def test_lora_frozen_weights_held_in_bfloat16_change_nothing_under_autocast(tokenizer_dir, tmp_path, monkeypatch):
     """Autocast computes the base layers in bfloat16 either way: holding their frozen weights in bfloat16
     (one cast at build time instead of one per forward) must give the very same steps."""
     config = tiny_config(tokenizer_dir, training={"batch_size": 8, "dtype": "bfloat16_autocast"}, methods=["lora"])
     data = write_data(tmp_path / "data", train=16)
     train_in_process(config, "lora", tmp_path / "cast_once", data)
-    monkeypatch.setattr(methods, "frozen_linears_to", lambda model, dtype: None)
+    monkeypatch.setattr(wrap, "frozen_linears_to", lambda model, dtype: None)
     train_in_process(config, "lora", tmp_path / "cast_each_call", data)
     losses = [
         [h["loss"] for h in read_history(tmp_path / name) if h["kind"] == "step"]
@@ -78,7 +105,7 @@ def test_lora_frozen_weights_held_in_bfloat16_change_nothing_under_autocast(toke
 def test_frozen_linears_to_casts_only_the_frozen_base_layers(tokenizer_dir, tmp_path):
     config = tiny_config(tokenizer_dir, training={"dtype": "bfloat16_autocast"}, methods=["lora"])
     job = resolved(config, "lora", tmp_path / "out", write_data(tmp_path / "data", train=4))
-    model = methods.build(job, torch.device("cpu")).model
+    model = wrap.build(job, torch.device("cpu")).model
     dtypes = {name: p.dtype for name, p in model.named_parameters()}
     assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}  # adapters train in float32
     adapted = [
@@ -96,7 +123,7 @@ def test_qlora_two_steps_on_4bit_linear_layers(tokenizer_dir, tmp_path):
     config = tiny_config(tokenizer_dir, training={"batch_size": 8}, methods=["qlora"])
     data = write_data(tmp_path / "data", train=16)
     out = tmp_path / "qlora"
-    built = methods.build(resolved(config, "qlora", out, data), torch.device("cpu"))
+    built = wrap.build(resolved(config, "qlora", out, data), torch.device("cpu"))
     linear = {
         name: type(module)
         for name, module in built.model.named_modules()
@@ -136,7 +163,7 @@ def test_special_token_rows_change_under_lora_and_nothing_else_in_the_embeddings
     config = tiny_config(tokenizer_dir, training={"batch_size": 8, "epochs": 2}, methods=["lora"])
     data = write_data(tmp_path / "data", train=16)
     out = tmp_path / "lora"
-    initial = methods.build(resolved(config, "lora", out, data), torch.device("cpu"))
+    initial = wrap.build(resolved(config, "lora", out, data), torch.device("cpu"))
     new_ids = initial.new_token_ids
     assert new_ids == initial.tokenizer.convert_tokens_to_ids(list(formats.SPECIAL_TOKENS))
     base = initial.model.get_base_model()
@@ -163,9 +190,7 @@ def test_the_end_marker_starts_as_the_end_of_sequence_token(tokenizer_dir, tmp_p
     """So that a short run already stops after an answer; the prompt markers keep their mean start.
     (Under ZeRO-3 the same rows are set on gathered weights: the full run's first loss equals LoRA's above.)"""
     config = tiny_config(tokenizer_dir, methods=["lora"])
-    built = methods.build(
-        resolved(config, "lora", tmp_path / "out", write_data(tmp_path / "data")), torch.device("cpu")
-    )
+    built = wrap.build(resolved(config, "lora", tmp_path / "out", write_data(tmp_path / "data")), torch.device("cpu"))
     base = built.model.get_base_model()
     end, eos = built.tokenizer.convert_tokens_to_ids(formats.END_A), built.tokenizer.eos_token_id
     start = built.tokenizer.convert_tokens_to_ids(formats.START_Q)
@@ -220,7 +245,7 @@ def test_two_stage_run_starts_from_the_first_stages_selected_checkpoint(tokenize
     job = resolved(config, "lora-two_stage", second, data, task="gsm8k")
     assert job.stage == "two_stage" and job.init_checkpoint == str(results / "mathqa" / "tiny" / "lora" / "checkpoint")
     first = load_file(results / "mathqa" / "tiny" / "lora" / "checkpoint" / "adapter_model.safetensors")
-    built = methods.build(job, torch.device("cpu"))
+    built = wrap.build(job, torch.device("cpu"))
     start = {name: p.detach() for name, p in built.model.named_parameters() if p.requires_grad}
     key = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
     assert first[key].abs().sum() > 0  # trained away from LoRA's zero start
@@ -246,15 +271,15 @@ def test_adapter_config_is_the_same_bytes_under_any_hash_seed(tokenizer_dir, tmp
     identical runs (different PYTHONHASHSEED, as two processes get) write identical files."""
     code = (
         "import sys\nfrom pathlib import Path\nfrom peft import get_peft_model\n"
-        "from tunebench import models\nfrom tunebench.stages.train import methods\n"
+        "from tunebench.stages import models\nfrom tunebench.stages.train import wrap\n"
         "from train_support import TINY_LLAMA\n"
         "source = {'random_llama': TINY_LLAMA, 'tokenizer': {'local': sys.argv[1]}}\n"
         "tokenizer = models.load_tokenizer(source)\nmodel = models.load_model(source)\n"
         "preset = {'r': 2, 'alpha': 4, 'dropout': 0.0, 'bias': 'none', 'target_modules': "
         "['v_proj', 'q_proj', 'up_proj', 'o_proj', 'k_proj', 'down_proj', 'gate_proj']}\n"
-        "peft_model = get_peft_model(model, methods.lora_config(preset, None))\n"
+        "peft_model = get_peft_model(model, wrap.lora_config(preset, None))\n"
         "meta = {'method': 'lora', 'new_token_ids': []}\n"
-        "methods.export(peft_model, tokenizer, Path(sys.argv[2]), meta)\n"
+        "wrap.export(peft_model, tokenizer, Path(sys.argv[2]), meta)\n"
     )
     tests_dir = str(Path(__file__).parent)
     written = []

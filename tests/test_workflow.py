@@ -254,7 +254,7 @@ def test_a_job_runs_without_the_venv_on_path_and_records_the_stamps_digest(repo_
 def test_every_stamp_matches_what_the_commands_compute(repo_root, tmp_path):
     """The digests the workflow computes from Snakemake's config equal those tunebench's loader gives."""
     from tunebench import config as tb_config
-    from tunebench.config import digests as tb_settings
+    from tunebench.config import digests as tb_digests
 
     result = snakemake(
         repo_root,
@@ -276,13 +276,13 @@ def test_every_stamp_matches_what_the_commands_compute(repo_root, tmp_path):
         parts = path.relative_to(tmp_path / "results" / "settings").with_suffix("").parts
         recorded = json.loads(path.read_text())["settings_hash"]
         if parts[0] == "data":
-            assert recorded == tb_settings.data_hash(cfg, parts[1])
+            assert recorded == tb_digests.data_hash(cfg, parts[1])
         elif parts[0] == "train":
-            assert recorded == tb_settings.train_hash(cfg, *parts[1:])
+            assert recorded == tb_digests.train_hash(cfg, *parts[1:])
         elif parts[0] == "eval":
-            assert recorded == tb_settings.eval_hash(cfg, *parts[1:])
+            assert recorded == tb_digests.eval_hash(cfg, *parts[1:])
         else:
-            assert recorded == tb_settings.results_hash(cfg)
+            assert recorded == tb_digests.results_hash(cfg)
 
 
 def test_a_run_outside_the_repository_finds_the_paper_config(repo_root, tmp_path):

@@ -85,6 +85,7 @@ def tiny_config(tokenizer_dir: Path, training: dict | None = None, **entry) -> d
                 "full": {"learning_rate": 1.0e-3, "accelerate_config": "zero3_cpu"},
                 "lora": {"learning_rate": 1.0e-2, "lora": "tiny"},
                 "qlora": {"learning_rate": 1.0e-2, "lora": "tiny", "compute_dtype": "float32"},
+                "dora": {"learning_rate": 1.0e-2, "lora": "tiny"},
             },
             "lora_presets": {
                 "tiny": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj", "down_proj"]}

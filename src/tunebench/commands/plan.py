@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .. import config as tb_config
-from ..machinery import fit as tb_plan
+from ..machinery import fit as tb_fit
 from ..util.errors import ConfigError
 
 
@@ -31,8 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    fits = tb_plan.plan(tb_config.load(args.config))
-    print(tb_plan.render(fits))
+    fits = tb_fit.plan(tb_config.load(args.config))
+    print(tb_fit.render(fits))
     refused = [fit.refusal() for fit in fits if fit.problems]
     if refused:
         raise ConfigError(

@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from ..stages.train import methods
 from ..util.errors import ConfigError
 from ..util.staging import MIRROR_ENV
 
@@ -29,8 +30,15 @@ ACCELERATE_DIR = ROOT / "config" / "accelerate"
 
 
 def _schema() -> dict:
+    """The schema file with each method's own section (from its module) in place of the open one."""
     with open(SCHEMA_PATH) as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    section = schema["properties"]["methods"]
+    section["properties"] = {name: copy.deepcopy(method.schema) for name, method in methods.REGISTRY.items()}
+    section["additionalProperties"] = False
+    finetune = schema["properties"]["experiments"]["properties"]["finetune"]["items"]
+    finetune["properties"]["methods"]["items"]["enum"] = list(methods.REGISTRY)
+    return schema
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -219,13 +227,12 @@ def check(config: Mapping) -> None:
             "or the path of an apptainer .sif file."
         )
     _check_resources(config)
-    presets = config.get("lora_presets", {})
-    for method in ("lora", "qlora"):
-        preset = config.get("methods", {}).get(method, {}).get("lora")
+    presets = config["lora_presets"]
+    for method, section in config["methods"].items():
+        preset = section.get("lora")
         if preset is not None and preset not in presets:
             raise ConfigError(f"methods.{method}.lora names preset {preset!r}, which lora_presets does not define.")
-    for method in ("full", "lora", "qlora"):
-        accel = config.get("methods", {}).get(method, {}).get("accelerate_config")
+        accel = section["accelerate_config"]
         if accel is not None and not (ACCELERATE_DIR / f"{accel}.yaml").is_file():
             raise ConfigError(
                 f"methods.{method}.accelerate_config is {accel!r} but config/accelerate/{accel}.yaml does not exist."

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from .. import config as tb_config
+from ..stages.train import methods
 from ..util.errors import ConfigError
 
 # Share of each GPU left for activations, the CUDA context and allocator slack (batch 16 × 512
@@ -189,13 +190,14 @@ def train_estimate(config: Mapping, run: tb_config.FinetuneRun, rows: Mapping[st
     from ..stages import models
 
     settings = tb_config.method_settings(config, run)
+    method = methods.get(run.method)
     source = config["models"][run.model]["base"]
     per_node, nodes = rows["processes_per_node"], rows["nodes"]
-    model = empty_model(source, settings.get("lora") if run.method != "full" else None)
+    model = empty_model(source, settings["lora"] if method.adapter else None)
     total, trainable, largest = _param_counts(model)
-    multi = run.method == "full" or rows["processes"] > 1
+    multi = method.launches_always or rows["processes"] > 1
     zero = _zero3_settings(settings.get("accelerate_config")) if multi else None
-    if run.method == "qlora":
+    if method.quantized:
         from accelerate.utils import CustomDtype, compute_module_sizes
 
         # bitsandbytes quantises the decoder's linear layers; embeddings, norms and the output layer stay as they are.
@@ -218,7 +220,7 @@ def train_estimate(config: Mapping, run: tb_config.FinetuneRun, rows: Mapping[st
         return frozen_gpu + train_gpu, (frozen_cpu + train_cpu) * per_node, "a whole replica in every process (no ZeRO)"
     offload_optimizer, offload_params = _offloads(zero, "offload_optimizer"), _offloads(zero, "offload_param")
     devices = max(1, per_node)
-    if run.method == "full":
+    if not method.adapter:
         gpu, cpu = _zero3(total, largest, devices, nodes, offload_optimizer, offload_params)
         return (
             gpu,

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 from .. import config as tb_config
 from .. import tasks as tb_tasks
+from ..stages.train import methods
 from ..util.errors import UserError
 from . import claims as tb_claims
 from . import labels
 
-#: Display order of methods and stages everywhere (tables, figures, paper).
-METHODS = ("full", "lora", "qlora")
+#: Display order of methods (the registry's) and stages everywhere (tables, figures, paper).
+METHODS = methods.names()
 STAGES = ("baseline", "finetuned", "two_stage")
 
 

@@ -21,10 +21,10 @@ import pandas as pd
 
 from .. import config as tb_config
 from .. import tasks as tb_tasks
-from ..config import digests as tb_settings
+from ..config import digests as tb_digests
 from ..util import fileio
 from ..util.errors import DataError
-from . import STAGES
+from . import METHODS, STAGES
 
 #: The columns naming a run, first in both tables.
 RUN_COLUMNS = ["task", "model", "size", "params_b", "method", "run", "stage", "format"]
@@ -150,9 +150,9 @@ def _eval_rows(config: Mapping, run, results: Path) -> list[dict]:
     doc = read_json(path, "evaluate")
     _check_identity(doc, path, task=run.task, model=run.model, run=run.run)
     # Made under other settings (an edited config, a results/ copied from elsewhere): refuse to mix.
-    tb_settings.check_recorded(
+    tb_digests.check_recorded(
         doc,
-        tb_settings.eval_hash(config, run.task, run.model, run.run),
+        tb_digests.eval_hash(config, run.task, run.model, run.run),
         path,
         "re-run its evaluation (snakemake re-runs it when the config changed) or restore the config",
     )
@@ -199,9 +199,9 @@ def _train_record(config: Mapping, task: str, model: str, run_name: str, method:
     folder = results / "train" / task / model / run_name
     record = read_json(folder / "run.json", "train")
     _check_identity(record, folder / "run.json", task=task, model=model, run=run_name)
-    tb_settings.check_recorded(
+    tb_digests.check_recorded(
         record,
-        tb_settings.train_hash(config, task, model, run_name),
+        tb_digests.train_hash(config, task, model, run_name),
         folder / "run.json",
         "re-run its training (snakemake re-runs it when the config changed) or restore the config",
     )
@@ -365,7 +365,7 @@ def sort_runs(frame: pd.DataFrame) -> pd.DataFrame:
             "task": frame["task"].map({t: i for i, t in enumerate(tb_tasks.scored())}),
             "params_b": frame["params_b"],
             "stage": frame["stage"].map({s: i for i, s in enumerate(STAGES)}),
-            "method": frame["method"].map({m: i for i, m in enumerate((tb_config.PROMPTED, "full", "lora", "qlora"))}),
+            "method": frame["method"].map({m: i for i, m in enumerate((tb_config.PROMPTED, *METHODS))}),
             "run": frame["run"],
             "position": range(len(frame)),
         }

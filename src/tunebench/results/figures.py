@@ -32,6 +32,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from .. import tasks as tb_tasks  # noqa: E402
+from ..stages.train import methods as tb_methods  # noqa: E402
 from ..util.errors import UserError  # noqa: E402
 from . import METHODS, Output, labels  # noqa: E402
 from . import published as tb_published  # noqa: E402
@@ -54,7 +55,7 @@ def _theme() -> None:
 
 
 def method_colors() -> dict[str, tuple]:
-    return dict(zip(METHODS, sns.color_palette("deep", 3)))
+    return {name: to_rgb(method.colour) for name, method in tb_methods.REGISTRY.items()}
 
 
 def shade(color, factor: float) -> tuple:

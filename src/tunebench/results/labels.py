@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .. import tasks
+from ..stages.train import methods
 
-METHOD_LABELS = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA", "prompted": "Prompted"}
+METHOD_LABELS = {**{name: method.label for name, method in methods.REGISTRY.items()}, "prompted": "Prompted"}
 FORMAT_LABELS = {"special_tokens": "special tokens", "instruction": "instruction", "chat": "chat template"}
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import config as tb_config
+from ..stages.train import methods as tb_methods
 from ..util.errors import UserError
 from . import METHODS, Output, Plan, labels, plan
 from . import claims as tb_claims
@@ -387,7 +388,7 @@ def setup_tex(config: Mapping, metrics: pd.DataFrame) -> str:
         lora = settings.get("lora")
         quant = (
             (f"4-bit {settings['quant_type']}" + (", double" if settings.get("double_quant") else ""))
-            if method == "qlora"
+            if tb_methods.get(method).quantized
             else "–"
         )
         method_rows.append(

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import config as tb_config
 from .. import tasks
-from ..config import digests as tb_settings
+from ..config import digests as tb_digests
 from ..tasks import data
 from ..tasks.data import Prepared
 from ..util import fileio
@@ -81,7 +81,7 @@ def prepare(
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "task": task_name,
-        tb_settings.KEY: tb_settings.data_hash(effective, task_name),
+        tb_digests.KEY: tb_digests.data_hash(effective, task_name),
         "seed": seed,
         "source": prepared.source,
         "options": {key: value for key, value in sorted(options.items()) if key not in ("hub", "limit")},

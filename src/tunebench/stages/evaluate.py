@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import config as tb_config
 from .. import tasks
-from ..config import digests as tb_settings
+from ..config import digests as tb_digests
 from ..tasks import data
 from ..util import fileio, hardware, stats
 from ..util.errors import ConfigError, DataError, UserError
@@ -206,7 +206,7 @@ def summary(
         "max_new_tokens": limit,
         "truncated": sum(r["stopped"] == "length" for r in records),
         "device": device,
-        tb_settings.KEY: tb_settings.eval_hash(config, spec.task, spec.model, spec.run),
+        tb_digests.KEY: tb_digests.eval_hash(config, spec.task, spec.model, spec.run),
     }
 
 

@@ -29,6 +29,7 @@ import torch
 
 from ..util import hardware, staging
 from ..util.errors import ConfigError, UserError
+from .train import methods
 
 TOKEN_ENV = "HF_TOKEN"
 CHECKPOINT_META = "tunebench.json"
@@ -392,7 +393,7 @@ def load_for_inference(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = _finish_tokenizer(AutoTokenizer.from_pretrained(checkpoint))
-    if meta["method"] == "full":
+    if not methods.get(meta["method"]).adapter:
         model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype, attn_implementation=attn, **where)
         return _on_devices(model, where), tokenizer
 

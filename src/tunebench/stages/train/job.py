@@ -18,11 +18,12 @@ import torch
 import yaml
 
 from ... import config as tb_config
-from ...config import digests as tb_settings
+from ...config import digests as tb_digests
 from ...tasks.data import sha256_file
 from ...util import hardware
 from ...util.errors import ConfigError, DataError
 from .. import models
+from . import methods
 
 SPLITS = ("train", "validation")
 
@@ -128,7 +129,7 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str, out_dir:
                 f"{path} does not exist; run `tunebench data` (or the workflow's data rule) for task {task} first."
             )
         data[split] = {"path": str(path), "sha256": sha256_file(path)}
-    launch = item.method == "full" or processes > 1
+    launch = methods.get(item.method).launches_always or processes > 1
     job = Job(
         task=task,
         model=model,
@@ -148,7 +149,7 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str, out_dir:
         accelerate_config=settings["accelerate_config"],
         launch=launch,
         data=data,
-        settings_hash=tb_settings.train_hash(config, task, model, run),
+        settings_hash=tb_digests.train_hash(config, task, model, run),
         launcher=_launcher_settings(settings["accelerate_config"]) if launch else None,
     )
     _check_hardware(job)

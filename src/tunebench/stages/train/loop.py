@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ... import tasks
 from ...tasks import data
 from ...util import fileio, hardware
-from . import batching, methods
+from . import batching, wrap
 from .checkpoint import ResumeDir
 from .job import Job, fingerprint, layout
 
@@ -169,7 +169,7 @@ class Trainer:
         set_seed(job.seed)
         self.deepspeed = _fill_deepspeed(self.accelerator, training)
 
-        self.built = methods.build(job, self.accelerator.device)
+        self.built = wrap.build(job, self.accelerator.device)
         self.tokenizer = self.built.tokenizer
         task = tasks.get(job.task)
         self.examples = {}
@@ -275,9 +275,9 @@ class Trainer:
         return nll_total / targets_total, math.exp(nll_total / targets_total)
 
     def export(self, directory: Path) -> None:
-        meta = methods.checkpoint_meta(self.job, self.built.new_token_ids)
+        meta = wrap.checkpoint_meta(self.job, self.built.new_token_ids)
         state_dict = self.accelerator.get_state_dict(self.model) if self.deepspeed else None
-        methods.export(
+        wrap.export(
             self.accelerator.unwrap_model(self.model),
             self.tokenizer,
             directory,

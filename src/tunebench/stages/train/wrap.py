@@ -1,8 +1,6 @@
-"""The three fine-tuning methods: what is loaded, what is trained, what the checkpoint holds.
-
-``full``   every parameter is trained (the loop runs it under DeepSpeed ZeRO-3)
-``lora``   PEFT LoRA adapters on a frozen base model
-``qlora``  the same adapters on a base model quantised to 4-bit NF4 by bitsandbytes
+"""A run's model under its method (:mod:`tunebench.stages.train.methods`): what is loaded, what is
+trained, what the checkpoint holds. A method either trains every parameter (the loop runs it under
+DeepSpeed ZeRO-3) or PEFT adapters on a frozen base, which it may load quantised to 4 bits.
 
 When the prompt format adds tokens, the embedding (and untied output) rows of those tokens are
 trained as well under LoRA/QLoRA through PEFT's ``trainable_token_indices``; otherwise the new tokens
@@ -21,6 +19,7 @@ from typing import Any
 import torch
 
 from .. import formats, models
+from . import methods
 from .job import Job
 
 
@@ -53,7 +52,8 @@ def token_row_targets(model, new_ids: list[int]) -> dict[str, list[int]]:
     return targets
 
 
-def lora_config(preset: Mapping[str, Any], token_targets: dict[str, list[int]] | None):
+def lora_config(preset: Mapping[str, Any], token_targets: dict[str, list[int]] | None, **options: Any):
+    """PEFT's LoraConfig of a preset; ``options`` are the method's own keywords (``use_dora``)."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -64,6 +64,7 @@ def lora_config(preset: Mapping[str, Any], token_targets: dict[str, list[int]] |
         target_modules=list(preset["target_modules"]),
         task_type="CAUSAL_LM",
         trainable_token_indices=token_targets or None,
+        **options,
     )
 
 
@@ -101,7 +102,7 @@ def start_end_marker_as_eos(model, tokenizer, added: list[str]) -> None:
 
 def build(job: Job, device: torch.device) -> Built:
     """Tokenizer and model of a resolved training job (see :mod:`tunebench.stages.train.job`), ready to train."""
-    method, settings, training = job.method, job.method_settings, job.training
+    method, settings, training = methods.get(job.method), job.method_settings, job.training
     dtype = models.WEIGHT_DTYPES[training["dtype"]]
     init_dir = job.init_checkpoint
     with models.source_errors(f"models.{job.model}.base", job.base_source):
@@ -110,8 +111,8 @@ def build(job: Job, device: torch.device) -> Built:
     tokenizer.add_tokens(added, special_tokens=True)  # a no-op for tokens a first stage already added
     new_ids = tokenizer.convert_tokens_to_ids(added)
 
-    quantization = models.bnb_config(settings) if method == "qlora" else None
-    if method == "full" and init_dir:
+    quantization = models.bnb_config(settings) if method.quantized else None
+    if not method.adapter and init_dir:
         source = {"local": init_dir}
     else:
         source = job.base_source
@@ -131,7 +132,7 @@ def build(job: Job, device: torch.device) -> Built:
     if training["gradient_checkpointing"]:
         model.config.use_cache = False
 
-    if method == "full":
+    if not method.adapter:
         if training["gradient_checkpointing"]:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return Built(model, tokenizer, new_ids, *_count(model))
@@ -152,7 +153,8 @@ def build(job: Job, device: torch.device) -> Built:
     else:
         preset = settings["lora"]
         train_rows = preset["train_new_token_rows"] and new_ids
-        model = get_peft_model(model, lora_config(preset, token_row_targets(model, new_ids) if train_rows else None))
+        targets = token_row_targets(model, new_ids) if train_rows else None
+        model = get_peft_model(model, lora_config(preset, targets, **method.peft_options))
     if quantization is None and training["dtype"] == "bfloat16_autocast":
         frozen_linears_to(model, torch.bfloat16)
     return Built(model, tokenizer, new_ids, *_count(model))
@@ -182,7 +184,7 @@ def checkpoint_meta(job: Job, new_ids: list[int]) -> dict:
         "format": job.format,
         "base_source": job.base_source,
         "quantization": {k: job.method_settings[k] for k in ("quant_type", "double_quant", "compute_dtype")}
-        if job.method == "qlora"
+        if methods.get(job.method).quantized
         else None,
         "added_tokens": formats.added_tokens(job.format),
         "new_token_ids": new_ids,
@@ -215,7 +217,7 @@ def export(
 
     ``state_dict`` is the gathered full state under ZeRO-3 (every rank calls; only the main one writes).
     """
-    if meta["method"] == "full":
+    if not methods.get(meta["method"]).adapter:
         unwrapped.save_pretrained(
             directory,
             state_dict=state_dict,
