@@ -127,13 +127,14 @@ def test_two_stage_needs_its_first_stage(demo):
 
 
 def test_extra_seeds_add_runs_that_differ_only_in_their_seed(demo):
+    """The run's own seed is settled in the run (the config's seed when training names none)."""
     cfg = copy.deepcopy(demo)
     cfg["experiments"]["finetune"] = [
         {"task": "viggo", "models": ["smollm2-135m"], "methods": ["lora"], "seeds": [1, 2]}
     ]
     runs = tb_config.finetune_runs(tb_config.validate(cfg))
     assert [(run.run, run.training["seed"], run.replicate_of) for run in runs] == [
-        ("lora", None, None),
+        ("lora", cfg["seed"], None),
         ("lora-seed1", 1, "lora"),
         ("lora-seed2", 2, "lora"),
     ]

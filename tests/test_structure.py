@@ -103,7 +103,7 @@ def test_scoring_tasks_and_results_import_no_torch():
         "import sys\n"
         "import tunebench.tasks.scoring, tunebench.tasks, tunebench.results\n"
         "from tunebench import tasks\n"
-        "for name in tasks.NAMES:\n"
+        "for name in tasks.built_in():\n"
         "    tasks.get(name)\n"
         "import tunebench.results.aggregate, tunebench.results.claims, tunebench.results.figures\n"
         "import tunebench.results.paper, tunebench.results.tables, tunebench.results.published\n"
@@ -114,3 +114,45 @@ def test_scoring_tasks_and_results_import_no_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=Path.cwd())
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _schema_defaults() -> dict[str, list]:
+    """Every key of the config schema (the methods' sections included) with the defaults it is given."""
+    from tunebench import config as tb_config
+
+    found: dict[str, list] = {}
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for name, sub in (node.get("properties") or {}).items():
+                if isinstance(sub, dict) and "default" in sub:
+                    found.setdefault(name, []).append(sub["default"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(tb_config._schema())
+    return found
+
+
+def test_no_code_restates_a_default_the_schema_fills():
+    """A validated config holds every default, so ``section.get("seed", 42)`` is a second home of the seed's
+    default that silently disagrees once the schema changes: code indexes the key instead."""
+    defaults = _schema_defaults()
+    restated = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"):
+                continue
+            if len(node.args) != 2 or not isinstance(node.args[0], ast.Constant):
+                continue
+            try:
+                fallback = ast.literal_eval(node.args[1])
+            except ValueError:
+                continue
+            if any(fallback == value and fallback is not None for value in defaults.get(node.args[0].value, [])):
+                restated.append(f"{path.relative_to(PACKAGE)}:{node.lineno} .get({node.args[0].value!r}, {fallback!r})")
+    assert "seed" in defaults and "max_new_tokens" in defaults  # the walk reaches the schema's keys
+    assert not restated, restated

@@ -4,7 +4,6 @@ from pathlib import Path
 import shlex
 import sys
 
-from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from tunebench.machinery import cluster as tb_cluster
@@ -18,9 +17,9 @@ from tunebench.results import paper as tb_paper
 from tunebench.results import plan as results_plan
 from tunebench.util.errors import ConfigError
 
-# tunebench's validation fills the schema's defaults (also inside nullable objects, which
-# Snakemake's default filling cannot enter), names a wrong key in one sentence and checks the
-# rules a schema cannot state; Snakemake's validate then confirms the completed config.
+# tunebench validates against the schema file completed with the sections of the registered tasks and
+# methods: it fills the defaults (also inside nullable objects, which Snakemake's default filling cannot
+# enter), names a wrong key in one sentence and checks the rules a schema cannot state.
 # The config files are read once more by tunebench's loader, which Snakemake's does not replace: it
 # refuses duplicate keys (Snakemake's keeps the last silently) and names file and line of an error.
 try:
@@ -29,7 +28,6 @@ try:
     tb_config.validate(config)
 except ConfigError as error:
     sys.exit(f"tunebench: {error}")
-validate(config, "../schemas/config.schema.yaml", set_default=False)
 
 
 # Each rule passes these paths to tunebench as a param, which Snakemake's params trigger compares. A file
@@ -226,7 +224,7 @@ def eval_inputs(wildcards):
         "data": data_files(wildcards.task),
         "settings": eval_stamp(wildcards.task, wildcards.model, wildcards.run),
     }
-    if not wildcards.run.startswith("baseline"):
+    if not tb_config.is_baseline(wildcards.run):
         inputs["trained"] = (
             f"results/train/{wildcards.task}/{wildcards.model}/{wildcards.run}/best.json"
         )

@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "generate it (multiplication), and write {train,validation,test}.jsonl plus manifest.json."
         ),
     )
-    parser.add_argument("task", help=f"task to prepare: {', '.join(tasks.NAMES)}, or one the config declares")
+    parser.add_argument("task", help=f"task to prepare: {', '.join(tasks.built_in())}, or one the config declares")
     parser.add_argument(
         "--config",
         nargs="+",

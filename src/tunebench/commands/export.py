@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.jsonl", help="output file")
     parser.add_argument(
-        "--task", choices=tasks.NAMES, help="task of the rows (default: read from manifest.json beside the split)"
+        "--task", choices=tasks.built_in(), help="task of the rows (default: read from manifest.json beside the split)"
     )
     parser.add_argument(
         "--config",
@@ -53,7 +53,7 @@ def task_of(split_file: Path) -> str:
         task = json.loads(manifest.read_text(encoding="utf-8"))["task"]
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"cannot read the task from {manifest}; pass --task.") from None
-    if task not in tasks.NAMES:
+    if task not in tasks.built_in():
         raise UserError(f"{manifest} names an unknown task {task!r}; pass --task.")
     return task
 

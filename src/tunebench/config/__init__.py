@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .. import tasks
 from ..stages.train import methods
 from ..util.errors import ConfigError
 from ..util.staging import MIRROR_ENV
@@ -33,6 +34,9 @@ def _schema() -> dict:
     """The schema file with each method's own section (from its module) in place of the open one."""
     with open(SCHEMA_PATH) as handle:
         schema = yaml.safe_load(handle)
+    schema["properties"]["tasks"]["properties"] = {
+        name: copy.deepcopy(tasks.get(name).schema) for name in tasks.built_in()
+    }
     section = schema["properties"]["methods"]
     section["properties"] = {name: copy.deepcopy(method.schema) for name, method in methods.REGISTRY.items()}
     section["additionalProperties"] = False
@@ -110,8 +114,6 @@ def validate(config: dict) -> dict:
         best = jsonschema.exceptions.best_match(errors)
         raise ConfigError(f"invalid configuration: {_describe(best)}.")
     check(config)
-    from .. import tasks
-
     tasks.configure(config)  # the config's own tasks join the registry every stage reads
     return config
 
@@ -192,7 +194,7 @@ def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> dict:
 
 def check(config: Mapping) -> None:
     """Rules across keys that the schema cannot state."""
-    models = config.get("models", {})
+    models = config["models"]
     for name, model in models.items():
         if not model.get("base") and not model.get("api"):
             raise ConfigError(
@@ -237,10 +239,10 @@ def check(config: Mapping) -> None:
             raise ConfigError(
                 f"methods.{method}.accelerate_config is {accel!r} but config/accelerate/{accel}.yaml does not exist."
             )
-    experiments = config.get("experiments", {})
-    trainings = [("training", config.get("training") or {})] + [
-        (f"experiments.finetune[{i}].training", _merge(config.get("training") or {}, entry.get("training") or {}))
-        for i, entry in enumerate(experiments.get("finetune", []))
+    experiments = config["experiments"]
+    trainings = [("training", config["training"])] + [
+        (f"experiments.finetune[{i}].training", entry_training(config, entry))
+        for i, entry in enumerate(experiments["finetune"])
     ]
     for key, training in trainings:
         if training.get("batching") == "packing" and training.get("attn_implementation") == "flash_attention_2":
@@ -252,38 +254,35 @@ def check(config: Mapping) -> None:
             )
     seen: set[tuple[str, str, str]] = set()
     for kind in ("finetune", "baselines"):
-        for i, entry in enumerate(experiments.get(kind, [])):
-            for model in entry.get("models", []):
+        for i, entry in enumerate(experiments[kind]):
+            for model in entry["models"]:
                 if model not in models:
                     raise ConfigError(
                         f"experiments.{kind}[{i}].models names {model!r}, which is not defined under models."
                     )
-    from .. import tasks
     from ..tasks import custom
 
-    custom.check(config, tasks.NAMES)
-    for i, entry in enumerate(experiments.get("finetune", [])):
+    custom.check(config, tasks.built_in())
+    for i, entry in enumerate(experiments["finetune"]):
         for model in entry["models"]:
             if models[model].get("api"):
                 raise ConfigError(
                     f"experiments.finetune[{i}].models names {model!r}, an api model, which cannot be fine-tuned; "
                     "list it under experiments.baselines."
                 )
-    for i, entry in enumerate(experiments.get("baselines", [])):
+    for i, entry in enumerate(experiments["baselines"]):
         if not _task(config, entry["task"]).metrics:
             raise ConfigError(f"experiments.baselines[{i}] evaluates {entry['task']}, which has no scorer; remove it.")
-    top_seed = config.get("seed", 42)
-    for i, entry in enumerate(experiments.get("finetune", [])):
-        own_seed = _merge(config.get("training") or {}, entry.get("training") or {}).get("seed")
-        own_seed = top_seed if own_seed is None else own_seed
-        if own_seed in entry.get("seeds", []):
+    for i, entry in enumerate(experiments["finetune"]):
+        own_seed = entry_training(config, entry)["seed"]
+        if own_seed in entry["seeds"]:
             raise ConfigError(
                 f"experiments.finetune[{i}].seeds lists {own_seed}, the seed its runs already train with; "
                 "list only the extra seeds."
             )
         for method in entry["methods"]:
-            primary = run_name(method, entry.get("tag"))
-            for run in [primary] + [seed_run_name(primary, seed) for seed in entry.get("seeds", [])]:
+            primary = run_name(method, entry["tag"])
+            for run in [primary] + [seed_run_name(primary, seed) for seed in entry["seeds"]]:
                 for model in entry["models"]:
                     key = (entry["task"], model, run)
                     if key in seen:
@@ -292,12 +291,12 @@ def check(config: Mapping) -> None:
                             "give one of them a tag."
                         )
                     seen.add(key)
-        if entry.get("evaluate", True) and not _task(config, entry["task"]).metrics:
+        if entry["evaluate"] and not _task(config, entry["task"]).metrics:
             raise ConfigError(
                 f"experiments.finetune[{i}] evaluates {entry['task']}, which has no scorer; set evaluate: false."
             )
-    for i, entry in enumerate(experiments.get("finetune", [])):
-        init = entry.get("init_from")
+    for i, entry in enumerate(experiments["finetune"]):
+        init = entry["init_from"]
         if init:
             for method in entry["methods"]:
                 for model in entry["models"]:
@@ -311,12 +310,20 @@ def check(config: Mapping) -> None:
 
 def _task(config: Mapping, name: str):
     """The task ``name`` of ``config``, built-in or declared there (before the registry knows it)."""
-    from .. import tasks
     from ..tasks.custom import CustomTask
 
-    if name in tasks.NAMES:
+    if name in tasks.built_in():
         return tasks.get(name)
     return CustomTask(name, config["tasks"][name])
+
+
+def entry_training(config: Mapping, entry: Mapping) -> dict:
+    """The training settings of a finetune entry: its own keys over the section's, the seed settled
+    (the training seed, else the config's)."""
+    training = _merge(config["training"], entry.get("training") or {})
+    if training["seed"] is None:
+        training["seed"] = config["seed"]
+    return training
 
 
 def run_name(method: str, tag: str | None) -> str:
@@ -329,7 +336,7 @@ def seed_run_name(run: str, seed: int) -> str:
 
 def data_mirror(config: Mapping) -> Path | None:
     """The mirror directory: the environment variable wins over the config key; None means the hub."""
-    value = os.environ.get(MIRROR_ENV) or config.get("data", {}).get("mirror")
+    value = os.environ.get(MIRROR_ENV) or config["data"]["mirror"]
     if not value:
         return None
     path = Path(value).expanduser()
@@ -365,6 +372,15 @@ class FinetuneRun:
 PROMPTED = "prompted"
 
 
+#: The run name of a prompted baseline: ``baseline``, or ``baseline-VARIANT`` for another prompt variant.
+BASELINE = "baseline"
+
+
+def is_baseline(run: str) -> bool:
+    """Whether a run name is a prompted baseline's (the one place that decides it from the name)."""
+    return run == BASELINE or run.startswith(f"{BASELINE}-")
+
+
 @dataclass(frozen=True)
 class BaselineRun:
     """A chat model prompted on a task with one prompt variant."""
@@ -375,7 +391,7 @@ class BaselineRun:
     run: str = field(init=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "run", "baseline" if self.variant == "default" else f"baseline-{self.variant}")
+        object.__setattr__(self, "run", BASELINE if self.variant == "default" else f"{BASELINE}-{self.variant}")
 
     stage = "baseline"
 
@@ -384,7 +400,7 @@ def finetune_runs(config: Mapping) -> list[FinetuneRun]:
     """Every run of ``experiments.finetune``; an entry's extra ``seeds`` follow its own runs."""
     runs = []
     for entry in config["experiments"]["finetune"]:
-        training = _merge(config["training"], entry.get("training") or {})
+        training = entry_training(config, entry)
         init = entry["init_from"]
         for model in entry["models"]:
             for method in entry["methods"]:

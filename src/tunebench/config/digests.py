@@ -62,8 +62,6 @@ def train_settings(config: Mapping[str, Any], task: str, model: str, run: str) -
     """What a training run's checkpoint and records depend on, the first stage's digest included."""
     item = tb_config.find_finetune(config, task, model, run)
     training = dict(item.training)
-    if training.get("seed") is None:
-        training["seed"] = config["seed"]
     upstream = {"data": data_hash(config, task)}
     if item.init_from:
         upstream["init"] = train_hash(config, item.init_from[0], model, item.init_from[1])
@@ -86,14 +84,10 @@ def train_hash(config: Mapping[str, Any], task: str, model: str, run: str) -> st
     return digest(train_settings(config, task, model, run))
 
 
-def is_baseline(run: str) -> bool:
-    return run == "baseline" or run.startswith("baseline-")
-
-
 def eval_settings(config: Mapping[str, Any], task: str, model: str, run: str) -> dict:
     """What an evaluation's predictions and metrics depend on: the evaluation section, the model,
     the seed and the digest of the data (baseline) or of the trained run (fine-tuned)."""
-    if is_baseline(run):
+    if tb_config.is_baseline(run):
         upstream = {"data": data_hash(config, task)}
     else:
         upstream = {"data": data_hash(config, task), "train": train_hash(config, task, model, run)}

@@ -400,7 +400,7 @@ def data_preparation(config: Mapping, size: Size) -> list[dict]:
             **_summary(rates),
         }
     )
-    for task in tasks.NAMES:
+    for task in tasks.built_in():
         seconds = [_timed(lambda: dataset.prepare(task, config))[0] for _ in range(size.repeats)]
         rows.append(
             {"comparison": "data", "case": task, "variant": "prepare", "metric": "seconds", **_summary(seconds)}

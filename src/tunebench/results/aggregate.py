@@ -135,9 +135,9 @@ def _check_identity(doc: Mapping, path: Path, **expected: str) -> None:
 
 def size_value(model: Mapping) -> float:
     """Parameters in billions: the config's params_b, else parsed from the size label (135M, 7B)."""
-    if model.get("params_b") is not None:
+    if model["params_b"] is not None:
         return float(model["params_b"])
-    label = str(model.get("size", "")).strip().upper()
+    label = model["size"].strip().upper()
     scale = {"K": 1e-6, "M": 1e-3, "B": 1.0, "T": 1e3}
     try:
         return float(label[:-1]) * scale[label[-1]]
@@ -300,7 +300,7 @@ def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
             "variant": "",
             "init_from": init_from,
             "replicate_of": run.replicate_of or "",
-            "seed": run.training["seed"] if run.training["seed"] is not None else config["seed"],
+            "seed": run.training["seed"],
         }
         rows += [{**base, **facts, **row} for row in _eval_rows(config, run, results)]
     api_models = any(config["models"][run.model].get("api") for run in tb_config.baseline_runs(config))

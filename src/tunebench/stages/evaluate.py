@@ -50,7 +50,7 @@ class RunSpec:
 
 def resolve(config: Mapping[str, Any], task: str, model: str, run: str) -> RunSpec:
     """The run named by (task, model, run) in the config's experiments."""
-    if run == "baseline" or run.startswith("baseline-"):
+    if tb_config.is_baseline(run):
         found = tb_config.find_baseline(config, task, model, run)
         if found.variant not in tasks.get(task).baseline_variants:
             known = ", ".join(tasks.get(task).baseline_variants)

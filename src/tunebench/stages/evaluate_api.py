@@ -23,7 +23,7 @@ from .generate import Generation
 
 
 def is_api_model(config: Mapping[str, Any], model_name: str) -> bool:
-    return bool((config.get("models", {}).get(model_name) or {}).get("api"))
+    return bool((config["models"].get(model_name) or {}).get("api"))
 
 
 def evaluate_any(
@@ -58,7 +58,7 @@ def evaluate(
 ) -> dict:
     task = tasks.get(spec.task)
     endpoint = api.Endpoint.from_config(config, spec.model)
-    options = config.get("evaluation", {})
+    options = config["evaluation"]
     rows = local.test_rows(config, spec.task, data_dir)
     train = data.read_split(data_dir, "train")
     conversations = [task.baseline_messages(row, train, spec.variant, options) for row in rows]
@@ -73,7 +73,7 @@ def evaluate(
         endpoint,
         conversations,
         max_tokens=limit,
-        seed=config.get("seed", 42),
+        seed=config["seed"],
         cache_dir=cache_dir or api.DEFAULT_CACHE,
         progress=lambda done: report(f"answered {done}/{len(rows)}"),
     )

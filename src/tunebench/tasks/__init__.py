@@ -1,22 +1,37 @@
-"""Task registry: one module per built-in task, each defining ``TASK`` (see :mod:`tunebench.tasks.base`),
+"""Task registry: the built-in tasks, each registered by its own module (see :mod:`tunebench.tasks.base`),
 plus the tasks a config declares from its own data (:mod:`tunebench.tasks.custom`).
 
-Everything that lists tasks (the data rules, the scored tasks, the labels of tables and figures, the
-``tunebench score`` choices, the config's checks of task names) derives from this registry.
+Everything that lists tasks (the config's schema and checks, the data rules, the scored tasks, the
+labels and order of tables and figures, the ``tunebench score`` choices) derives from this registry;
+no list of task names is written anywhere else.
 """
 
 from __future__ import annotations
 
+import pkgutil
 from collections.abc import Mapping
 from importlib import import_module
 from typing import Any
 
 from .base import BadRow, DataUnavailable, Filter, Prepared, Task
 
-NAMES = ("viggo", "sql", "gsm8k", "mathqa", "multiplication")
+_BUILT_IN: dict[str, Task] = {}
 
 # Tasks declared by the config most recently validated in this process (tunebench.config.validate).
 _DECLARED: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    """Add a built-in task to the registry (each task module calls it on the task it defines)."""
+    if task.name in _BUILT_IN and type(_BUILT_IN[task.name]) is not type(task):
+        raise ValueError(f"two tasks are named {task.name!r}; rename one")
+    _BUILT_IN[task.name] = task
+    return task
+
+
+def built_in() -> tuple[str, ...]:
+    """The built-in tasks in the suite's order."""
+    return tuple(sorted(_BUILT_IN, key=lambda name: (_BUILT_IN[name].order, name)))
 
 
 def configure(config: Mapping[str, Any]) -> None:
@@ -25,21 +40,21 @@ def configure(config: Mapping[str, Any]) -> None:
 
     _DECLARED.clear()
     for name, section in (config.get("tasks") or {}).items():
-        if name not in NAMES and is_custom(section):
+        if name not in _BUILT_IN and is_custom(section):
             _DECLARED[name] = CustomTask(name, section)
 
 
 def names() -> tuple[str, ...]:
     """The built-in tasks, then the declared ones in config order."""
-    return NAMES + tuple(_DECLARED)
+    return built_in() + tuple(_DECLARED)
 
 
 def get(name: str) -> Task:
     if name in _DECLARED:
         return _DECLARED[name]
-    if name not in NAMES:
+    if name not in _BUILT_IN:
         raise KeyError(f"unknown task {name!r}; known tasks are {', '.join(names())}")
-    return import_module(f"{__name__}.{name}").TASK
+    return _BUILT_IN[name]
 
 
 def scored() -> tuple[str, ...]:
@@ -55,12 +70,18 @@ def label(name: str) -> str:
         return name.replace("_", " ").title()
 
 
+# Every module of this package is imported once; the task modules among them register their task.
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.ispkg:
+        import_module(f"{__name__}.{_module.name}")
+
 __all__ = [
-    "NAMES",
+    "built_in",
     "configure",
     "get",
     "label",
     "names",
+    "register",
     "scored",
     "Task",
     "BadRow",

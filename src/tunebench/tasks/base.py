@@ -1,9 +1,10 @@
 """The small interface every task module implements.
 
-A built-in task is one module in this package that defines ``TASK``, an instance of a :class:`Task`
-subclass, listed in ``tasks/__init__.py``; its metrics, label and scorer are attributes and methods of
-that instance, which every other part of the suite reads. A task of your own needs only its
-definition in the config (:mod:`tunebench.tasks.custom`).
+A built-in task is one module in this package that registers an instance of a :class:`Task` subclass
+where it defines it (``TASK = register(Viggo())``); the registry finds the module without a list. Its
+label, config section (``schema``), scorer and metrics are attributes of that instance, which every
+other part of the suite reads. A task of your own needs only its definition in the config
+(:mod:`tunebench.tasks.custom`).
 
 Prepared rows (``results/data/{task}/{split}.jsonl``) are dicts with at least:
 
@@ -17,11 +18,33 @@ plus the task's own fields (``context`` for SQL, ``a``/``b`` for multiplication,
 from __future__ import annotations
 
 from collections.abc import Mapping
+from importlib import import_module
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ..util.errors import DataError, DataUnavailable  # noqa: F401  (re-exported for task modules)
 from .data import BadRow, Filter, Prepared  # noqa: F401  (re-exported for task modules)
+
+
+def section(description: str, **properties: dict[str, Any]) -> dict[str, Any]:
+    """A task's config section as JSON schema: its keys, each with a default, and nothing else."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "default": {},
+        "description": description,
+        "properties": {"limit": {"$ref": "#/$defs/limit"}, **properties},
+    }
+
+
+def hub(dataset: str, **extra: str) -> dict[str, Any]:
+    """The ``hub`` key of a task whose data comes from the hub dataset ``dataset``."""
+    return {"$ref": "#/$defs/hub", "default": {"id": dataset, **extra}}
+
+
+def fraction(default: float, description: str) -> dict[str, Any]:
+    return {"$ref": "#/$defs/fraction", "default": default, "description": description}
 
 
 class Task:
@@ -30,10 +53,16 @@ class Task:
     name: str = ""
     #: How tables, figures and the paper name the task.
     label: str = ""
+    #: Place in the suite's order (the registry's, hence that of tables and figures).
+    order: int = 0
+    #: The JSON schema of the task's section under ``tasks`` (defaults included).
+    schema: dict[str, Any] = section("A task.")
     #: The natural-language instruction used by the ``instruction`` and ``chat`` prompt formats.
     instruction: str = ""
-    #: Metric names, in display order; ``primary_metric`` is the one figures and headlines use.
-    metrics: tuple[str, ...] = ()
+    #: The scorer module (``METRICS``, ``extract``, ``score``), relative to :mod:`tunebench.tasks.scoring` when
+    #: it starts with a dot; None for a task that is only trained on.
+    scorer: str | None = None
+    #: The metric figures and headlines use, one of the scorer's.
     primary_metric: str = ""
     #: Generation limit when the config gives none.
     max_new_tokens: int = 256
@@ -46,19 +75,24 @@ class Task:
         """Load (hub or ``mirror``), validate and format every split."""
         raise NotImplementedError
 
+    def scorer_module(self) -> ModuleType:
+        return import_module(self.scorer, package="tunebench.tasks.scoring")
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Metric names in display order: the scorer's, declared there only."""
+        return tuple(self.scorer_module().METRICS) if self.scorer else ()
+
     def score(self, prediction: str, gold: Mapping[str, Any], **options: Any) -> dict[str, bool | None]:
         """Verdict per metric for one raw model output; ``None`` marks a row that cannot be scored.
 
-        Task modules delegate to ``tunebench.tasks.scoring.<task>.score``; ``options`` come from the
-        ``evaluation`` config section (e.g. ``sql_databases``, ``sql_timeout_s``).
+        ``options`` come from the ``evaluation`` config section (e.g. ``sql_databases``, ``sql_timeout_s``).
         """
-        raise NotImplementedError
+        return self.scorer_module().score(prediction, gold, **options)
 
     def extract(self, prediction: str) -> Any:
         """The part of a raw output the scorer compares (recorded in predictions.jsonl), or ``None``."""
-        from . import scoring
-
-        return scoring.get(self.name).extract(prediction)
+        return self.scorer_module().extract(prediction)
 
     def baseline_messages(
         self, row: Mapping[str, Any], train: list[Mapping[str, Any]], variant: str, options: Mapping[str, Any]

@@ -157,10 +157,9 @@ class CustomTask(Task):
         self.section = dict(section)
         self.label = section.get("label") or name.replace("_", " ").title()
         self.instruction = section.get("instruction") or DEFAULT_INSTRUCTION
-        self.scorer = generic.build(section["scorer"], section)
-        self.metrics = self.scorer.metrics
+        self.generic = generic.build(section["scorer"], section)
         self.primary_metric = self.metrics[0]
-        self.max_new_tokens = section.get("max_new_tokens", 128)
+        self.max_new_tokens = section["max_new_tokens"]
         self.baseline_variants = ("default",)
 
     # -- data ---------------------------------------------------------------------------------
@@ -251,11 +250,15 @@ class CustomTask(Task):
         return source.prepared({split: read[split] for split in data.SPLITS}, notes=notes)
 
     # -- scoring and prompting ---------------------------------------------------------------
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.generic.metrics
+
     def score(self, prediction: str, gold: Mapping[str, Any], **options: Any) -> dict[str, bool | None]:
-        return self.scorer.score(prediction, gold, **options)
+        return self.generic.score(prediction, gold, **options)
 
     def extract(self, prediction: str) -> Any:
-        return self.scorer.extract(prediction)
+        return self.generic.extract(prediction)
 
     def examples(self, train: list[Mapping[str, Any]], count: int) -> list[Mapping[str, Any]]:
         """``count`` training rows chosen by a hash of their ids (independent of row order)."""
@@ -270,7 +273,7 @@ class CustomTask(Task):
         if variant != "default":
             raise ConfigError(f"the {self.name} baseline has no prompt variant {variant!r}; use default.")
         messages = [{"role": "system", "content": self.instruction}]
-        for example in self.examples(train, self.section.get("few_shot", 0)):
+        for example in self.examples(train, self.section["few_shot"]):
             messages += [
                 {"role": "user", "content": example["prompt"]},
                 {"role": "assistant", "content": example["completion"]},

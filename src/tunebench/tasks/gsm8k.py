@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..util.errors import ConfigError
-from . import data
-from .base import BadRow, Prepared, Task
+from . import data, register
+from .base import BadRow, Prepared, Task, hub, section
 
 _FINAL = re.compile(r"\n?####\s*(.+?)\s*\Z", re.DOTALL)
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -48,12 +48,28 @@ def _row(part: str, strip_notes: bool):
 
 class Gsm8k(Task):
     name = "gsm8k"
+    order = 2
+    schema = section(
+        "Grade-school math word problems.",
+        hub=hub("openai/gsm8k", config="main"),
+        strip_calculator_notes={
+            "type": "boolean",
+            "default": False,
+            "description": "Remove the <<a*b=c>> calculator notes from solutions.",
+        },
+        validation_rows={
+            "type": "integer",
+            "minimum": 1,
+            "default": 500,
+            "description": "Rows carved from train for validation.",
+        },
+    )
+    scorer = ".gsm8k"
     label = "GSM8K"
     instruction = (
         "Solve the math word problem. Reason step by step, then give the final answer as a number "
         "on the last line, written as #### <number>."
     )
-    metrics = ("strict_accuracy", "flexible_accuracy")
     primary_metric = "strict_accuracy"
     max_new_tokens = 384  # 99 % of reference solutions are under 300 tokens, the longest about 450
     baseline_variants = ("default",)
@@ -86,11 +102,6 @@ class Gsm8k(Task):
         ]
         return source.prepared(splits, notes=notes)
 
-    def score(self, prediction: str, gold: Mapping[str, Any], **options: Any) -> dict[str, bool | None]:
-        from .scoring import gsm8k
-
-        return gsm8k.score(prediction, gold, **options)
-
     def examples(self, train: list[Mapping[str, Any]], count: int) -> list[Mapping[str, Any]]:
         """``count`` training problems chosen by a hash of their ids (independent of row order)."""
         cached = getattr(self, "_examples", None)
@@ -115,4 +126,4 @@ class Gsm8k(Task):
         return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
-TASK = Gsm8k()
+TASK = register(Gsm8k())

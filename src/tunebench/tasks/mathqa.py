@@ -13,8 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from . import data
-from .base import BadRow, Prepared, Task
+from . import data, register
+from .base import BadRow, Prepared, Task, hub, section
 
 LETTERS = ("a", "b", "c", "d", "e")
 _OPTION = re.compile(r"(?:^|,)\s*([a-e])\s*\)\s*(.*?)\s*(?=,\s*[a-e]\s*\)|$)", re.DOTALL)
@@ -83,12 +83,17 @@ def _row(part: str):
 
 class MathQA(Task):
     name = "mathqa"
+    order = 3
+    schema = section(
+        "MathQA multiple-choice problems with rationales (stage one of the two-stage GSM8K run).",
+        hub=hub("allenai/math_qa"),
+    )
     label = "MathQA"
     instruction = (
         "Solve the multiple-choice math problem. Explain the reasoning, name the correct option and "
         "finish with a line #### <value of that option>."
     )
-    metrics = ()  # trained on only; the two-stage run is scored on GSM8K
+    scorer = None  # trained on only; the two-stage run is scored on GSM8K
     primary_metric = ""
     baseline_variants = ()
     required_splits = ("train", "validation")  # a first training stage only: the mirror lacks a usable test split
@@ -118,4 +123,4 @@ class MathQA(Task):
         return source.prepared(splits, notes=notes)
 
 
-TASK = MathQA()
+TASK = register(MathQA())

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..util.errors import ConfigError
-from . import data
-from .base import Prepared, Task
+from . import data, register
+from .base import Prepared, Task, fraction, section
 
 
 def question(a: int, b: int) -> str:
@@ -106,12 +106,27 @@ def generate(
 
 class Multiplication(Task):
     name = "multiplication"
+    order = 4
+    schema = section(
+        "Generated long-multiplication problems with worked solutions.",
+        rows={"type": "integer", "minimum": 10, "default": 40000, "description": "Rows generated across all splits."},
+        digits={
+            "type": "array",
+            "items": {"type": "integer", "minimum": 1, "maximum": 12},
+            "minItems": 2,
+            "maxItems": 2,
+            "default": [4, 4],
+            "description": "Digits of the first and second operand.",
+        },
+        validation_fraction=fraction(0.05, "Share of rows for validation."),
+        test_fraction=fraction(0.05, "Share of rows for testing."),
+    )
+    scorer = ".multiplication"
     label = "Multiplication"
     instruction = (
         "Multiply the two numbers by long multiplication: split both into place values, multiply every "
         "pair of digits, shift each product by its places, add the partial products and state the product."
     )
-    metrics = ("accuracy",)
     primary_metric = "accuracy"
     max_new_tokens = 512  # a worked 4 x 4-digit answer is about 430 tokens
     baseline_variants = ("default", "stepwise")
@@ -129,11 +144,6 @@ class Multiplication(Task):
         notes = ["Generated, not downloaded: a * b and b * a count as one problem and appear at most once overall."]
         return Prepared(splits={s: splits[s] for s in data.SPLITS}, source=source, notes=notes)
 
-    def score(self, prediction: str, gold: Mapping[str, Any], **options: Any) -> dict[str, bool | None]:
-        from .scoring import multiplication
-
-        return multiplication.score(prediction, gold, **options)
-
     def baseline_messages(self, row, train, variant, options):
         if variant == "default":
             return [{"role": "user", "content": row["prompt"]}]
@@ -146,4 +156,4 @@ class Multiplication(Task):
         raise ConfigError(f"the multiplication baseline has no prompt variant {variant!r}; use default or stepwise.")
 
 
-TASK = Multiplication()
+TASK = register(Multiplication())

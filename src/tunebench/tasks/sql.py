@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..util.errors import ConfigError
-from . import data
-from .base import BadRow, Filter, Prepared, Task
+from . import data, register
+from .base import BadRow, Filter, Prepared, Task, fraction, hub, section
 
 _CREATE = re.compile(r"CREATE\s+TABLE\s+[`\"]?(\w+)[`\"]?\s*\(([^()]*)\)", re.IGNORECASE)
 _COMPARISON_WITH_NUMBER = re.compile(r"(?:[=<>]|\bBETWEEN\b|\bAND\b)\s*-?\d", re.IGNORECASE)
@@ -107,11 +107,23 @@ def _row(index: int, record: Mapping[str, Any]) -> dict:
 
 class Sql(Task):
     name = "sql"
+    order = 1
+    schema = section(
+        "SQL generation from a question and CREATE TABLE statements.",
+        hub=hub("b-mc2/sql-create-context"),
+        drop_varchar_numeric={
+            "type": "boolean",
+            "default": True,
+            "description": "Drop rows whose SQL compares a VARCHAR-declared column with a bare number.",
+        },
+        validation_fraction=fraction(0.05, "Share of rows held out for validation."),
+        test_fraction=fraction(0.05, "Share of rows held out for testing."),
+    )
+    scorer = ".sql"
     label = "SQL"
     instruction = (
         "Write one SQL query that answers the question, using only the tables given by the CREATE TABLE statements."
     )
-    metrics = ("execution_accuracy", "exact_match", "parse_rate")
     primary_metric = "execution_accuracy"
     max_new_tokens = 160  # 99 % of gold queries are under 70 tokens, the longest about 130
     baseline_variants = ("default",)
@@ -159,11 +171,6 @@ class Sql(Task):
         notes.append("Splits are assigned by a hash of each row's question, context and SQL, independent of row order.")
         return source.prepared(splits, filters=filters, notes=notes)
 
-    def score(self, prediction: str, gold: Mapping[str, Any], **options: Any) -> dict[str, bool | None]:
-        from .scoring import sql
-
-        return sql.score(prediction, gold, **options)
-
     def baseline_messages(self, row, train, variant, options):
         if variant != "default":
             raise ConfigError(f"the sql baseline has no prompt variant {variant!r}; use default.")
@@ -177,4 +184,4 @@ class Sql(Task):
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-TASK = Sql()
+TASK = register(Sql())

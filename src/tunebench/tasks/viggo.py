@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..util.errors import ConfigError
-from . import data
-from .base import BadRow, Prepared, Task
+from . import data, register
+from .base import BadRow, Prepared, Task, hub, section
 from .scoring.viggo import ATTRIBUTES, FUNCTIONS
 
 _MR = re.compile(r"(\w+)\((.*)\)", re.DOTALL)
@@ -50,12 +50,17 @@ def _row(split: str, sentence_key: str, mr_key: str):
 
 class Viggo(Task):
     name = "viggo"
+    order = 0
+    schema = section(
+        "ViGGO reversed (sentence to meaning representation).",
+        hub=hub("GEM/viggo"),
+    )
+    scorer = ".viggo"
     label = "ViGGO"
     instruction = (
         "Translate the sentence about a video game into a meaning representation: one function "
         "followed by the attributes it mentions, as function(attribute[value], ...)."
     )
-    metrics = ("function_accuracy", "attributes_accuracy", "attributes_ordered_accuracy", "exact_match")
     primary_metric = "attributes_ordered_accuracy"
     max_new_tokens = 128  # the longest meaning representations are about 80 tokens (SmolLM2 tokenizer)
     baseline_variants = ("default",)
@@ -71,11 +76,6 @@ class Viggo(Task):
         return source.prepared(
             splits, notes=["Reversed direction: prompt = sentence, completion = answer = meaning representation."]
         )
-
-    def score(self, prediction: str, gold: Mapping[str, Any], **options: Any) -> dict[str, bool | None]:
-        from .scoring import viggo
-
-        return viggo.score(prediction, gold, **options)
 
     def examples(self, train: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """One training row per function, in the order of FUNCTIONS: the one whose id hashes lowest."""
@@ -113,4 +113,4 @@ class Viggo(Task):
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-TASK = Viggo()
+TASK = register(Viggo())

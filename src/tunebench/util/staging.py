@@ -109,14 +109,14 @@ def items(config: Mapping[str, Any], finetune: list, baselines: list, mirror: Pa
         tasks = {run.task for run in finetune} | {run.task for run in baselines}
         tasks |= {run.init_from[0] for run in finetune if run.init_from}
         for task in sorted(tasks):
-            hub = (config.get("tasks", {}).get(task) or {}).get("hub") or {}
+            hub = (config["tasks"].get(task) or {}).get("hub") or {}
             if hub.get("id"):
                 item = Item("dataset", hub["id"], hub.get("revision") or None, f"tasks.{task}.hub")
                 found.setdefault((item.repo_type, item.repo_id, item.revision), item)
     # A declared task's hub source is its own data: a mirror does not replace it.
     declared = {run.task for run in finetune} | {run.task for run in baselines}
     for task in sorted(declared):
-        source = (config.get("tasks", {}).get(task) or {}).get("source") or {}
+        source = (config["tasks"].get(task) or {}).get("source") or {}
         if source.get("hub"):
             item = Item("dataset", source["hub"], source.get("revision") or None, f"tasks.{task}.source")
             found.setdefault((item.repo_type, item.repo_id, item.revision), item)

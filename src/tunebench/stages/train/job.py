@@ -100,8 +100,6 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str, out_dir:
     training = dict(item.training)
     training["dtype_requested"] = training["dtype"]
     training["dtype"] = hardware.training_dtype(training["dtype"])
-    if training["seed"] is None:
-        training["seed"] = config["seed"]
     settings = tb_config.method_settings(config, item)
     if training["batching"] == "pad_to" and training["pad_to"] < training["max_length"]:
         raise ConfigError(
