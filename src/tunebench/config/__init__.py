@@ -230,9 +230,11 @@ def check(config: Mapping) -> None:
         )
     _check_resources(config)
     presets = config["lora_presets"]
+    used = {method for entry in config["experiments"]["finetune"] for method in entry["methods"]}
     for method, section in config["methods"].items():
         preset = section.get("lora")
-        if preset is not None and preset not in presets:
+        # Every method's section is filled in; only the methods an experiment trains must name a preset that exists.
+        if method in used and preset is not None and preset not in presets:
             raise ConfigError(f"methods.{method}.lora names preset {preset!r}, which lora_presets does not define.")
         accel = section["accelerate_config"]
         if accel is not None and not (ACCELERATE_DIR / f"{accel}.yaml").is_file():
@@ -349,31 +351,14 @@ def data_mirror(config: Mapping) -> Path | None:
     return path.resolve()
 
 
-@dataclass(frozen=True)
-class FinetuneRun:
-    """One model fine-tuned with one method on one task."""
-
-    task: str
-    model: str
-    method: str
-    run: str  # directory name: METHOD or METHOD-TAG
-    format: str
-    training: dict
-    evaluate: bool
-    init_from: tuple[str, str] | None = None  # (task, run) of the first stage, same model
-    replicate_of: str | None = None  # the run this one repeats with another training seed
-
-    @property
-    def stage(self) -> str:
-        return "two_stage" if self.init_from else "finetuned"
-
-
 #: The ``method`` of prompted baselines in metrics.json and results/metrics.csv.
 PROMPTED = "prompted"
 
-
-#: The run name of a prompted baseline: ``baseline``, or ``baseline-VARIANT`` for another prompt variant.
+#: The run name and stage of a prompted baseline: ``baseline``, or ``baseline-VARIANT`` for another prompt variant.
 BASELINE = "baseline"
+
+#: Prompt format of the baselines: the chat model's own template.
+BASELINE_FORMAT = "chat"
 
 
 def is_baseline(run: str) -> bool:
@@ -382,21 +367,28 @@ def is_baseline(run: str) -> bool:
 
 
 @dataclass(frozen=True)
-class BaselineRun:
-    """A chat model prompted on a task with one prompt variant."""
+class Run:
+    """One run of the experiment matrix: a model fine-tuned with a method on a task, or a chat model
+    prompted on it (method ``prompted``, stage ``baseline``). A training job and an evaluation read it."""
 
     task: str
     model: str
-    variant: str
-    run: str = field(init=False)
+    run: str  # directory name: METHOD[-TAG][-seedN], or baseline[-VARIANT]
+    method: str
+    stage: str  # baseline, finetuned or two_stage
+    format: str
+    variant: str | None = None  # baseline prompt variant; None for fine-tuned runs
+    training: dict = field(default_factory=dict)  # fine-tuned runs: merged settings, seed settled
+    evaluate: bool = True
+    init_from: tuple[str, str] | None = None  # (task, run) of the first stage, same model
+    replicate_of: str | None = None  # the run this one repeats with another training seed
 
-    def __post_init__(self):
-        object.__setattr__(self, "run", BASELINE if self.variant == "default" else f"{BASELINE}-{self.variant}")
+    @property
+    def is_baseline(self) -> bool:
+        return self.stage == BASELINE
 
-    stage = "baseline"
 
-
-def finetune_runs(config: Mapping) -> list[FinetuneRun]:
+def finetune_runs(config: Mapping) -> list[Run]:
     """Every run of ``experiments.finetune``; an entry's extra ``seeds`` follow its own runs."""
     runs = []
     for entry in config["experiments"]["finetune"]:
@@ -404,11 +396,12 @@ def finetune_runs(config: Mapping) -> list[FinetuneRun]:
         init = entry["init_from"]
         for model in entry["models"]:
             for method in entry["methods"]:
-                run = FinetuneRun(
+                run = Run(
                     task=entry["task"],
                     model=model,
-                    method=method,
                     run=run_name(method, entry["tag"]),
+                    method=method,
+                    stage="two_stage" if init else "finetuned",
                     format=entry["format"],
                     training=training,
                     evaluate=entry["evaluate"],
@@ -427,30 +420,43 @@ def finetune_runs(config: Mapping) -> list[FinetuneRun]:
     return runs
 
 
-def baseline_runs(config: Mapping) -> list[BaselineRun]:
+def baseline_runs(config: Mapping) -> list[Run]:
     return [
-        BaselineRun(task=entry["task"], model=model, variant=variant)
+        Run(
+            task=entry["task"],
+            model=model,
+            run=BASELINE if variant == "default" else f"{BASELINE}-{variant}",
+            method=PROMPTED,
+            stage=BASELINE,
+            format=BASELINE_FORMAT,
+            variant=variant,
+        )
         for entry in config["experiments"]["baselines"]
         for model in entry["models"]
         for variant in entry["variants"]
     ]
 
 
-def find_finetune(config: Mapping, task: str, model: str, run: str) -> FinetuneRun:
+def find_finetune(config: Mapping, task: str, model: str, run: str) -> Run:
     for item in finetune_runs(config):
         if (item.task, item.model, item.run) == (task, model, run):
             return item
     raise ConfigError(f"no finetune experiment trains {task}/{model}/{run}; add it to experiments.finetune.")
 
 
-def find_baseline(config: Mapping, task: str, model: str, run: str) -> BaselineRun:
+def find_baseline(config: Mapping, task: str, model: str, run: str) -> Run:
     for item in baseline_runs(config):
         if (item.task, item.model, item.run) == (task, model, run):
             return item
     raise ConfigError(f"no baseline experiment evaluates {task}/{model}/{run}; add it to experiments.baselines.")
 
 
-def method_settings(config: Mapping, run: FinetuneRun) -> dict:
+def find_run(config: Mapping, task: str, model: str, run: str) -> Run:
+    """The run named by (task, model, run), a baseline or a fine-tuned one."""
+    return (find_baseline if is_baseline(run) else find_finetune)(config, task, model, run)
+
+
+def method_settings(config: Mapping, run: Run) -> dict:
     """The method's settings with its LoRA preset expanded and the learning rate resolved."""
     settings = copy.deepcopy(config["methods"][run.method])
     if "lora" in settings:

@@ -185,7 +185,7 @@ def _offloads(zero: Mapping[str, Any], key: str) -> bool:
     return (zero.get(key) or {}).get("device", "none") == "cpu"
 
 
-def train_estimate(config: Mapping, run: tb_config.FinetuneRun, rows: Mapping[str, Any]) -> tuple[float, float, str]:
+def train_estimate(config: Mapping, run: tb_config.Run, rows: Mapping[str, Any]) -> tuple[float, float, str]:
     """(GPU bytes per device, host bytes per node, what was estimated) of one training job."""
     from ..stages import models
 

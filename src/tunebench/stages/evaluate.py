@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,44 +26,22 @@ from ..util.errors import ConfigError, DataError, UserError
 from . import formats
 from .generate import Generation, generate
 
-#: Prompt format of the baselines: the chat model's own template.
-BASELINE_FORMAT = "chat"
 
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What is evaluated: the identity columns of metrics.json and where the model comes from."""
-
-    task: str
-    model: str
-    run: str
-    method: str
-    stage: str  # baseline, finetuned or two_stage
-    format: str
-    variant: str | None  # baseline prompt variant; None for fine-tuned runs
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.stage == "baseline"
-
-
-def resolve(config: Mapping[str, Any], task: str, model: str, run: str) -> RunSpec:
-    """The run named by (task, model, run) in the config's experiments."""
-    if tb_config.is_baseline(run):
-        found = tb_config.find_baseline(config, task, model, run)
+def resolve(config: Mapping[str, Any], task: str, model: str, run: str) -> tb_config.Run:
+    """The run named by (task, model, run) in the config's experiments, if it is evaluated."""
+    found = tb_config.find_run(config, task, model, run)
+    if found.is_baseline:
         if found.variant not in tasks.get(task).baseline_variants:
             known = ", ".join(tasks.get(task).baseline_variants)
             raise ConfigError(
                 f"experiments.baselines asks for {task} variant {found.variant!r}, which the task does not offer "
                 f"({known})."
             )
-        return RunSpec(task, model, run, tb_config.PROMPTED, "baseline", BASELINE_FORMAT, found.variant)
-    found = tb_config.find_finetune(config, task, model, run)
-    if not found.evaluate:
+    elif not found.evaluate:
         raise ConfigError(
             f"experiments.finetune sets evaluate: false for {task}/{model}/{run}, so it has nothing to evaluate."
         )
-    return RunSpec(task, model, run, found.method, found.stage, found.format, None)
+    return found
 
 
 def test_rows(config: Mapping[str, Any], task: str, data_dir: Path) -> list[dict]:
@@ -86,7 +63,7 @@ def max_new_tokens(config: Mapping[str, Any], task: str) -> int:
 
 
 def prompt_texts(
-    spec: RunSpec,
+    spec: tb_config.Run,
     rows: Sequence[Mapping[str, Any]],
     tokenizer,
     train: Sequence[Mapping[str, Any]],
@@ -142,7 +119,10 @@ def _context_length(model) -> int | None:
 
 
 def score_rows(
-    spec: RunSpec, rows: Sequence[Mapping[str, Any]], generations: Sequence[Generation], options: Mapping[str, Any]
+    spec: tb_config.Run,
+    rows: Sequence[Mapping[str, Any]],
+    generations: Sequence[Generation],
+    options: Mapping[str, Any],
 ) -> list[dict]:
     """One predictions.jsonl record per row: the output, what the scorer extracted and its verdicts."""
     task = tasks.get(spec.task)
@@ -166,7 +146,7 @@ def score_rows(
 
 
 def summary(
-    spec: RunSpec,
+    spec: tb_config.Run,
     records: Sequence[Mapping[str, Any]],
     config: Mapping[str, Any],
     *,
@@ -210,7 +190,7 @@ def summary(
     }
 
 
-def load_run_model(config: Mapping[str, Any], spec: RunSpec, train_dir: Path | None):
+def load_run_model(config: Mapping[str, Any], spec: tb_config.Run, train_dir: Path | None):
     """``(model, tokenizer)`` of the run: the chat source for a baseline, the selected checkpoint otherwise."""
     from . import models
 
