@@ -8,6 +8,7 @@ import sys
 from snakemake.utils import min_version
 
 from tunebench.config import read_yaml
+from tunebench.config.digests import write_stamps
 from tunebench.util.errors import ConfigError
 
 min_version("9.0")
@@ -36,6 +37,11 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+# Every job's settings stamp, written while the workflow is parsed (before Snakemake lists results/);
+# each is rewritten only when its settings change (tunebench.config.digests.write_stamps).
+write_stamps(config)
 
 
 # With --sdm apptainer (profiles/slurm) every job runs in the suite's pinned image, the config's

@@ -90,40 +90,13 @@ DATA_TASKS = sorted(
 EVALUATED = [run for run in FINETUNE if run.evaluate] + BASELINES
 
 
-# Settings stamps (see tunebench.config.digests): one file per job, rewritten only when the settings its
-# outputs depend on change, and an input of that job, so that a config edit re-runs the affected jobs
-# even in a results/ copied without .snakemake/ metadata. The same digest is also each rule's param
-# (Snakemake's params trigger) and is recorded in the outputs. All stamps are written while the
-# workflow is parsed, before Snakemake first looks at results/: it caches directory listings, so a
-# stamp written later, from an input function, could be reported missing.
-def data_stamp(task):
-    return str(tb_digests.STAMP_DIR / "data" / f"{task}.json")
-
-
-def train_stamp(task, model, run):
-    return str(tb_digests.STAMP_DIR / "train" / task / model / f"{run}.json")
-
-
-def eval_stamp(task, model, run):
-    return str(tb_digests.STAMP_DIR / "eval" / task / model / f"{run}.json")
-
-
-RESULTS_STAMP = str(tb_digests.STAMP_DIR / "results.json")
-
-
-def write_stamps():
-    for task in tb_tasks.names():
-        tb_digests.stamp(data_stamp(task), tb_digests.data_settings(config, task))
-    for run in FINETUNE:
-        settings = tb_digests.train_settings(config, run.task, run.model, run.run)
-        tb_digests.stamp(train_stamp(run.task, run.model, run.run), settings)
-    for run in EVALUATED:
-        settings = tb_digests.eval_settings(config, run.task, run.model, run.run)
-        tb_digests.stamp(eval_stamp(run.task, run.model, run.run), settings)
-    tb_digests.stamp(RESULTS_STAMP, tb_digests.results_settings(config))
-
-
-write_stamps()
+# Settings stamps (written by the Snakefile through tunebench.config.digests.write_stamps): one per job
+# and an input of it. The same digest is also each rule's param (Snakemake's params trigger) and is
+# recorded in the outputs.
+data_stamp = tb_digests.data_stamp
+train_stamp = tb_digests.train_stamp
+eval_stamp = tb_digests.eval_stamp
+RESULTS_STAMP = tb_digests.RESULTS_STAMP
 
 
 def check_fit():
@@ -193,29 +166,30 @@ def train_inputs(wildcards):
     return inputs
 
 
-def train_resources(wildcards, attempt):
-    run = finetune_run(wildcards)
-    return tb_config.resources(config, "train", run.model, run.method)
+def job_rows(kind, wildcards):
+    """The job's row of resources.train (per method) or resources.evaluate."""
+    method = finetune_run(wildcards).method if kind == "train" else None
+    return tb_config.resources(config, kind, wildcards.model, method)
 
 
-def train_resource(name, unset):
-    """A function giving one entry of the training job's row of resources.train (``unset`` if null)."""
+def job_resource(kind, name, unset):
+    """A function giving one entry of the job's row of resources (``unset`` if null)."""
 
     def value(wildcards):
-        entry = train_resources(wildcards, 1).get(name)
+        entry = job_rows(kind, wildcards).get(name)
         return unset if entry is None else entry
 
-    value.__name__ = f"train_{name}"
+    value.__name__ = f"{kind}_{name}"
     return value
 
 
-def train_slurm(name):
-    """A function giving one SLURM plugin resource of the training job (None leaves it unset)."""
+def job_slurm(kind, name):
+    """A function giving one SLURM plugin resource of the job (None leaves it unset)."""
 
     def value(wildcards):
-        return tb_cluster.slurm_resources(train_resources(wildcards, 1))[name]
+        return tb_cluster.slurm_resources(job_rows(kind, wildcards))[name]
 
-    value.__name__ = f"train_slurm_{name}"
+    value.__name__ = f"{kind}_slurm_{name}"
     return value
 
 
@@ -229,31 +203,6 @@ def eval_inputs(wildcards):
             f"results/train/{wildcards.task}/{wildcards.model}/{wildcards.run}/best.json"
         )
     return inputs
-
-
-def eval_resources(wildcards, attempt):
-    return tb_config.resources(config, "evaluate", wildcards.model)
-
-
-def eval_resource(name, unset):
-    """A function giving one entry of the evaluation job's row of resources.evaluate (``unset`` if null)."""
-
-    def value(wildcards):
-        entry = eval_resources(wildcards, 1).get(name)
-        return unset if entry is None else entry
-
-    value.__name__ = f"eval_{name}"
-    return value
-
-
-def eval_slurm(name):
-    """A function giving one SLURM plugin resource of the evaluation job (None leaves it unset)."""
-
-    def value(wildcards):
-        return tb_cluster.slurm_resources(eval_resources(wildcards, 1))[name]
-
-    value.__name__ = f"eval_slurm_{name}"
-    return value
 
 
 def metrics_files():

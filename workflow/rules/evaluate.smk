@@ -14,13 +14,13 @@ rule evaluate:
         "results/logs/eval/{task}/{model}/{run}.log",
     benchmark:
         "results/benchmarks/eval/{task}/{model}/{run}.tsv"
-    threads: eval_resource("threads", 1)
+    threads: job_resource("evaluate", "threads", 1)
     resources:
-        mem_mb=eval_slurm("mem_mb"),
-        runtime=eval_slurm("runtime"),
-        nodes=eval_slurm("nodes"),
-        gres=eval_slurm("gres"),
-        gpus=eval_slurm("gpus"),
+        mem_mb=job_slurm("evaluate", "mem_mb"),
+        runtime=job_slurm("evaluate", "runtime"),
+        nodes=job_slurm("evaluate", "nodes"),
+        gres=job_slurm("evaluate", "gres"),
+        gpus=job_slurm("evaluate", "gpus"),
     params:
         configfiles=CONFIGFILES,
         settings=eval_settings_hash,

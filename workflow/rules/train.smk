@@ -18,17 +18,17 @@ rule train:
         "results/logs/train/{task}/{model}/{run}.log",
     benchmark:
         "results/benchmarks/train/{task}/{model}/{run}.tsv"
-    threads: train_resource("threads", 1)
+    threads: job_resource("train", "threads", 1)
     resources:
-        mem_mb=train_slurm("mem_mb"),
-        runtime=train_slurm("runtime"),
-        nodes=train_slurm("nodes"),
-        gres=train_slurm("gres"),
-        gpus=train_slurm("gpus"),
-        mpi=train_slurm("mpi"),
-        tasks_per_node=train_slurm("tasks_per_node"),
-        tasks=train_slurm("tasks"),
-        cpus_per_task=train_slurm("cpus_per_task"),
+        mem_mb=job_slurm("train", "mem_mb"),
+        runtime=job_slurm("train", "runtime"),
+        nodes=job_slurm("train", "nodes"),
+        gres=job_slurm("train", "gres"),
+        gpus=job_slurm("train", "gpus"),
+        mpi=job_slurm("train", "mpi"),
+        tasks_per_node=job_slurm("train", "tasks_per_node"),
+        tasks=job_slurm("train", "tasks"),
+        cpus_per_task=job_slurm("train", "cpus_per_task"),
     params:
         configfiles=CONFIGFILES,
         settings=train_settings_hash,

@@ -16,11 +16,9 @@ import socket
 import sys
 from pathlib import Path
 
-import yaml
-
 from .. import config as tb_config
 from ..machinery import cluster
-from ..stages.train import checkpoint
+from ..stages.train import backend, checkpoint
 from ..stages.train import job as tb_job
 from ._run_args import add_run_arguments
 
@@ -51,7 +49,7 @@ def _free_port() -> int:
 
 def launch_command(job: tb_job.Job, args: argparse.Namespace, out_dir: Path, data_dir: Path) -> list[str]:
     """``accelerate launch`` of this command with the job's accelerate file and process count."""
-    accelerate_file = tb_job.accelerate_file(job.accelerate_config)
+    accelerate_file = backend.accelerate_file(job.accelerate_config)
     command = [
         sys.executable,
         "-m",
@@ -65,11 +63,9 @@ def launch_command(job: tb_job.Job, args: argparse.Namespace, out_dir: Path, dat
         command += cluster.machine_arguments(job.nodes)
     else:
         command += ["--main_process_port", str(_free_port())]
-    launch = yaml.safe_load(accelerate_file.read_text()) or {}
-    deepspeed_file = (launch.get("deepspeed_config") or {}).get("deepspeed_config_file")
+    deepspeed_file = backend.deepspeed_file(job.accelerate_config)
     if deepspeed_file:
-        # The accelerate files name their DeepSpeed file relative to the project root, not to the caller.
-        command += ["--deepspeed_config_file", str(tb_config.ROOT / deepspeed_file)]
+        command += ["--deepspeed_config_file", str(deepspeed_file)]
     return command + ["-m", *train_arguments(args, out_dir, data_dir)]
 
 

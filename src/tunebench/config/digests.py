@@ -130,6 +130,39 @@ def stamp(path: Path, settings: Mapping[str, Any]) -> str:
     return value
 
 
+def data_stamp(task: str) -> str:
+    return str(STAMP_DIR / "data" / f"{task}.json")
+
+
+def train_stamp(task: str, model: str, run: str) -> str:
+    return str(STAMP_DIR / "train" / task / model / f"{run}.json")
+
+
+def eval_stamp(task: str, model: str, run: str) -> str:
+    return str(STAMP_DIR / "eval" / task / model / f"{run}.json")
+
+
+RESULTS_STAMP = str(STAMP_DIR / "results.json")
+
+
+def write_stamps(config: Mapping[str, Any]) -> None:
+    """Every job's settings stamp: one file per job, rewritten only when the settings its outputs depend
+    on change, and an input of that job, so that a config edit re-runs the affected jobs even in a
+    results/ copied without Snakemake's metadata. The workflow calls it while it is parsed, before
+    Snakemake first lists results/: it caches directory listings, so a stamp written later, from an
+    input function, could be reported missing."""
+    from .. import tasks
+
+    for task in tasks.names():
+        stamp(data_stamp(task), data_settings(config, task))
+    finetune = tb_config.finetune_runs(config)
+    for run in finetune:
+        stamp(train_stamp(run.task, run.model, run.run), train_settings(config, run.task, run.model, run.run))
+    for run in [run for run in finetune if run.evaluate] + tb_config.baseline_runs(config):
+        stamp(eval_stamp(run.task, run.model, run.run), eval_settings(config, run.task, run.model, run.run))
+    stamp(RESULTS_STAMP, results_settings(config))
+
+
 def check_recorded(doc: Mapping[str, Any], expected: str, path: Path | str, remedy: str) -> None:
     """Refuse an output whose recorded digest is not the current config's, in one sentence."""
     from ..util.errors import DataError

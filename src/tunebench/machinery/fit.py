@@ -25,10 +25,8 @@ from importlib import resources as package_files
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import config as tb_config
-from ..stages.train import methods
+from ..stages.train import backend, methods
 from ..util.errors import ConfigError
 
 # Share of each GPU left for activations, the CUDA context and allocator slack (batch 16 × 512
@@ -169,18 +167,6 @@ def _frozen(params: int, largest: int, gpus_per_node: int, nodes: int, offload_p
     return gpu, cpu
 
 
-def _zero3_settings(accelerate_config: str | None) -> dict | None:
-    """The zero_optimization block of the DeepSpeed file an accelerate file names (None: no ZeRO-3)."""
-    if not accelerate_config:
-        return None
-    launch = yaml.safe_load((tb_config.ACCELERATE_DIR / f"{accelerate_config}.yaml").read_text()) or {}
-    deepspeed_file = (launch.get("deepspeed_config") or {}).get("deepspeed_config_file")
-    if not deepspeed_file:
-        return None
-    zero = json.loads((tb_config.ROOT / deepspeed_file).read_text()).get("zero_optimization") or {}
-    return zero if zero.get("stage") == 3 else None
-
-
 def _offloads(zero: Mapping[str, Any], key: str) -> bool:
     return (zero.get(key) or {}).get("device", "none") == "cpu"
 
@@ -196,7 +182,7 @@ def train_estimate(config: Mapping, run: tb_config.Run, rows: Mapping[str, Any])
     model = empty_model(source, settings["lora"] if method.adapter else None)
     total, trainable, largest = _param_counts(model)
     multi = method.launches_always or rows["processes"] > 1
-    zero = _zero3_settings(settings.get("accelerate_config")) if multi else None
+    zero = backend.zero3_settings(settings["accelerate_config"]) if multi else None
     if method.quantized:
         from accelerate.utils import CustomDtype, compute_module_sizes
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from ... import config as tb_config
 from ...config import digests as tb_digests
@@ -23,7 +22,7 @@ from ...tasks.data import sha256_file
 from ...util import hardware
 from ...util.errors import ConfigError, DataError
 from .. import models
-from . import methods
+from . import backend, methods
 
 SPLITS = ("train", "validation")
 
@@ -59,10 +58,6 @@ class Job:
         if fields["launcher"] is None:
             del fields["launcher"]
         return fields
-
-
-def accelerate_file(name: str) -> Path:
-    return tb_config.ACCELERATE_DIR / f"{name}.yaml"
 
 
 def _check_hardware(job: Job) -> None:
@@ -148,19 +143,10 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str, out_dir:
         launch=launch,
         data=data,
         settings_hash=tb_digests.train_hash(config, task, model, run),
-        launcher=_launcher_settings(settings["accelerate_config"]) if launch else None,
+        launcher=backend.launcher_settings(settings["accelerate_config"]) if launch else None,
     )
     _check_hardware(job)
     return job
-
-
-def _launcher_settings(name: str) -> dict:
-    """The accelerate file and the DeepSpeed file it names, recorded with the run's settings."""
-    path = accelerate_file(name)
-    launch = yaml.safe_load(path.read_text()) or {}
-    deepspeed_file = (launch.get("deepspeed_config") or {}).get("deepspeed_config_file")
-    deepspeed = json.loads((tb_config.ROOT / deepspeed_file).read_text()) if deepspeed_file else None
-    return {"accelerate": launch, "deepspeed": deepspeed}
 
 
 # How the run is spread over machines: a resume state is tied to it (ZeRO-3 shards and RNG states

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ... import tasks
 from ...tasks import data
 from ...util import fileio, hardware
-from . import batching, wrap
+from . import backend, batching, wrap
 from .checkpoint import ResumeDir
 from .job import Job, fingerprint, layout
 
@@ -51,31 +51,6 @@ def make_accelerator(job: Job):
     )
 
 
-def _fill_deepspeed(accelerator, training: Mapping[str, Any]) -> bool:
-    """Give the DeepSpeed file's "auto" batch and clipping keys their values; True under DeepSpeed."""
-    plugin = accelerator.state.deepspeed_plugin
-    if plugin is None:
-        return False
-    ds = plugin.deepspeed_config
-    values = {
-        "train_micro_batch_size_per_gpu": training["batch_size"],
-        "gradient_accumulation_steps": training["gradient_accumulation"],
-        "train_batch_size": training["batch_size"] * training["gradient_accumulation"] * accelerator.num_processes,
-        "gradient_clipping": training["max_grad_norm"] or 0.0,
-    }
-    for key, value in values.items():
-        if ds.get(key, "auto") == "auto":
-            ds[key] = value
-    # We hand DeepSpeed its CPU Adam ourselves (with the config's betas and eps); accelerate would
-    # otherwise rebuild it from lr and weight decay alone.
-    ds["zero_force_ds_cpu_optimizer"] = False
-    if training["dtype"] == "bfloat16_autocast":
-        # DeepSpeed runs the forward itself, so accelerate's autocast never wraps it: the engine's own
-        # torch autocast keeps float32 weights and optimizer while linear layers compute in bfloat16.
-        ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
-    return True
-
-
 def make_optimizer(params, training: Mapping[str, Any], lr: float, offloaded: bool):
     options = {
         "lr": lr,
@@ -88,16 +63,6 @@ def make_optimizer(params, training: Mapping[str, Any], lr: float, offloaded: bo
 
         return DeepSpeedCPUAdam(params, adamw_mode=True, **options)
     return torch.optim.AdamW(params, **options)
-
-
-def _offloads_optimizer(accelerator) -> bool:
-    plugin = accelerator.state.deepspeed_plugin
-    device = (
-        ((plugin.deepspeed_config.get("zero_optimization") or {}).get("offload_optimizer") or {}).get("device", "none")
-        if plugin
-        else "none"
-    )
-    return device in ("cpu", "nvme")
 
 
 def epoch_batches(examples, epoch: int, training: Mapping[str, Any]) -> list[list[list[batching.Example]]]:
@@ -167,7 +132,7 @@ class Trainer:
         self.layout = training["batching"]
         self.pad_to = training["pad_to"] if self.layout == "pad_to" else None
         set_seed(job.seed)
-        self.deepspeed = _fill_deepspeed(self.accelerator, training)
+        self.deepspeed = backend.fill_deepspeed(self.accelerator, training)
 
         self.built = wrap.build(job, self.accelerator.device)
         self.tokenizer = self.built.tokenizer
@@ -189,7 +154,7 @@ class Trainer:
 
         params = [p for p in self.built.model.parameters() if p.requires_grad]
         optimizer = make_optimizer(
-            params, training, job.method_settings["learning_rate"], _offloads_optimizer(self.accelerator)
+            params, training, job.method_settings["learning_rate"], backend.offloads_optimizer(self.accelerator)
         )
         self.scheduler = get_scheduler(
             training["lr_schedule"],
@@ -411,19 +376,6 @@ def peak_of(position: Mapping[str, Any]) -> float:
     return max((h["peak_memory_mb"] for h in position["history"] if h["kind"] == "epoch"), default=0.0)
 
 
-def _distributed(accelerator) -> dict:
-    plugin = accelerator.state.deepspeed_plugin
-    if plugin is None:
-        return {"type": accelerator.distributed_type.name.lower()}
-    zero = plugin.deepspeed_config.get("zero_optimization") or {}
-    return {
-        "type": "deepspeed",
-        "zero_stage": zero.get("stage"),
-        "offload_optimizer": (zero.get("offload_optimizer") or {}).get("device", "none"),
-        "offload_param": (zero.get("offload_param") or {}).get("device", "none"),
-    }
-
-
 def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) -> dict:
     """Write the declared outputs; best.json last, since downstream rules wait for it."""
     job = trainer.job
@@ -442,7 +394,7 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
         "peak_memory_mb": peak_of(position),
         "device": accelerator.device.type,
         "num_processes": accelerator.num_processes,
-        "distributed": _distributed(accelerator),
+        "distributed": backend.distributed(accelerator),
         "epochs_run": sum(1 for h in position["history"] if h["kind"] == "epoch"),
         "trainable_params": trainer.built.trainable_params,
         "total_params": trainer.built.total_params,
