@@ -18,7 +18,6 @@ from pathlib import Path
 
 from .. import config as tb_config
 from .. import tasks
-from ..tasks import scoring
 from ..tasks.scoring.sqlsuite import EXECUTORS
 from ..util.errors import UserError
 
@@ -126,10 +125,10 @@ def _problem(row: object, task: str) -> str | None:
 
 def score_file(task: str, rows: list[dict], **options) -> tuple[list[dict], dict]:
     """Verdicts of every row and the summary object the command prints."""
-    scorer = scoring.get(task)
+    scorer = tasks.get(task)
     verdicts = [scorer.score(row["prediction"], row, **options) for row in rows]
     metrics = {}
-    for name in scorer.METRICS:
+    for name in scorer.metrics:
         values = [v[name] for v in verdicts if v[name] is not None]
         metrics[name] = sum(values) / len(values) if values else None
     return verdicts, {"task": task, "n": len(rows), "metrics": metrics}

@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 import re
 from decimal import Decimal, InvalidOperation
-from importlib import import_module
-from types import ModuleType
 from typing import Any
 
 #: Longest digit string still read as a number; longer ones are absurd and score as wrong.
@@ -26,14 +24,6 @@ MAX_DIGITS = 40
 # thousands commas (or none), optional decimals. "12,34" is read as two numbers, not 1234.
 NUMBER_PATTERN = r"(?<![0-9])(-?)\$?([0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(\.[0-9]+)?"
 _NUMBER = re.compile(NUMBER_PATTERN)
-
-
-def get(task: str) -> ModuleType:
-    """The scorer module of a built-in ``task`` (which tasks have one is the task registry's to say)."""
-    try:
-        return import_module(f"{__name__}.{task}")
-    except ModuleNotFoundError:
-        raise KeyError(f"no scorer module for task {task!r}") from None
 
 
 def number_from_match(match: re.Match) -> Decimal | None:
