@@ -80,8 +80,9 @@ def _config(task_section: dict) -> dict:
 
 def test_the_built_in_tasks_are_found_from_their_modules_in_the_suites_order():
     assert tasks.built_in() == ("viggo", "sql", "gsm8k", "mathqa", "multiplication")
-    assert tasks.scored() == ("viggo", "sql", "gsm8k", "multiplication")  # mathqa has no scorer
-    for name in tasks.scored():
+    scored = [name for name in tasks.scored() if name in tasks.built_in()]  # a validated config may add its own
+    assert scored == ["viggo", "sql", "gsm8k", "multiplication"]  # mathqa has no scorer
+    for name in scored:
         task = tasks.get(name)
         assert task.metrics == tuple(task.scorer_module().METRICS) and task.primary_metric in task.metrics
 
@@ -89,7 +90,7 @@ def test_the_built_in_tasks_are_found_from_their_modules_in_the_suites_order():
 def test_a_task_defined_in_one_module_is_configured_prepared_scored_and_labelled(echo):
     config = _config({"limit": {"train": 3}})
     assert config["tasks"]["echo"]["rows"] == 12 and config["tasks"]["echo"]["limit"]["train"] == 3  # defaults filled
-    assert tasks.built_in()[-1] == "echo" and tasks.scored()[-1] == "echo"
+    assert tasks.built_in()[-1] == "echo" and "echo" in tasks.scored()
     assert echo.metrics == METRICS and labels.task("echo") == "Echo"
     assert echo.score(" w1 ", {"answer": "w1"}) == {"echoed": True, "same_length": True}
     assert echo.score("w22", {"answer": "w1"}) == {"echoed": False, "same_length": False}
