@@ -401,7 +401,7 @@ def setup_tex(config: Mapping, metrics: pd.DataFrame) -> str:
                 tex(quant),
             ]
         )
-    training = config["training"]
+    training = tb_config.entry_training(config, {})  # the shared settings, seed settled as in every run
     keys = [
         ("epochs", "Most epochs"),
         ("early_stop_patience", "Early-stop patience (epochs)"),
