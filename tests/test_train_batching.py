@@ -147,7 +147,9 @@ def test_packed_and_unpacked_batches_give_the_same_per_token_loss(tokenizer, tin
 def test_padding_free_batches_give_the_per_token_losses_of_pad_to_512(tokenizer, tiny_model, loss_on):
     rows = multiplication_rows("train", 12)
     examples, _ = batching.encode_rows(tokenizer, "special_tokens", TASK, rows, loss_on, 128, "t")
-    batch = batching.collate(batching.layout_rows(examples, "padding_free", 128), tokenizer.pad_token_id, "padding_free")
+    batch = batching.collate(
+        batching.layout_rows(examples, "padding_free", 128), tokenizer.pad_token_id, "padding_free"
+    )
     # one row holding exactly the batch's tokens: nothing is computed on padding
     assert batch["input_ids"].shape == (1, sum(len(e.input_ids) for e in examples))
     assert batch["attention_mask"].all()

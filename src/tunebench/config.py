@@ -437,6 +437,12 @@ def method_settings(config: Mapping, run: FinetuneRun) -> dict:
     return settings
 
 
+def resources_key(config: Mapping, kind: str, model: str, method: str | None = None) -> str:
+    """The config key of a job's row of the resources table, for messages."""
+    size = config["models"][model].get("resources_size") or config["models"][model]["size"]
+    return f"resources.{kind}.{size}" + (f".{method}" if kind == "train" and method else "")
+
+
 def resources(config: Mapping, kind: str, model: str, method: str | None = None) -> dict:
     """Scheduler resources of a job: the per-size (and per-method) row over the defaults.
 
