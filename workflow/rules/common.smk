@@ -199,7 +199,7 @@ def train_inputs(wildcards):
 
 def train_resources(wildcards, attempt):
     run = finetune_run(wildcards)
-    return tb_config.resources(config, "train", run.model, run.method)
+    return tb_config.resources(config, "train", run.model, run.method, run.task)
 
 
 def train_resource(name, unset):
