@@ -115,8 +115,8 @@ def test_pad_to_below_max_length_is_a_config_error(tokenizer_dir, tmp_path):
         resolved(config, "lora", tmp_path / "out", write_data(tmp_path / "data"))
 
 
-def _per_token_loss(model, examples, layout, pad_id):
-    batch = batching.collate(batching.layout_rows(examples, layout, 128), pad_id, layout)
+def _per_token_loss(model, examples, layout, pad_id, pad_to=None):
+    batch = batching.collate(batching.layout_rows(examples, layout, 128), pad_id, layout, pad_to)
     with torch.no_grad():
         logits = model(**batching.model_inputs(batch, layout)).logits
     labels = batch["labels"].reshape(-1)
@@ -142,6 +142,22 @@ def test_packed_and_unpacked_batches_give_the_same_per_token_loss(tokenizer, tin
         logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), reduction="none"
     )
     assert not torch.allclose(leaked[batch["labels"].reshape(-1) != batching.IGNORE], packed, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("loss_on", ["all", "completion"])
+def test_padding_free_batches_give_the_per_token_losses_of_pad_to_512(tokenizer, tiny_model, loss_on):
+    rows = multiplication_rows("train", 12)
+    examples, _ = batching.encode_rows(tokenizer, "special_tokens", TASK, rows, loss_on, 128, "t")
+    batch = batching.collate(
+        batching.layout_rows(examples, "padding_free", 128), tokenizer.pad_token_id, "padding_free"
+    )
+    # one row holding exactly the batch's tokens: nothing is computed on padding
+    assert batch["input_ids"].shape == (1, sum(len(e.input_ids) for e in examples))
+    assert batch["attention_mask"].all()
+    padded = _per_token_loss(tiny_model, examples, "pad_to", tokenizer.pad_token_id, pad_to=512)
+    free = _per_token_loss(tiny_model, examples, "padding_free", tokenizer.pad_token_id)
+    assert padded.shape == free.shape == (sum(label != batching.IGNORE for e in examples for label in e.labels),)
+    assert torch.allclose(padded, free, atol=1e-5, rtol=0)
 
 
 def test_epoch_order_is_seeded_and_changes_between_epochs(tokenizer):

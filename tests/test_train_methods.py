@@ -23,6 +23,7 @@ from train_support import (  # noqa: F401
     tiny_config,
     tokenizer_dir,
     train_in_process,
+    validation_loss,
     write_config,
     write_data,
 )
@@ -157,6 +158,13 @@ def test_full_two_steps_under_deepspeed_zero3_on_two_cpu_processes(tokenizer_dir
     }
     assert run["trainable_params"] == run["total_params"]
     assert (out / "checkpoint" / "model.safetensors").is_file()
+    # The gathered export, loaded by transformers alone, gives the validation loss the sharded model reported.
+    from transformers import AutoModelForCausalLM
+
+    exported = AutoModelForCausalLM.from_pretrained(out / "checkpoint")
+    tokenizer = models.load_tokenizer({"local": str(out / "checkpoint")})
+    best = json.loads((out / "best.json").read_text())
+    assert validation_loss(exported, tokenizer, tmp_path / "data") == pytest.approx(best["validation_loss"], abs=1e-5)
 
 
 def test_special_token_rows_change_under_lora_and_nothing_else_in_the_embeddings(tokenizer_dir, tmp_path):

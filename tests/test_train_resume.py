@@ -3,40 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
-from train_support import cli_command, read_history, run_cli, tiny_config, tokenizer_dir, write_config, write_data  # noqa: F401
+from train_support import (  # noqa: F401
+    cli_command,
+    kill_when_saved,
+    read_history,
+    run_cli,
+    tiny_config,
+    tokenizer_dir,
+    write_config,
+    write_data,
+)
 
 TIMING = ("tokens_per_s", "wall_time_s", "peak_memory_mb")
-
-
-def _kill_when_saved(command: list[str], resume: Path, state_marker: str, timeout: float = 300) -> None:
-    """Start ``command`` and SIGKILL it as soon as the resume state named by ``state_marker`` is current."""
-    env = {k: v for k, v in os.environ.items() if k != "TUNEBENCH_LAUNCHED"}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            latest = resume / "LATEST"
-            if latest.is_file() and state_marker in latest.read_text():
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-                return
-            if process.poll() is not None:
-                raise AssertionError(f"the run ended before it could be killed:\n{process.stderr.read()[-3000:]}")
-            time.sleep(0.02)
-        raise AssertionError(f"no state {state_marker} appeared in {resume} within {timeout} s")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def _without_timing(history: list[dict]) -> list[dict]:
@@ -60,9 +42,9 @@ def test_sigkill_after_epoch_one_and_again_in_epoch_two_then_rerun_matches_an_un
     killed = tmp_path / "killed" / "lora"
     resume = killed.parent / "lora.resume"
     command = cli_command(config_path, "lora", killed, data)
-    _kill_when_saved(command, resume, "-e002s000000")  # epoch 1 finished, epoch 2 not started
+    kill_when_saved(command, resume, "-e002s000000")  # epoch 1 finished, epoch 2 not started
     assert not (killed / "best.json").exists() and resume.is_dir()
-    _kill_when_saved(command, resume, "-e002s000001")  # one step into epoch 2
+    kill_when_saved(command, resume, "-e002s000001")  # one step into epoch 2
     result = run_cli(config_path, "lora", killed, data)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming at epoch 2, step 1" in result.stderr

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -160,6 +162,31 @@ def run_cli(
     )
 
 
+def kill_when_saved(command: list[str], resume: Path, state_marker: str, timeout: float = 600) -> None:
+    """Start ``command`` and SIGKILL its whole process group (launcher and workers, as a scheduler kills a
+    job) as soon as the resume state named by ``state_marker`` is current."""
+    env = {k: v for k, v in os.environ.items() if k != "TUNEBENCH_LAUNCHED"}
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            latest = resume / "LATEST"
+            if latest.is_file() and state_marker in latest.read_text():
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                return
+            if process.poll() is not None:
+                raise AssertionError(f"the run ended before it could be killed:\n{process.stderr.read()[-3000:]}")
+            time.sleep(0.02)
+        raise AssertionError(f"no state {state_marker} appeared in {resume} within {timeout} s")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 def read_history(out_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (out_dir / "history.jsonl").read_text().splitlines()]
 
@@ -188,3 +215,20 @@ def tokenizer(tokenizer_dir):
     from tunebench.stages import models
 
     return models._finish_tokenizer(AutoTokenizer.from_pretrained(tokenizer_dir))
+
+
+def validation_loss(model, tokenizer, data_dir: Path, fmt: str = "special_tokens") -> float:
+    """Token-mean NLL of the validation split under ``tiny_config``'s settings, computed outside the trainer."""
+    import torch
+
+    from tunebench import tasks
+    from tunebench.stages.train import batching
+    from tunebench.tasks import data
+
+    rows = data.read_rows(Path(data_dir) / "validation.jsonl")
+    examples, _ = batching.encode_rows(tokenizer, fmt, tasks.get("multiplication"), rows, "completion", 64, "v")
+    batch = batching.collate([[e] for e in examples], tokenizer.pad_token_id, "pad_to_longest")
+    with torch.no_grad():
+        logits = model.eval()(**batching.model_inputs(batch, "pad_to_longest")).logits
+    nll, targets = batching.loss_sums(logits, batch["labels"])
+    return float(nll / targets)

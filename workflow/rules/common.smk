@@ -169,7 +169,7 @@ def train_inputs(wildcards):
 def job_rows(kind, wildcards):
     """The job's row of resources.train (per method) or resources.evaluate."""
     method = finetune_run(wildcards).method if kind == "train" else None
-    return tb_config.resources(config, kind, wildcards.model, method)
+    return tb_config.resources(config, kind, wildcards.model, method, wildcards.task)
 
 
 def job_resource(kind, name, unset):

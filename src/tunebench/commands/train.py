@@ -97,6 +97,9 @@ def launch_env(environ, processes: int) -> dict:
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in env.get("PATH", "").split(os.pathsep):
         env["PATH"] = os.pathsep.join(filter(None, [bin_dir, env.get("PATH")]))
+    # DeepSpeed compiles its CPU Adam into torch's extension cache; one cache per environment, since
+    # environments with other paths rebuild it in turn and wait on each other's lock files.
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
     if env.get("OMP_NUM_THREADS", "").isdigit():
         env["OMP_NUM_THREADS"] = str(max(1, int(env["OMP_NUM_THREADS"]) // processes))
     return env

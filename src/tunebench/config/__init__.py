@@ -466,12 +466,19 @@ def method_settings(config: Mapping, run: Run) -> dict:
     return settings
 
 
-def resources(config: Mapping, kind: str, model: str, method: str | None = None) -> dict:
+def resources_key(config: Mapping, kind: str, model: str, method: str | None = None) -> str:
+    """The config key of a job's row of the resources table, for messages."""
+    size = config["models"][model].get("resources_size") or config["models"][model]["size"]
+    return f"resources.{kind}.{size}" + (f".{method}" if kind == "train" and method else "")
+
+
+def resources(config: Mapping, kind: str, model: str, method: str | None = None, task: str | None = None) -> dict:
     """Scheduler resources of a job: the per-size (and per-method) row over the defaults.
 
     A row describes the nodes a job runs on: ``nodes``, ``gpu`` and ``mem_mb`` per node, ``threads``
     per node. The process counts are derived here and nowhere else: ``processes_per_node`` (the
-    row's ``processes``, else one per GPU, else 1) and ``processes`` (all nodes together).
+    row's ``processes``, else one per GPU, else 1) and ``processes`` (all nodes together). A row's
+    ``runtime_by_task`` gives ``task``'s job its own wall time.
     """
     table = config["resources"]
     merged = dict(table["default"])
@@ -480,6 +487,7 @@ def resources(config: Mapping, kind: str, model: str, method: str | None = None)
     if kind == "train":
         row = row.get(method, {}) if method else {}
     merged.update(row)
+    merged["runtime"] = (merged.pop("runtime_by_task", None) or {}).get(task, merged["runtime"])
     merged["processes_per_node"] = merged.get("processes") or max(1, merged["gpu"])
     merged["processes"] = merged["nodes"] * merged["processes_per_node"]
     merged["gpus"] = merged["nodes"] * merged["gpu"]

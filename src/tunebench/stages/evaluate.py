@@ -231,6 +231,9 @@ def evaluate(
     if task not in tasks.scored():
         raise ConfigError(f"task {task!r} has no scorer; scored tasks are {', '.join(tasks.scored())}.")
     spec = resolve(config, task, model_name, run)
+    if loaded is None:
+        gpus = tb_config.resources(config, "evaluate", model_name)["gpu"]
+        hardware.require_gpus(gpus, tb_config.resources_key(config, "evaluate", model_name))
     options = config["evaluation"]
     rows = test_rows(config, task, data_dir)
     train = data.read_split(data_dir, "train") if spec.is_baseline else []

@@ -158,3 +158,53 @@ def training_dtype(requested: str) -> str:
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
     flags = cpu_flags()
     return "bfloat16_autocast" if {"avx512_bf16", "amx_bf16"} & flags else "float32"
+
+
+# The oldest Linux driver branch each CUDA release of a torch build runs on (NVIDIA's CUDA toolkit
+# release notes, "minimum required driver version"); an older driver makes torch see no GPU at all.
+CUDA_DRIVER_BRANCH = {"11.8": 520, "12.1": 530, "12.4": 550, "12.6": 560, "12.8": 570, "12.9": 575, "13.0": 580}
+
+
+def nvidia_driver() -> str | None:
+    """The loaded NVIDIA kernel driver's version (``/proc/driver/nvidia/version``), None without one."""
+    try:
+        text = Path("/proc/driver/nvidia/version").read_text()
+    except OSError:
+        return None
+    for word in text.split():
+        if word[:1].isdigit() and word.count(".") >= 1:
+            return word
+    return None
+
+
+def missing_gpus(wanted: int, visible: int, torch_cuda: str | None, driver: str | None, devices: str | None) -> str:
+    """Why ``visible`` CUDA devices fall short of ``wanted``, with what to check, as one clause."""
+    if torch_cuda is None:
+        return "the installed torch is a CPU-only build; install the GPU lock (requirements-gpu.lock) or use the image"
+    needs = CUDA_DRIVER_BRANCH.get(".".join(torch_cuda.split(".")[:2]))
+    need = f"torch's CUDA {torch_cuda} build needs an NVIDIA driver of the {needs} branch or newer" if needs else ""
+    if visible == 0 and driver is None:
+        where = "no NVIDIA driver is loaded here (a CPU node, or a container started without apptainer's --nv)"
+    elif visible == 0 and needs and int(driver.split(".")[0]) < needs:
+        where = f"this node's driver is {driver}, too old"
+    else:
+        where = f"the driver is {driver}"
+    hint = f"CUDA_VISIBLE_DEVICES is {devices!r}" if devices is not None else "CUDA_VISIBLE_DEVICES is unset"
+    return f"{visible} CUDA device(s) are visible: {where}" + (f"; {need}" if need else "") + f"; {hint}"
+
+
+def require_gpus(wanted: int, key: str) -> None:
+    """Stop a job whose resources ask for ``wanted`` GPUs on this node before it loads anything,
+    instead of letting it run on the CPU until its wall time runs out."""
+    if not wanted:
+        return
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible >= wanted:
+        return
+    reason = missing_gpus(wanted, visible, torch.version.cuda, nvidia_driver(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+    raise ConfigError(
+        f"{key} asks for {wanted} GPU(s) on each node but {reason}; run the job where the GPUs are "
+        f"(srun/sbatch on a GPU partition, apptainer --nv) or set gpu: 0 in {key} to run on the CPU."
+    )

@@ -5,13 +5,17 @@ predict after reading ``input_ids[:t + 1]``, or ``IGNORE``. Shifting per example
 the model shift a whole row) is what keeps packed examples apart in the loss: the last token of one
 example is never asked to predict the first token of the next.
 
-Three batch layouts:
+Four batch layouts:
 
 ``pad_to_longest``  one example per row, rows padded to the longest in the batch
 ``pad_to``          one example per row, every row padded to ``pad_to`` tokens (study A's layout)
 ``packing``         rows filled with whole examples up to ``max_length``; position ids restart at 0
                     for every example, and transformers derives a block-diagonal causal mask from
                     them, so attention never crosses an example boundary
+``padding_free``    the batch's examples (the same ones as ``pad_to`` takes) concatenated into one row
+                    with restarting positions, as under packing: no padding at all, and with one row
+                    ``flash_attention_2`` reads the boundaries from the positions (variable-length
+                    kernels) while ``sdpa`` gets the block-diagonal mask
 
 Padding is never a target in any layout.
 """
@@ -28,6 +32,8 @@ from ...util.errors import DataError
 from .. import formats
 
 IGNORE = -100
+# Layouts that put several examples in one row, kept apart by restarting position ids alone.
+CONCATENATED = ("packing", "padding_free")
 
 
 @dataclass
@@ -111,9 +117,12 @@ def collate(
 ) -> dict[str, torch.Tensor]:
     """Tensors of one batch; ``rows`` holds the examples of each row (one unless packing).
 
-    ``attention_mask`` marks real tokens in every layout; under packing it is only for counting and
-    is not given to the model (a 2-D mask would turn off the per-example masks of ``position_ids``).
+    ``attention_mask`` marks real tokens in every layout; under packing and padding_free it is only for
+    counting and is not given to the model (a 2-D mask would turn off the per-example masks of
+    ``position_ids``).
     """
+    if layout == "padding_free":
+        rows = [[example for row in rows for example in row]]
     lengths = [sum(len(e.input_ids) for e in row) for row in rows]
     width = pad_to if layout == "pad_to" else max(lengths)
     if layout == "pad_to" and max(lengths) > width:
@@ -142,7 +151,7 @@ def model_inputs(batch: Mapping[str, torch.Tensor], layout: str) -> dict[str, to
     No key-value cache: transformers reads packed sequences from ``position_ids`` only without one.
     """
     inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
-    if layout != "packing":
+    if layout not in CONCATENATED:
         inputs["attention_mask"] = batch["attention_mask"]
     return inputs
 

@@ -102,6 +102,7 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str, out_dir:
             "rows cannot be padded to less than the longest example, so raise pad_to or lower max_length."
         )
     rows = tb_config.resources(config, "train", model, item.method)
+    hardware.require_gpus(rows["gpu"], tb_config.resources_key(config, "train", model, item.method))
     processes = rows["processes"]
     out_dir = Path(out_dir)
     init_checkpoint = None

@@ -79,6 +79,36 @@ def _gathered(weights):
     return deepspeed.zero.GatheredParameters(weights, modifier_rank=0)
 
 
+@contextlib.contextmanager
+def _token_rows_gathered_on_cpu():
+    """Let PEFT set up ``trainable_token_indices`` under ZeRO-3 in CPU processes (gloo).
+
+    PEFT copies the new tokens' rows out of the partitioned embedding into a tensor on
+    ``torch.cuda.current_device()``, which fails where there is no CUDA. Inside the gather every rank
+    holds the whole matrix, so each takes the rows where the weight lives; rank 0's are broadcast as
+    PEFT does. GPU processes keep PEFT's own code.
+    """
+    if torch.cuda.is_available():
+        yield
+        return
+    import torch.distributed as dist
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+    from peft.utils.integrations import gather_params_ctx
+
+    def collect(self, weight, rows, embed_dim):
+        with gather_params_ctx([weight], modifier_rank=None):
+            token_weights = weight[rows].clone()
+        dist.broadcast(token_weights, src=0)
+        return token_weights
+
+    original = TrainableTokensLayer._collect_token_weights
+    TrainableTokensLayer._collect_token_weights = collect
+    try:
+        yield
+    finally:
+        TrainableTokensLayer._collect_token_weights = original
+
+
 def start_end_marker_as_eos(model, tokenizer, added: list[str]) -> None:
     """Give the new end-of-answer marker the rows of the tokenizer's end-of-sequence token.
 
@@ -154,7 +184,8 @@ def build(job: Job, device: torch.device) -> Built:
         preset = settings["lora"]
         train_rows = preset["train_new_token_rows"] and new_ids
         targets = token_row_targets(model, new_ids) if train_rows else None
-        model = get_peft_model(model, lora_config(preset, targets, **method.peft_options))
+        with _token_rows_gathered_on_cpu():
+            model = get_peft_model(model, lora_config(preset, targets, **method.peft_options))
     if quantization is None and training["dtype"] == "bfloat16_autocast":
         frozen_linears_to(model, torch.bfloat16)
     return Built(model, tokenizer, new_ids, *_count(model))
