@@ -30,3 +30,13 @@ def test_quick_bench_writes_every_comparison(with_mirror, tmp_path, capsys):
 def test_bench_refuses_a_bad_thread_count(capsys):
     assert cli.main(["bench", "--threads", "0"]) == 2
     assert "--threads is 0 but must be at least 1." in capsys.readouterr().err
+
+
+def test_peer_bench_without_its_extra_says_what_to_install(monkeypatch, capsys):
+    import importlib.util
+
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else find(name, *a))
+    assert cli.main(["bench", "--peers", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "needs trl; install the bench extra" in err and "Traceback" not in err

@@ -91,3 +91,19 @@ def test_scoring_tasks_and_results_import_no_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=Path.cwd())
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_only_the_peer_bench_imports_the_peers():
+    """TRL and lm-evaluation-harness are what the bench measures against, never a dependency of a stage."""
+    importers = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            if any(name.split(".")[0] in ("trl", "lm_eval") for name in names):
+                importers.add(str(path.relative_to(PACKAGE)))
+    assert importers == {"bench_peers.py"}

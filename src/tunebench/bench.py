@@ -102,8 +102,11 @@ def prepare_data(config: Mapping, tasks_needed, root: Path) -> dict[str, Path]:
     return found
 
 
-def _trainer(config: Mapping, task: str, method: str, data_dir: Path, out: Path, **training: Any):
-    """The workflow's own training loop object for one run, with ``training`` keys overridden."""
+def _trainer(
+    config: Mapping, task: str, method: str, data_dir: Path, out: Path, fmt: str = "special_tokens", **training: Any
+):
+    """The workflow's own training loop object for one run in prompt format ``fmt``, with ``training`` keys
+    overridden."""
     from accelerate.state import AcceleratorState
 
     from .train import job as tb_job
@@ -111,7 +114,8 @@ def _trainer(config: Mapping, task: str, method: str, data_dir: Path, out: Path,
 
     settings = copy.deepcopy(dict(config))
     settings["training"] = {**settings["training"], **training}
-    settings["experiments"] = {"finetune": [{"task": task, "models": [MODEL], "methods": [method]}], "baselines": []}
+    run = {"task": task, "models": [MODEL], "methods": [method], "format": fmt}
+    settings["experiments"] = {"finetune": [run], "baselines": []}
     settings = tb_config.validate(settings)
     AcceleratorState._reset_state(True)
     job = tb_job.resolve(settings, task, MODEL, method, out, data_dir)
@@ -439,14 +443,23 @@ REFERENCES = {
 
 
 #: Columns that qualify a speed: agreement of losses, outputs or verdicts, and quality after the same steps.
-EXTRA = ("max_loss_difference", "validation_perplexity", "identical_to_reference", "agreement")
+EXTRA = (
+    "max_loss_difference",
+    "validation_perplexity",
+    "identical_to_reference",
+    "agreement",
+    "identical_prompts",
+    "identical_outputs",
+    "identical_answers",
+    "equal_verdicts_where_answers_identical",
+)
 
 
-def ratios(frame: pd.DataFrame) -> pd.DataFrame:
+def ratios(frame: pd.DataFrame, references: Mapping[str, str] = REFERENCES) -> pd.DataFrame:
     """Each variant's median against its comparison's reference variant in the same case (and spread)."""
     out = []
     for (comparison, case), group in frame.groupby(["comparison", "case"], sort=False):
-        reference = REFERENCES.get(comparison)
+        reference = references.get(comparison)
         base = group[group["variant"] == reference]
         for _, row in group.iterrows():
             ratio = row["median"] / base["median"].iloc[0] if not base.empty else float("nan")
