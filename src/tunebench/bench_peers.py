@@ -39,6 +39,11 @@ PEERS = {"trl": "trl", "lm-eval": "lm_eval"}
 FORMAT = "instruction"
 
 
+#: Largest per-token loss difference of the same steps on both sides that still counts as the same computation:
+#: TRL's output layer computes log-probabilities in chunks, ours in one piece, so float32 sums differ in order.
+LOSS_TOLERANCE = 1e-4
+
+
 @dataclass(frozen=True)
 class PeerSize:
     """How much each peer comparison does; ``quick`` only checks that it runs."""
