@@ -41,6 +41,7 @@ from .. import tasks
 from ..stages import dataset, formats, models
 from ..stages.train import batching
 from ..tasks import data
+from ..util import hardware
 
 MODEL = "smollm2-135m"
 LAYOUTS = ("packing", "pad_to", "pad_to_longest")
@@ -64,6 +65,13 @@ class Size:
 # Fields in order: repeats, train_steps, train_rows, prompts, new_tokens, batch_sizes, sql_rows, data_rows, matmul.
 FULL = Size(2, 2, 64, 32, 16, (1, 8, 16, 32), 60, 20_000, 1024)  # within a quarter of an hour on two cores
 QUICK = Size(1, 1, 16, 4, 4, (1, 4), 6, 500, 256)  # enough to see that every comparison runs
+
+
+def reduced_precisions() -> tuple[str, ...]:
+    """The bfloat16 variants this CPU can measure: none where it has no native bfloat16 matmul (AVX512_BF16 or
+    AMX). There oneDNN emulates bfloat16 at about a hundredth of the float32 rate (the ceiling comparison
+    shows it), so one training step would take most of an hour and say only that emulation is slow."""
+    return ("bfloat16",) if hardware.training_dtype("auto") != "float32" else ()
 
 
 def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
@@ -211,8 +219,9 @@ def training(config: Mapping, data_dirs: Mapping[str, Path], size: Size, work: P
 
 def precision(config: Mapping, data_dirs: Mapping[str, Path], size: Size, work: Path) -> list[dict]:
     rows = []
+    autocast = ("bfloat16_autocast",) if reduced_precisions() else ()
     for method in ("lora", "qlora", "full"):
-        for dtype in ("float32", "bfloat16_autocast"):
+        for dtype in ("float32", *autocast):
             rates, perplexities = [], []
             for repeat in range(size.repeats):
                 trainer = _trainer(
@@ -289,7 +298,8 @@ def generation(config: Mapping, data_dirs: Mapping[str, Path], size: Size) -> li
         formats.encode_prompt(tokenizer, formats.render_prompt("instruction", task, row, tokenizer)) for row in test
     ]
     largest = size.batch_sizes[-1]
-    variants = [(d, b, "batch_invariant") for d in ("float32", "bfloat16") for b in size.batch_sizes]
+    dtypes = ("float32", *reduced_precisions())
+    variants = [(d, b, "batch_invariant") for d in dtypes for b in size.batch_sizes]
     variants.append(("float32", largest, "generate"))
     measured = {}
     for dtype, batch_size, decoder in variants:
@@ -326,13 +336,13 @@ def generation(config: Mapping, data_dirs: Mapping[str, Path], size: Size) -> li
             (dtype, b, "batch_invariant"),
             (dtype, 1, "batch_invariant"),
         )
-        for dtype in ("float32", "bfloat16")
+        for dtype in dtypes
         for b in size.batch_sizes
     ]
     rows += [
         row("decoding precision", f"batch {b}", dtype, (dtype, b, "batch_invariant"), ("float32", b, "batch_invariant"))
         for b in size.batch_sizes
-        for dtype in ("float32", "bfloat16")
+        for dtype in dtypes
     ]
     rows += [
         row(
@@ -363,7 +373,7 @@ def decoding_perplexity(config: Mapping, data_dirs: Mapping[str, Path], work: Pa
         loss_on="all",
     )
     rows = []
-    for dtype in ("float32", "bfloat16"):
+    for dtype in ("float32", *reduced_precisions()):
         trainer.model.to(models.DTYPES[dtype])
         perplexity = trainer.validate()[1]
         rows.append(
@@ -571,6 +581,8 @@ def run(
     size = QUICK if quick else FULL
     threads = threads or torch.get_num_threads()
     report(f"bench: {threads} torch thread{'s' if threads > 1 else ''}")
+    if not reduced_precisions():
+        report("bench: no native bfloat16 on this CPU (AVX512_BF16 or AMX): bfloat16 variants are not measured")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = bench_config(size)
