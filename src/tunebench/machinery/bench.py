@@ -60,11 +60,13 @@ class Size:
     sql_rows: int
     data_rows: int
     matmul: int
+    loss_examples: int  # examples whose per-token losses the layouts are compared on (float64 forwards)
 
 
-# Fields in order: repeats, train_steps, train_rows, prompts, new_tokens, batch_sizes, sql_rows, data_rows, matmul.
-FULL = Size(2, 2, 64, 32, 16, (1, 8, 16, 32), 60, 20_000, 1024)  # within a quarter of an hour on two cores
-QUICK = Size(1, 1, 16, 4, 4, (1, 4), 6, 500, 256)  # enough to see that every comparison runs
+# Fields in order: repeats, train_steps, train_rows, prompts, new_tokens, batch_sizes, sql_rows, data_rows, matmul,
+# loss_examples.
+FULL = Size(2, 2, 64, 32, 16, (1, 8, 16, 32), 60, 20_000, 1024, 6)  # within a quarter of an hour on two cores
+QUICK = Size(1, 1, 16, 4, 4, (1, 4), 6, 500, 256, 2)  # enough to see that every comparison runs
 
 
 def reduced_precisions() -> tuple[str, ...]:
@@ -194,7 +196,7 @@ def training(config: Mapping, data_dirs: Mapping[str, Path], size: Size, work: P
                     batch_size=2,
                 )
                 if repeat == 0:
-                    losses = _example_losses(trainer, trainer.examples["train"][:6], layout)
+                    losses = _example_losses(trainer, trainer.examples["train"][: size.loss_examples], layout)
                 seconds, tokens = _steps(trainer, size.train_steps)
                 rates.append(tokens / seconds)
             if reference_losses is None:
