@@ -100,8 +100,8 @@ def check_allocation(nodes: int, where: str) -> None:
 def node_step_command(per_node: str, arguments: list[str], nodes: int, threads: int) -> list[str]:
     """srun starting ``per_node arguments`` once on every node of the allocation, with the node's CPUs.
 
-    ``per_node`` is a shell word list (the container runtime's prefix, or this interpreter's
-    ``python -m tunebench``); it runs on the host, where srun is.
+    ``per_node`` is a shell word list: the container runtime's prefix ending in the image's ``tunebench``,
+    or this interpreter's ``python -m tunebench``. srun itself runs on the host.
     """
     return [
         "srun",
