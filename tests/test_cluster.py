@@ -173,13 +173,13 @@ def test_multinode_training_outside_slurm_is_one_sentence(monkeypatch):
 def test_multinode_training_runs_only_as_the_rules_per_node_tasks(monkeypatch):
     where = "resources.train of viggo/llama2-7b/full"
     monkeypatch.setenv("SLURM_JOB_ID", "7")
-    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
+    monkeypatch.setenv("SLURM_STEP_NUM_NODES", "2")
     monkeypatch.delenv(cluster.NODE_LAUNCH_ENV, raising=False)
     with pytest.raises(ConfigError, match=r"start once on every node through srun: run it through the workflow"):
         cluster.check_allocation(2, where)
     monkeypatch.setenv(cluster.NODE_LAUNCH_ENV, "1")
     cluster.check_allocation(2, where)
-    with pytest.raises(ConfigError, match=r"asks for 4 nodes but this SLURM allocation has 2; submit it with"):
+    with pytest.raises(ConfigError, match=r"asks for 4 nodes but this SLURM job step spans 2; submit it with"):
         cluster.check_allocation(4, where)
 
 

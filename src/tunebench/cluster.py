@@ -88,11 +88,11 @@ def check_allocation(nodes: int, where: str) -> None:
             f"{where} asks for {nodes} nodes, which start once on every node through srun: run it through the "
             "workflow with --profile profiles/slurm, whose train rule does that."
         )
-    # srun sets the node count of the step's allocation in every task.
-    allocated = int(os.environ["SLURM_JOB_NUM_NODES"])
-    if allocated != nodes:
+    # srun sets the step's node count and node list in every task (the job's are not always handed on).
+    spanned = int(os.environ["SLURM_STEP_NUM_NODES"])
+    if spanned != nodes:
         raise ConfigError(
-            f"{where} asks for {nodes} nodes but this SLURM allocation has {allocated}; "
+            f"{where} asks for {nodes} nodes but this SLURM job step spans {spanned}; "
             f"submit it with --nodes={nodes} (the SLURM profile does)."
         )
 
@@ -117,8 +117,9 @@ def node_step_command(per_node: str, arguments: list[str], nodes: int, threads: 
 
 
 def first_host(nodelist: str) -> str:
-    """The first host of a SLURM host list (``gpu[07-09,12],cpu1`` gives ``gpu07``): the rendezvous address of
-    every node's launcher. Read from the list itself, because the image has no scontrol."""
+    """The first host of a SLURM host list (``gpu[07-09,12],cpu1`` gives ``gpu07``); of the step's list, the
+    host of node 0 and the rendezvous address of every node's launcher. Read from the list itself, because
+    the image has no scontrol."""
     match = re.match(r"([^,\[]*)(?:\[([^-,\]]+))?", nodelist)
     return match.group(1) + (match.group(2) or "")
 
@@ -135,7 +136,7 @@ def machine_arguments(nodes: int) -> list[str]:
         "--machine_rank",
         os.environ["SLURM_NODEID"],
         "--main_process_ip",
-        first_host(os.environ["SLURM_JOB_NODELIST"]),
+        first_host(os.environ["SLURM_STEP_NODELIST"]),
         "--main_process_port",
         str(rendezvous_port()),
         "--deepspeed_multinode_launcher",
