@@ -149,7 +149,7 @@ def show(command: list[str]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m tunebench.machinery.cluster NODES THREADS PER_NODE ARGUMENTS...``: the train rule's multi-node launch."""
+    """``python -m tunebench.machinery.cluster NODES THREADS PER_NODE ARGS...``: the multi-node launch."""
     nodes, threads, per_node, *arguments = argv
     # $PWD in the container runtime's prefix is the job's directory (apptainer's --home).
     per_node = shlex.join(os.path.expandvars(word) for word in shlex.split(per_node))
