@@ -6,13 +6,24 @@ import pandas as pd
 import pytest
 
 from tunebench.commands import cli
+from tunebench.machinery import bench_peers
 from tunebench.machinery.bench import REFERENCES
 
 
 @pytest.mark.slow
 def test_quick_bench_writes_every_comparison(with_mirror, tmp_path, capsys):
     assert cli.main(["bench", "--quick", "--out-dir", str(tmp_path)]) == 0
-    for name in ("ceiling", "training", "precision", "generation", "sql", "data", "ratios", "ceiling_share"):
+    for name in (
+        "ceiling",
+        "training",
+        "precision",
+        "optimizer",
+        "generation",
+        "sql",
+        "data",
+        "ratios",
+        "ceiling_share",
+    ):
         assert (tmp_path / f"{name}.csv").stat().st_size > 0, name
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
     ratios = pd.read_csv(tmp_path / "ratios.csv")
@@ -23,6 +34,9 @@ def test_quick_bench_writes_every_comparison(with_mirror, tmp_path, capsys):
     assert set(training["variant"]) == {"packing", "pad_to", "pad_to_longest"}
     assert set(training["case"]) == {f"{task} {method}" for task in ("viggo", "gsm8k") for method in ("lora", "full")}
     assert (training["max_loss_difference"].dropna() < 1e-5).all()  # same examples, same per-token losses (float64)
+    optimizer = ratios[ratios["comparison"] == "optimizer"]
+    assert set(optimizer["variant"]) == {"AdamW fused", "AdamW per-tensor"}
+    assert (optimizer["max_weight_difference"] < 1e-5).all()  # the fused kernel updates the weights as the loop does
     printed = capsys.readouterr().out
     assert "decoding precision" in printed and f"written to {tmp_path}" in printed
 
@@ -30,3 +44,28 @@ def test_quick_bench_writes_every_comparison(with_mirror, tmp_path, capsys):
 def test_bench_refuses_a_bad_thread_count(capsys):
     assert cli.main(["bench", "--threads", "0"]) == 2
     assert "--threads is 0 but must be at least 1." in capsys.readouterr().err
+
+
+def test_peer_bench_without_its_extra_says_what_to_install(monkeypatch, capsys):
+    import importlib.util
+
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else find(name, *a))
+    assert cli.main(["bench", "--peers", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "needs trl; install the bench extra" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_quick_peer_bench_sets_both_peers_beside_ours(with_mirror, tmp_path, capsys):
+    assert cli.main(["bench", "--peers", "--quick", "--out-dir", str(tmp_path)]) == 0
+    ratios = pd.read_csv(tmp_path / "peers_ratios.csv")
+    training = ratios[ratios["comparison"] == "peer training"]
+    assert set(training["variant"]) == {"tunebench", "trl"} and len(training) == 4  # LoRA and full
+    # The same examples in the same order, one packed row a step: the per-token losses agree.
+    assert (training["max_loss_difference"] < bench_peers.LOSS_TOLERANCE).all()
+    evaluation = ratios[ratios["comparison"] == "peer evaluation"]
+    assert set(evaluation["variant"]) == {"tunebench", "tunebench generate", "lm-eval"}
+    assert (evaluation["identical_prompts"] == 1.0).all()  # the harness saw our chat prompt, token for token
+    assert (ratios.loc[ratios["variant"] == ratios["reference"], "ratio"] == 1.0).all()
+    assert "peer evaluation" in capsys.readouterr().out

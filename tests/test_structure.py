@@ -156,3 +156,19 @@ def test_no_code_restates_a_default_the_schema_fills():
                 restated.append(f"{path.relative_to(PACKAGE)}:{node.lineno} .get({node.args[0].value!r}, {fallback!r})")
     assert "seed" in defaults and "max_new_tokens" in defaults  # the walk reaches the schema's keys
     assert not restated, restated
+
+
+def test_only_the_peer_bench_imports_the_peers():
+    """TRL and lm-evaluation-harness are what the bench measures against, never a dependency of a stage."""
+    importers = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            if any(name.split(".")[0] in ("trl", "lm_eval") for name in names):
+                importers.add(str(path.relative_to(PACKAGE)))
+    assert importers == {"machinery/bench_peers.py"}

@@ -57,6 +57,7 @@ def test_lora_two_steps(tokenizer_dir, tmp_path):
     train_in_process(config, "lora", out, write_data(tmp_path / "data", train=16))
     assert step_losses(out) == [10.7822, 10.6949]
     run = _check_outputs(out, "lora")
+    assert run["optimizer"] == "AdamW (fused)"
     assert 0 < run["trainable_params"] < run["total_params"] / 100
     assert (out / "checkpoint" / "adapter_model.safetensors").is_file()
 
@@ -156,7 +157,7 @@ def test_full_two_steps_under_deepspeed_zero3_on_two_cpu_processes(tokenizer_dir
         "offload_optimizer": "cpu",
         "offload_param": "none",
     }
-    assert run["trainable_params"] == run["total_params"]
+    assert run["trainable_params"] == run["total_params"] and run["optimizer"] == "DeepSpeedCPUAdam"
     assert (out / "checkpoint" / "model.safetensors").is_file()
     # The gathered export, loaded by transformers alone, gives the validation loss the sharded model reported.
     from transformers import AutoModelForCausalLM

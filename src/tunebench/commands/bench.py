@@ -15,6 +15,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--quick", action="store_true", help="a few steps of each, to check the command (numbers mean little)"
     )
     parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="instead: our training loop and evaluation against TRL's SFTTrainer and lm-evaluation-harness "
+        "(the bench extra)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -28,7 +34,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads is {args.threads} but must be at least 1.")
-    table = bench.run(args.out_dir, quick=args.quick, threads=args.threads)
+    if args.peers:
+        from ..machinery import bench_peers
+
+        table = bench_peers.run(args.out_dir, quick=args.quick, threads=args.threads)
+    else:
+        table = bench.run(args.out_dir, quick=args.quick, threads=args.threads)
     print(table.drop(columns=["metric"]).round(3).to_string(index=False))
     print(f"written to {args.out_dir}")
     return 0

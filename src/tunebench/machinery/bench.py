@@ -15,6 +15,7 @@ Comparisons (every one uses the code the workflow runs):
                transformers' ``generate``: examples/s, tokens/s, share of outputs identical to batch 1;
                validation perplexity with the weights in float32 and in bfloat16
 ``sql``        the SQLite test-suite scorer against sqlglot's Python executor: examples/s, agreement
+``optimizer``  AdamW's fused kernel against its per-tensor loop, LoRA and full: tokens/s, weights compared
 ``data``       generated multiplication rows/s and the prepare time of every task
 ``ceiling``    this CPU's matmul rate in float32 and bfloat16, which the training rates are set against
 """
@@ -104,8 +105,11 @@ def prepare_data(config: Mapping, tasks_needed, root: Path) -> dict[str, Path]:
     return found
 
 
-def _trainer(config: Mapping, task: str, method: str, data_dir: Path, out: Path, **training: Any):
-    """The workflow's own training loop object for one run, with ``training`` keys overridden."""
+def _trainer(
+    config: Mapping, task: str, method: str, data_dir: Path, out: Path, fmt: str = "special_tokens", **training: Any
+):
+    """The workflow's own training loop object for one run in prompt format ``fmt``, with ``training`` keys
+    overridden."""
     from accelerate.state import AcceleratorState
 
     from ..stages.train import job as tb_job
@@ -113,7 +117,8 @@ def _trainer(config: Mapping, task: str, method: str, data_dir: Path, out: Path,
 
     settings = copy.deepcopy(dict(config))
     settings["training"] = {**settings["training"], **training}
-    settings["experiments"] = {"finetune": [{"task": task, "models": [MODEL], "methods": [method]}], "baselines": []}
+    run = {"task": task, "models": [MODEL], "methods": [method], "format": fmt}
+    settings["experiments"] = {"finetune": [run], "baselines": []}
     settings = tb_config.validate(settings)
     AcceleratorState._reset_state(True)
     job = tb_job.resolve(settings, task, MODEL, method, out, data_dir)
@@ -235,6 +240,38 @@ def precision(config: Mapping, data_dirs: Mapping[str, Path], size: Size, work: 
                     "params": sum(p.numel() for p in trainer.built.model.parameters()),
                 }
             )
+    return rows
+
+
+def optimizer(config: Mapping, data_dirs: Mapping[str, Path], size: Size, work: Path) -> list[dict]:
+    """AdamW's fused kernel (the training default) against its per-tensor loop (torch's default on a CPU),
+    in the precision ``training.dtype: auto`` picks here: tokens/s of the same steps, and the first step's
+    updated weights compared."""
+    rows = []
+    for method in ("lora", "full"):
+        weights = {}
+        for fused in (False, True):
+            rates = []
+            for repeat in range(size.repeats):
+                trainer = _trainer(config, "viggo", method, data_dirs["viggo"], work / f"o-{method}-{fused}-{repeat}")
+                for group in trainer.optimizer.optimizer.param_groups:
+                    group["fused"] = fused
+                seconds, tokens = _steps(trainer, size.train_steps)
+                rates.append(tokens / seconds)
+            trained = [p for p in trainer.model.parameters() if p.requires_grad]
+            weights[fused] = [p.detach().clone() for p in trained]
+            rows.append(
+                {
+                    "comparison": "optimizer",
+                    "case": f"{method} {trainer.training['dtype']}",
+                    "variant": "AdamW fused" if fused else "AdamW per-tensor",
+                    "metric": "tokens/s",
+                    **_summary(rates),
+                    "params": sum(p.numel() for p in trainer.built.model.parameters()),
+                }
+            )
+        difference = max(float((a - b).abs().max()) for a, b in zip(weights[False], weights[True]))
+        rows[-1]["max_weight_difference"] = rows[-2]["max_weight_difference"] = difference
     return rows
 
 
@@ -433,6 +470,7 @@ def matmul_ceiling(size: Size) -> list[dict]:
 REFERENCES = {
     "training": "pad_to",
     "precision": "float32",
+    "optimizer": "AdamW per-tensor",
     "sql": "sqlglot",
     "generation": "batch 1",
     "decoding precision": "float32",
@@ -441,14 +479,26 @@ REFERENCES = {
 
 
 #: Columns that qualify a speed: agreement of losses, outputs or verdicts, and quality after the same steps.
-EXTRA = ("max_loss_difference", "validation_perplexity", "identical_to_reference", "agreement")
+EXTRA = (
+    "max_loss_difference",
+    "first_losses_ours",
+    "first_losses_peer",
+    "max_weight_difference",
+    "validation_perplexity",
+    "identical_to_reference",
+    "agreement",
+    "identical_prompts",
+    "identical_outputs",
+    "identical_answers",
+    "equal_verdicts_where_answers_identical",
+)
 
 
-def ratios(frame: pd.DataFrame) -> pd.DataFrame:
+def ratios(frame: pd.DataFrame, references: Mapping[str, str] = REFERENCES) -> pd.DataFrame:
     """Each variant's median against its comparison's reference variant in the same case (and spread)."""
     out = []
     for (comparison, case), group in frame.groupby(["comparison", "case"], sort=False):
-        reference = REFERENCES.get(comparison)
+        reference = references.get(comparison)
         base = group[group["variant"] == reference]
         for _, row in group.iterrows():
             ratio = row["median"] / base["median"].iloc[0] if not base.empty else float("nan")
@@ -477,10 +527,15 @@ def ceiling_share(frame: pd.DataFrame) -> pd.DataFrame:
     ceiling = frame[(frame["comparison"] == "ceiling") & (frame["variant"] == "bfloat16")]["median"]
     if ceiling.empty:
         return pd.DataFrame()
-    rows = frame[frame["comparison"] == "precision"].copy()
+    float32 = frame[(frame["comparison"] == "ceiling") & (frame["variant"] == "float32")]["median"]
+    rows = frame[frame["comparison"].isin(["precision", "optimizer"])].copy()
     rows["gflops"] = rows["median"] * 6 * rows["params"] / 1e9
     rows["share_of_bf16_ceiling"] = rows["gflops"] / float(ceiling.iloc[0])
-    return rows[["case", "variant", "median", "gflops", "share_of_bf16_ceiling"]]
+    # Where bfloat16 matmuls are emulated (no AVX512_BF16 or AMX), float32 is the rate training can reach.
+    rows["share_of_float32_ceiling"] = rows["gflops"] / float(float32.iloc[0])
+    return rows[
+        ["comparison", "case", "variant", "median", "gflops", "share_of_bf16_ceiling", "share_of_float32_ceiling"]
+    ]
 
 
 def figure(table: pd.DataFrame, out: Path) -> None:
@@ -527,6 +582,7 @@ def run(
             ("ceiling", lambda: matmul_ceiling(size)),
             ("training", lambda: training(config, data_dirs, size, work)),
             ("precision", lambda: precision(config, data_dirs, size, work)),
+            ("optimizer", lambda: optimizer(config, data_dirs, size, work)),
             ("generation", lambda: generation(config, data_dirs, size) + decoding_perplexity(config, data_dirs, work)),
             ("sql", lambda: sql_scoring(config, data_dirs, size)),
             ("data", lambda: data_preparation(config, size)),

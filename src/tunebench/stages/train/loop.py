@@ -62,7 +62,16 @@ def make_optimizer(params, training: Mapping[str, Any], lr: float, offloaded: bo
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
         return DeepSpeedCPUAdam(params, adamw_mode=True, **options)
-    return torch.optim.AdamW(params, **options)
+    # One fused kernel over every tensor: on a CPU the default per-tensor loop took about 7 times as long
+    # for SmolLM2's 135M parameters, with results equal to float32 rounding (tunebench bench).
+    return torch.optim.AdamW(params, fused=True, **options)
+
+
+def optimizer_name(optimizer) -> str:
+    """What ``run.json`` records of the optimizer (fused or not)."""
+    while hasattr(optimizer, "optimizer"):  # accelerate's and DeepSpeed's wrappers hold the torch optimizer
+        optimizer = optimizer.optimizer
+    return type(optimizer).__name__ + (" (fused)" if getattr(optimizer, "defaults", {}).get("fused") else "")
 
 
 def epoch_batches(examples, epoch: int, training: Mapping[str, Any]) -> list[list[list[batching.Example]]]:
@@ -402,6 +411,7 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
         "truncated_examples": {split: stats[split].truncated for split in stats},
         "skipped_examples": {split: stats[split].skipped for split in stats},
         "hardware": hardware.describe_run(trainer.built.model),
+        "optimizer": optimizer_name(trainer.optimizer),
         "settings_hash": job.settings_hash,
     }
     if trainer.main:
