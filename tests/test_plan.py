@@ -183,7 +183,10 @@ def test_prepared_data_is_counted_with_the_models_tokenizer(tmp_path):
                     "base": {"random_llama": {"hidden_size": 64}, "tokenizer": {"local": str(tokenizer_dir)}},
                 }
             },
-            "methods": {"lora": {"learning_rate": 1e-3, "lora": "tiny"}},
+            "methods": {
+                "lora": {"learning_rate": 1e-3, "lora": "tiny"},
+                "qlora": {"learning_rate": 1e-3, "lora": "tiny"},
+            },
             "lora_presets": {"tiny": {"r": 4, "alpha": 8, "target_modules": ["q_proj"]}},
             "training": {"epochs": 2, "batch_size": 4, "batching": "pad_to", "pad_to": 64, "max_length": 64},
             "experiments": {"finetune": [{"task": "multiplication", "models": ["tiny"], "methods": ["lora"]}]},

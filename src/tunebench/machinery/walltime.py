@@ -100,7 +100,8 @@ def counted(config: Mapping, run: tb_config.Run, training: Mapping, data_root: P
         split[name], _ = batching.encode_rows(
             tokenizer, run.format, task, data.read_rows(path), training["loss_on"], training["max_length"], str(path)
         )
-    order = [example for batch in epoch_batches(split["train"], 1, training) for row in batch for example in row]
+    seeded = {**training, "seed": config["seed"] if training["seed"] is None else training["seed"]}
+    order = [example for batch in epoch_batches(split["train"], 1, seeded) for row in batch for example in row]
     lengths = [len(example.input_ids) for example in order]
     computed, layout_rows = computed_tokens(lengths, training, training["batch_size"])
     validation, _ = computed_tokens([len(e.input_ids) for e in split["validation"]], training, training["batch_size"])
