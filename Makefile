@@ -51,7 +51,7 @@ lint: $(STAMP)
 # PyPI's Linux x86_64 torch wheel is the CUDA 13.0 build, so it brings its nvidia-*, cuda-* and
 # triton pins. Needs uv (pip install uv) and access to the package index.
 gpu-lock:
-	uv pip compile pyproject.toml --extra test --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	uv pip compile pyproject.toml --extra test --extra bench --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	  --constraint requirements.lock --no-emit-package deepspeed \
 	  --no-annotate -o requirements-gpu.lock
 

