@@ -1,13 +1,13 @@
 """The workflow under a real SLURM with two hosts (see slurm_support), every job inside the suite's image:
 jobs, multi-node training, a killed step.
 
-To stay within a few minutes on a small CPU machine this runs a smaller version of the tiny config
-(.test/config.yaml restricted to ViGGO: the prompted baseline, LoRA and full fine-tuning, rows
-padded per batch so that an epoch has four optimizer steps) rather than all of it:
+To stay within a few minutes on a small CPU machine this runs container_support.small_config (the tiny
+config restricted to ViGGO: the prompted baseline, LoRA and full fine-tuning, four optimizer steps an
+epoch) rather than all of it:
 
 1. the config through ``snakemake --profile profiles/slurm`` (with tests/slurm_profile for the test
    cluster's partition and squeue): every job is a SLURM job that runs in the image (the CPU-torch
-   build of container_support) and results/metrics.csv equals a local run's outside it;
+   build of container_support) and results/metrics.csv equals the session's run outside it (small_run_outside);
 2. the same full fine-tuning as 2 nodes × 1 process (ZeRO-3 over gloo) through the same rule, whose
    step is killed with ``scancel --signal=KILL`` mid-epoch; the profile's retry resubmits it, and the
    rerun resumes, runs its ranks on both hosts and ends with the history (losses to 4 decimals and
@@ -28,17 +28,23 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from container_support import ENGINE_ENV, engine, metrics, suite_image
+from container_support import (
+    BIN,
+    ENGINE_ENV,
+    ONE_NODE,
+    engine,
+    metrics,
+    small_config,
+    snakemake_command,
+    suite_image,
+)
 from slurm_support import APPTAINER_STANDIN, two_host_cluster
 
-BIN = Path(sys.executable).parent
 TIMING = ("tokens_per_s", "wall_time_s", "peak_memory_mb")
 FULL = Path("results/train/viggo/tiny-llama/full")
 
@@ -46,40 +52,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and SLURM's daemons need root"),
 ]
-
-
-def _config(repo_root: Path, full_row: dict) -> dict:
-    config = yaml.safe_load((repo_root / ".test" / "config.yaml").read_text())
-    config["experiments"] = {
-        "finetune": [{"task": "viggo", "models": ["tiny-llama"], "methods": ["lora", "full"]}],
-        "baselines": [{"task": "viggo", "models": ["tiny-llama"]}],
-    }
-    # 32 rows in batches of 4 on 2 processes: 4 steps an epoch, a resume state after each.
-    config["training"].update(batching="pad_to_longest", checkpoint_every_steps=1)
-    config["resources"] = {
-        "default": {"threads": 1, "mem_mb": 1500, "runtime": 20, "gpu": 0},
-        "train": {"tiny": {"full": {"runtime": 20, **full_row}}},
-        "evaluate": {"tiny": {"threads": 1, "mem_mb": 1500, "runtime": 20}},
-    }
-    return config
-
-
-def _snakemake(repo_root: Path, workdir: Path, config: dict, target: str, *options: str) -> list[str]:
-    path = workdir / "config.yaml"
-    workdir.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config))
-    # The target comes first: --configfile and --rerun-triggers take every value that follows them.
-    return [
-        str(BIN / "snakemake"),
-        target,
-        "-s",
-        str(repo_root / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(path),
-        *options,
-    ]
 
 
 def _slurm_args(repo_root: Path, mirror: Path, image: Path) -> list[str]:
@@ -140,19 +112,10 @@ def _kill_training_step(cluster, resume: Path, process: subprocess.Popen, timeou
     raise AssertionError(f"no resume state inside epoch 1 appeared in {resume} within {timeout} s")
 
 
-def test_the_workflow_on_a_two_host_slurm_cluster(repo_root, with_mirror, tmp_path):
+def test_the_workflow_on_a_two_host_slurm_cluster(repo_root, with_mirror, small_run_outside, tmp_path):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    single = _config(repo_root, {"threads": 2, "mem_mb": 3000, "processes": 2})
+    single = small_config(ONE_NODE)
     target = "results/metrics.csv"
-
-    local = subprocess.run(
-        _snakemake(repo_root, tmp_path / "local", single, target, "--cores", "2"),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert local.returncode == 0, local.stderr[-4000:]
 
     with mounted_image(tmp_path / "tunebench.sif") as image, two_host_cluster(tmp_path / "slurm") as cluster:
         env = {**env, "PATH": f"{APPTAINER_STANDIN}{os.pathsep}{env['PATH']}", "SLURM_CONF": cluster.env["SLURM_CONF"]}
@@ -160,7 +123,7 @@ def test_the_workflow_on_a_two_host_slurm_cluster(repo_root, with_mirror, tmp_pa
         # 1. The config as SLURM jobs; the same metrics as the local run.
         work = tmp_path / "on-slurm"
         run = subprocess.run(
-            _snakemake(repo_root, work, single, target, *slurm_args),
+            snakemake_command(work, single, target, *slurm_args),
             capture_output=True,
             text=True,
             env=env,
@@ -180,18 +143,17 @@ def test_the_workflow_on_a_two_host_slurm_cluster(repo_root, with_mirror, tmp_pa
                 slurm_logs[job],
                 re.M,
             )
-        assert metrics(work / target) == metrics(tmp_path / "local" / target)
+        assert metrics(work / target) == metrics(small_run_outside)
 
         # 2. Full fine-tuning as 2 nodes × 1 process, its step killed mid-epoch and resubmitted.
-        two_nodes = _config(repo_root, {"nodes": 2, "threads": 1, "mem_mb": 3000, "processes": 1})
+        two_nodes = small_config({"nodes": 2, "threads": 1, "mem_mb": 3000, "processes": 1})
         work2 = tmp_path / "two-nodes"
         (work2 / "results").mkdir(parents=True)
         shutil.copytree(work / "results" / "data", work2 / "results" / "data")
         # The data are step 1's, with their settings stamps (a resources change leaves the data settings
         # as they were, so the stamps are not rewritten and mtime alone does not redo the data job).
         shutil.copytree(work / "results" / "settings" / "data", work2 / "results" / "settings" / "data")
-        command = _snakemake(
-            repo_root,
+        command = snakemake_command(
             work2,
             two_nodes,
             str(FULL / "best.json"),
