@@ -35,10 +35,11 @@ COPY ${LOCK} requirements-nodeps.lock ./
 RUN pip install --no-cache-dir -r "${LOCK}" \
     && DS_ACCELERATOR=cuda pip install --no-cache-dir --no-deps --no-build-isolation -r requirements-nodeps.lock
 
-# Without a GPU DeepSpeed picks its cpu accelerator, whose CPU Adam is a JIT build into TORCH_EXTENSIONS_DIR
-# (tunebench train sets it to /usr/local/torch_extensions): built here, so CPU runs load it, not compile it.
-RUN DS_ACCELERATOR=cpu TORCH_EXTENSIONS_DIR=/usr/local/torch_extensions \
-    python -c "from deepspeed.ops.op_builder.cpu import CPUAdamBuilder; CPUAdamBuilder().load()"
+# Without a GPU DeepSpeed picks its cpu accelerator, whose CPU Adam and shared-memory collectives are JIT
+# builds into TORCH_EXTENSIONS_DIR (tunebench train sets it to /usr/local/torch_extensions): built here, so
+# CPU runs load them rather than compile them in every container, on every node.
+RUN DS_ACCELERATOR=cpu TORCH_EXTENSIONS_DIR=/usr/local/torch_extensions python -c \
+    "from deepspeed.ops.op_builder.cpu import CPUAdamBuilder, ShareMemCommBuilder as Shm; CPUAdamBuilder().load(); Shm().load()"
 
 COPY . .
 RUN pip install --no-cache-dir --no-deps -e .

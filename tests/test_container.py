@@ -191,9 +191,9 @@ def test_the_container_key_takes_a_versioned_image_or_a_sif_file(demo_config, im
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="podman here runs rootful and mmdebstrap needs root")
 
 # Inside the image: DeepSpeed's prebuilt CPU Adam is the cuda accelerator's and loads; on this GPU-less host
-# DeepSpeed picks the cpu accelerator, whose CPU Adam (built into the image in the extension directory that
-# tunebench train sets) loads without being compiled again; bitsandbytes quantizes on the CPU; NCCL's RDMA
-# user space is installed; the Python and the base are what the pins say.
+# DeepSpeed picks the cpu accelerator, whose CPU Adam and shared-memory collectives (built into the image in the
+# extension directory that tunebench train sets) load without being compiled again; bitsandbytes quantizes on
+# the CPU; NCCL's RDMA user space is installed; the Python and the base are what the pins say.
 OPS_CHECK = """
 import glob, importlib, os, pathlib, subprocess, sys, torch
 import deepspeed.git_version_info as info
@@ -203,11 +203,12 @@ print("cpu_adam builds:", *glob.glob("/usr/local/lib/python3*/site-packages/deep
 print("deepspeed accelerator:", info.accelerator_name, "cpu_adam installed:", bool(info.installed_ops["cpu_adam"]))
 importlib.import_module("deepspeed.ops.adam.cpu_adam_op")
 os.environ.update(launch_env(os.environ, 1))
-built = sorted(pathlib.Path(os.environ["TORCH_EXTENSIONS_DIR"]).rglob("cpu_adam*.so"))
+built = sorted(pathlib.Path(os.environ["TORCH_EXTENSIONS_DIR"]).rglob("*.so"))
 stamps = [path.stat().st_mtime_ns for path in built]
-get_accelerator().create_op_builder("CPUAdamBuilder").load()
-print("runtime accelerator:", get_accelerator()._name, "cpu_adam:", *built)
-print("cpu_adam compiled again:", [path.stat().st_mtime_ns for path in built] != stamps)
+for op in ("CPUAdamBuilder", "ShareMemCommBuilder"):
+    get_accelerator().create_op_builder(op).load()
+print("runtime accelerator:", get_accelerator()._name, "ops:", *built)
+print("compiled again:", [path.stat().st_mtime_ns for path in built] != stamps)
 import bitsandbytes.functional as bnb
 packed, state = bnb.quantize_4bit(torch.ones(64, 64), quant_type="nf4")
 print("bitsandbytes nf4:", tuple(packed.shape), bnb.dequantize_4bit(packed, state).mean().item())
@@ -228,9 +229,9 @@ def test_the_images_compiled_ops_load_without_network():
         r"^cpu_adam builds: /usr/local/lib/python3\.11/site-packages/deepspeed/ops/adam/cpu_adam_op\S*\.so$", out, re.M
     )
     assert "deepspeed accelerator: cuda cpu_adam installed: True" in out
-    extension = r"/usr/local/torch_extensions/cpu_adam/cpu_adam\S*\.so"
-    assert re.search(rf"^runtime accelerator: cpu cpu_adam: {extension}$", out, re.M)
-    assert "cpu_adam compiled again: False" in out
+    ops = r"/usr/local/torch_extensions/cpu_adam/cpu_adam\.so /usr/local/torch_extensions/deepspeed_shm_comm/\S+\.so"
+    assert re.search(rf"^runtime accelerator: cpu ops: {ops}$", out, re.M)
+    assert "compiled again: False" in out
     assert "bitsandbytes nf4: (2048, 1) 1.0" in out
     for package in ("rdma-core", "libibverbs1", "ibverbs-providers"):
         assert re.search(rf"^{package}(:amd64)?\t44\.0-2$", out, re.M)
