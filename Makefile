@@ -9,7 +9,7 @@ CORES ?= all
 # nothing here needs .venv/bin on PATH.
 DEMO := --configfile config/demo.yaml
 
-.PHONY: venv demo example test lint clean-results gpu-lock
+.PHONY: venv demo example test lint clean-results gpu-lock image
 
 venv: $(STAMP)
 
@@ -54,3 +54,11 @@ gpu-lock:
 	uv pip compile pyproject.toml --extra test --extra bench --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	  --constraint requirements.lock --no-emit-package deepspeed \
 	  --no-annotate -o requirements-gpu.lock
+
+# The suite's image (README "Running in a container"), with podman or docker, whichever is on PATH; prints
+# its tag. LOCK=requirements.lock builds the CPU-torch variant; BASE=local makes the base from this
+# machine's Debian archive (scripts/base-image.sh) where no container registry is reachable.
+LOCK ?= requirements-gpu.lock
+BASE ?= registry
+image:
+	scripts/build-image.sh $(LOCK) $(BASE)

@@ -32,6 +32,15 @@ def with_mirror(monkeypatch, mirror):
 
 
 @pytest.fixture(scope="session")
+def small_run_outside(mirror, tmp_path_factory) -> Path:
+    """The small config of the container and SLURM tests run outside the image, once a session: the
+    metrics both compare theirs with."""
+    from container_support import run_small_config_outside
+
+    return run_small_config_outside(tmp_path_factory.mktemp("small-outside"), mirror)
+
+
+@pytest.fixture(scope="session")
 def demo_config():
     return tb_config.load(ROOT / "config" / "demo.yaml")
 

@@ -236,20 +236,6 @@ def two_host_cluster(root: Path, cpus: int = 2, memory_mb: int = 6000):
         _remove_network()
 
 
-#: The user's SLURM profile runs every job in the suite's image through apptainer and stages the hub in
-#: a shared HF_HOME; this machine has neither apptainer nor that directory (and Snakemake refuses a
-#: profile naming apptainer where the command is missing, even for a dry run), so the tests take the
-#: profile without those keys and keep everything else: status, retries, requeue, partitions.
-CONTAINER_KEYS = ("software-deployment-method", "apptainer-args", "config")
-
-
-def profile_without_container(repo_root: Path, directory: Path) -> Path:
-    """A copy of profiles/slurm without its container keys, in ``directory``; returns the profile folder."""
-    import yaml
-
-    profile = yaml.safe_load((repo_root / "profiles" / "slurm" / "config.yaml").read_text())
-    assert set(CONTAINER_KEYS) <= set(profile), "profiles/slurm lost its container settings"
-    directory.mkdir(parents=True, exist_ok=True)
-    kept = {key: value for key, value in profile.items() if key not in CONTAINER_KEYS}
-    (directory / "config.yaml").write_text(yaml.safe_dump(kept))
-    return directory
+#: A stand-in for apptainer (tests/apptainer/apptainer: what it is and is not is in its docstring): this
+#: machine has no apptainer, and Snakemake refuses a profile naming it where the command is missing.
+APPTAINER_STANDIN = Path(__file__).parent / "apptainer"

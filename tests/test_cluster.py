@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_support import profile_without_container
+from slurm_support import APPTAINER_STANDIN
 from tunebench import config as tb_config
 from tunebench.machinery import cluster
 from tunebench.stages.train import checkpoint
@@ -40,15 +40,15 @@ def no_slurm_path(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def dry_run(repo_root, no_slurm_path, tmp_path_factory):
-    """``snakemake -n --profile profiles/slurm`` on the paper config (without the container keys,
-    see slurm_support.profile_without_container): (seconds, output)."""
+    """``snakemake -n --profile profiles/slurm`` on the paper config with the profile as it stands: (seconds,
+    output). Snakemake asks ``apptainer --version`` before it accepts the profile's --sdm apptainer, even in a
+    dry run, so tests/apptainer (a stand-in, see its docstring) comes first on PATH."""
     workdir = tmp_path_factory.mktemp("slurm-dry-run")
-    profile = profile_without_container(repo_root, tmp_path_factory.mktemp("slurm-profile"))
     command = [
         str(BIN / "snakemake"),
         "-n",
         "--profile",
-        str(profile),
+        str(repo_root / "profiles" / "slurm"),
         "-s",
         str(repo_root / "Snakefile"),
         "--directory",
@@ -56,7 +56,7 @@ def dry_run(repo_root, no_slurm_path, tmp_path_factory):
         "--configfile",
         str(repo_root / "config" / "config.yaml"),
     ]
-    env = {**os.environ, "PATH": no_slurm_path}
+    env = {**os.environ, "PATH": f"{APPTAINER_STANDIN}{os.pathsep}{no_slurm_path}"}
     subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)  # warm the file cache
     start, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
@@ -64,6 +64,14 @@ def dry_run(repo_root, no_slurm_path, tmp_path_factory):
     assert result.returncode == 0, result.stderr[-3000:]
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     return (seconds, cpu), result.stdout + result.stderr
+
+
+def _job_shell(output: str, log: str) -> str:
+    """The shell command the dry run lists for the job whose log is ``log``."""
+    block = output[output.index(f"log: {log}") :]
+    return next(line for line in block.splitlines() if line.startswith("Shell command: ")).removeprefix(
+        "Shell command: "
+    )
 
 
 def _job_resources(output: str, log: str) -> dict:
@@ -131,8 +139,16 @@ def test_sbatch_arguments_of_the_paper_jobs(dry_run, log, nodes, gres, mem_mb, m
         # One allocation over N nodes with a task per GPU; the rule's own srun starts the launchers.
         assert resources["mpi"] == "srun" and f"--ntasks-per-node={per_node}" in line
         assert f"--cpus-per-task={resources['cpus_per_task']}" in line
+        # Started on the host, once per node (tunebench.machinery.cluster), rather than inside the image.
+        threads = resources["cpus_per_task"] * per_node
+        assert _job_shell(dry_run[1], log).startswith(f"tunebench_nodes {nodes} {threads} train ")
     else:
         assert "mpi" not in resources and "--ntasks-per-node" not in line
+        assert _job_shell(dry_run[1], log).startswith(("tunebench train ", "tunebench evaluate "))
+
+
+def test_the_profile_runs_jobs_in_the_image(dry_run):
+    assert "Singularity image docker://ghcr.io/tunebench/tunebench:0.1.0 will be pulled." in dry_run[1]
 
 
 def test_cpu_stages_go_to_the_cpu_partition(dry_run):
@@ -153,6 +169,54 @@ def test_multinode_training_outside_slurm_is_one_sentence(monkeypatch):
     with pytest.raises(ConfigError, match="asks for 2 nodes, which only a SLURM allocation provides"):
         cluster.check_allocation(2, "resources.train of viggo/llama2-7b/full")
     cluster.check_allocation(1, "resources.train of viggo/llama2-7b/full")
+
+
+def test_multinode_training_runs_only_as_the_rules_per_node_tasks(monkeypatch):
+    where = "resources.train of viggo/llama2-7b/full"
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_STEP_NUM_NODES", "2")
+    monkeypatch.delenv(cluster.NODE_LAUNCH_ENV, raising=False)
+    with pytest.raises(ConfigError, match=r"start once on every node through srun: run it through the workflow"):
+        cluster.check_allocation(2, where)
+    monkeypatch.setenv(cluster.NODE_LAUNCH_ENV, "1")
+    cluster.check_allocation(2, where)
+    with pytest.raises(ConfigError, match=r"asks for 4 nodes but this SLURM job step spans 2; submit it with"):
+        cluster.check_allocation(4, where)
+
+
+@pytest.mark.parametrize(
+    "nodelist, first",
+    [("node1", "node1"), ("node[1-2]", "node1"), ("gpu[07-09,12],cpu1", "gpu07"), ("a-1,b-2", "a-1")],
+)
+def test_the_rendezvous_host_is_the_first_of_the_allocation(nodelist, first):
+    assert cluster.first_host(nodelist) == first
+
+
+def test_the_node_step_starts_the_per_node_command_once_per_node_on_the_host():
+    command = cluster.node_step_command(
+        "apptainer exec --home /work --nv img.sif tunebench", ["train", "--run", "full"], nodes=2, threads=8
+    )
+    assert command[:7] == [
+        "srun",
+        "--nodes=2",
+        "--ntasks=2",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=8",
+        "--kill-on-bad-exit=1",
+        f"--export=ALL,{cluster.NODE_LAUNCH_ENV}=1",
+    ]
+    assert command[7:] == [
+        "apptainer",
+        "exec",
+        "--home",
+        "/work",
+        "--nv",
+        "img.sif",
+        "tunebench",
+        "train",
+        "--run",
+        "full",
+    ]
 
 
 def test_resume_state_of_another_node_count_is_refused(tmp_path):

@@ -1,47 +1,51 @@
-"""The workflow under a real SLURM with two hosts (see slurm_support): jobs, multi-node training, a killed step.
+"""The workflow under a real SLURM with two hosts (see slurm_support), every job inside the suite's image:
+jobs, multi-node training, a killed step.
 
-To stay within a few minutes on a small CPU machine this runs a smaller version of the tiny config
-(.test/config.yaml restricted to ViGGO: the prompted baseline, LoRA and full fine-tuning, rows
-padded per batch so that an epoch has four optimizer steps) rather than all of it:
+To stay within a few minutes on a small CPU machine this runs container_support.small_config (the tiny
+config restricted to ViGGO: the prompted baseline, LoRA and full fine-tuning, four optimizer steps an
+epoch) rather than all of it:
 
 1. the config through ``snakemake --profile profiles/slurm`` (with tests/slurm_profile for the test
-   cluster's partition and squeue): every job is a SLURM job and results/metrics.csv equals a local
-   run's;
+   cluster's partition and squeue): every job is a SLURM job that runs in the image (the CPU-torch
+   build of container_support) and results/metrics.csv equals the session's run outside it (small_run_outside);
 2. the same full fine-tuning as 2 nodes × 1 process (ZeRO-3 over gloo) through the same rule, whose
    step is killed with ``scancel --signal=KILL`` mid-epoch; the profile's retry resubmits it, and the
    rerun resumes, runs its ranks on both hosts and ends with the history (losses to 4 decimals and
-   all) of the uninterrupted single-node 2-process run of step 1.
+   all) of the uninterrupted single-node 2-process run of step 1. Its srun runs on the host and starts
+   the image on each node (tunebench.machinery.cluster).
+
+The profile is used as it stands (--sdm apptainer) but for the image, the bind of the data mirror and
+no shared hub cache, given on the command line. This machine has no apptainer: tests/apptainer/apptainer
+is a stand-in that runs a command in an image's root file system the way apptainer exec does (see its
+docstring), on the image podman built and mounts here (``podman image mount``).
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from slurm_support import profile_without_container, two_host_cluster
-
-BIN = Path(sys.executable).parent
-TIMING = ("tokens_per_s", "wall_time_s", "peak_memory_mb")
-# metrics.csv columns that measure the run (time, speed, memory) rather than its results.
-MEASURED = (
-    "train_wall_time_s",
-    "train_tokens_per_s",
-    "peak_memory_mb",
-    "device_hours",
-    "device_hours_total",
-    "eval_wall_time_s",
-    "eval_tokens_per_s",
+from container_support import (
+    BIN,
+    ENGINE_ENV,
+    ONE_NODE,
+    engine,
+    metrics,
+    small_config,
+    snakemake_command,
+    suite_image,
 )
+from slurm_support import APPTAINER_STANDIN, two_host_cluster
+
+TIMING = ("tokens_per_s", "wall_time_s", "peak_memory_mb")
 FULL = Path("results/train/viggo/tiny-llama/full")
 
 pytestmark = [
@@ -50,54 +54,39 @@ pytestmark = [
 ]
 
 
-def _config(repo_root: Path, full_row: dict) -> dict:
-    config = yaml.safe_load((repo_root / ".test" / "config.yaml").read_text())
-    config["experiments"] = {
-        "finetune": [{"task": "viggo", "models": ["tiny-llama"], "methods": ["lora", "full"]}],
-        "baselines": [{"task": "viggo", "models": ["tiny-llama"]}],
-    }
-    # 32 rows in batches of 4 on 2 processes: 4 steps an epoch, a resume state after each.
-    config["training"].update(batching="pad_to_longest", checkpoint_every_steps=1)
-    config["resources"] = {
-        "default": {"threads": 1, "mem_mb": 1500, "runtime": 20, "gpu": 0},
-        "train": {"tiny": {"full": {"runtime": 20, **full_row}}},
-        "evaluate": {"tiny": {"threads": 1, "mem_mb": 1500, "runtime": 20}},
-    }
-    return config
-
-
-def _snakemake(repo_root: Path, workdir: Path, config: dict, target: str, *options: str) -> list[str]:
-    path = workdir / "config.yaml"
-    workdir.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config))
-    # The target comes first: --configfile and --rerun-triggers take every value that follows them.
+def _slurm_args(repo_root: Path, mirror: Path, image: Path) -> list[str]:
     return [
-        str(BIN / "snakemake"),
-        target,
-        "-s",
-        str(repo_root / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(path),
-        *options,
+        "--profile",
+        str(repo_root / "profiles" / "slurm"),
+        "--workflow-profile",
+        str(repo_root / "tests" / "slurm_profile"),
+        "--apptainer-args",
+        f"--nv --bind {mirror}",
+        "--config",
+        f"container={image}",
+        "hf_home=",
     ]
 
 
-def _slurm_args(repo_root: Path, scratch: Path) -> list[str]:
-    profile = profile_without_container(repo_root, scratch / "slurm-profile")
-    return ["--profile", str(profile), "--workflow-profile", str(repo_root / "tests" / "slurm_profile")]
+@contextlib.contextmanager
+def mounted_image(link: Path):
+    """The suite's image mounted by podman, as ``link`` (an apptainer sandbox image for the stand-in).
+    Mounted before the cluster starts, so that the hosts' mount namespaces see it."""
+    tag = suite_image()
+    mounted = subprocess.run(
+        [engine(), "image", "mount", tag], capture_output=True, text=True, env=ENGINE_ENV, timeout=120
+    )
+    assert mounted.returncode == 0, mounted.stderr
+    link.symlink_to(mounted.stdout.strip())
+    try:
+        yield link
+    finally:
+        subprocess.run([engine(), "image", "unmount", tag], capture_output=True, env=ENGINE_ENV, timeout=120)
 
 
 def _history(directory: Path) -> list[dict]:
     lines = [json.loads(line) for line in (directory / "history.jsonl").read_text().splitlines()]
     return [{k: v for k, v in line.items() if k not in TIMING} for line in lines]
-
-
-def _metrics(path: Path) -> list[dict]:
-    with open(path) as handle:
-        rows = [{k: v for k, v in row.items() if k not in MEASURED} for row in csv.DictReader(handle)]
-    return sorted(rows, key=lambda row: tuple(row.values()))
 
 
 def _kill_training_step(cluster, resume: Path, process: subprocess.Popen, timeout: float = 400) -> str:
@@ -123,26 +112,18 @@ def _kill_training_step(cluster, resume: Path, process: subprocess.Popen, timeou
     raise AssertionError(f"no resume state inside epoch 1 appeared in {resume} within {timeout} s")
 
 
-def test_the_workflow_on_a_two_host_slurm_cluster(repo_root, with_mirror, tmp_path):
+def test_the_workflow_on_a_two_host_slurm_cluster(repo_root, with_mirror, small_run_outside, tmp_path):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    single = _config(repo_root, {"threads": 2, "mem_mb": 3000, "processes": 2})
+    single = small_config(ONE_NODE)
     target = "results/metrics.csv"
 
-    local = subprocess.run(
-        _snakemake(repo_root, tmp_path / "local", single, target, "--cores", "2"),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert local.returncode == 0, local.stderr[-4000:]
-
-    with two_host_cluster(tmp_path / "slurm") as cluster:
-        env = {**env, **{k: v for k, v in cluster.env.items() if k == "SLURM_CONF"}}
+    with mounted_image(tmp_path / "tunebench.sif") as image, two_host_cluster(tmp_path / "slurm") as cluster:
+        env = {**env, "PATH": f"{APPTAINER_STANDIN}{os.pathsep}{env['PATH']}", "SLURM_CONF": cluster.env["SLURM_CONF"]}
+        slurm_args = _slurm_args(repo_root, with_mirror, image)
         # 1. The config as SLURM jobs; the same metrics as the local run.
         work = tmp_path / "on-slurm"
         run = subprocess.run(
-            _snakemake(repo_root, work, single, target, *_slurm_args(repo_root, tmp_path)),
+            snakemake_command(work, single, target, *slurm_args),
             capture_output=True,
             text=True,
             env=env,
@@ -153,24 +134,30 @@ def test_the_workflow_on_a_two_host_slurm_cluster(repo_root, with_mirror, tmp_pa
         submitted = set(re.findall(r"has been submitted with SLURM jobid (\d+)", output))
         jobs = int(re.search(r"^total\s+(\d+)$", output, flags=re.MULTILINE).group(1))
         assert len(submitted) == jobs  # every job of the DAG went through sbatch
-        slurm_logs = {path.stem for path in (work / ".snakemake" / "slurm_logs").rglob("*.log")}
-        assert submitted <= slurm_logs
-        assert _metrics(work / target) == _metrics(tmp_path / "local" / target)
+        slurm_logs = {path.stem: path.read_text() for path in (work / ".snakemake" / "slurm_logs").rglob("*.log")}
+        assert submitted <= set(slurm_logs)
+        for job in submitted:  # every job ran in the image, on one of the hosts
+            assert f"Activating singularity image {image}" in slurm_logs[job]
+            assert re.search(
+                rf"^apptainer \(test stand-in\) on node[12]: exec {re.escape(str(image.resolve()))} bash -c ",
+                slurm_logs[job],
+                re.M,
+            )
+        assert metrics(work / target) == metrics(small_run_outside)
 
         # 2. Full fine-tuning as 2 nodes × 1 process, its step killed mid-epoch and resubmitted.
-        two_nodes = _config(repo_root, {"nodes": 2, "threads": 1, "mem_mb": 3000, "processes": 1})
+        two_nodes = small_config({"nodes": 2, "threads": 1, "mem_mb": 3000, "processes": 1})
         work2 = tmp_path / "two-nodes"
         (work2 / "results").mkdir(parents=True)
         shutil.copytree(work / "results" / "data", work2 / "results" / "data")
         # The data are step 1's, with their settings stamps (a resources change leaves the data settings
         # as they were, so the stamps are not rewritten and mtime alone does not redo the data job).
         shutil.copytree(work / "results" / "settings" / "data", work2 / "results" / "settings" / "data")
-        command = _snakemake(
-            repo_root,
+        command = snakemake_command(
             work2,
             two_nodes,
             str(FULL / "best.json"),
-            *_slurm_args(repo_root, tmp_path),
+            *slurm_args,
             "--rerun-triggers",
             "mtime",
         )
@@ -187,7 +174,16 @@ def test_the_workflow_on_a_two_host_slurm_cluster(repo_root, with_mirror, tmp_pa
         assert killed in resubmitted and len(resubmitted) == 2  # the killed job and its retry
 
         log = (work2 / "results" / "logs" / "train" / "viggo" / "tiny-llama" / "full.log").read_text()
-        assert re.search(r"launch on node1: srun --nodes=2 --ntasks=2 --ntasks-per-node=1", log)
+        # srun on the host, then on each node the container runtime, the image and tunebench's launcher in it.
+        runtime = f"apptainer exec --home {work2} --nv --bind {with_mirror} {image} tunebench train"
+        assert re.search(
+            rf"^launch on node1: srun --nodes=2 --ntasks=2 --ntasks-per-node=1 .* {re.escape(runtime)} ", log, re.M
+        )
+        for host in ("node1", "node2"):
+            assert re.search(rf"^apptainer \(test stand-in\) on {host}: exec \S+ tunebench train ", log, re.M)
+            assert re.search(
+                rf"^launch on {host}: /usr/local/bin/python[0-9.]* -m accelerate.commands.launch ", log, re.M
+            )
         assert "--machine_rank 0" in log and "--machine_rank 1" in log and "--main_process_ip node1" in log
         assert "rank 0 of 2 on host node1" in log and "rank 1 of 2 on host node2" in log
         assert re.search(r"resuming at epoch 1, step [123] ", log)

@@ -65,6 +65,20 @@ if not IN_CONTAINER:
     SHELL_PREFIX += (
         f'tunebench() {{{{ {shlex.quote(sys.executable)} -m tunebench "$@"; }}}}; '
     )
+# A multi-node training job has no container (tunebench.machinery.cluster says why): its command runs on the host,
+# where `tunebench_nodes NODES THREADS ARGS` starts one srun task per node, each running
+# `<per-node command> ARGS`: the image through the profile's own apptainer settings, or this interpreter.
+if IN_CONTAINER:
+    NODE_COMMAND = (
+        f'apptainer exec --home "$PWD" {workflow.deployment_settings.apptainer_args} '
+        f'{shlex.quote(config["container"])} tunebench'
+    )
+else:
+    NODE_COMMAND = f"{shlex.quote(sys.executable)} -m tunebench"
+SHELL_PREFIX += (
+    f"tunebench_nodes() {{{{ {shlex.quote(sys.executable)} -m tunebench.machinery.cluster "
+    f'"$1" "$2" {shlex.quote(NODE_COMMAND)} "${{{{@:3}}}}"; }}}}; '
+)
 if config["hf_home"]:
     SHELL_PREFIX += (
         f"export HF_HOME={shlex.quote(config['hf_home'])} HF_HUB_OFFLINE=1; "
@@ -181,6 +195,20 @@ def job_resource(kind, name, unset):
 
     value.__name__ = f"{kind}_{name}"
     return value
+
+
+def train_container(wildcards):
+    """The image of a training job under --sdm apptainer; none for a multi-node job, whose command starts
+    the image on every node itself (tunebench.machinery.cluster)."""
+    return None if job_rows("train", wildcards)["nodes"] > 1 else config["container"]
+
+
+def train_launcher(wildcards):
+    """How the training job calls tunebench: directly, or once per node of a multi-node job."""
+    rows = job_rows("train", wildcards)
+    if rows["nodes"] == 1:
+        return "tunebench"
+    return f"tunebench_nodes {rows['nodes']} {rows['threads']}"
 
 
 def job_slurm(kind, name):

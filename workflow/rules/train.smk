@@ -1,8 +1,10 @@
 # Training stage: one job per fine-tuning run (task × model × METHOD[-TAG]). Nodes, GPUs and memory
 # per node, threads and wall time come from the config's per-size, per-method table, in the SLURM
 # plugin's resources (tunebench.machinery.cluster.slurm_resources); full fine-tuning starts one process per GPU
-# through accelerate, and a multi-node job one launcher per node through srun. A killed job resumes from results/train/.../{run}.resume/,
-# which is not an output, so the clean-up of incomplete outputs leaves it for the re-run.
+# through accelerate. A multi-node job runs on the host without a container and starts one launcher per
+# node through srun, each in the image (tunebench.machinery.cluster). A killed job resumes from
+# results/train/.../{run}.resume/, which is not an output, so the clean-up of incomplete outputs leaves
+# it for the re-run.
 
 
 rule train:
@@ -18,6 +20,8 @@ rule train:
         "results/logs/train/{task}/{model}/{run}.log",
     benchmark:
         "results/benchmarks/train/{task}/{model}/{run}.tsv"
+    container:
+        train_container
     threads: job_resource("train", "threads", 1)
     resources:
         mem_mb=job_slurm("train", "mem_mb"),
@@ -30,9 +34,10 @@ rule train:
         tasks=job_slurm("train", "tasks"),
         cpus_per_task=job_slurm("train", "cpus_per_task"),
     params:
+        launcher=train_launcher,
         configfiles=CONFIGFILES,
         settings=train_settings_hash,
     shell:
-        "tunebench train --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
+        "{params.launcher} train --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
         " --run {wildcards.run} --out-dir $(dirname {output.best}) --data-dir $(dirname {input.data[0]})"
         " > {log} 2>&1"

@@ -3,8 +3,8 @@
 Full fine-tuning (and any multi-process job) re-launches this same command through
 ``accelerate launch`` with the accelerate file the config names, so the DeepSpeed settings live in
 ``config/accelerate`` and ``config/deepspeed`` and the command reads the same by hand or from a rule.
-A multi-node job (inside its SLURM allocation) first re-runs itself once per node through srun, and
-each node's copy starts its accelerate launcher (see :mod:`tunebench.machinery.cluster`). Every launch line
+A multi-node job runs once per node, started by the train rule's srun on the host (see
+:mod:`tunebench.machinery.cluster`), and each node's copy starts its accelerate launcher. Every launch line
 goes to stderr, which the workflow keeps as the job's log.
 """
 
@@ -116,13 +116,7 @@ def run(args: argparse.Namespace) -> int:
         where = f"resources.train of {args.task}/{args.model}/{args.run}"
         cluster.check_allocation(job.nodes, where)
         checkpoint.check_layout(resume, tb_job.fingerprint(job), tb_job.layout(job))
-    # The launchers replace this process, so a scheduler's signals reach them (and through them the workers).
-    if job.nodes > 1 and not launched and not os.environ.get(cluster.NODE_LAUNCH_ENV):
-        command = cluster.node_step_command(
-            [sys.executable, "-m", *train_arguments(args, out_dir, data_dir)], job.nodes, job.threads_per_node
-        )
-        print(f"launch on {socket.gethostname()}: {cluster.show(command)}", file=sys.stderr, flush=True)
-        os.execvpe(command[0], command, dict(os.environ, **{cluster.NODE_LAUNCH_ENV: "1"}))
+    # The launcher replaces this process, so a scheduler's signals reach it (and through it the workers).
     if job.launch and not launched:
         command = launch_command(job, args, out_dir, data_dir)
         print(f"launch on {socket.gethostname()}: {cluster.show(command)}", file=sys.stderr, flush=True)
