@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,7 @@ def pytest_terminal_summary(terminalreporter):
         f"bitsandbytes {facts.get('bitsandbytes')}: CPU 4-bit inference kernel {facts.get('bnb_cpu_4bit_kernel')} "
         f"({hardware.BNB_CPU_KERNEL_ENV}={hardware.bnb_cpu_kernel_choice()})"
     )
+    image = getattr(sys.modules.get("container_support"), "BUILT", None)
+    if image:  # how long the suite's image took this session (0 s when an image of the same inputs was there)
+        size = f"{image['bytes'] / 1e9:.2f} GB" if image["bytes"] else "size unknown"
+        terminalreporter.write_line(f"image {image['tag']}: {image['seconds']:.0f} s to build or find, {size}")

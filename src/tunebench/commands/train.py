@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import config as tb_config
 from ..machinery import cluster
+from ..stages import models
 from ..stages.train import backend, checkpoint
 from ..stages.train import job as tb_job
 from ._run_args import add_run_arguments
@@ -118,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint.check_layout(resume, tb_job.fingerprint(job), tb_job.layout(job))
     # The launcher replaces this process, so a scheduler's signals reach it (and through it the workers).
     if job.launch and not launched:
+        models.convert_ahead(job.base_source)
         command = launch_command(job, args, out_dir, data_dir)
         print(f"launch on {socket.gethostname()}: {cluster.show(command)}", file=sys.stderr, flush=True)
         os.execve(command[0], command, launch_env(os.environ, job.processes // job.nodes))

@@ -149,6 +149,13 @@ def gguf_converted(source: Mapping[str, Any]) -> Path:
     with tempfile.TemporaryDirectory(prefix=f"{target.name}.", dir=root) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        # Under ZeRO-3 transformers partitions the model while loading it, and a rank saves no whole copy;
+        # publishing that would leave a cache every later job trips on (convert_ahead runs before ZeRO-3).
+        if not (Path(tmp) / "config.json").is_file():
+            raise RuntimeError(
+                f"converting {name} gave no whole model (a ZeRO-3 rank holds only its shard); "
+                "convert it before the training processes start (models.convert_ahead)."
+            )
         try:
             os.rename(tmp, target)
         except OSError:  # another job finished the same conversion first
@@ -157,6 +164,17 @@ def gguf_converted(source: Mapping[str, Any]) -> Path:
         else:
             os.mkdir(tmp)  # leave the context manager a directory to remove
     return target
+
+
+def convert_ahead(source: Mapping[str, Any]) -> None:
+    """Convert the GGUF file that ``source`` or its tokenizer reads, in this process, before training starts.
+
+    A multi-process launch calls this once per node before it starts the ranks: inside a rank under
+    ZeRO-3 the model is partitioned while it loads, so no rank could save the whole converted copy.
+    """
+    for part in (source, source.get("tokenizer") or {}):
+        if part.get("gguf_package") not in (None, ""):
+            gguf_converted(part)
 
 
 def _finish_tokenizer(tokenizer):
