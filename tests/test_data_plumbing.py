@@ -75,8 +75,8 @@ def test_too_many_bad_rows_stop_the_stage_with_one_sentence(tmp_path, monkeypatc
     out = tmp_path / "out"
     config_file = tmp_path / "c.yaml"
     config_file.write_text(
-        f"data: {{mirror: {mirror}, max_bad_fraction: 0.05, verify_sources: false}}\nmodels: {{m: {{size: 1M, base: {{hub: "
-        f"x/y}}}}}}\nexperiments: {{}}\n"
+        f"data: {{mirror: {mirror}, max_bad_fraction: 0.05, verify_sources: false}}\n"
+        "models: {m: {size: 1M, base: {hub: x/y}}}\nexperiments: {}\n"
     )
     assert cli.main(["data", "viggo", "--config", str(config_file), "--out-dir", str(out)]) == 2
     assert not (out / "train.jsonl").exists()

@@ -21,6 +21,7 @@ import pandas as pd
 
 from .. import config as tb_config
 from ..stages.train import methods as tb_methods
+from ..util import fileio
 from ..util.errors import UserError
 from . import METHODS, Output, Plan, labels, plan
 from . import claims as tb_claims
@@ -577,7 +578,7 @@ def write_sources(
         "extras.tex": extras_tex(metrics, curves, chosen),
     }
     for name, text in files.items():
-        (generated / name).write_text(text)
+        fileio.write_atomic(generated / name, text)
     return build_dir / MAIN
 
 
