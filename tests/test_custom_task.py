@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -304,3 +305,18 @@ def test_the_schema_documents_every_key_of_a_declared_task_and_an_api_entry():
 
     keys = [*walk(schema["$defs"]["custom_task"], "tasks.NAME"), *walk(schema["$defs"]["api"], "models.NAME.api")]
     assert "tasks.NAME.splits.test_fraction" in keys and "models.NAME.api.output_price_per_mtok" in keys
+
+
+def test_a_pattern_that_backtracks_without_end_counts_the_row_unscorable():
+
+    output = "a" * 33 + "!"  # 34 characters
+    # Python's re takes minutes on this one; under the time limit it is answered at once: no match.
+    started = time.monotonic()
+    assert generic.build("regex", {"pattern": "^(a+)+$"}).score(output, {"answer": output}) == {"regex_match": False}
+    assert time.monotonic() - started < 20 * generic.PATTERN_TIMEOUT_S  # generous for a loaded CPU; re takes minutes
+    # One the regex engine cannot shortcut either: cut off at the limit and counted unscorable with the reason.
+    started = time.monotonic()
+    verdict = generic.build("regex", {"pattern": "^(a|aa)+$"}).score(output, {"answer": output})
+    assert time.monotonic() - started < 20 * generic.PATTERN_TIMEOUT_S  # the limit, stretched by a loaded CPU
+    assert verdict == {"regex_match": None, "unscorable": generic.PATTERN_TIMED_OUT}
+    assert generic.build("regex", {"pattern": "^(a|aa)+$"}).extract(output) is None
