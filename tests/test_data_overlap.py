@@ -9,9 +9,10 @@ import pytest
 
 from tunebench import config
 from tunebench.commands import cli
+from tunebench.results import paper
 from tunebench.stages import dataset
 from tunebench.tasks import data
-from tunebench.util.errors import DataError
+from tunebench.util.errors import DataError, UserError
 
 
 def _leaky_mirror(mirror, tmp_path):
@@ -113,3 +114,17 @@ def test_a_declared_tasks_files_are_recorded_on_first_use_and_checked_after(tmp_
     assert cli.main(command) == 0
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["bad_rows"]["rows.jsonl"] == {data.CUT_SHORT: 1}
+
+
+def test_the_papers_data_table_shows_the_counts(mirror, tmp_path, monkeypatch):
+    monkeypatch.delenv("TUNEBENCH_DATA_MIRROR", raising=False)
+    leaky, _ = _leaky_mirror(mirror, tmp_path)
+    _run(tmp_path, leaky, "drop")
+    manifests = paper.read_manifests(tmp_path, ["drop"])
+    text = paper.data_tex({"viggo": manifests["drop"]})
+    row = next(line for line in text.splitlines() if line.startswith("ViGGO &"))
+    # Rows train / validation / test, malformed, repeats, inputs in test, dropped.
+    assert row == r"ViGGO & 5,096 & 714 & 1,083 & 0 & 10 & 20 & 30 \\"
+    assert "keeps those out of training" in text and "data.overlap is drop" in text
+    with pytest.raises(UserError, match="run `tunebench data sql`"):
+        paper.read_manifests(tmp_path, ["sql"])
