@@ -308,7 +308,6 @@ def test_the_schema_documents_every_key_of_a_declared_task_and_an_api_entry():
 
 
 def test_a_pattern_that_backtracks_without_end_counts_the_row_unscorable():
-
     output = "a" * 33 + "!"  # 34 characters
     # Python's re takes minutes on this one; under the time limit it is answered at once: no match.
     started = time.monotonic()
