@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 # Rules call tunebench through the interpreter Snakemake runs under (workflow/rules/common.smk), so
 # nothing here needs .venv/bin on PATH.
-DEMO := --configfile config/demo.yaml
+DEMO_CONFIG := config/demo.yaml
+DEMO := --configfile $(DEMO_CONFIG)
 
 .PHONY: venv demo example test lint clean-results gpu-lock image
 
@@ -23,7 +24,9 @@ $(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 
 # A run killed outright (SIGKILL, power cut) leaves its lock: workflow_lock removes it with
 # `snakemake --unlock` when no other Snakemake works in this directory, and otherwise says so.
+# `tunebench validate` names the file and line of a config Snakemake would reject without saying where.
 demo: $(STAMP)
+	$(BIN)/tunebench validate --config $(DEMO_CONFIG)
 	$(BIN)/python -m tunebench.machinery.workflow_lock -- $(DEMO)
 	$(BIN)/snakemake --cores $(CORES) $(DEMO) --rerun-incomplete
 	$(BIN)/snakemake --cores 1 $(DEMO) --report results/report.html
@@ -34,6 +37,7 @@ demo: $(STAMP)
 EXAMPLE := examples/mathqa_choice
 example: $(STAMP)
 	@test -n "$(TUNEBENCH_DATA_MIRROR)" || { echo "make example reads MathQA from the data mirror: set TUNEBENCH_DATA_MIRROR"; exit 2; }
+	$(BIN)/tunebench validate --config $(EXAMPLE)/config.yaml
 	TUNEBENCH_DATA_MIRROR=$(abspath $(TUNEBENCH_DATA_MIRROR)) $(BIN)/snakemake --cores $(CORES) \
 	  --configfile $(EXAMPLE)/config.yaml --directory $(EXAMPLE) --rerun-incomplete
 	@cat $(EXAMPLE)/results/tables/main.md

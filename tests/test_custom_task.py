@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -150,11 +151,11 @@ def test_a_jsonl_task_goes_through_the_manifest(tmp_path):
 
 
 def test_given_csv_splits_and_a_plain_input_field(tmp_path):
-    for split, count in (("train", 20), ("test", 6)):
+    for split, numbers in (("train", range(20)), ("test", range(100, 106))):  # no test question in train
         with open(tmp_path / f"{split}.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["question", "label"])
-            writer.writerows([(f"is {i} even?", "yes" if i % 2 == 0 else "no") for i in range(count)])
+            writer.writerows([(f"is {i} even?", "yes" if i % 2 == 0 else "no") for i in numbers])
     section = declared(
         tmp_path / "train.csv",
         source={"csv": str(tmp_path / "train.csv")},
@@ -165,7 +166,7 @@ def test_given_csv_splits_and_a_plain_input_field(tmp_path):
     )
     prepared, manifest = dataset.prepare("tickets", tb_config.validate(base_config(section)))
     assert manifest["rows"]["test"] == 6 and manifest["rows"]["train"] + manifest["rows"]["validation"] == 20
-    assert prepared.splits["test"][0]["prompt"] == "is 0 even?"
+    assert prepared.splits["test"][0]["prompt"] == "is 100 even?"
     assert set(manifest["source"]["files"]) == {str(tmp_path / "train.csv"), str(tmp_path / "test.csv")}
 
 
@@ -173,8 +174,9 @@ def test_a_hub_source_reads_its_splits_through_datasets(tmp_path):
     # A dataset id that is a local directory is loaded as the hub's snapshot of it would be.
     repo = tmp_path / "tickets-dataset"
     repo.mkdir()
-    for split, count in (("train", 30), ("test", 5)):
-        (repo / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ticket_rows(count)))
+    rows = ticket_rows(35)
+    for split, part in (("train", rows[:30]), ("test", rows[30:])):
+        (repo / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in part))
     section = declared(repo, source={"hub": str(repo)}, splits={"test": "test", "validation_fraction": 0.2})
     prepared, manifest = dataset.prepare("tickets", tb_config.validate(base_config(section)))
     assert manifest["source"]["kind"] == "hub" and manifest["source"]["rows_read"] == {"train": 30, "test": 5}
@@ -303,3 +305,17 @@ def test_the_schema_documents_every_key_of_a_declared_task_and_an_api_entry():
 
     keys = [*walk(schema["$defs"]["custom_task"], "tasks.NAME"), *walk(schema["$defs"]["api"], "models.NAME.api")]
     assert "tasks.NAME.splits.test_fraction" in keys and "models.NAME.api.output_price_per_mtok" in keys
+
+
+def test_a_pattern_that_backtracks_without_end_counts_the_row_unscorable():
+    output = "a" * 33 + "!"  # 34 characters
+    # Python's re takes minutes on this one; under the time limit it is answered at once: no match.
+    started = time.monotonic()
+    assert generic.build("regex", {"pattern": "^(a+)+$"}).score(output, {"answer": output}) == {"regex_match": False}
+    assert time.monotonic() - started < 20 * generic.PATTERN_TIMEOUT_S  # generous for a loaded CPU; re takes minutes
+    # One the regex engine cannot shortcut either: cut off at the limit and counted unscorable with the reason.
+    started = time.monotonic()
+    verdict = generic.build("regex", {"pattern": "^(a|aa)+$"}).score(output, {"answer": output})
+    assert time.monotonic() - started < 20 * generic.PATTERN_TIMEOUT_S  # the limit, stretched by a loaded CPU
+    assert verdict == {"regex_match": None, "unscorable": generic.PATTERN_TIMED_OUT}
+    assert generic.build("regex", {"pattern": "^(a|aa)+$"}).extract(output) is None

@@ -46,7 +46,10 @@ def _contract(prepared):
 
 def test_viggo_from_the_mirror_matches_the_published_split_sizes(paper, mirror):
     prepared, manifest = dataset.prepare("viggo", paper)
-    assert manifest["rows"] == {"train": 5103, "validation": 714, "test": 1083}
+    # The published 5,103 training rows repeat 7 sentence and meaning-representation pairs; those leave training.
+    assert manifest["source"]["rows_read"]["viggo/train.csv"] == 5103
+    assert manifest["overlap"]["duplicates"]["train"] == {"exact": 7, "normalized": 7}
+    assert manifest["rows"] == {"train": 5096, "validation": 714, "test": 1083}
     assert manifest["bad_rows_total"] == 0
     # The mirror's files are recorded by hash (the values SOURCES.md publishes).
     files = manifest["source"]["files"]
@@ -200,7 +203,7 @@ def test_demo_config_limits_are_seeded_and_recorded(tmp_path, with_mirror):
     manifest = json.loads((out[0] / "manifest.json").read_text())
     limit = yaml.safe_load(DEMO.read_text())["tasks"]["viggo"]["limit"]
     assert manifest["rows"] == limit
-    assert manifest["rows_before_limit"] == {"train": 5103, "validation": 714, "test": 1083}
+    assert manifest["rows_before_limit"] == {"train": 5096, "validation": 714, "test": 1083}  # 7 repeats left out
     assert manifest["limit"] == limit
     assert manifest["seed"] == 42
     test_rows = data.read_split(out[0], "test")

@@ -22,7 +22,7 @@ GOOD_MR = "inform(name[Tetris], rating[good])"
 
 def _config(mirror, max_bad=0.01, **tasks):
     cfg = config.defaults()
-    cfg["data"] = {"mirror": str(mirror), "max_bad_fraction": max_bad}
+    cfg["data"].update(mirror=str(mirror), max_bad_fraction=max_bad, verify_sources=False)  # mirrors made here
     for name, options in tasks.items():
         cfg["tasks"][name].update(options)
     return cfg
@@ -75,8 +75,8 @@ def test_too_many_bad_rows_stop_the_stage_with_one_sentence(tmp_path, monkeypatc
     out = tmp_path / "out"
     config_file = tmp_path / "c.yaml"
     config_file.write_text(
-        f"data: {{mirror: {mirror}, max_bad_fraction: 0.05}}\nmodels: {{m: {{size: 1M, base: {{hub: "
-        f"x/y}}}}}}\nexperiments: {{}}\n"
+        f"data: {{mirror: {mirror}, max_bad_fraction: 0.05, verify_sources: false}}\n"
+        "models: {m: {size: 1M, base: {hub: x/y}}}\nexperiments: {}\n"
     )
     assert cli.main(["data", "viggo", "--config", str(config_file), "--out-dir", str(out)]) == 2
     assert not (out / "train.jsonl").exists()
@@ -92,7 +92,8 @@ def test_unparsable_json_lines_are_counted(tmp_path, monkeypatch):
     (folder / "train.jsonl").write_text(
         "\n".join(good + ["{not json", '{"question": "q", "answer": "no final line"}']) + "\n"
     )
-    (folder / "test.jsonl").write_text("\n".join(good[:10]) + "\n")
+    test = [json.dumps({"question": f"What is {i} + 2?", "answer": f"#### {i + 2}"}) for i in range(10)]
+    (folder / "test.jsonl").write_text("\n".join(test) + "\n")
     prepared, manifest = dataset.prepare("gsm8k", _config(tmp_path, gsm8k={"validation_rows": 20}))
     assert manifest["bad_rows"]["gsm8k/train.jsonl"] == {
         "line is not valid JSON": 1,
@@ -323,7 +324,7 @@ def test_an_integer_over_the_digit_limit_is_a_bad_row(tmp_path, monkeypatch, cap
     (folder / "train.jsonl").write_text("\n".join(good[:20] + [huge] * 5) + "\n")
     config_file = tmp_path / "c.yaml"
     config_file.write_text(
-        f"data: {{mirror: {tmp_path}}}\ntasks: {{gsm8k: {{validation_rows: 5}}}}\n"
+        f"data: {{mirror: {tmp_path}, verify_sources: false}}\ntasks: {{gsm8k: {{validation_rows: 5}}}}\n"
         "models: {m: {size: 1M, base: {hub: x/y}}}\nexperiments: {}\n"
     )
     assert cli.main(["data", "gsm8k", "--config", str(config_file), "--out-dir", str(tmp_path / "out")]) == 2

@@ -369,8 +369,10 @@ def test_make_demo_clears_a_stale_lock_first_and_needs_no_venv_on_path(repo_root
     makefile = (repo_root / "Makefile").read_text()
     demo = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
     lines = [line.strip() for line in demo.splitlines()[1:]]
-    assert lines[0].startswith("$(BIN)/python -m tunebench.machinery.workflow_lock -- $(DEMO)")
-    assert lines[1].startswith("$(BIN)/snakemake")
+    # The config is checked before anything else, then a stale lock is cleared, then Snakemake runs.
+    assert lines[0] == "$(BIN)/tunebench validate --config $(DEMO_CONFIG)"
+    assert lines[1].startswith("$(BIN)/python -m tunebench.machinery.workflow_lock -- $(DEMO)")
+    assert lines[2].startswith("$(BIN)/snakemake")
     assert "export PATH" not in makefile
 
 

@@ -2,6 +2,8 @@
 # A prompted baseline needs only the data; a fine-tuned run also waits for its best.json and reads
 # the checkpoint next to it (results/train/{task}/{model}/{run}/, the command's default).
 # Threads, memory, wall time and the GPUs of one node come from the config's per-size resources.evaluate table.
+# An API baseline whose requests failed for some rows runs again on the next invocation (failed_rows).
+from tunebench.stages import api as tb_api
 
 
 rule evaluate:
@@ -24,6 +26,7 @@ rule evaluate:
     params:
         configfiles=CONFIGFILES,
         settings=eval_settings_hash,
+        failed_rows=tb_api.retry_param,
     shell:
         "tunebench evaluate --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
         " --run {wildcards.run} --data-dir $(dirname {input.data[0]})"

@@ -9,6 +9,7 @@ rule paper:
         **paper_inputs(),
         metrics="results/metrics.csv",
         curves="results/learning_curves.csv",
+        manifests=expand("results/data/{task}/manifest.json", task=DATA_TASKS),
         settings=RESULTS_STAMP,
     output:
         report(
@@ -24,5 +25,6 @@ rule paper:
         settings=tb_digests.results_hash(config),
     shell:
         "tunebench paper --config {params.configfiles} --metrics {input.metrics} --curves {input.curves}"
-        " --tables-dir results/tables --figures-dir results/figures --build-dir results/paper/build"
+        " --tables-dir results/tables --figures-dir results/figures --data-dir results/data"
+        " --build-dir results/paper/build"
         " --out {output} > {log} 2>&1"

@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from ..util.errors import UserError
 
 COMMANDS = {
+    "validate": "check config files (YAML, schema, tasks) before a workflow run",
     "fetch": "download every hub model and dataset the config needs, for offline jobs",
     "data": "prepare a task's dataset (or generate the multiplication rows)",
     "export": "export a prepared split as OpenAI prompt/completion JSONL",

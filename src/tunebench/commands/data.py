@@ -67,18 +67,20 @@ def run(args: argparse.Namespace) -> int:
     if args.digits is not None and not all(1 <= d <= 12 for d in args.digits):
         raise UserError(f"--digits {args.digits[0]} {args.digits[1]} must both be between 1 and 12.")
 
-    prepared, manifest = dataset.prepare(args.task, config, seed=args.seed, **overrides)
+    target = args.out or args.out_dir or Path("results") / "data" / args.task
+    ledger = (target.parent if args.out else target) / f"{args.task}.sources.json"
+    prepared, manifest = dataset.prepare(args.task, config, seed=args.seed, ledger=ledger, **overrides)
     if args.out:
         rows = [dict(row, split=split) for split in data.SPLITS for row in prepared.splits[split]]
         data.write_rows(args.out, rows)
-        target = args.out
     else:
-        target = args.out_dir or Path("results") / "data" / args.task
         dataset.write(target, prepared, manifest)
     sizes = ", ".join(f"{split} {manifest['rows'][split]}" for split in data.SPLITS)
     dropped = ", ".join(f"{f['name']} {f['dropped_total']}" for f in manifest["filters"]) or "none"
+    flagged = manifest["overlap"]["flagged"]
     print(
-        f"{args.task}: {sizes} rows; {manifest['bad_rows_total']} malformed dropped; filters: {dropped}; written to "
-        f"{target}"
+        f"{args.task}: {sizes} rows; {manifest['bad_rows_total']} malformed dropped; filters: {dropped}; "
+        f"duplicates or test overlap in train {flagged['train']}, validation {flagged['validation']} "
+        f"({manifest['overlap']['policy']}); written to {target}"
     )
     return 0

@@ -23,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--claims", type=Path, default=Path("results/claims.csv"), help="output of tunebench claims")
     parser.add_argument("--tables-dir", type=Path, default=Path("results/tables"), help="output of tunebench tables")
     parser.add_argument("--figures-dir", type=Path, default=Path("results/figures"), help="output of tunebench figures")
+    parser.add_argument("--data-dir", type=Path, default=Path("results/data"), help="output of tunebench data")
     parser.add_argument("--build-dir", type=Path, default=Path("results/paper/build"), help="where LaTeX runs")
     parser.add_argument("--out", type=Path, default=Path("results/paper/tunebench.pdf"), help="the PDF to write")
     parser.set_defaults(func=run)
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         args.figures_dir,
         args.build_dir,
         claims.read(args.claims) if "claims" in plan(config).tables else None,
+        data_dir=args.data_dir,
     )
     print(paper.compile_pdf(main, args.out))
     return 0

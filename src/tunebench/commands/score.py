@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import config as tb_config
 from .. import tasks
 from ..tasks.scoring.sqlsuite import EXECUTORS
+from ..util import fileio
 from ..util.errors import UserError
 
 SQL_KEYS = ("sql_databases", "sql_timeout_s", "sql_executor")
@@ -141,10 +142,9 @@ def run(args: argparse.Namespace) -> int:
     rows = read_lines(args.file, args.task)
     verdicts, summary = score_file(args.task, rows, **options)
     if args.per_example is not None:
-        args.per_example.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.per_example, "w", encoding="ascii") as out:  # escaped: lone surrogates survive
-            for row, verdict in zip(rows, verdicts):
-                out.write(json.dumps({**row, "verdict": verdict}) + "\n")
+        # ASCII-escaped, so that lone surrogates survive.
+        text = "".join(json.dumps({**row, "verdict": verdict}) + "\n" for row, verdict in zip(rows, verdicts))
+        fileio.write_atomic(args.per_example, text.encode("ascii"))
     for name in summary["metrics"]:
         unscorable = sum(v[name] is None for v in verdicts)
         if unscorable:

@@ -185,7 +185,7 @@ def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> dict:
             )
         loaded = read_yaml(path)
         if loaded is None:
-            loaded = {}
+            raise ConfigError(f"config file {path} is empty; give it the keys to set, or leave it out.")
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys at the top level.")
         config = _merge(config, loaded)

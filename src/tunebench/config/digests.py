@@ -45,6 +45,7 @@ def data_settings(config: Mapping[str, Any], task: str) -> dict:
         "options": copy.deepcopy(config["tasks"][task]),
         "seed": config["seed"],
         "max_bad_fraction": config["data"]["max_bad_fraction"],
+        "overlap": config["data"]["overlap"],
     }
 
 

@@ -380,7 +380,7 @@ def write(config: Mapping, results: Path, metrics_out: Path, curves_out: Path) -
     for frame, out in ((metrics, metrics_out), (curves, curves_out)):
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(out, index=False, lineterminator="\n")
+        fileio.write_atomic(out, frame.to_csv(index=False, lineterminator="\n"))
     return metrics, curves
 
 

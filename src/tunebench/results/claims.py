@@ -241,5 +241,5 @@ def write(config: Mapping, results: Path, out: Path) -> pd.DataFrame:
     frame = decide(config, Path(results))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
+    fileio.write_atomic(out, frame.to_csv(index=False))
     return frame

@@ -14,6 +14,7 @@ Each figure is drawn by one function, named by the ``draws`` of its entry in :fu
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 
 from .. import tasks as tb_tasks  # noqa: E402
 from ..stages.train import methods as tb_methods  # noqa: E402
+from ..util import fileio  # noqa: E402
 from ..util.errors import UserError  # noqa: E402
 from . import METHODS, Output, labels  # noqa: E402
 from . import published as tb_published  # noqa: E402
@@ -64,13 +66,18 @@ def shade(color, factor: float) -> tuple:
     return tuple(rgb * factor if factor <= 1 else rgb + (1 - rgb) * (factor - 1))
 
 
+_NO_DATES = {"CreationDate": None, "Creator": None, "Producer": None}
+
+
 def save(fig, out_base: Path) -> list[Path]:
     out_base = Path(out_base)
     out_base.parent.mkdir(parents=True, exist_ok=True)
     paths = [out_base.with_suffix(".png"), out_base.with_suffix(".pdf")]
-    fig.savefig(paths[0], dpi=200, metadata={"Software": None})
     # No creation date: the same results give byte-identical PDFs.
-    fig.savefig(paths[1], metadata={"CreationDate": None, "Creator": None, "Producer": None})
+    for path, options in zip(paths, ({"dpi": 200, "metadata": {"Software": None}}, {"metadata": _NO_DATES})):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=path.suffix[1:], **options)
+        fileio.write_atomic(path, buffer.getvalue())
     plt.close(fig)
     return paths
 

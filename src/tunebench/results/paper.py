@@ -9,6 +9,7 @@ directory; :func:`compile_pdf` runs ``latexmk`` on it.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -21,6 +22,7 @@ import pandas as pd
 
 from .. import config as tb_config
 from ..stages.train import methods as tb_methods
+from ..util import fileio
 from ..util.errors import UserError
 from . import METHODS, Output, Plan, labels, plan
 from . import claims as tb_claims
@@ -360,6 +362,62 @@ def _describe_source(source: Mapping | None) -> str:
     return "random tiny Llama"
 
 
+def _tabular(spec, header, rows):
+    body = "\n".join(" & ".join(row) + r" \\" for row in rows)
+    return (
+        f"\\begin{{tabular}}{{@{{}}{spec}@{{}}}}\n\\toprule\n"
+        + " & ".join(header)
+        + " \\\\\n\\midrule\n"
+        + body
+        + "\n\\bottomrule\n\\end{tabular}"
+    )
+
+
+def data_tex(manifests: Mapping[str, Mapping]) -> str:
+    """The data table: each task's rows per split, what the data stage dropped, and its overlap with the test split."""
+    if not manifests:
+        return ""
+    rows, policies = [], set()
+    for task, manifest in manifests.items():
+        overlap = manifest["overlap"]
+        policies.add(overlap["policy"])
+        in_test = sum(overlap["test_overlap"][split]["input"]["normalized"] for split in ("train", "validation"))
+        repeats = sum(counts["normalized"] for counts in overlap["duplicates"].values())
+        rows.append(
+            [tex(labels.task(task))]
+            + [f"{manifest['rows'][split]:,}" for split in ("train", "validation", "test")]
+            + [f"{manifest['bad_rows_total']:,}", f"{repeats:,}", f"{in_test:,}", f"{overlap['dropped_total']:,}"]
+        )
+    policy = " or ".join(sorted(policies))
+    header = ["Task", "Train", "Validation", "Test", "Malformed", "Repeats", "Inputs in test", "Dropped"]
+    return (
+        "\\paragraph{Data.} The data stage checks each source file against its published release, counts rows "
+        "that repeat another of their split and training inputs that also occur in the test split, and "
+        + ("keeps those out of training" if policy == "drop" else f"under data.overlap = {tex(policy)} acts on them")
+        + " (Table~\\ref{tab:data}).\n\n"
+        "\\begin{table}[tbp]\n\\centering\n\\caption{Data: rows per split after filters and limits; malformed "
+        "records left out; rows repeating another of their split; train and validation rows whose input is also a "
+        "test input (case and whitespace ignored); train and validation rows dropped for either reason "
+        f"(data.overlap is {tex(policy)}).}}\n\\label{{tab:data}}\n\\small\n\\fitbox{{"
+        + _tabular("lrrrrrrr", header, rows)
+        + "}\n\\end{table}\n"
+    )
+
+
+def read_manifests(data_dir: Path, task_names: Iterable[str]) -> dict[str, dict]:
+    """The data stage's manifest of each task, in the given order; a missing one says to run that stage."""
+    found = {}
+    for task in task_names:
+        path = Path(data_dir) / task / "manifest.json"
+        try:
+            found[task] = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(
+                f"{path} is missing; run `tunebench data {task}` (or the workflow's data rule) first."
+            ) from None
+    return found
+
+
 def setup_tex(config: Mapping, metrics: pd.DataFrame) -> str:
     used = list(dict.fromkeys(metrics["model"]))
     model_rows = [
@@ -428,27 +486,17 @@ def setup_tex(config: Mapping, metrics: pd.DataFrame) -> str:
         }
     )
 
-    def tabular(spec, header, rows):
-        body = "\n".join(" & ".join(row) + r" \\" for row in rows)
-        return (
-            f"\\begin{{tabular}}{{@{{}}{spec}@{{}}}}\n\\toprule\n"
-            + " & ".join(header)
-            + " \\\\\n\\midrule\n"
-            + body
-            + "\n\\bottomrule\n\\end{tabular}"
-        )
-
     out = [
         "\\begin{table}[tbp]\n\\centering\n\\caption{Models: the base model is fine-tuned, the chat model is "
         "prompted as the baseline.}\n\\label{tab:models}\n\\small\n\\fitbox{"
-        + tabular("llrll", ["Name", "Size", "Parameters (B)", "Fine-tuned from", "Prompted model"], model_rows)
+        + _tabular("llrll", ["Name", "Size", "Parameters (B)", "Fine-tuned from", "Prompted model"], model_rows)
         + "}\n\\end{table}\n"
     ]
     if method_rows:
         out.append(
             "\\begin{table}[tbp]\n\\centering\n\\caption{Fine-tuning methods as configured.}\n\\label{tab:methods}\n"
             "\\small\n\\fitbox{"
-            + tabular(
+            + _tabular(
                 "lrrrll",
                 ["Method", "Learning rate", "LoRA rank", "LoRA alpha", "Trained weights", "Quantisation"],
                 method_rows,
@@ -460,7 +508,7 @@ def setup_tex(config: Mapping, metrics: pd.DataFrame) -> str:
             "\\begin{table}[tbp]\n\\centering\n\\caption{Training settings shared by every run."
             + note
             + "}\n\\label{tab:training}\n\\small\n"
-            + tabular("lr", ["Setting", "Value"], train_rows)
+            + _tabular("lr", ["Setting", "Value"], train_rows)
             + "\n\\end{table}\n"
         )
     return "\n".join(out)
@@ -543,8 +591,11 @@ def write_sources(
     figures_dir: Path,
     build_dir: Path,
     claims: pd.DataFrame | None = None,
+    data_dir: Path | None = None,
 ) -> Path:
-    """Copy the hand-written sources and write the generated includes; returns the main .tex file."""
+    """Copy the hand-written sources and write the generated includes; returns the main .tex file.
+
+    ``data_dir`` holds the data stage's manifests, which the data table reads (none: no data table)."""
     chosen = plan(config)
     if chosen.drawing("table", "claims") and claims is None:
         raise UserError("this configuration decides claims of the studies; run `tunebench claims` before the paper.")
@@ -571,13 +622,14 @@ def write_sources(
         "headline.tex": " ".join(filter(None, [headline(metrics), claims_headline(claims)])) + "\n",
         "claims.tex": claims_tex(claims, chosen),
         "setup.tex": setup_tex(config, metrics),
+        "data.tex": data_tex(read_manifests(data_dir, dict.fromkeys(metrics["task"]))) if data_dir else "",
         "results.tex": results_tex(metrics, chosen),
         "published.tex": published_tex(metrics, chosen),
         "cost.tex": cost_tex(metrics, chosen) if chosen.drawing("table", "cost") else "No model was fine-tuned.\n",
         "extras.tex": extras_tex(metrics, curves, chosen),
     }
     for name, text in files.items():
-        (generated / name).write_text(text)
+        fileio.write_atomic(generated / name, text)
     return build_dir / MAIN
 
 

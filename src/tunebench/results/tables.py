@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..util import fileio
 from ..util.errors import UserError
 from . import Output, labels
 from . import published as tb_published
@@ -553,9 +554,9 @@ def write(table: Table, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{table.name}.{ext}" for ext in ("csv", "md", "tex")]
-    table.csv_frame().to_csv(paths[0], index=False, lineterminator="\n")
-    paths[1].write_text(to_markdown(table))
-    paths[2].write_text(to_latex(table))
+    fileio.write_atomic(paths[0], table.csv_frame().to_csv(index=False, lineterminator="\n"))
+    fileio.write_atomic(paths[1], to_markdown(table))
+    fileio.write_atomic(paths[2], to_latex(table))
     return paths
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from .. import config as tb_config
 from .. import tasks
 from ..config import digests as tb_digests
-from ..tasks import data
+from ..tasks import data, overlap
 from ..tasks.data import Prepared
 from ..util import fileio
 from ..util.errors import DataError
@@ -49,21 +49,72 @@ def check_not_empty(task: Any, prepared: Prepared) -> None:
             )
 
 
+def _found(files: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
+    return {part: (info["records"], info["sha256"]) for part, info in files.items() if "records" in info}
+
+
+def check_sources(task: Any, prepared: Prepared, ledger: Path | None) -> None:
+    """Refuse a source file that is not what it should be: for a built-in task's mirror file, the published
+    release; for a task's own files, what the ledger recorded when they were first used (recorded now if new)."""
+    source = prepared.source
+    if source.get("kind") == "mirror":
+        expected, remedy = (
+            dict(task.mirror_files),
+            (
+                "replace it with the original (the mirror's SOURCES.md lists each file), or set data.verify_sources to "
+                "false for a mirror of your own"
+            ),
+        )
+        where = Path(source["mirror"])
+    elif source.get("kind") == "files" and ledger is not None:
+        where = Path()
+        try:
+            expected = {part: tuple(value) for part, value in json.loads(ledger.read_text(encoding="utf-8")).items()}
+        except FileNotFoundError:
+            expected = {}
+        except (OSError, ValueError, TypeError):
+            raise DataError(f"{ledger} is not a record of source files; delete it to record them again.") from None
+        remedy = f"restore it, or delete {ledger} if it changed on purpose"
+    else:
+        return
+    found = _found(source["files"])
+    for part, (records, sha256) in found.items():
+        if part in expected and (records, sha256) != tuple(expected[part]):
+            want_records, want_sha = expected[part]
+            raise DataError(
+                f"{task.name}: {where / part} holds {records:,} records with sha256 {sha256[:12]}…, not the expected "
+                f"{want_records:,} records with sha256 {want_sha[:12]}…; {remedy}."
+            )
+    if source.get("kind") == "files" and ledger is not None and set(found) - set(expected):
+        fileio.write_atomic(ledger, json.dumps(dict(expected, **found), indent=2, sort_keys=True) + "\n")
+
+
 def prepare(
-    task_name: str, config: Mapping[str, Any], seed: int | None = None, **overrides: Any
+    task_name: str,
+    config: Mapping[str, Any],
+    seed: int | None = None,
+    ledger: Path | None = None,
+    **overrides: Any,
 ) -> tuple[Prepared, dict]:
     """Load and format one task as ``config`` says; returns the limited splits and the manifest.
 
-    ``overrides`` replace keys of ``tasks.<task_name>`` (the CLI's ``--rows``/``--digits``).
+    ``overrides`` replace keys of ``tasks.<task_name>`` (the CLI's ``--rows``/``--digits``). ``ledger`` is the
+    file that records a declared task's source files on first use (none: not recorded, not checked).
     """
     task = tasks.get(task_name)
     seed = config["seed"] if seed is None else seed
     options = dict(config["tasks"][task_name], **overrides)
     mirror = tb_config.data_mirror(config)
     prepared = task.prepare(options, mirror, seed)
+    if config["data"]["verify_sources"]:
+        check_sources(task, prepared, ledger)
     max_bad = config["data"]["max_bad_fraction"]
     check_bad_rows(task_name, prepared, max_bad)
     check_not_empty(task, prepared)
+
+    prepared.splits = {split: prepared.splits.get(split, []) for split in data.SPLITS}
+    # Before the limits, so that a limit draws from rows that are already clean.
+    overlaps = overlap.apply(task_name, prepared.splits, config["data"]["overlap"])
 
     limit = options.get("limit") or {}  # the schema leaves an absent limit absent: it is part of the data's digest
     full_sizes = {split: len(prepared.splits.get(split, [])) for split in data.SPLITS}
@@ -97,6 +148,7 @@ def prepare(
             }
             for f in prepared.filters
         ],
+        "overlap": overlaps,
         "rows_before_limit": full_sizes,
         "limit": {split: limit.get(split) for split in data.SPLITS},
         "rows": {split: len(prepared.splits[split]) for split in data.SPLITS},

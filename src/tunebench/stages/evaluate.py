@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,8 @@ def summary(
         "variant": spec.variant,
         "n": n,
         "unscorable": sum(any(v is None for v in verdict.values()) for verdict in verdicts),
+        # Why, where the scorer says (a declared pattern past its time limit).
+        "unscorable_reasons": dict(Counter(v["unscorable"] for v in verdicts if "unscorable" in v)),
         "metrics": stats.summarize(
             verdicts,
             task.metrics,

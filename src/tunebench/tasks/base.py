@@ -70,6 +70,8 @@ class Task:
     baseline_variants: tuple[str, ...] = ("default",)
     #: Splits that must not come out empty; the data stage refuses the task otherwise.
     required_splits: tuple[str, ...] = ("train", "validation", "test")
+    #: Mirror files of the published release: relative path -> (records, sha256), checked by the data stage.
+    mirror_files: Mapping[str, tuple[int, str]] = {}
 
     def prepare(self, options: Mapping[str, Any], mirror: Path | None, seed: int) -> Prepared:
         """Load (hub or ``mirror``), validate and format every split."""

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import regex
+
 from ..util.errors import ConfigError, DataError
 from . import data
 from .base import BadRow, Prepared, Task
@@ -56,8 +58,8 @@ def check(config: Mapping[str, Any], builtin: tuple[str, ...]) -> None:
                     f"{key}.pattern is missing; the regex scorer needs the pattern whose match is compared."
                 )
             try:
-                re.compile(section["pattern"])
-            except re.error as exc:
+                regex.compile(section["pattern"])
+            except regex.error as exc:
                 raise ConfigError(f"{key}.pattern is not a valid regular expression ({exc}).") from None
         if scorer == "sql_execution" and not section.get("context"):
             raise ConfigError(

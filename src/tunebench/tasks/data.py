@@ -27,6 +27,9 @@ from ..util.staging import MIRROR_ENV
 
 SPLITS = ("train", "validation", "test")
 LEADING_FIELDS = ("id", "prompt", "completion", "answer")
+# Text split at line breaks ends in an empty string when the file ends with one: a non-empty last
+# piece is a last line without its line break, cut short when it does not parse.
+CUT_SHORT = "last line has no line break and does not parse (the file may be cut short)"
 
 
 class BadRow(ValueError):
@@ -159,7 +162,8 @@ class Source:
         """Records of a JSON Lines file; blank lines are skipped, unparsable ones counted as bad."""
         path = self._mirror_path(relpath)
         records, bad = [], Counter()
-        for line in _lines(self._text(path)):
+        lines = _lines(self._text(path))
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             if "\x00" in line:
@@ -168,7 +172,7 @@ class Source:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
-                bad["line is not valid JSON"] += 1
+                bad[CUT_SHORT if number == len(lines) else "line is not valid JSON"] += 1
             except ValueError:  # an integer beyond Python's 4,300-digit conversion limit
                 bad["line holds a number too long to read"] += 1
         self._account(relpath, records, bad)
@@ -188,14 +192,16 @@ class Source:
         header = _csv_fields(lines[0]) if lines else None
         if not header or not any(field.strip() for field in header):
             raise DataError(f"{path} has no header row; replace it with the original CSV file.")
-        for line in lines[1:]:
+        for number, line in enumerate(lines[1:], 2):
             if not line.strip():
                 continue
             if "\x00" in line:
                 bad["row contains a NUL byte"] += 1
                 continue
             fields = _csv_fields(line)
-            if fields is None:
+            if number == len(lines) and (fields is None or len(fields) != len(header)):
+                bad[CUT_SHORT] += 1
+            elif fields is None:
                 bad["row has an unclosed or misplaced quote"] += 1
             elif len(fields) != len(header):
                 bad[f"row has {len(fields)} fields, the header {len(header)}"] += 1

@@ -97,6 +97,12 @@ class MathQA(Task):
     primary_metric = ""
     baseline_variants = ()
     required_splits = ("train", "validation")  # a first training stage only: the mirror lacks a usable test split
+    mirror_files = {  # records and sha256 of the published files (the mirror's SOURCES.md)
+        "mathqa/train.json": (29837, "00e8919347d65dbba9289bf04ed998a6c48dbf451ca909eeb66a35f2419c2bf6"),
+        "mathqa/dev.json": (4475, "aeca12424fc8f32d0e35c09b7738986a446c12f110c8071f3cc8913712f04bf3"),
+        "mathqa/test.json": (2985, "dfe7bc4691caf26842ccd4cf14e8f978327bab4f2989e0b076a4e6b38a9371d1"),
+        "mathqa/challenge_test.json": (604, "76cfe1091d19c61a95abc8cca23dfde9e1690bdb6a0b42a35453193483253579"),
+    }
 
     def prepare(self, options: Mapping[str, Any], mirror, seed: int) -> Prepared:
         source = data.Source(self.name, mirror, options.get("hub"))

@@ -128,6 +128,14 @@ class Sql(Task):
     max_new_tokens = 160  # 99 % of gold queries are under 70 tokens, the longest about 130
     baseline_variants = ("default",)
 
+    mirror_files = {  # records and sha256 of the published files (the mirror's SOURCES.md)
+        "sql-create-context/sql_create_context_v4.json": (
+            78577,
+            "280961458ccb74731104ae9af715797a0332327a33a210120a6884085a5c03f0",
+        ),
+        "sql-create-context/sample.jsonl": (2410, "95f5c0bffa10cbb5ccbf8b5e06c28d382b772823700f671d3d044a1aaa084029"),
+    }
+
     def prepare(self, options: Mapping[str, Any], mirror, seed: int) -> Prepared:
         source = data.Source(self.name, mirror, options.get("hub"))
         notes = []

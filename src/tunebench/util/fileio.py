@@ -6,6 +6,7 @@ never sees half a file. Readers name the file and line of a bad record and what 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -13,7 +14,24 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError
+from .errors import DataError, UserError
+
+# Faults of the file system a user can fix, and what to do about each.
+_REMEDIES = {
+    errno.ENOSPC: "the file system is full; free space there or write elsewhere",
+    errno.EDQUOT: "the disk quota is used up; free space there or write elsewhere",
+    errno.EACCES: "permission denied; make the directory writable or write elsewhere",
+    errno.EPERM: "permission denied; make the directory writable or write elsewhere",
+    errno.EROFS: "the file system is read-only; write elsewhere",
+}
+
+
+class WriteFailed(UserError):
+    """A file could not be written for a reason the user can fix; nothing partial is left behind."""
+
+    def __init__(self, path: Path, size: int, code: int):
+        super().__init__(f"could not write {path} ({size:,} bytes): {_REMEDIES[code]}.")
+        self.errno = code
 
 
 class BadLine(ValueError):
@@ -25,18 +43,27 @@ class BadLine(ValueError):
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``data`` (text as UTF-8) to ``path`` through a uniquely named temporary file beside it."""
+    """Write ``data`` (text as UTF-8) to ``path`` through a uniquely named temporary file beside it.
+
+    A full disk, a read-only file system or a permission fault ends in one sentence naming the path and
+    the bytes wanted (:class:`WriteFailed`), with neither the temporary file nor a partial ``path`` left.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
         data = data.encode("utf-8")
     # Process id plus random bits: unique across processes and threads. Opened with "x" (not through
     # tempfile, whose files are private) so that the result gets the usual umask-based permissions.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "xb") as handle:
             handle.write(data)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in _REMEDIES:
+            raise WriteFailed(path, len(data), exc.errno) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ...util import fileio
 from ...util.errors import UserError
 
 LATEST = "LATEST"
@@ -172,9 +173,7 @@ class ResumeDir:
         self._barrier()
         if self.main:
             self._complete(tmp, name)
-            pointer = self.path / f"{LATEST}.tmp"
-            pointer.write_text(name + "\n")
-            os.replace(pointer, self.path / LATEST)
+            fileio.write_atomic(self.path / LATEST, name + "\n")
             self._clean(keep={name, (position.get("best") or {}).get("dir")})
         self._barrier()
 

@@ -418,14 +418,14 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
         out_dir.mkdir(parents=True, exist_ok=True)
         resume.publish_best(best["dir"], out_dir / "checkpoint")
         fileio.write_jsonl(out_dir / "history.jsonl", position["history"])
-        (out_dir / "config.json").write_text(json.dumps(job.to_dict(), indent=2) + "\n")
-        (out_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+        fileio.write_atomic(out_dir / "config.json", json.dumps(job.to_dict(), indent=2) + "\n")
+        fileio.write_atomic(out_dir / "run.json", json.dumps(summary, indent=2) + "\n")
         best_json = {
             "epoch": best["epoch"],
             "validation_perplexity": best["validation_perplexity"],
             "validation_loss": best["validation_loss"],
             "checkpoint": "checkpoint",
         }
-        (out_dir / "best.json").write_text(json.dumps(best_json, indent=2) + "\n")
+        fileio.write_atomic(out_dir / "best.json", json.dumps(best_json, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return summary

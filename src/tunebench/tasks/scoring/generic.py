@@ -14,9 +14,16 @@ import string
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import regex
+
 from . import canonical, last_number, parse_number
 
 _SPACE = re.compile(r"\s+")
+#: Seconds a declared pattern may search one output: a pattern that backtracks without end (``^(a|aa)+$``)
+#: must not stall the evaluation, so the row is counted unscorable instead.
+PATTERN_TIMEOUT_S = 1.0
+PATTERN_TIMED_OUT = f"the pattern ran past its {PATTERN_TIMEOUT_S:g} s time limit"
+
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
@@ -82,16 +89,26 @@ def _normalized(options):
 
 
 def _regex(options):
-    pattern = re.compile(options["pattern"])
+    pattern = regex.compile(options["pattern"])
+
+    def search(prediction: str) -> tuple[str | None, bool]:
+        """The compared text (None without a match) and whether the time limit cut the search short."""
+        try:
+            match = pattern.search(prediction, timeout=PATTERN_TIMEOUT_S)
+        except TimeoutError:
+            return None, True
+        if match is None:
+            return None, False
+        return (match.group(1) if pattern.groups else match.group(0)).strip(), False
 
     def extract(prediction: str) -> str | None:
-        match = pattern.search(prediction)
-        if match is None:
-            return None
-        return (match.group(1) if pattern.groups else match.group(0)).strip()
+        return search(prediction)[0]
 
     def score(prediction, gold, **_):
-        return {"regex_match": extract(prediction) == str(gold["answer"]).strip()}
+        found, timed_out = search(prediction)
+        if timed_out:
+            return {"regex_match": None, "unscorable": PATTERN_TIMED_OUT}
+        return {"regex_match": found == str(gold["answer"]).strip()}
 
     return Scorer(("regex_match",), extract, score)
 
