@@ -11,6 +11,7 @@ from .. import tasks
 from ..stages import formats
 from ..tasks import data
 from ..util.errors import UserError
+from ._run_args import add_config_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,12 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--task", choices=tasks.built_in(), help="task of the rows (default: read from manifest.json beside the split)"
     )
-    parser.add_argument(
-        "--config",
-        nargs="+",
-        type=Path,
-        metavar="FILE",
-        help="config files defining the model whose tokenizer the instruction and chat formats need",
+    add_config_argument(
+        parser,
+        required=False,
+        help="a config file (repeatable) declaring the task or the model whose tokenizer the instruction and chat "
+        "formats need",
     )
     parser.add_argument("--model", help="model name under models in the config (instruction and chat formats)")
     parser.add_argument(

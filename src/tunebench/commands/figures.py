@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import config as tb_config
 from ..results import aggregate, claims, figures, plan
+from ._run_args import add_config_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,9 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="figures to draw: TASK_accuracy, learning_curves, two_stage_TASK, gain_vs_cost, "
         "ablation_format_TASK, claims (default: all the config has)",
     )
-    parser.add_argument(
-        "--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)"
-    )
+    add_config_argument(parser)
     parser.add_argument(
         "--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate"
     )

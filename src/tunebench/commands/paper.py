@@ -7,13 +7,12 @@ from pathlib import Path
 
 from .. import config as tb_config
 from ..results import aggregate, claims, paper, plan
+from ._run_args import add_config_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("paper", help="write the paper's generated includes and build its PDF")
-    parser.add_argument(
-        "--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)"
-    )
+    add_config_argument(parser)
     parser.add_argument(
         "--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate"
     )

@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "score",
         help="score raw model outputs against gold answers",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
+        description=__doc__.split("\n\n")[1].replace("\n", " ").replace("``", ""),
     )
     parser.add_argument("task", choices=tasks.scored(), help="task whose scorer is used")
     parser.add_argument(

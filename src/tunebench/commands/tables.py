@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import config as tb_config
 from ..results import aggregate, claims, plan, tables
+from ._run_args import add_config_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,9 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="tables to write: main, a task name, published, cost, ablation_format_TASK (default: all the config has)",
     )
-    parser.add_argument(
-        "--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)"
-    )
+    add_config_argument(parser)
     parser.add_argument(
         "--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate"
     )

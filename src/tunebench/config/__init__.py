@@ -441,6 +441,11 @@ def find_finetune(config: Mapping, task: str, model: str, run: str) -> Run:
     for item in finetune_runs(config):
         if (item.task, item.model, item.run) == (task, model, run):
             return item
+    if config["models"].get(model, {}).get("api"):
+        raise ConfigError(
+            f"model {model} is served through an API and cannot be fine-tuned, so {task}/{model}/{run} does not "
+            "exist; evaluate it as a prompted baseline (--run baseline) listed under experiments.baselines."
+        )
     raise ConfigError(f"no finetune experiment trains {task}/{model}/{run}; add it to experiments.finetune.")
 
 
