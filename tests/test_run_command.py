@@ -40,8 +40,7 @@ def test_a_yaml_error_is_one_sentence_with_file_and_line(tmp_path):
     done = _tunebench("run", str(bad), "-n", cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
-        f"tunebench run: error: config file {bad} line 5, column 5 is not valid YAML: expected ',' or ']', "
-        "but got ':'."
+        f"tunebench run: error: config file {bad} line 5, column 5 is not valid YAML: expected ',' or ']', but got ':'."
     ]
     assert not (tmp_path / "results").exists() and not (tmp_path / ".snakemake").exists()
 

@@ -50,7 +50,8 @@ def show(results: Path, rerun: str) -> int:
     missing = paper.tex_missing()
     if missing and not (results / "paper" / "tunebench.pdf").exists():
         print(
-            f"The paper PDF was not built: {paper.how_to_get_tex(missing)}, then run `{rerun}` again (it builds only the paper)."
+            f"The paper PDF was not built: {paper.how_to_get_tex(missing)}, then run `{rerun}` again "
+            "(it builds only the paper)."
         )
     return 0
 
