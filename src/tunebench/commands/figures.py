@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     draws = {output.draws for output in chosen}
     metrics = aggregate.read_metrics(args.metrics)
     curves = aggregate.read_curves(args.curves) if "learning_curves" in draws else None
-    decided = claims.read(args.claims) if "claims" in draws else None
+    decided = claims.studies(claims.read(args.claims)) if "claims" in draws else None
     written = figures.write_all(chosen, metrics, curves, args.out_dir, decided)
     print(f"{len(written)} files in {args.out_dir}")
     return 0

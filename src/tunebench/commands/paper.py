@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         args.tables_dir,
         args.figures_dir,
         args.build_dir,
-        claims.read(args.claims) if "claims" in plan(config).tables else None,
+        claims.read(args.claims) if {"claims", "comparisons"} & set(plan(config).tables) else None,
     )
     print(paper.compile_pdf(main, args.out))
     return 0

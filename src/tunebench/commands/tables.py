@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "names",
         nargs="*",
         metavar="NAME",
-        help="tables to write: main, a task name, published, cost, ablation_format_TASK (default: all the config has)",
+        help="tables to write: main, a task name, published, cost, ablation_format_TASK, claims, comparisons "
+        "(default: all the config has)",
     )
     add_config_argument(parser)
     parser.add_argument(
@@ -29,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     chosen = plan(tb_config.load(args.config)).named("table", args.names)
-    decided = claims.read(args.claims) if any(output.draws == "claims" for output in chosen) else None
+    decided = claims.read(args.claims) if {"claims", "comparisons"} & {o.draws for o in chosen} else None
     written = tables.write_all(chosen, aggregate.read_metrics(args.metrics), args.out_dir, decided)
     print(f"{len(written)} files in {args.out_dir}")
     return 0

@@ -308,6 +308,30 @@ def check(config: Mapping) -> None:
                             f"experiments.finetune[{i}].init_from needs the run {'/'.join(first)}, which no finetune "
                             "entry trains."
                         )
+    _check_comparisons(config)
+
+
+def _check_comparisons(config: Mapping) -> None:
+    """Each comparison names a task with a scorer and models that exist, under an id of its own."""
+    ids: set[str] = set()
+    for i, comparison in enumerate(config["comparisons"]):
+        where = f"comparisons[{i}]"
+        if comparison["id"] in ids:
+            raise ConfigError(f"{where}.id {comparison['id']!r} repeats an earlier comparison's; give it another.")
+        ids.add(comparison["id"])
+        task = comparison["task"]
+        if task not in tasks.built_in() and task not in (config.get("tasks") or {}):
+            raise ConfigError(f"{where}.task {task!r} is neither built in nor declared under tasks.")
+        metrics = _task(config, task).metrics
+        if comparison["metric"] != "primary" and comparison["metric"] not in metrics:
+            raise ConfigError(
+                f"{where}.metric {comparison['metric']!r} is not a metric of {task}; use primary or one of "
+                f"{', '.join(metrics)}."
+            )
+        for side in ("better", "than"):
+            model = comparison[side].get("model")
+            if model is not None and model not in config["models"]:
+                raise ConfigError(f"{where}.{side}.model {model!r} is not defined under models.")
 
 
 def _task(config: Mapping, name: str):
