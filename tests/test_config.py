@@ -241,3 +241,14 @@ def test_repeated_key_in_the_demo_config_is_refused(repo_root, tmp_path):
     path.write_text((repo_root / "config" / "demo.yaml").read_text() + "\nseed: 7\n")
     with pytest.raises(ConfigError, match=r"line \d+.*'seed' repeats the one on line \d+"):
         tb_config.load(path)
+
+
+def test_a_configs_lora_presets_join_the_built_in_ones(demo):
+    config = copy.deepcopy(demo)
+    config["lora_presets"] = {"mine": {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj"]}}
+    config["methods"] = {"lora": {"lora": "mine"}, "qlora": {}}  # qlora keeps its default preset, study_b
+    cfg = tb_config.validate(copy.deepcopy(config))
+    assert set(cfg["lora_presets"]) == {"template", "study_b", "mine"}
+    assert cfg["lora_presets"]["mine"]["r"] == 2 and cfg["methods"]["qlora"]["lora"] == "study_b"
+    config["lora_presets"]["study_b"] = {"r": 8, "alpha": 8, "dropout": 0.0, "target_modules": ["v_proj"]}
+    assert tb_config.validate(config)["lora_presets"]["study_b"]["r"] == 8  # a config's own wins

@@ -101,6 +101,9 @@ def _with_defaults(validator_class):
 def validate(config: dict) -> dict:
     """Validate ``config`` in place against the schema (filling defaults) and check cross-key rules."""
     schema = _schema()
+    given = config.get("lora_presets")
+    if isinstance(given, dict):  # a config's presets join the built-in ones (its own win on a shared name)
+        config["lora_presets"] = {**copy.deepcopy(schema["properties"]["lora_presets"]["default"]), **given}
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     entries = (config.get("experiments") or {}).get("finetune") if isinstance(config.get("experiments"), dict) else None
     for entry in entries if isinstance(entries, list) else []:

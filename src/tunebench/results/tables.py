@@ -426,19 +426,9 @@ def claims_table(claims: pd.DataFrame, declared: bool = False) -> Table:
     The published figure behind each claim stays in the CSV; the printed table keeps to what fits a page.
     """
     claims = (tb_claims.comparisons if declared else tb_claims.studies)(claims)
-    identity = (
-        "claim",
-        "task",
-        "metric",
-        "model",
-        "size",
-        "better_run",
-        "than_model",
-        "than_run",
-        "n",
-        "label",
-        "published",
-    )
+    identity = ("claim", "task", "metric", "model", "size", "better_run", "than_run", "n", "label", "published")
+    if declared:  # a declared comparison may pair two models
+        identity = (*identity[:6], "than_model", *identity[6:])
     # The spread over training seeds shows only where some run was trained with more than one seed.
     with_seeds = "seeds" in claims and bool((claims["seeds"].fillna(1) > 1).any())
     shown = ("difference", "ci_low", "ci_high", *(("seed_low", "seed_high") if with_seeds else ()))
