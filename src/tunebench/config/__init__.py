@@ -116,9 +116,25 @@ def validate(config: dict) -> dict:
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         raise ConfigError(f"invalid configuration: {_describe(best)}.")
+    _label_sizes(config)
     check(config)
     tasks.configure(config)  # the config's own tasks join the registry every stage reads
     return config
+
+
+def _label_sizes(config: dict) -> None:
+    """A size label for each model that states none: API for an endpoint (its size is unknown), else one
+    from params_b (0.135 → 135M, 7 → 7B), else the model's name."""
+    for name, model in config["models"].items():
+        if model["size"]:
+            continue
+        if model.get("api"):
+            model["size"] = "API"
+        elif model.get("params_b"):
+            billions = model["params_b"]
+            model["size"] = f"{billions:g}B" if billions >= 1 else f"{billions * 1000:g}M"
+        else:
+            model["size"] = name
 
 
 def defaults() -> dict:
