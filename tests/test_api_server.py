@@ -518,7 +518,7 @@ def test_a_server_with_other_default_sampling_agrees_once_extra_body_resets_it(w
 
     def texts(name: str, model: str) -> list[str]:
         path = tmp_path / "results" / "eval" / TASK / model / name / "predictions.jsonl"
-        return [json.loads(line)["prediction"] for line in path.read_text().splitlines()]
+        return [json.loads(line)["output"] for line in path.read_text().splitlines()]
 
     ours = texts("baseline", "smollm2")
     apart = sum(a != b for a, b in zip(ours, texts("penalised", "smollm2-api")))
