@@ -62,7 +62,7 @@ DECLARED = "config"
 
 def load_claims() -> list[dict]:
     text = resources.files("tunebench").joinpath("resources/claims.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return [{"pair_on": [], **claim} for claim in yaml.safe_load(text)]  # as a config's comparisons are filled
 
 
 def declared(config: Mapping) -> list[dict]:
@@ -127,7 +127,7 @@ def pairs(claim: Mapping, runs: list[dict]) -> list[tuple[dict, dict, str]]:
                     continue
                 if than["model"] != better["model"] and not across_models:
                     continue
-                if all(than[key] == better[key] for key in claim.get("pair_on", [])):
+                if all(than[key] == better[key] for key in claim["pair_on"]):
                     found.append((better, than, metric))
     return found
 

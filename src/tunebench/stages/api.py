@@ -142,13 +142,13 @@ def request_params(endpoint: Endpoint, max_tokens: int, seed: int) -> dict:
     seed where the entry names none, and its ``extra_body`` (the client merges it into the request)."""
     generation = endpoint.generation
     params = {
-        "temperature": generation.get("temperature", 0),
-        "seed": seed if generation.get("seed") is None else generation["seed"],
-        "max_tokens": max_tokens if generation.get("max_tokens") is None else generation["max_tokens"],
+        "temperature": generation["temperature"],
+        "seed": seed if generation["seed"] is None else generation["seed"],
+        "max_tokens": max_tokens if generation["max_tokens"] is None else generation["max_tokens"],
     }
-    if generation.get("top_p") is not None:
+    if generation["top_p"] is not None:
         params["top_p"] = generation["top_p"]
-    if generation.get("stop"):
+    if generation["stop"]:
         params["stop"] = list(generation["stop"])
     if endpoint.extra_body:
         params["extra_body"] = dict(endpoint.extra_body)
