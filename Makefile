@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(BIN)/python -m tunebench.machinery.workflow_lock -- $(DEMO)
 	$(BIN)/snakemake --cores $(CORES) $(DEMO) --rerun-incomplete
 	$(BIN)/snakemake --cores 1 $(DEMO) --report results/report.html
-	@$(BIN)/tunebench summary --results results
+	@$(BIN)/tunebench summary --results results --rerun 'make demo'
 
 # The worked example of a task declared in a config (examples/mathqa_choice): its results stay in its
 # folder. The mirror path is made absolute because the workflow runs from that folder.

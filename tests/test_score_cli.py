@@ -161,8 +161,8 @@ def test_user_errors(tunebench, tmp_path):
     (tmp_path / "latin1.jsonl").write_bytes(b'{"prediction": "\xe9", "answer": "1"}\n')
     code, _, stderr = tunebench("score", "gsm8k", tmp_path / "latin1.jsonl")
     assert code == 2 and "not UTF-8" in stderr
-    code, _, stderr = tunebench("score", "mathqa", rows)
-    assert code == 2 and "invalid choice" in stderr
+    code, _, stderr = tunebench("score", "mathqa", rows)  # built in, but without a scorer
+    assert code == 2 and "unknown task 'mathqa'; name one of viggo, sql, gsm8k, multiplication or declare" in stderr
 
 
 def test_empty_file_scores_nothing(tunebench, tmp_path):

@@ -305,9 +305,11 @@ def claims_predictions():
 
 
 def claims_input(wildcards):
-    """results/claims.csv for the steps that show the claims, when this config decides any."""
+    """results/claims.csv for the steps that show the claims or the config's comparisons, when it has any."""
     return (
-        {"claims": "results/claims.csv"} if RESULTS.drawing("table", "claims") else {}
+        {"claims": "results/claims.csv"}
+        if RESULTS.drawing("table", "claims") or RESULTS.drawing("table", "comparisons")
+        else {}
     )
 
 

@@ -7,13 +7,12 @@ from pathlib import Path
 
 from .. import config as tb_config
 from ..results import aggregate
+from ._run_args import add_config_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("aggregate", help="collect evaluation and training records into results/metrics.csv")
-    parser.add_argument(
-        "--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)"
-    )
+    add_config_argument(parser)
     parser.add_argument(
         "--results", type=Path, default=Path("results"), help="results directory holding eval/ and train/"
     )

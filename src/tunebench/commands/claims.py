@@ -7,13 +7,12 @@ from pathlib import Path
 
 from .. import config as tb_config
 from ..results import claims
+from ._run_args import add_config_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("claims", help="decide each claim of the case studies with paired bootstrap intervals")
-    parser.add_argument(
-        "--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)"
-    )
+    add_config_argument(parser)
     parser.add_argument("--results", type=Path, default=Path("results"), help="results directory holding eval/")
     parser.add_argument("--out", type=Path, default=Path("results/claims.csv"), help="the claims table to write")
     parser.set_defaults(func=run)

@@ -10,6 +10,7 @@ from .. import tasks
 from ..stages import dataset
 from ..tasks import data
 from ..util.errors import UserError
+from ._run_args import add_config_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,12 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("task", help=f"task to prepare: {', '.join(tasks.built_in())}, or one the config declares")
-    parser.add_argument(
-        "--config",
-        nargs="+",
-        type=Path,
-        metavar="FILE",
-        help="config files, later ones overriding earlier ones (default: every key at its schema default)",
+    add_config_argument(
+        parser,
+        required=False,
+        help="a config file, repeatable, later files overriding earlier ones (default: every key at its schema "
+        "default)",
     )
     out = parser.add_mutually_exclusive_group()
     out.add_argument(

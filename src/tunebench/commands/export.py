@@ -11,6 +11,7 @@ from .. import tasks
 from ..stages import formats
 from ..tasks import data
 from ..util.errors import UserError
+from ._run_args import add_config_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,14 +31,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.jsonl", help="output file")
     parser.add_argument(
-        "--task", choices=tasks.built_in(), help="task of the rows (default: read from manifest.json beside the split)"
+        "--task",
+        help=f"task of the rows: {', '.join(tasks.built_in())}, or one a --config file declares (default: read from "
+        "manifest.json beside the split)",
     )
-    parser.add_argument(
-        "--config",
-        nargs="+",
-        type=Path,
-        metavar="FILE",
-        help="config files defining the model whose tokenizer the instruction and chat formats need",
+    add_config_argument(
+        parser,
+        required=False,
+        help="a config file (repeatable) declaring the task or the model whose tokenizer the instruction and chat "
+        "formats need",
     )
     parser.add_argument("--model", help="model name under models in the config (instruction and chat formats)")
     parser.add_argument(
@@ -53,20 +55,27 @@ def task_of(split_file: Path) -> str:
         task = json.loads(manifest.read_text(encoding="utf-8"))["task"]
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"cannot read the task from {manifest}; pass --task.") from None
-    if task not in tasks.built_in():
-        raise UserError(f"{manifest} names an unknown task {task!r}; pass --task.")
+    if task not in tasks.names():
+        raise UserError(
+            f"{manifest} names the task {task!r}, which is neither built in nor declared; pass its --config."
+        )
     return task
 
 
 def run(args: argparse.Namespace) -> int:
+    config = tb_config.load(args.config) if args.config else None  # its declared tasks join the registry
     task = args.task or task_of(args.split_file)
+    if task not in tasks.names():
+        raise UserError(
+            f"unknown task {task!r}; name one of {', '.join(tasks.names())} or declare it under tasks in a --config "
+            "file."
+        )
     tokenizer = None
     if args.format != "special_tokens":
-        if not (args.config and args.model):
+        if not (config and args.model):
             raise UserError(f"format {args.format} needs the model's tokenizer; pass --config FILE and --model NAME.")
         from ..stages import models
 
-        config = tb_config.load(args.config)
         tokenizer = models.load_tokenizer(models.model_source(config, args.model, args.role))
     rows = data.read_rows(args.split_file)
     exported = formats.export_openai(tasks.get(task), rows, args.format, tokenizer)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import config as tb_config
 from ..results import aggregate, claims, figures, plan
+from ._run_args import add_config_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,9 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="figures to draw: TASK_accuracy, learning_curves, two_stage_TASK, gain_vs_cost, "
         "ablation_format_TASK, claims (default: all the config has)",
     )
-    parser.add_argument(
-        "--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)"
-    )
+    add_config_argument(parser)
     parser.add_argument(
         "--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate"
     )
@@ -37,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     draws = {output.draws for output in chosen}
     metrics = aggregate.read_metrics(args.metrics)
     curves = aggregate.read_curves(args.curves) if "learning_curves" in draws else None
-    decided = claims.read(args.claims) if "claims" in draws else None
+    decided = claims.studies(claims.read(args.claims)) if "claims" in draws else None
     written = figures.write_all(chosen, metrics, curves, args.out_dir, decided)
     print(f"{len(written)} files in {args.out_dir}")
     return 0

@@ -7,13 +7,12 @@ from pathlib import Path
 
 from .. import config as tb_config
 from ..results import aggregate, claims, paper, plan
+from ._run_args import add_config_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("paper", help="write the paper's generated includes and build its PDF")
-    parser.add_argument(
-        "--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)"
-    )
+    add_config_argument(parser)
     parser.add_argument(
         "--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate"
     )
@@ -39,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         args.tables_dir,
         args.figures_dir,
         args.build_dir,
-        claims.read(args.claims) if "claims" in plan(config).tables else None,
+        claims.read(args.claims) if {"claims", "comparisons"} & set(plan(config).tables) else None,
         data_dir=args.data_dir,
     )
     print(paper.compile_pdf(main, args.out))

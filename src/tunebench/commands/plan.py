@@ -11,6 +11,7 @@ from .. import config as tb_config
 from ..machinery import fit as tb_fit
 from ..machinery import walltime
 from ..util.errors import ConfigError
+from ._run_args import add_config_argument
 
 PROFILE = tb_config.ROOT / "profiles" / "slurm" / "config.yaml"
 
@@ -34,12 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "with one sentence per job that does not fit or cannot finish in runtime × attempts."
         ),
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        nargs="+",
-        default=[tb_config.ROOT / "config" / "config.yaml"],
-        help="config file(s), later ones override earlier ones (default: config/config.yaml)",
+    add_config_argument(
+        parser,
+        help="a config file to plan, e.g. config/config.yaml for the paper matrix; repeat the "
+        "flag for more, later files overriding earlier ones",
     )
     parser.add_argument(
         "--attempts",

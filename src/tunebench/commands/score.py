@@ -21,6 +21,7 @@ from .. import tasks
 from ..tasks.scoring.sqlsuite import EXECUTORS
 from ..util import fileio
 from ..util.errors import UserError
+from ._run_args import add_config_argument
 
 SQL_KEYS = ("sql_databases", "sql_timeout_s", "sql_executor")
 
@@ -35,15 +36,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "score",
         help="score raw model outputs against gold answers",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
+        description=__doc__.split("\n\n")[1].replace("\n", " ").replace("``", ""),
     )
-    parser.add_argument("task", choices=tasks.scored(), help="task whose scorer is used")
+    parser.add_argument(
+        "task", help=f"task whose scorer is used: {', '.join(tasks.scored())}, or one a --config file declares"
+    )
     parser.add_argument(
         "file", type=Path, metavar="FILE.jsonl", help="one JSON object per line with prediction and answer"
     )
     parser.add_argument(
         "--per-example", type=Path, metavar="OUT.jsonl", help="also write each input line with its verdict"
     )
+    add_config_argument(parser, required=False, help="a config file (repeatable) that declares the task")
     defaults = sql_defaults()
     sql = parser.add_argument_group("SQL only")
     sql.add_argument(
@@ -66,10 +70,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def is_sql(task: str) -> bool:
+    """Whether a task is scored by running SQL: the sql task, or a declared one with the sql_execution scorer."""
+    return task == "sql" or getattr(tasks.get(task), "section", {}).get("scorer") == "sql_execution"
+
+
 def sql_options(args: argparse.Namespace) -> dict:
     given = {"sql_databases": args.databases, "sql_timeout_s": args.timeout, "sql_executor": args.executor}
     given = {key: value for key, value in given.items() if value is not None}
-    if args.task != "sql":
+    if not is_sql(args.task):
         if given:
             raise UserError(f"--databases, --timeout and --executor apply to the sql task only, not to {args.task}.")
         return {}
@@ -84,7 +93,7 @@ def read_lines(path: Path, task: str) -> list[dict]:
     """The input objects, checked; a :class:`UserError` naming the first line that does not fit."""
     if not path.is_file():
         raise UserError(f"input file {path} does not exist; pass a JSON Lines file of predictions and answers.")
-    needs = 'a string "prediction" and an "answer"' + (' and a string "context"' if task == "sql" else "")
+    needs = 'a string "prediction" and an "answer"' + (' and a string "context"' if is_sql(task) else "")
     rows = []
     with open(path, encoding="utf-8", errors="strict") as handle:
         try:
@@ -119,7 +128,7 @@ def _problem(row: object, task: str) -> str | None:
     answer = row.get("answer")
     if answer is None or isinstance(answer, (bool, list, dict)):
         return 'has no "answer" (a string or number)'
-    if task == "sql" and not isinstance(row.get("context"), str):
+    if is_sql(task) and not isinstance(row.get("context"), str):
         return 'has no string "context"'
     return None
 
@@ -136,6 +145,13 @@ def score_file(task: str, rows: list[dict], **options) -> tuple[list[dict], dict
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.config:
+        tb_config.load(args.config)  # its declared tasks join the registry
+    if args.task not in tasks.scored():
+        raise UserError(
+            f"unknown task {args.task!r}; name one of {', '.join(tasks.scored())} or declare it under tasks in a "
+            "--config file."
+        )
     options = sql_options(args)
     if args.per_example is not None and args.per_example.resolve() == args.file.resolve():
         raise UserError(f"--per-example {args.per_example} is the input file; choose another path.")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import config as tb_config
 from ..results import aggregate, claims, plan, tables
+from ._run_args import add_config_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,11 +16,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "names",
         nargs="*",
         metavar="NAME",
-        help="tables to write: main, a task name, published, cost, ablation_format_TASK (default: all the config has)",
+        help="tables to write: main, a task name, published, cost, ablation_format_TASK, claims, comparisons "
+        "(default: all the config has)",
     )
-    parser.add_argument(
-        "--config", nargs="+", required=True, metavar="FILE", help="config YAML files (later ones override)"
-    )
+    add_config_argument(parser)
     parser.add_argument(
         "--metrics", type=Path, default=Path("results/metrics.csv"), help="output of tunebench aggregate"
     )
@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     chosen = plan(tb_config.load(args.config)).named("table", args.names)
-    decided = claims.read(args.claims) if any(output.draws == "claims" for output in chosen) else None
+    decided = claims.read(args.claims) if {"claims", "comparisons"} & {o.draws for o in chosen} else None
     written = tables.write_all(chosen, aggregate.read_metrics(args.metrics), args.out_dir, decided)
     print(f"{len(written)} files in {args.out_dir}")
     return 0

@@ -74,8 +74,7 @@ def train_arguments(args: argparse.Namespace, out_dir: Path, data_dir: Path) -> 
     return [
         "tunebench.commands.cli",
         "train",
-        "--config",
-        *map(str, args.config),
+        *(arg for path in args.config for arg in ("--config", str(path))),
         "--task",
         args.task,
         "--model",

@@ -101,6 +101,9 @@ def _with_defaults(validator_class):
 def validate(config: dict) -> dict:
     """Validate ``config`` in place against the schema (filling defaults) and check cross-key rules."""
     schema = _schema()
+    given = config.get("lora_presets")
+    if isinstance(given, dict):  # a config's presets join the built-in ones (its own win on a shared name)
+        config["lora_presets"] = {**copy.deepcopy(schema["properties"]["lora_presets"]["default"]), **given}
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     entries = (config.get("experiments") or {}).get("finetune") if isinstance(config.get("experiments"), dict) else None
     for entry in entries if isinstance(entries, list) else []:
@@ -113,9 +116,25 @@ def validate(config: dict) -> dict:
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         raise ConfigError(f"invalid configuration: {_describe(best)}.")
+    _label_sizes(config)
     check(config)
     tasks.configure(config)  # the config's own tasks join the registry every stage reads
     return config
+
+
+def _label_sizes(config: dict) -> None:
+    """A size label for each model that states none: API for an endpoint (its size is unknown), else one
+    from params_b (0.135 → 135M, 7 → 7B), else the model's name."""
+    for name, model in config["models"].items():
+        if model["size"]:
+            continue
+        if model.get("api"):
+            model["size"] = "API"
+        elif model.get("params_b"):
+            billions = model["params_b"]
+            model["size"] = f"{billions:g}B" if billions >= 1 else f"{billions * 1000:g}M"
+        else:
+            model["size"] = name
 
 
 def defaults() -> dict:
@@ -308,6 +327,30 @@ def check(config: Mapping) -> None:
                             f"experiments.finetune[{i}].init_from needs the run {'/'.join(first)}, which no finetune "
                             "entry trains."
                         )
+    _check_comparisons(config)
+
+
+def _check_comparisons(config: Mapping) -> None:
+    """Each comparison names a task with a scorer and models that exist, under an id of its own."""
+    ids: set[str] = set()
+    for i, comparison in enumerate(config["comparisons"]):
+        where = f"comparisons[{i}]"
+        if comparison["id"] in ids:
+            raise ConfigError(f"{where}.id {comparison['id']!r} repeats an earlier comparison's; give it another.")
+        ids.add(comparison["id"])
+        task = comparison["task"]
+        if task not in tasks.built_in() and task not in (config.get("tasks") or {}):
+            raise ConfigError(f"{where}.task {task!r} is neither built in nor declared under tasks.")
+        metrics = _task(config, task).metrics
+        if comparison["metric"] != "primary" and comparison["metric"] not in metrics:
+            raise ConfigError(
+                f"{where}.metric {comparison['metric']!r} is not a metric of {task}; use primary or one of "
+                f"{', '.join(metrics)}."
+            )
+        for side in ("better", "than"):
+            model = comparison[side].get("model")
+            if model is not None and model not in config["models"]:
+                raise ConfigError(f"{where}.{side}.model {model!r} is not defined under models.")
 
 
 def _task(config: Mapping, name: str):
@@ -441,6 +484,11 @@ def find_finetune(config: Mapping, task: str, model: str, run: str) -> Run:
     for item in finetune_runs(config):
         if (item.task, item.model, item.run) == (task, model, run):
             return item
+    if config["models"].get(model, {}).get("api"):
+        raise ConfigError(
+            f"model {model} is served through an API and cannot be fine-tuned, so {task}/{model}/{run} does not "
+            "exist; evaluate it as a prompted baseline (--run baseline) listed under experiments.baselines."
+        )
     raise ConfigError(f"no finetune experiment trains {task}/{model}/{run}; add it to experiments.finetune.")
 
 

@@ -144,13 +144,15 @@ def plan(config: Mapping) -> Plan:
 
     tables = [Output("main", "table", "main")] if tasks else []
     tables += [Output(task, "table", "task", task) for task in tasks]
-    if tasks:
+    if any(task in tb_tasks.built_in() for task in tasks):  # the studies' figures are of their tasks only
         tables.append(Output("published", "table", "published"))
     if has_finetuned:
         tables.append(Output("cost", "table", "cost"))
     tables += [Output(f"ablation_format_{task}", "table", "ablation_format", task) for task in ablations]
     if has_claims:
         tables.append(Output("claims", "table", "claims"))
+    if config["comparisons"]:
+        tables.append(Output("comparisons", "table", "comparisons"))
 
     figures = [_figure(f"{task}_accuracy", "task", task) for task in tasks]
     if finetune:

@@ -7,6 +7,10 @@ gets a paired bootstrap interval. The label follows from the interval: *reproduc
 above zero, *contradicted* when below, *undecided* when it holds zero. A claim none of whose runs
 this configuration makes is one row labelled *not run*, so a missing run never reads as a verdict.
 
+A config's own ``comparisons`` are claims of the same form, decided the same way after the studies' ones;
+their rows carry the source ``config`` (:data:`DECLARED`), and they may also select runs by ``model``
+(a pair is of the same model unless either side names one).
+
 A bootstrap over test rows says nothing of training variance. Where the ``better`` run was also
 trained with more seeds (``experiments.finetune[].seeds``), each seed's run is compared with the same
 ``than`` run on the same rows, and the lowest and highest mean difference over all its seeds are
@@ -38,6 +42,7 @@ COLUMNS = [
     "model",
     "size",
     "better_run",
+    "than_model",
     "than_run",
     "n",
     "better_value",
@@ -50,12 +55,24 @@ COLUMNS = [
     "seed_low",
     "seed_high",
 ]
-SELECTOR_KEYS = ("stage", "method", "format", "variant")
+SELECTOR_KEYS = ("stage", "method", "format", "variant", "model")
+#: The ``source`` of a comparison the config declares, in results/claims.csv.
+DECLARED = "config"
 
 
 def load_claims() -> list[dict]:
     text = resources.files("tunebench").joinpath("resources/claims.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return [{"pair_on": [], **claim} for claim in yaml.safe_load(text)]  # as a config's comparisons are filled
+
+
+def declared(config: Mapping) -> list[dict]:
+    """The config's own comparisons, as claims."""
+    return [{**comparison, "source": DECLARED, "published": ""} for comparison in config["comparisons"]]
+
+
+def all_claims(config: Mapping) -> list[dict]:
+    """The studies' claims, then the config's comparisons."""
+    return load_claims() + declared(config)
 
 
 def evaluated_runs(config: Mapping) -> list[dict]:
@@ -91,7 +108,7 @@ def evaluated_runs(config: Mapping) -> list[dict]:
 
 
 def _matches(run: Mapping, selector: Mapping) -> bool:
-    return all(run[key] == selector[key] for key in SELECTOR_KEYS if key in selector)
+    return all(run[key] == selector[key] for key in SELECTOR_KEYS if selector.get(key) is not None)
 
 
 def pairs(claim: Mapping, runs: list[dict]) -> list[tuple[dict, dict, str]]:
@@ -100,14 +117,17 @@ def pairs(claim: Mapping, runs: list[dict]) -> list[tuple[dict, dict, str]]:
     found = []
     runs = [run for run in runs if not run["replicate_of"]]
     claim_tasks = tb_tasks.scored() if claim["task"] == "any" else (claim["task"],)
+    across_models = any(claim[side].get("model") for side in ("better", "than"))
     for task in claim_tasks:
         metric = tb_tasks.get(task).primary_metric if claim["metric"] == "primary" else claim["metric"]
         of_task = [run for run in runs if run["task"] == task]
         for better in (run for run in of_task if _matches(run, claim["better"])):
             for than in of_task:
-                if than is better or than["model"] != better["model"] or not _matches(than, claim["than"]):
+                if than is better or not _matches(than, claim["than"]):
                     continue
-                if all(than[key] == better[key] for key in claim.get("pair_on", [])):
+                if than["model"] != better["model"] and not across_models:
+                    continue
+                if all(than[key] == better[key] for key in claim["pair_on"]):
                     found.append((better, than, metric))
     return found
 
@@ -146,7 +166,7 @@ def decide(config: Mapping, results: Path, claims: Iterable[Mapping] | None = No
     evaluation = config["evaluation"]
     runs = evaluated_runs(config)
     rows = []
-    for claim in claims if claims is not None else load_claims():
+    for claim in claims if claims is not None else all_claims(config):
         about = {key: claim[key] for key in ("statement", "source", "published")}
         compared = pairs(claim, runs)
         if not compared:
@@ -175,6 +195,7 @@ def decide(config: Mapping, results: Path, claims: Iterable[Mapping] | None = No
                     "metric": metric,
                     "model": model,
                     "size": config["models"][model]["size"],
+                    "than_model": than["model"],
                     "better_run": better["run"],
                     "than_run": than["run"],
                     "n": len(shared),
@@ -220,7 +241,7 @@ def prediction_files(config: Mapping) -> list[str]:
     """The predictions every claim of the config reads, relative to the workflow's directory."""
     runs = evaluated_runs(config)
     needed: set[tuple[str, str, str]] = set()
-    for claim in load_claims():
+    for claim in all_claims(config):
         for better, than, _ in pairs(claim, runs):
             needed |= {(run["task"], run["model"], run["run"]) for run in (better, than, *replicates(better, runs))}
     return [f"results/eval/{task}/{model}/{run}/predictions.jsonl" for task, model, run in sorted(needed)]
@@ -235,6 +256,16 @@ def read(path: Path) -> pd.DataFrame:
     if missing:
         raise DataError(f"{path} lacks the columns {', '.join(missing)}; delete it and run `tunebench claims` again.")
     return frame
+
+
+def studies(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the studies' claims."""
+    return frame[frame["source"] != DECLARED].reset_index(drop=True)
+
+
+def comparisons(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the config's own comparisons."""
+    return frame[frame["source"] == DECLARED].reset_index(drop=True)
 
 
 def write(config: Mapping, results: Path, out: Path) -> pd.DataFrame:

@@ -582,6 +582,19 @@ def claims_tex(claims: pd.DataFrame | None, chosen: Plan) -> str:
     )
 
 
+def comparisons_tex(claims: pd.DataFrame | None, chosen: Plan) -> str:
+    """The config's own comparisons, decided like the claims, after them."""
+    output = chosen.drawing("table", "comparisons")
+    if output is None or claims is None:
+        return ""
+    found = tb_claims.counts(tb_claims.comparisons(claims))
+    return (
+        f"\\paragraph{{Comparisons of this configuration.}} Decided the same way: {found['reproduced']} hold, "
+        f"{found['contradicted']} are contradicted, {found['undecided']} cannot be decided and {found['not run']} "
+        "have no runs (Table~\\ref{tab:comparisons}).\n" + _table(output, tb_tables.build(output, None, claims))
+    )
+
+
 def write_sources(
     config: Mapping,
     config_files: Iterable[str],
@@ -597,6 +610,7 @@ def write_sources(
 
     ``data_dir`` holds the data stage's manifests, which the data table reads (none: no data table)."""
     chosen = plan(config)
+    studies = tb_claims.studies(claims) if claims is not None else None
     if chosen.drawing("table", "claims") and claims is None:
         raise UserError("this configuration decides claims of the studies; run `tunebench claims` before the paper.")
     build_dir = Path(build_dir)
@@ -619,12 +633,16 @@ def write_sources(
         shutil.copyfile(path, generated / "figures" / path.name)
     files = {
         "numbers.tex": numbers_tex(numbers(config, config_files, metrics)),
-        "headline.tex": " ".join(filter(None, [headline(metrics), claims_headline(claims)])) + "\n",
-        "claims.tex": claims_tex(claims, chosen),
+        "headline.tex": " ".join(filter(None, [headline(metrics), claims_headline(studies)])) + "\n",
+        "claims.tex": claims_tex(studies, chosen) + comparisons_tex(claims, chosen),
         "setup.tex": setup_tex(config, metrics),
         "data.tex": data_tex(read_manifests(data_dir, dict.fromkeys(metrics["task"]))) if data_dir else "",
         "results.tex": results_tex(metrics, chosen),
-        "published.tex": published_tex(metrics, chosen),
+        "published.tex": (
+            published_tex(metrics, chosen)
+            if chosen.drawing("table", "published")
+            else "This configuration runs none of the studies' tasks, so no published figure applies.\n"
+        ),
         "cost.tex": cost_tex(metrics, chosen) if chosen.drawing("table", "cost") else "No model was fine-tuned.\n",
         "extras.tex": extras_tex(metrics, curves, chosen),
     }

@@ -21,6 +21,7 @@ import pandas as pd
 from ..util import fileio
 from ..util.errors import UserError
 from . import Output, labels
+from . import claims as tb_claims
 from . import published as tb_published
 from .text import cost_unit, count, hours, interval, latex_escape, number, plain, signed
 
@@ -419,12 +420,16 @@ def ablation_table(metrics: pd.DataFrame, task: str) -> Table:
     )
 
 
-def claims_table(claims: pd.DataFrame) -> Table:
-    """Each claim of the studies, per pair of runs: the paired difference, its interval and the verdict.
+def claims_table(claims: pd.DataFrame, declared: bool = False) -> Table:
+    """Each claim of the studies (or with ``declared`` each comparison of the config), per pair of runs: the
+    paired difference, its interval and the verdict.
 
     The published figure behind each claim stays in the CSV; the printed table keeps to what fits a page.
     """
+    claims = (tb_claims.comparisons if declared else tb_claims.studies)(claims)
     identity = ("claim", "task", "metric", "model", "size", "better_run", "than_run", "n", "label", "published")
+    if declared:  # a declared comparison may pair two models
+        identity = (*identity[:6], "than_model", *identity[6:])
     # The spread over training seeds shows only where some run was trained with more than one seed.
     with_seeds = "seeds" in claims and bool((claims["seeds"].fillna(1) > 1).any())
     shown = ("difference", "ci_low", "ci_high", *(("seed_low", "seed_high") if with_seeds else ()))
@@ -447,9 +452,9 @@ def claims_table(claims: pd.DataFrame) -> Table:
         return f"{row['seeds']:.0f}: {signed(row['seed_low'])} to {signed(row['seed_high'])}"
 
     caption = (
-        "The case studies' claims on these runs: the mean paired difference on the same test rows, in "
-        "points, with its paired bootstrap interval; reproduced when the interval lies above zero, "
-        "contradicted when below, undecided when it holds zero."
+        ("The comparisons this config declares" if declared else "The case studies' claims on these runs")
+        + ": the mean paired difference on the same test rows, in points, with its paired bootstrap interval; "
+        "reproduced when the interval lies above zero, contradicted when below, undecided when it holds zero."
     )
     if with_seeds:
         caption += (
@@ -464,7 +469,14 @@ def claims_table(claims: pd.DataFrame) -> Table:
             Column("Size", when_ran(lambda row: str(row["size"]))),
             Column(
                 "Compared on",
-                when_ran(lambda row: f"{labels.task(row['task'])}: {row['better_run']} vs {row['than_run']}"),
+                when_ran(
+                    lambda row: (
+                        f"{labels.task(row['task'])}: {row['model']} {row['better_run']} vs "
+                        f"{row['than_model']} {row['than_run']}"
+                        if declared
+                        else f"{labels.task(row['task'])}: {row['better_run']} vs {row['than_run']}"
+                    )
+                ),
             ),
             Column("n", when_ran(lambda row: f"{row['n']:.0f}"), numeric=True),
             Column(
@@ -495,10 +507,10 @@ BUILDERS = {
 
 
 def build(output: Output, metrics: pd.DataFrame, claims: pd.DataFrame | None = None) -> Table:
-    if output.draws == "claims":
+    if output.draws in ("claims", "comparisons"):
         if claims is None:
-            raise UserError("the claims table needs results/claims.csv; run `tunebench claims` first.")
-        table = claims_table(claims)
+            raise UserError(f"the {output.draws} table needs results/claims.csv; run `tunebench claims` first.")
+        table = claims_table(claims, declared=output.draws == "comparisons")
     elif output.task:
         table = BUILDERS[output.draws](metrics, output.task)
     else:

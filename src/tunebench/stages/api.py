@@ -1,9 +1,13 @@
 """Prompted baselines through an OpenAI-compatible chat endpoint (a model entry's ``api`` section).
 
-Every request is greedy (temperature 0, the config's seed where the server honours one), bounded in
-concurrency by ``max_concurrency``, limited to ``timeout_s`` and retried with exponential backoff on
-429, 5xx, time-outs and dropped connections. Answers are cached on disk, one file per request, named
-by a hash of (endpoint, model, messages, parameters): a rerun sends nothing and reads the same text.
+Every request carries the entry's generation parameters (greedy by default, the config's seed where the
+server honours one, plus ``extra_body`` for the server's own knobs, whose defaults otherwise apply), is
+bounded in concurrency by ``max_concurrency``, limited to ``timeout_s`` and retried with exponential
+backoff on 429, 5xx, time-outs and dropped connections. Answers are cached on disk, one file per request,
+named by a hash of (endpoint, model, the server's identity, messages, parameters): the identity is what
+``GET /models`` reports for the model plus the entry's declared ``revision``, so other weights served
+under the same name are asked again. A rerun sends no completion and reads the same text and the
+latency measured when the answer was first received.
 
 The key comes from the environment variable ``key_env`` only. It is handed to the client and to no
 other code: no log line, cache file, record or error message holds it, and a failed request is
@@ -38,6 +42,8 @@ from ..util.fileio import write_atomic
 DEFAULT_CACHE = Path("results", "api_cache")
 #: Longest pause between two tries of one request, in seconds.
 MAX_BACKOFF_S = 30.0
+#: The OpenAI request fields an ``api`` entry may set.
+GENERATION_KEYS = ("temperature", "top_p", "max_tokens", "stop", "seed")
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,9 @@ class Endpoint:
     backoff_s: float
     input_price_per_mtok: float | None
     output_price_per_mtok: float | None
+    generation: Mapping[str, Any] = field(default_factory=dict)  # temperature, top_p, max_tokens, stop, seed
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+    revision: str | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], model_name: str) -> Endpoint:
@@ -69,6 +78,9 @@ class Endpoint:
             backoff_s=section["backoff_s"],
             input_price_per_mtok=section["input_price_per_mtok"],
             output_price_per_mtok=section["output_price_per_mtok"],
+            generation={key: section[key] for key in GENERATION_KEYS},
+            extra_body=dict(section["extra_body"]),
+            revision=section["revision"],
         )
 
     def key(self) -> str:
@@ -99,6 +111,7 @@ class Answer:
     stopped: str  # end_token, length, or failed
     error: str | None = None  # http 429, http 500, timeout, connection, refused, empty; None when answered
     cached: bool = False
+    latency_s: float | None = None  # of the request that answered, measured when it was first sent
 
 
 @dataclass
@@ -124,16 +137,44 @@ class Tally:
         }
 
 
-def request_params(max_tokens: int, seed: int) -> dict:
-    """The sampling parameters of every request: greedy, seeded, bounded."""
-    return {"temperature": 0, "seed": seed, "max_tokens": max_tokens}
+def request_params(endpoint: Endpoint, max_tokens: int, seed: int) -> dict:
+    """The fields of every request: the entry's generation parameters, the task's limit and the config's
+    seed where the entry names none, and its ``extra_body`` (the client merges it into the request)."""
+    generation = endpoint.generation
+    params = {
+        "temperature": generation["temperature"],
+        "seed": seed if generation["seed"] is None else generation["seed"],
+        "max_tokens": max_tokens if generation["max_tokens"] is None else generation["max_tokens"],
+    }
+    if generation["top_p"] is not None:
+        params["top_p"] = generation["top_p"]
+    if generation["stop"]:
+        params["stop"] = list(generation["stop"])
+    if endpoint.extra_body:
+        params["extra_body"] = dict(endpoint.extra_body)
+    return params
 
 
-def cache_key(endpoint: Endpoint, messages: Sequence[Mapping[str, str]], params: Mapping[str, Any]) -> str:
+def server_identity(client, endpoint: Endpoint) -> dict:
+    """What the server says it serves under the model's name (its ``GET /models`` entry, or why there is
+    none) and the entry's declared revision: the part of the cache key that changes with the weights."""
+    try:
+        listed = [entry.model_dump(exclude_unset=True) for entry in client.models.list()]
+    except Exception as error:  # noqa: BLE001  (any failure means the identity is unknown; its text is not kept)
+        reported: Any = f"unreadable: {_retryable(error)[1]}"
+    else:
+        reported = next((entry for entry in listed if entry.get("id") == endpoint.model), "not listed")
+    return {"models_entry": reported, "revision": endpoint.revision}
+
+
+def cache_key(
+    endpoint: Endpoint, messages: Sequence[Mapping[str, str]], params: Mapping[str, Any], server: Mapping[str, Any]
+) -> str:
     """The hash that names a request's cache file; the key is not part of it."""
     identity = {
         "base_url": endpoint.base_url,
         "model": endpoint.model,
+        "server": dict(server),
         "messages": list(messages),
         "params": dict(params),
     }
@@ -156,7 +197,12 @@ class Cache:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             return Answer(
-                record["text"], record["prompt_tokens"], record["generated_tokens"], record["stopped"], cached=True
+                record["text"],
+                record["prompt_tokens"],
+                record["generated_tokens"],
+                record["stopped"],
+                cached=True,
+                latency_s=record.get("latency_s"),
             )
         except (ValueError, KeyError, TypeError):  # a damaged entry is asked again and overwritten
             return None
@@ -167,6 +213,7 @@ class Cache:
             "prompt_tokens": answer.prompt_tokens,
             "generated_tokens": answer.generated_tokens,
             "stopped": answer.stopped,
+            "latency_s": answer.latency_s,
         }
         write_atomic(self._path(key), (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
 
@@ -221,6 +268,7 @@ def _ask(client, endpoint: Endpoint, messages, params, tally: Tally, sleep: Call
             tally.requests += 1
             tally.in_flight += 1
             tally.most_in_flight = max(tally.most_in_flight, tally.in_flight)
+        sent = time.perf_counter()
         try:
             response = client.chat.completions.create(model=endpoint.model, messages=list(messages), **params)
         except Exception as error:  # noqa: BLE001  (sorted into retryable kinds below; the text is never kept)
@@ -246,6 +294,7 @@ def _ask(client, endpoint: Endpoint, messages, params, tally: Tally, sleep: Call
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
             generated_tokens=getattr(usage, "completion_tokens", 0) or 0,
             stopped="length" if choice.finish_reason == "length" else "end_token",
+            latency_s=round(time.perf_counter() - sent, 4),
         )
     return Answer("", 0, 0, "failed", error=kind)
 
@@ -259,13 +308,15 @@ def complete(
     cache_dir: Path,
     progress: Callable[[int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
-) -> tuple[list[Answer], Tally]:
-    """An answer per conversation, in order: from the cache, else from the endpoint."""
-    params = request_params(max_tokens, seed)
+) -> tuple[list[Answer], Tally, dict]:
+    """An answer per conversation, in order: from the cache, else from the endpoint; and the server's identity."""
+    params = request_params(endpoint, max_tokens, seed)
     cache = Cache(cache_dir)
     tally = Tally()
     answers: list[Answer | None] = [None] * len(conversations)
-    keys = [cache_key(endpoint, messages, params) for messages in conversations]
+    client = _client(endpoint)
+    server = server_identity(client, endpoint)
+    keys = [cache_key(endpoint, messages, params, server) for messages in conversations]
     todo = []
     for index, key in enumerate(keys):
         answers[index] = cache.get(key)
@@ -273,7 +324,6 @@ def complete(
             todo.append(index)
     tally.cache_hits = len(conversations) - len(todo)
     if todo:
-        client = _client(endpoint)  # the key is read only when something must be sent
         done = [tally.cache_hits]
 
         def work(index: int) -> None:
@@ -290,4 +340,4 @@ def complete(
 
         with ThreadPoolExecutor(max_workers=endpoint.max_concurrency) as pool:
             list(pool.map(work, todo))
-    return [answer for answer in answers if answer is not None], tally
+    return [answer for answer in answers if answer is not None], tally, server

@@ -69,7 +69,7 @@ def evaluate(
         f"at most {endpoint.max_concurrency} requests at once, up to {limit} new tokens"
     )
     began = time.perf_counter()
-    answers, tally = api.complete(
+    answers, tally, server = api.complete(
         endpoint,
         conversations,
         max_tokens=limit,
@@ -79,19 +79,27 @@ def evaluate(
     )
     wall = time.perf_counter() - began
     counts = tally.as_dict()
+    latencies = [a.latency_s for a in answers if a.latency_s is not None]
+    if counts["cache_hits"] and latencies:
+        # Answers read from the cache took no time now: the run's time is the one their requests took when
+        # sent, at the entry's concurrency, not the time of reading files.
+        wall = sum(latencies) / min(endpoint.max_concurrency, len(latencies))
+    timed = "recorded latencies" if counts["cache_hits"] else "measured"
     report(
         f"{counts['requests']} requests sent ({counts['retries']} retries), {counts['cache_hits']} answers from the "
         f"cache, {counts['failed_rows']} rows failed {counts['failures'] or ''}".rstrip()
     )
     generations = [Generation(a.text, a.prompt_tokens, a.generated_tokens, a.stopped) for a in answers]
     records = local.score_rows(spec, rows, generations, options)
-    for record, answer in zip(records, answers):
+    for record, answer, messages in zip(records, answers, conversations):
         if answer.error is not None:
             # Unscorable, not wrong: the endpoint gave no answer to judge.
             record["verdict"] = dict.fromkeys(record["verdict"])
             record["extracted"] = None
         record["error"] = answer.error
-    generated = sum(a.generated_tokens for a in answers if not a.cached)  # tokens the endpoint produced in this run
+        record["latency_s"] = answer.latency_s
+        record["messages"] = list(messages)  # what was sent, rendered, for auditing a prediction
+    generated = sum(a.generated_tokens for a in answers)
     metrics = local.summary(
         spec,
         records,
@@ -106,6 +114,10 @@ def evaluate(
     metrics["api"] = {
         "base_url": endpoint.base_url,
         "model": endpoint.model,
+        "server": server,
+        "request": api.request_params(endpoint, limit, config["seed"]),
+        "wall_time_from": timed,
+        "latency_s_mean": round(sum(latencies) / len(latencies), 4) if latencies else None,
         **counts,
         "input_price_per_mtok": endpoint.input_price_per_mtok,
         "output_price_per_mtok": endpoint.output_price_per_mtok,
