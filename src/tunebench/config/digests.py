@@ -6,9 +6,9 @@ param (Snakemake's params trigger re-runs exactly the jobs whose digest changed)
 stamp file ``results/settings/<stage>/<job>/<digest>.json``, which a rule of its own writes and the
 default target names. A changed digest names a stamp that does not exist yet, so its rule runs and
 everything downstream is older than its input: a results/ directory copied without ``.snakemake/``
-metadata still re-runs what a config edit affected. The commands record the same digest in their outputs (manifest.json,
-config.json/run.json, metrics.json), and the results stage refuses to mix outputs made under settings
-other than the current config's.
+metadata still re-runs what a config edit affected when the default target is built. The commands
+record the same digest in their outputs (manifest.json, config.json/run.json, metrics.json), and the
+results stage refuses to mix outputs made under settings other than the current config's.
 
 Nothing here imports torch: the workflow computes every digest while it parses.
 """
