@@ -8,7 +8,6 @@ import sys
 from snakemake.utils import min_version
 
 from tunebench.config import read_yaml
-from tunebench.config.digests import write_stamps
 from tunebench.util.errors import ConfigError
 
 min_version("9.0")
@@ -39,17 +38,13 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 
 
-# Every job's settings stamp, written while the workflow is parsed (before Snakemake lists results/);
-# each is rewritten only when its settings change (tunebench.config.digests.write_stamps).
-write_stamps(config)
-
-
 # With --sdm apptainer (profiles/slurm) every job runs in the suite's pinned image, the config's
 # `container` (a docker:// reference or a .sif file; README "Running in a container"); without
 # it, jobs use the current environment. Set after common.smk, whose validation fills the default.
 container: config["container"]
 
 
+include: "workflow/rules/settings.smk"
 include: "workflow/rules/fetch.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -14,6 +15,7 @@ import yaml
 from tunebench import config as tb_config
 from tunebench.machinery import fit as tb_plan
 from tunebench.machinery import walltime
+from tunebench.stages.train import backend
 
 BIN = Path(sys.executable).parent
 GIB = 2**30
@@ -28,17 +30,38 @@ def test_estimates_reproduce_deepspeeds_published_table_for_t5_small():
     total, largest = 60_506_624, 32_128 * 512
     published = {(True, True): (1.52, 0.06), (True, False): (1.35, 0.17), (False, False): (0.09, 1.08)}
     for (offload_optimizer, offload_params), (cpu, gpu) in published.items():
-        gpu_bytes, cpu_bytes = tb_plan._zero3(total, largest, 1, 1, offload_optimizer, offload_params)
+        gpu_bytes, cpu_bytes = backend.zero3_states(total, largest, 1, 1, offload_optimizer, offload_params)
         assert (round(cpu_bytes / GIB, 2), round(gpu_bytes / GIB, 2)) == (cpu, gpu)
 
 
 @pytest.mark.parametrize("size, parameters", [("7b", 6_738_415_616), ("13b", 13_015_864_320), ("70b", 68_976_648_192)])
 def test_shipped_llama2_configs_have_the_published_parameter_counts(size, parameters):
     model = tb_plan.empty_model({"hub": f"meta-llama/Llama-2-{size}-hf"})
-    total, trainable, largest = tb_plan._param_counts(model)
+    total, trainable, largest = backend.param_counts(model)
     assert total == trainable == parameters
     assert largest == 32_000 * {"7b": 4096, "13b": 5120, "70b": 8192}[size]  # the embedding (and lm_head)
     assert all(p.device.type == "meta" for p in model.parameters())  # shapes only, no weights
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora", "dora"])
+def test_the_fit_of_a_training_job_is_its_methods_own_estimate(paper_config, monkeypatch, method):
+    """fit builds the model and the backend's layout and asks the method; it decides nothing by method."""
+    from tunebench.stages.train import methods
+
+    lora = next(run for run in tb_config.finetune_runs(paper_config) if run.method == "lora")
+    run = dataclasses.replace(lora, method=method, run=method)
+    asked = []
+
+    def memory(self, model, settings, layout):
+        asked.append((self.name, layout))
+        return 1.0, 2.0, f"{self.name}'s estimate"
+
+    monkeypatch.setattr(type(methods.get(method)), "memory", memory)
+    rows = tb_config.resources(paper_config, "train", run.model, method)
+    assert tb_plan.train_estimate(paper_config, run, rows) == (1.0, 2.0, f"{method}'s estimate")
+    ((name, layout),) = asked
+    assert name == method and (layout.processes_per_node, layout.nodes) == (rows["processes_per_node"], rows["nodes"])
+    assert (layout.zero is None) == (not methods.get(method).launches_always and rows["processes"] == 1)
 
 
 def _plan(config_path: Path) -> subprocess.CompletedProcess:
@@ -116,9 +139,8 @@ def test_the_workflow_refuses_an_undersized_job_before_submitting_anything(repo_
     )
     assert result.returncode != 0
     assert "tunebench: train job viggo/llama2-70b/full on 1 node × 8 a10g needs" in result.stderr
-    # No job ran: results/ holds only the settings stamps written while the workflow was parsed.
-    made = [p for p in (tmp_path / "results").rglob("*") if p.is_file()]
-    assert made and all(p.is_relative_to(tmp_path / "results" / "settings") for p in made)
+    # No job ran, not even a settings stamp's.
+    assert not [p for p in (tmp_path / "results").rglob("*") if p.is_file()]
 
 
 def test_the_paper_matrix_finishes_in_its_runtimes_at_under_a_third_of_pad_to_512(repo_root):

@@ -173,7 +173,14 @@ def _viggo_and_descendants(job: str) -> bool:
         "/viggo/" in job
         or job == "all"
         or job.startswith(
-            ("results/metrics.csv", "results/claims.csv", "results/tables/", "results/figures/", "results/paper/")
+            (
+                "results/metrics.csv",
+                "results/claims.csv",
+                "results/tables/",
+                "results/figures/",
+                "results/paper/",
+                "results/settings/results/",
+            )
         )
     )
 
@@ -246,13 +253,18 @@ def test_a_job_runs_without_the_venv_on_path_and_records_the_stamps_digest(repo_
     assert result.returncode == 0, result.stderr[-3000:]
     for task in ("multiplication", "viggo"):
         manifest = json.loads((tmp_path / "results" / "data" / task / "manifest.json").read_text())
-        stamp = json.loads((tmp_path / "results" / "settings" / "data" / f"{task}.json").read_text())
+        (stamp_file,) = (tmp_path / "results" / "settings" / "data" / task).glob("*.json")
+        stamp = json.loads(stamp_file.read_text())
+        assert stamp_file.stem == stamp["settings_hash"]
         assert manifest["settings_hash"] == stamp["settings_hash"]
         assert stamp["settings"]["task"] == task and stamp["settings"]["seed"] == manifest["seed"]
 
 
+STAMP_RULES = ("settings_data", "settings_train", "settings_eval", "settings_results")
+
+
 def test_every_stamp_matches_what_the_commands_compute(repo_root, tmp_path):
-    """The digests the workflow computes from Snakemake's config equal those tunebench's loader gives."""
+    """The stamp jobs record, under their digest's name, the digests tunebench's loader gives."""
     from tunebench import config as tb_config
     from tunebench.config import digests as tb_digests
 
@@ -264,17 +276,19 @@ def test_every_stamp_matches_what_the_commands_compute(repo_root, tmp_path):
         str(tmp_path),
         "--configfile",
         str(repo_root / "config" / "demo.yaml"),
-        "-n",
-        "--quiet",
-        "all",
+        "--cores",
+        "1",
+        "--until",
+        *STAMP_RULES,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     cfg = tb_config.load(repo_root / "config" / "demo.yaml")
     stamps = sorted((tmp_path / "results" / "settings").rglob("*.json"))
     assert len(stamps) == 5 + 13 + 17 + 1  # data, train, eval, results
     for path in stamps:
-        parts = path.relative_to(tmp_path / "results" / "settings").with_suffix("").parts
+        *parts, name = path.relative_to(tmp_path / "results" / "settings").with_suffix("").parts
         recorded = json.loads(path.read_text())["settings_hash"]
+        assert recorded == name
         if parts[0] == "data":
             assert recorded == tb_digests.data_hash(cfg, parts[1])
         elif parts[0] == "train":
@@ -282,7 +296,87 @@ def test_every_stamp_matches_what_the_commands_compute(repo_root, tmp_path):
         elif parts[0] == "eval":
             assert recorded == tb_digests.eval_hash(cfg, *parts[1:])
         else:
-            assert recorded == tb_digests.results_hash(cfg)
+            assert parts == ["results"] and recorded == tb_digests.results_hash(cfg)
+
+
+def _tree(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file under ``root``: its content's sha256 and its modification time."""
+    import hashlib
+
+    return {
+        str(path.relative_to(root)): (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _other_settings(repo_root, tmp_path: Path) -> Path:
+    """The tiny config with one data setting changed: other digests for ViGGO and all it feeds."""
+    cfg = yaml.safe_load((repo_root / ".test" / "config.yaml").read_text())
+    cfg["tasks"]["viggo"]["limit"]["train"] -= 1
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return edited
+
+
+def test_a_dry_run_leaves_every_byte_of_results_as_it_was(repo_root, with_mirror, tmp_path):
+    """Parsing the workflow (TeX probe included) writes nothing: a dry run, of the same settings or of
+    edited ones, leaves the files under results/ and their modification times unchanged."""
+    workdir = tmp_path / "work"
+    tiny = ["-s", str(repo_root / "Snakefile"), "--directory", str(workdir)]
+    for targets in (["--until", *STAMP_RULES], ["results/data/multiplication/manifest.json"]):
+        made = snakemake(
+            repo_root, *tiny, "--configfile", str(repo_root / ".test" / "config.yaml"), "--cores", "1", *targets
+        )
+        assert made.returncode == 0, made.stderr[-2000:]
+    before = _tree(workdir / "results")
+    assert any(name.startswith("settings/") for name in before) and "data/multiplication/train.jsonl" in before
+    # Each dry run has jobs to list: the training of the same settings, the ViGGO stamp of the edited ones.
+    for config, job in (
+        (repo_root / ".test" / "config.yaml", "rule train:"),
+        (_other_settings(repo_root, tmp_path), "results/settings/data/viggo/"),
+    ):
+        dry = snakemake(repo_root, *tiny, "--configfile", str(config), "-n")
+        assert dry.returncode == 0, dry.stderr[-2000:]
+        assert job in dry.stdout
+        assert _tree(workdir / "results") == before, config
+
+
+def test_a_run_refused_by_anothers_lock_writes_nothing(repo_root, with_mirror, tmp_path):
+    """While one snakemake holds the working directory's lock (a real run, stopped mid-job), a second with
+    other settings is refused, and the results/ it found are byte for byte as they were."""
+    workdir = tmp_path / "work"
+    common = ["-s", str(repo_root / "Snakefile"), "--directory", str(workdir)]
+    first = subprocess.Popen(
+        [
+            str(BIN / "snakemake"),
+            *common,
+            "--configfile",
+            str(repo_root / ".test" / "config.yaml"),
+            "--cores",
+            "1",
+            "results/data/viggo/manifest.json",
+        ],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    locks = workdir / ".snakemake" / "locks"
+    try:
+        deadline = time.monotonic() + 120
+        while not lock_files_left(locks) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(first.pid, signal.SIGSTOP)  # holds the lock and writes nothing until killed
+        assert lock_files_left(locks), "the first run finished before it could be stopped"
+        before = _tree(workdir / "results") if (workdir / "results").is_dir() else {}
+        edited = _other_settings(repo_root, tmp_path)
+        second = snakemake(repo_root, *common, "--configfile", str(edited), "--cores", "1")
+        assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
+        after = _tree(workdir / "results") if (workdir / "results").is_dir() else {}
+        assert after == before
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
 
 
 def test_a_run_outside_the_repository_finds_the_paper_config(repo_root, tmp_path):

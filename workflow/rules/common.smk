@@ -104,13 +104,25 @@ DATA_TASKS = sorted(
 EVALUATED = [run for run in FINETUNE if run.evaluate] + BASELINES
 
 
-# Settings stamps (written by the Snakefile through tunebench.config.digests.write_stamps): one per job
-# and an input of it. The same digest is also each rule's param (Snakemake's params trigger) and is
-# recorded in the outputs.
-data_stamp = tb_digests.data_stamp
-train_stamp = tb_digests.train_stamp
-eval_stamp = tb_digests.eval_stamp
-RESULTS_STAMP = tb_digests.RESULTS_STAMP
+# Settings stamps (workflow/rules/settings.smk): one per job, named after its digest, and an input of it.
+# The same digest is also each rule's param (Snakemake's params trigger) and is recorded in the outputs.
+RESULTS_STAMP = tb_digests.results_stamp(config)
+STAMP_COMMAND = (
+    "rm -f $(dirname {output})/*.json $(dirname {log})/*.log;"
+    " printf '%s\\n' {params.stamp:q} > {output};"
+    " echo 'settings {wildcards.digest}; stamps of other settings removed' > {log}"
+)
+
+
+def stamp_text(settings):
+    """A params function: the stamp's text, from ``settings(config, *the job's wildcards)``, the digest last."""
+
+    def text(wildcards):
+        *job, name = wildcards
+        return tb_digests.stamp_text(settings(config, *job), name)
+
+    text.__name__ = f"{settings.__name__}_stamp"
+    return text
 
 
 def check_fit():
@@ -143,6 +155,7 @@ wildcard_constraints:
     model="[a-z0-9][a-z0-9._-]*",
     run="[a-z0-9_]+(-[a-z0-9_]+)?",
     split="train|validation|test",
+    digest="[0-9a-f]{16}",
 
 
 def data_files(task):
@@ -172,7 +185,7 @@ def train_inputs(wildcards):
     run = finetune_run(wildcards)
     inputs = {
         "data": data_files(run.task),
-        "settings": train_stamp(run.task, run.model, run.run),
+        "settings": tb_digests.train_stamp(config, run.task, run.model, run.run),
     }
     if run.init_from:
         first_task, first_run = run.init_from
@@ -224,7 +237,9 @@ def job_slurm(kind, name):
 def eval_inputs(wildcards):
     inputs = {
         "data": data_files(wildcards.task),
-        "settings": eval_stamp(wildcards.task, wildcards.model, wildcards.run),
+        "settings": tb_digests.eval_stamp(
+            config, wildcards.task, wildcards.model, wildcards.run
+        ),
     }
     if not tb_config.is_baseline(wildcards.run):
         inputs["trained"] = (
@@ -340,9 +355,28 @@ def paper_buildable():
     return not missing
 
 
+def settings_stamps():
+    """Every job's stamp. The default target names them: without Snakemake's metadata (a results/ copied
+    alone), a missing stamp re-runs its job only where something asks for the stamp itself.
+    """
+    return (
+        [tb_digests.data_stamp(config, task) for task in DATA_TASKS]
+        + [
+            tb_digests.train_stamp(config, run.task, run.model, run.run)
+            for run in FINETUNE
+        ]
+        + [
+            tb_digests.eval_stamp(config, run.task, run.model, run.run)
+            for run in EVALUATED
+        ]
+        + [RESULTS_STAMP]
+    )
+
+
 def all_targets():
     return (
-        expand("results/data/{task}/manifest.json", task=DATA_TASKS)
+        settings_stamps()
+        + expand("results/data/{task}/manifest.json", task=DATA_TASKS)
         + train_summaries()
         + metrics_files()
         + ["results/metrics.csv"]

@@ -8,7 +8,7 @@ for _task in tb_tasks.names():
             f"data_{_task}"
         input:
             staged_hub,
-            settings=data_stamp(_task),
+            settings=tb_digests.data_stamp(config, _task),
             sources=tb_custom_tasks.source_files(config, _task),
         output:
             splits=data_files(_task),

@@ -2,12 +2,13 @@
 
 A digest covers the resolved settings of one job *and* the digests of the jobs it reads, so a change
 anywhere upstream changes every downstream digest too. The workflow gives each rule its digest as a
-param (Snakemake's params trigger re-runs exactly the jobs whose digest changed) and as a stamp file
-under ``results/settings/`` that is an input of the rule and is rewritten only when its content
-changes: a results/ directory copied without ``.snakemake/`` metadata then still re-runs what a config
-edit affected, through the stamp's newer modification time. The commands record the same digest in
-their outputs (manifest.json, config.json/run.json, metrics.json), and the results stage refuses to
-mix outputs made under settings other than the current config's.
+param (Snakemake's params trigger re-runs exactly the jobs whose digest changed) and as an input: the
+stamp file ``results/settings/<stage>/<job>/<digest>.json``, which a rule of its own writes and the
+default target names. A changed digest names a stamp that does not exist yet, so its rule runs and
+everything downstream is older than its input: a results/ directory copied without ``.snakemake/``
+metadata still re-runs what a config edit affected when the default target is built. The commands
+record the same digest in their outputs (manifest.json, config.json/run.json, metrics.json), and the
+results stage refuses to mix outputs made under settings other than the current config's.
 
 Nothing here imports torch: the workflow computes every digest while it parses.
 """
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import config as tb_config
-from ..util import fileio
 
 #: Key under which outputs record their digest.
 KEY = "settings_hash"
@@ -122,46 +122,28 @@ def results_hash(config: Mapping[str, Any]) -> str:
     return digest(results_settings(config))
 
 
-def stamp(path: Path, settings: Mapping[str, Any]) -> str:
-    """Record ``settings`` and their digest in the stamp file ``path`` (only if changed); the digest."""
+def stamp_text(settings: Mapping[str, Any], name: str) -> str:
+    """The stamp file's content: ``settings`` and their digest, which the file's ``name`` must repeat."""
     value = digest(settings)
-    fileio.write_if_changed(
-        path, json.dumps({KEY: value, "settings": settings}, indent=2, sort_keys=True, default=str) + "\n"
-    )
-    return value
+    if name != value:
+        raise ValueError(f"a settings stamp named {name} was asked for, but its settings give {value}")
+    return json.dumps({KEY: value, "settings": settings}, indent=2, sort_keys=True, default=str)
 
 
-def data_stamp(task: str) -> str:
-    return str(STAMP_DIR / "data" / f"{task}.json")
+def data_stamp(config: Mapping[str, Any], task: str) -> str:
+    return str(STAMP_DIR / "data" / task / f"{data_hash(config, task)}.json")
 
 
-def train_stamp(task: str, model: str, run: str) -> str:
-    return str(STAMP_DIR / "train" / task / model / f"{run}.json")
+def train_stamp(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
+    return str(STAMP_DIR / "train" / task / model / run / f"{train_hash(config, task, model, run)}.json")
 
 
-def eval_stamp(task: str, model: str, run: str) -> str:
-    return str(STAMP_DIR / "eval" / task / model / f"{run}.json")
+def eval_stamp(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
+    return str(STAMP_DIR / "eval" / task / model / run / f"{eval_hash(config, task, model, run)}.json")
 
 
-RESULTS_STAMP = str(STAMP_DIR / "results.json")
-
-
-def write_stamps(config: Mapping[str, Any]) -> None:
-    """Every job's settings stamp: one file per job, rewritten only when the settings its outputs depend
-    on change, and an input of that job, so that a config edit re-runs the affected jobs even in a
-    results/ copied without Snakemake's metadata. The workflow calls it while it is parsed, before
-    Snakemake first lists results/: it caches directory listings, so a stamp written later, from an
-    input function, could be reported missing."""
-    from .. import tasks
-
-    for task in tasks.names():
-        stamp(data_stamp(task), data_settings(config, task))
-    finetune = tb_config.finetune_runs(config)
-    for run in finetune:
-        stamp(train_stamp(run.task, run.model, run.run), train_settings(config, run.task, run.model, run.run))
-    for run in [run for run in finetune if run.evaluate] + tb_config.baseline_runs(config):
-        stamp(eval_stamp(run.task, run.model, run.run), eval_settings(config, run.task, run.model, run.run))
-    stamp(RESULTS_STAMP, results_settings(config))
+def results_stamp(config: Mapping[str, Any]) -> str:
+    return str(STAMP_DIR / "results" / f"{results_hash(config)}.json")
 
 
 def check_recorded(doc: Mapping[str, Any], expected: str, path: Path | str, remedy: str) -> None:

@@ -4,12 +4,13 @@ Model shapes come from each model's ``config.json`` (a local directory, the GGUF
 the copies of the Llama-2 configs shipped in ``resources/model_configs``), never from weights: the
 model is built on the meta device with accelerate's ``init_empty_weights``.
 
-Training memory is DeepSpeed's own arithmetic: ``estimate_zero3_model_states_mem_needs`` (the
-function behind ``estimate_zero3_model_states_mem_needs_all_cold``) gives per-GPU and per-node host
-memory of the ZeRO-3 model states for the job's nodes × GPUs and the offload settings of its
-DeepSpeed file. Frozen weights (LoRA's base) are ZeRO-3 states without optimizer on the GPU, so the
-same estimator with ``cpu_offload=True`` prices them; an unsharded (data-parallel) job is the
-estimator on one GPU. QLoRA's 4-bit base is sized by accelerate's ``compute_module_sizes`` in
+Training memory is each method's own estimate (``Method.memory``) over the backend's ZeRO-3 arithmetic
+(``backend.Layout``), which is DeepSpeed's: ``estimate_zero3_model_states_mem_needs`` (the function
+behind ``estimate_zero3_model_states_mem_needs_all_cold``) gives per-GPU and per-node host memory of the
+ZeRO-3 model states for the job's nodes × GPUs and the offload settings of its DeepSpeed file. Frozen
+weights (LoRA's base) are ZeRO-3 states without optimizer on the GPU, so the same estimator with
+``cpu_offload=True`` prices them; an unsharded (data-parallel) job is the estimator on one GPU.
+QLoRA's 4-bit base is sized by accelerate's ``compute_module_sizes`` in
 ``int4``. Evaluation is accelerate's ``infer_auto_device_map`` of the model in its inference dtype
 over the job's GPUs. Activations are not model states: ``ACTIVATION_RESERVE`` of each GPU is kept
 for them, and a job fits when its states fit the rest.
@@ -136,90 +137,15 @@ def empty_model(source: Mapping[str, Any], lora: Mapping[str, Any] | None = None
     return model
 
 
-def _param_counts(model) -> tuple[int, int, int]:
-    """Total and trainable parameters, and the largest layer's own parameters (DeepSpeed's definition)."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    largest = max(sum(p.numel() for p in module.parameters(recurse=False)) for module in model.modules())
-    return total, trainable, largest
-
-
-def _zero3(params: int, largest: int, gpus_per_node: int, nodes: int, offload_optimizer: bool, offload_params: bool):
-    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
-
-    cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
-        params,
-        largest,
-        num_gpus_per_node=gpus_per_node,
-        num_nodes=nodes,
-        cpu_offload=offload_optimizer,
-        cpu_offload_params=offload_params,
-        zero_init=True,
-    )
-    return gpu, cpu
-
-
-def _frozen(params: int, largest: int, gpus_per_node: int, nodes: int, offload_params: bool):
-    """States of weights that are never updated: ZeRO-3's GPU share without optimizer states (the
-    optimizer-offload estimate), and its host share without an offloaded optimizer."""
-    gpu, _ = _zero3(params, largest, gpus_per_node, nodes, True, offload_params)
-    _, cpu = _zero3(params, largest, gpus_per_node, nodes, False, offload_params)
-    return gpu, cpu
-
-
-def _offloads(zero: Mapping[str, Any], key: str) -> bool:
-    return (zero.get(key) or {}).get("device", "none") == "cpu"
-
-
 def train_estimate(config: Mapping, run: tb_config.Run, rows: Mapping[str, Any]) -> tuple[float, float, str]:
-    """(GPU bytes per device, host bytes per node, what was estimated) of one training job."""
-    from ..stages import models
-
+    """(GPU bytes per device, host bytes per node, what was estimated) of one training job: its method's
+    estimate over the job's layout."""
     settings = tb_config.method_settings(config, run)
     method = methods.get(run.method)
-    source = config["models"][run.model]["base"]
-    per_node, nodes = rows["processes_per_node"], rows["nodes"]
-    model = empty_model(source, settings["lora"] if method.adapter else None)
-    total, trainable, largest = _param_counts(model)
+    model = empty_model(config["models"][run.model]["base"], settings["lora"] if method.adapter else None)
     multi = method.launches_always or rows["processes"] > 1
     zero = backend.zero3_settings(settings["accelerate_config"]) if multi else None
-    if method.quantized:
-        from accelerate.utils import CustomDtype, compute_module_sizes
-
-        # bitsandbytes quantises the decoder's linear layers; embeddings, norms and the output layer stay as they are.
-        kept = {
-            name: models.DTYPES[settings["compute_dtype"]]
-            for name, _ in model.named_parameters()
-            if any(part in name for part in ("embed_tokens", "lm_head", "norm"))
-        }
-        base = compute_module_sizes(model, dtype=CustomDtype.INT4, special_dtypes=kept)[""]
-        adapter_gpu, adapter_cpu = _zero3(trainable, largest, 1, 1, False, False)
-        return (
-            base + adapter_gpu,
-            adapter_cpu,
-            f"4-bit base (accelerate int4 sizes) + {trainable / 1e6:.0f}M LoRA states, one replica per GPU",
-        )
-    if zero is None:
-        # Data parallel: every process holds the whole model; its states are ZeRO-3's on one device.
-        frozen_gpu, frozen_cpu = _frozen(total - trainable, largest, 1, 1, False)
-        train_gpu, train_cpu = _zero3(trainable, largest, 1, 1, False, False)
-        return frozen_gpu + train_gpu, (frozen_cpu + train_cpu) * per_node, "a whole replica in every process (no ZeRO)"
-    offload_optimizer, offload_params = _offloads(zero, "offload_optimizer"), _offloads(zero, "offload_param")
-    devices = max(1, per_node)
-    if not method.adapter:
-        gpu, cpu = _zero3(total, largest, devices, nodes, offload_optimizer, offload_params)
-        return (
-            gpu,
-            cpu,
-            f"ZeRO-3 over {nodes * devices} processes, offload optimizer={offload_optimizer} params={offload_params}",
-        )
-    frozen_gpu, frozen_cpu = _frozen(total - trainable, largest, devices, nodes, offload_params)
-    train_gpu, train_cpu = _zero3(trainable, largest, devices, nodes, offload_optimizer, offload_params)
-    return (
-        frozen_gpu + train_gpu,
-        frozen_cpu + train_cpu,
-        f"ZeRO-3 sharded frozen base + {trainable / 1e6:.0f}M LoRA states",
-    )
+    return method.memory(model, settings, backend.Layout(rows["processes_per_node"], rows["nodes"], zero))
 
 
 def eval_estimate(

@@ -69,21 +69,6 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         raise
 
 
-def write_if_changed(path: Path, text: str) -> bool:
-    """Write ``text`` to ``path`` unless it already holds exactly that; True if it was written.
-
-    An unchanged file keeps its modification time, so nothing downstream of it re-runs.
-    """
-    path = Path(path)
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except (OSError, UnicodeDecodeError):
-        pass
-    write_atomic(path, text)
-    return True
-
-
 def jsonl_text(records: Iterable[Any]) -> str:
     """One JSON line per record (UTF-8 kept as is)."""
     return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)

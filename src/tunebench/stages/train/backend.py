@@ -3,13 +3,15 @@
 A method's ``accelerate_config`` names a file in ``config/accelerate/``; that file may name a DeepSpeed
 JSON file (relative to the project root). Here those files are read and recorded with a run, the
 DeepSpeed file's ``auto`` keys are filled from the training settings, and what the loop, the
-launcher and the fit estimate need to know of them (ZeRO stage, offload) is answered.
+launcher and the fit estimate need to know of them (ZeRO stage, offload) is answered, with the memory
+arithmetic of ZeRO-3 that the methods' estimates use (:class:`Layout`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +96,84 @@ def distributed(accelerator) -> dict:
         "offload_optimizer": (zero.get("offload_optimizer") or {}).get("device", "none"),
         "offload_param": (zero.get("offload_param") or {}).get("device", "none"),
     }
+
+
+def param_counts(model) -> tuple[int, int, int]:
+    """Total and trainable parameters, and the largest layer's own parameters (DeepSpeed's definition)."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    largest = max(sum(p.numel() for p in module.parameters(recurse=False)) for module in model.modules())
+    return total, trainable, largest
+
+
+def zero3_states(
+    params: int, largest: int, gpus_per_node: int, nodes: int, offload_optimizer: bool, offload_params: bool
+) -> tuple[float, float]:
+    """(GPU bytes per device, host bytes per node) of ZeRO-3 model states: DeepSpeed's own estimator."""
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+
+    cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
+        params,
+        largest,
+        num_gpus_per_node=gpus_per_node,
+        num_nodes=nodes,
+        cpu_offload=offload_optimizer,
+        cpu_offload_params=offload_params,
+        zero_init=True,
+    )
+    return gpu, cpu
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one training job's model states live: its processes per node, its nodes and the ZeRO-3 block
+    of its DeepSpeed file (None: every process holds a whole replica). A method's memory estimate asks it."""
+
+    processes_per_node: int
+    nodes: int
+    zero: Mapping[str, Any] | None
+
+    counts = staticmethod(param_counts)
+
+    def _offloads(self, key: str) -> bool:
+        return ((self.zero or {}).get(key) or {}).get("device", "none") == "cpu"
+
+    @property
+    def offload_optimizer(self) -> bool:
+        return self._offloads("offload_optimizer")
+
+    @property
+    def offload_params(self) -> bool:
+        return self._offloads("offload_param")
+
+    @property
+    def processes(self) -> int:
+        return self.nodes * max(1, self.processes_per_node)
+
+    def single(self, params: int, largest: int) -> tuple[float, float]:
+        """Trained states held whole on one device."""
+        return zero3_states(params, largest, 1, 1, False, False)
+
+    def replica(self, frozen: int, trained: int, largest: int) -> tuple[float, float, str]:
+        """Data parallel: every process holds the whole model; its states are ZeRO-3's on one device."""
+        frozen_gpu, _ = zero3_states(frozen, largest, 1, 1, True, False)
+        _, frozen_cpu = zero3_states(frozen, largest, 1, 1, False, False)
+        train_gpu, train_cpu = self.single(trained, largest)
+        return (
+            frozen_gpu + train_gpu,
+            (frozen_cpu + train_cpu) * self.processes_per_node,
+            "a whole replica in every process (no ZeRO)",
+        )
+
+    def sharded(self, params: int, largest: int) -> tuple[float, float]:
+        """Trained states sharded over every process, offloaded as the DeepSpeed file says."""
+        devices = max(1, self.processes_per_node)
+        return zero3_states(params, largest, devices, self.nodes, self.offload_optimizer, self.offload_params)
+
+    def sharded_frozen(self, params: int, largest: int) -> tuple[float, float]:
+        """Weights that are never updated, sharded: ZeRO-3's GPU share without optimizer states (the
+        optimizer-offload estimate), and its host share without an offloaded optimizer."""
+        devices = max(1, self.processes_per_node)
+        gpu, _ = zero3_states(params, largest, devices, self.nodes, True, self.offload_params)
+        _, cpu = zero3_states(params, largest, devices, self.nodes, False, self.offload_params)
+        return gpu, cpu

@@ -61,6 +61,21 @@ class Method:
         """Whether a single-process run still goes through ``accelerate launch`` (DeepSpeed needs it)."""
         return not self.adapter
 
+    def memory(self, model: Any, settings: dict[str, Any], layout: Any) -> tuple[float, float, str]:
+        """(GPU bytes per device, host bytes per node, what was estimated) of training ``model``, built on the
+        meta device, over ``layout`` (the backend's :class:`~tunebench.stages.train.backend.Layout`). Here:
+        adapters trained on a frozen base, which ZeRO-3 shards like the adapters."""
+        total, trainable, largest = layout.counts(model)
+        if layout.zero is None:
+            return layout.replica(total - trainable, trainable, largest)
+        frozen_gpu, frozen_cpu = layout.sharded_frozen(total - trainable, largest)
+        train_gpu, train_cpu = layout.sharded(trainable, largest)
+        return (
+            frozen_gpu + train_gpu,
+            frozen_cpu + train_cpu,
+            f"ZeRO-3 sharded frozen base + {trainable / 1e6:.0f}M LoRA states",
+        )
+
 
 def _discover() -> dict[str, Method]:
     found = []
