@@ -84,6 +84,14 @@ def test_the_paper_matrix_fits_its_declared_hardware(repo_root, paper_config):
     assert "4 × 8 a10g" in full70 and "yes" in full70
 
 
+def test_a_config_without_throughput_figures_is_planned_without_a_ratio(repo_root):
+    """The demo's CPU jobs have no published throughput, so there is no pad_to 512 total to compare with."""
+    result = _plan(repo_root / "config" / "demo.yaml")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    total = next(line for line in result.stdout.splitlines() if line.startswith("total: "))
+    assert "without a throughput figure left out" in total and "ratio" not in total
+
+
 def test_70b_full_on_one_node_is_refused_one_sentence_per_job(repo_root, tmp_path):
     config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
     config["resources"]["train"]["70B"]["full"].update(nodes=1, gpu=8)

@@ -78,8 +78,12 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"total: {total:,.0f} GPU-hours for {len(timings) - unknown} training jobs"
         + (f" ({unknown} without a throughput figure left out)" if unknown else "")
-        + f"; the same matrix with pad_to 512: {studied:,.0f} GPU-hours (ratio {total / studied:.3f}); "
-        f"{args.attempts} attempts per job, resume states at most {args.max_resume_minutes:.0f} min apart"
+        + (
+            f"; the same matrix with pad_to 512: {studied:,.0f} GPU-hours (ratio {total / studied:.3f})"
+            if studied
+            else ""
+        )
+        + f"; {args.attempts} attempts per job, resume states at most {args.max_resume_minutes:.0f} min apart"
     )
     refused = [fit.refusal() for fit in fits if fit.problems] + [t.refusal() for t in timings if t.problems]
     if refused:
