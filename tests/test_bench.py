@@ -7,7 +7,35 @@ import pytest
 
 from tunebench.commands import cli
 from tunebench.machinery import bench_peers
-from tunebench.machinery.bench import REFERENCES
+from tunebench.machinery.bench import REFERENCES, ratios
+
+
+def test_each_metric_of_a_case_is_set_against_the_reference_in_that_metric():
+    rows = [
+        ("tunebench", bench_peers.WALL, 30.0, 20.0, 40.0),
+        ("trl", bench_peers.WALL, 20.0, 10.0, 25.0),
+        ("tunebench", bench_peers.CPU, 12.0, 11.0, 13.0),
+        ("trl", bench_peers.CPU, 6.0, 5.5, 6.5),
+    ]
+    frame = pd.DataFrame(
+        [
+            {
+                "comparison": "peer training",
+                "case": "viggo full",
+                "variant": v,
+                "metric": m,
+                "median": x,
+                "low": lo,
+                "high": hi,
+            }
+            for v, m, x, lo, hi in rows
+        ]
+    )
+    table = ratios(frame, bench_peers.REFERENCES).set_index(["variant", "metric"])
+    assert table.loc[("tunebench", bench_peers.WALL), "ratio"] == 1.5
+    assert table.loc[("tunebench", bench_peers.CPU), "ratio"] == 2.0
+    assert table.loc[("tunebench", bench_peers.CPU), "ratio_low"] == 11.0 / 6.5  # its low over the peer's high
+    assert (table.xs("trl", level="variant")["ratio"] == 1.0).all()
 
 
 @pytest.mark.slow
@@ -61,7 +89,10 @@ def test_quick_peer_bench_sets_both_peers_beside_ours(with_mirror, tmp_path, cap
     assert cli.main(["bench", "--peers", "--quick", "--out-dir", str(tmp_path)]) == 0
     ratios = pd.read_csv(tmp_path / "peers_ratios.csv")
     training = ratios[ratios["comparison"] == "peer training"]
-    assert set(training["variant"]) == {"tunebench", "trl"} and len(training) == 4  # LoRA and full
+    assert set(training["variant"]) == {"tunebench", "trl"}
+    # LoRA and full, each per second of wall time and of CPU time, every rate positive.
+    assert set(training["metric"]) == {bench_peers.WALL, bench_peers.CPU} and len(training) == 8
+    assert (training["median"] > 0).all()
     # The same examples in the same order, one packed row a step: the per-token losses agree.
     assert (training["max_loss_difference"] < bench_peers.LOSS_TOLERANCE).all()
     evaluation = ratios[ratios["comparison"] == "peer evaluation"]

@@ -40,6 +40,6 @@ def run(args: argparse.Namespace) -> int:
         table = bench_peers.run(args.out_dir, quick=args.quick, threads=args.threads)
     else:
         table = bench.run(args.out_dir, quick=args.quick, threads=args.threads)
-    print(table.drop(columns=["metric"]).round(3).to_string(index=False))
+    print(table.round(3).to_string(index=False))
     print(f"written to {args.out_dir}")
     return 0

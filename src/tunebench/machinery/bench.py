@@ -507,9 +507,9 @@ EXTRA = (
 
 
 def ratios(frame: pd.DataFrame, references: Mapping[str, str] = REFERENCES) -> pd.DataFrame:
-    """Each variant's median against its comparison's reference variant in the same case (and spread)."""
+    """Each variant's median against its comparison's reference variant in the same case and metric (and spread)."""
     out = []
-    for (comparison, case), group in frame.groupby(["comparison", "case"], sort=False):
+    for (comparison, case, _), group in frame.groupby(["comparison", "case", "metric"], sort=False):
         reference = references.get(comparison)
         base = group[group["variant"] == reference]
         for _, row in group.iterrows():

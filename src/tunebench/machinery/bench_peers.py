@@ -45,6 +45,10 @@ FORMAT = "instruction"
 #: TRL's output layer computes log-probabilities in chunks, ours in one piece, so float32 sums differ in order.
 LOSS_TOLERANCE = 1e-4
 
+#: The two training measures (see :func:`_rates`).
+WALL = "useful tokens/s"
+CPU = "useful tokens per CPU second"
+
 
 @dataclass(frozen=True)
 class PeerSize:
@@ -113,7 +117,7 @@ def _trl_trainer(ours, examples, out: Path, *, packing: bool, batch_size: int, m
     # not given to the peer; with autocast it computes in bfloat16 through the Trainer's ``bf16``.
     built = wrap.build(dataclasses.replace(job, training={**training, "dtype": "float32"}), torch.device("cpu"))
 
-    record: dict[str, list] = {"loss": [], "tokens": [], "ends": [], "pending": [0]}
+    record: dict[str, list] = {"loss": [], "tokens": [], "ends": [], "cpu": [], "pending": [0]}
 
     def count(module, args, kwargs):
         record["pending"][0] += int(kwargs["input_ids"].numel())  # padding-free: every token is real
@@ -123,6 +127,7 @@ def _trl_trainer(ours, examples, out: Path, *, packing: bool, batch_size: int, m
     class Steps(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             record["ends"].append(time.perf_counter())
+            record["cpu"].append(time.process_time())
             record["tokens"].append(record["pending"][0])
             record["pending"][0] = 0
 
@@ -181,18 +186,31 @@ def _step_rate(ends: list[float], tokens: list[int], began: float) -> float:
     return sum(tokens[1:]) / (ends[-1] - ends[0])
 
 
-def _ours_rate(trainer, steps: int) -> float:
+def _rates(record: Mapping[str, list], began: float, cpu_began: float) -> dict[str, float]:
+    """Both measures of the same steps: per second of wall time and per second of this process's CPU time.
+
+    On a machine shared with other jobs the wall-clock rate follows their load; the CPU time counts only
+    what this process's threads ran, so it compares the work of the two sides more steadily.
+    """
+    return {
+        WALL: _step_rate(record["ends"], record["tokens"], began),
+        CPU: _step_rate(record["cpu"], record["tokens"], cpu_began),
+    }
+
+
+def _ours_rate(trainer, steps: int) -> dict[str, float]:
     plan = trainer.plans[1]
-    ends, tokens = [], []
-    began = time.perf_counter()
+    record: dict[str, list] = {"ends": [], "cpu": [], "tokens": []}
+    began, cpu_began = time.perf_counter(), time.process_time()
     for step in range(min(steps + 1, len(plan))):
         done = trainer.step(plan, step)
-        ends.append(time.perf_counter())
-        tokens.append(int(done["tokens"]))
-    return _step_rate(ends, tokens, began)
+        record["ends"].append(time.perf_counter())
+        record["cpu"].append(time.process_time())
+        record["tokens"].append(int(done["tokens"]))
+    return _rates(record, began, cpu_began)
 
 
-def _trl_rate(config, task, method, data_dir, work: Path, size: PeerSize, tag: str) -> float:
+def _trl_rate(config, task, method, data_dir, work: Path, size: PeerSize, tag: str) -> dict[str, float]:
     ours = bench._trainer(config, task, method, data_dir, work / f"ours-{tag}", FORMAT)
     trainer, record = _trl_trainer(
         ours,
@@ -203,9 +221,9 @@ def _trl_rate(config, task, method, data_dir, work: Path, size: PeerSize, tag: s
         max_steps=size.train_steps + 1,
         in_order=False,
     )
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     trainer.train()
-    return _step_rate(record["ends"], record["tokens"], began)
+    return _rates(record, began, cpu_began)
 
 
 def _loss_agreement(config, task, method, data_dir, work: Path, size: PeerSize) -> dict[str, Any]:
@@ -246,21 +264,24 @@ def _loss_agreement(config, task, method, data_dir, work: Path, size: PeerSize) 
 def training(config: Mapping, data_dirs: Mapping[str, Path], size: PeerSize, work: Path) -> list[dict]:
     rows = []
     for method in ("lora", "full"):
-        rates: dict[str, list[float]] = {"tunebench": [], "trl": []}
+        rates: dict[tuple[str, str], list[float]] = {}
         for repeat in range(size.repeats):
             ours = bench._trainer(config, "viggo", method, data_dirs["viggo"], work / f"ours-{method}-{repeat}", FORMAT)
-            rates["tunebench"].append(_ours_rate(ours, size.train_steps))
-            rates["trl"].append(
-                _trl_rate(config, "viggo", method, data_dirs["viggo"], work, size, f"{method}-{repeat}")
-            )
+            measured = {
+                "tunebench": _ours_rate(ours, size.train_steps),
+                "trl": _trl_rate(config, "viggo", method, data_dirs["viggo"], work, size, f"{method}-{repeat}"),
+            }
+            for variant, by_metric in measured.items():
+                for metric, value in by_metric.items():
+                    rates.setdefault((metric, variant), []).append(value)
         agreement = _loss_agreement(config, "viggo", method, data_dirs["viggo"], work / f"agree-{method}", size)
-        for variant, values in rates.items():
+        for (metric, variant), values in rates.items():
             rows.append(
                 {
                     "comparison": "peer training",
                     "case": f"viggo {method} {ours.training['dtype']}",
                     "variant": variant,
-                    "metric": "useful tokens/s",
+                    "metric": metric,
                     **bench._summary(values),
                     **agreement,
                 }
