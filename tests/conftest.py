@@ -34,11 +34,19 @@ def with_mirror(monkeypatch, mirror):
 
 @pytest.fixture(scope="session")
 def small_run_outside(mirror, tmp_path_factory) -> Path:
-    """The small config of the container and SLURM tests run outside the image, once a session: the
-    metrics both compare theirs with."""
+    """The small config of the SLURM test (container_support.small_config) run outside the image, once a
+    session: the metrics its SLURM jobs in the image must reproduce."""
     from container_support import run_small_config_outside
 
     return run_small_config_outside(tmp_path_factory.mktemp("small-outside"), mirror)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_outside(mirror, tmp_path_factory):
+    """The tiny config's whole workflow, outside any image and without TeX, once a session (workflow_support)."""
+    from workflow_support import run_tiny_without_tex
+
+    return run_tiny_without_tex(tmp_path_factory.mktemp("tiny-outside"), mirror)
 
 
 @pytest.fixture(scope="session")

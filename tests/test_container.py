@@ -1,6 +1,6 @@
 """The image: the Dockerfile, its pins (base digest, apt versions, locks) and environment.yml stay in step and
 lint clean; and the built image (the CPU-torch variant, see container_support) holds its compiled ops and
-runs a small config of the tiny workflow with no network to the metrics of a run outside it."""
+runs the whole tiny workflow with no network to the metrics of a run outside it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from container_support import ONE_NODE, metrics, run_in_image, small_config, suite_image
+from container_support import metrics, run_in_image, suite_image
+from tunebench.config import ROOT
 
 BIN = Path(sys.executable).parent
 
@@ -239,19 +240,18 @@ def test_the_images_compiled_ops_load_without_network():
 
 @pytest.mark.slow
 @needs_root
-def test_a_small_workflow_in_the_image_gives_the_metrics_of_a_run_outside_it(with_mirror, small_run_outside, tmp_path):
-    """container_support.small_config (the tiny config on ViGGO: data, the prompted baseline, LoRA, full fine-tuning
-    under ZeRO-3 with 2 processes, evaluation, results/metrics.csv) in the image with no network and the data mirror
-    read-only; its metrics (results, not timings) equal those of the same config run outside the image (the run
-    test_slurm_cluster compares with too). The whole tiny config twice would take half an hour on 2 cores; the rest
-    of it (other tasks and methods, the report, the paper) runs outside the image only, in test_end_to_end."""
+def test_the_tiny_workflow_in_the_image_gives_the_metrics_of_a_run_outside_it(with_mirror, tiny_run_outside, tmp_path):
+    """The whole tiny config (every task, the prompted baselines, LoRA, QLoRA, DoRA, ZeRO-3 full fine-tuning with 2
+    processes, tables, figures, the paper with the image's TeX) in the image with no network and the data mirror
+    read-only: its metrics (results, not timings) equal those of the same config run outside the image, the run
+    test_end_to_end goes on from."""
+    assert tiny_run_outside.run.returncode == 0, tiny_run_outside.run.stderr[-4000:]
     inside = tmp_path / "inside"
     inside.mkdir()
-    (inside / "config.yaml").write_text(yaml.safe_dump(small_config(ONE_NODE)))
+    shutil.copy(ROOT / ".test" / "config.yaml", inside / "config.yaml")
     result = run_in_image(
         suite_image(),
-        *("snakemake", "results/metrics.csv", "-s", "/opt/tunebench/Snakefile", "--configfile", "/work/config.yaml"),
-        *("--cores", "2"),
+        *("snakemake", "-s", "/opt/tunebench/Snakefile", "--configfile", "/work/config.yaml", "--cores", "2"),
         options=(
             "--shm-size",
             "2g",
@@ -264,9 +264,10 @@ def test_a_small_workflow_in_the_image_gives_the_metrics_of_a_run_outside_it(wit
             "--workdir",
             "/work",
         ),
-        timeout=1200,
+        timeout=1800,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     rows = metrics(inside / "results" / "metrics.csv")
-    assert {row["method"] for row in rows} >= {"lora", "full"}
-    assert rows == metrics(small_run_outside)
+    assert {row["method"] for row in rows} == {"prompted", "lora", "qlora", "dora", "full"}
+    assert rows == metrics(tiny_run_outside.work / "results" / "metrics.csv")
+    assert (inside / "results" / "paper" / "tunebench.pdf").read_bytes().startswith(b"%PDF")

@@ -16,37 +16,18 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
-def path_without_tex(tmp_path: Path) -> str:
-    """A PATH on which every program of the current PATH is found except latexmk and pdflatex."""
-    farm = tmp_path / "bin-without-tex"
-    farm.mkdir()
-    for directory in reversed(os.environ["PATH"].split(os.pathsep)):
-        for program in Path(directory).glob("*") if Path(directory).is_dir() else []:
-            if program.name not in ("latexmk", "pdflatex") and program.is_file():
-                (farm / program.name).unlink(missing_ok=True)
-                (farm / program.name).symlink_to(program)
-    return f"{BIN}{os.pathsep}{farm}"
-
-
 @pytest.mark.slow
-def test_tiny_workflow_end_to_end(repo_root, with_mirror, tmp_path):
+def test_tiny_workflow_end_to_end(tiny_run_outside):
     """First without TeX (everything but the PDF, the report and the summary's hint), then with it (the PDF alone)."""
     if shutil.which("latexmk") is None or shutil.which("pdflatex") is None:
         pytest.fail(
             "latexmk and pdflatex are needed for the paper half of this test; .ci/run installs apt-packages.txt"
         )
-    work = tmp_path / "work"
-    common = [
-        "-s",
-        str(repo_root / "Snakefile"),
-        "--directory",
-        str(work),
-        "--configfile",
-        str(repo_root / ".test" / "config.yaml"),
-    ]
-    no_tex = {**os.environ, "PATH": path_without_tex(tmp_path)}
-    run = subprocess.run(
-        [str(BIN / "snakemake"), *common, "--cores", "2"], capture_output=True, text=True, env=no_tex, timeout=1500
+    common, work, no_tex, run = (
+        tiny_run_outside.common,
+        tiny_run_outside.work,
+        tiny_run_outside.no_tex,
+        tiny_run_outside.run,
     )
     assert run.returncode == 0, run.stderr[-4000:]
     assert "latexmk and pdflatex not found" in run.stderr
@@ -71,7 +52,7 @@ def test_tiny_workflow_end_to_end(repo_root, with_mirror, tmp_path):
     assert f"report: {results / 'report.html'}\n" in summary.stdout
     assert "The paper PDF was not built: latexmk and pdflatex not found; install LaTeX with" in summary.stdout
 
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = {**no_tex, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     with_tex = subprocess.run(
         [str(BIN / "snakemake"), *common, "--cores", "2"], capture_output=True, text=True, env=env, timeout=600
     )
