@@ -394,13 +394,15 @@ def test_the_retry_policy_backs_off_on_429_and_5xx_and_gives_up_on_other_refusal
 
 
 class Recording:
-    """An OpenAI-compatible server on loopback that answers every chat request with "42", reports
-    ``weights`` for the model in ``GET /v1/models`` and keeps each request body it receives."""
+    """An OpenAI-compatible server on loopback that answers every chat request with ``answer``, reports
+    ``weights`` for the model in ``GET /v1/models`` and keeps each request body it answers; a request for
+    which ``refuse(body)`` is true gets a 503 instead and is counted in ``refused``."""
 
-    def __init__(self, model: str, weights: str):
+    def __init__(self, model: str, weights: str, answer: str = "42", refuse=None):
         import http.server
 
-        self.model, self.weights, self.bodies = model, weights, []
+        self.model, self.weights, self.answer, self.refuse = model, weights, answer, refuse
+        self.bodies, self.refused, self.lock = [], 0, threading.Lock()
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -417,8 +419,17 @@ class Recording:
                 self._reply({"object": "list", "data": [entry]})
 
             def do_POST(self):  # noqa: N802
-                outer.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                message = {"role": "assistant", "content": "42"}
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with outer.lock:
+                    refused = outer.refuse is not None and outer.refuse(body)
+                    outer.refused += refused
+                    if not refused:
+                        outer.bodies.append(body)
+                if refused:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                message = {"role": "assistant", "content": outer.answer}
                 usage = {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
                 choice = {"index": 0, "message": message, "finish_reason": "stop"}
                 self._reply(
