@@ -90,8 +90,20 @@ def train_settings_hash(wildcards):
     return tb_digests.train_hash(config, wildcards.task, wildcards.model, wildcards.run)
 
 
-def eval_settings_hash(wildcards):
-    return tb_digests.eval_hash(config, wildcards.task, wildcards.model, wildcards.run)
+def generate_settings_hash(wildcards):
+    return tb_digests.generate_hash(
+        config, wildcards.task, wildcards.model, wildcards.run
+    )
+
+
+def score_settings_hash(wildcards):
+    return tb_digests.score_hash(config, wildcards.task, wildcards.model, wildcards.run)
+
+
+def score_stamp(wildcards):
+    return tb_digests.score_stamp(
+        config, wildcards.task, wildcards.model, wildcards.run
+    )
 
 
 FINETUNE = tb_config.finetune_runs(config)
@@ -234,10 +246,10 @@ def job_slurm(kind, name):
     return value
 
 
-def eval_inputs(wildcards):
+def generate_inputs(wildcards):
     inputs = {
         "data": data_files(wildcards.task),
-        "settings": tb_digests.eval_stamp(
+        "settings": tb_digests.generate_stamp(
             config, wildcards.task, wildcards.model, wildcards.run
         ),
     }
@@ -366,8 +378,9 @@ def settings_stamps():
             for run in FINETUNE
         ]
         + [
-            tb_digests.eval_stamp(config, run.task, run.model, run.run)
+            stamp(config, run.task, run.model, run.run)
             for run in EVALUATED
+            for stamp in (tb_digests.generate_stamp, tb_digests.score_stamp)
         ]
         + [RESULTS_STAMP]
     )

@@ -1,17 +1,24 @@
-# Evaluation stage: one job per evaluated run (task × model × baseline[-VARIANT] or METHOD[-TAG]).
-# A prompted baseline needs only the data; a fine-tuned run also waits for its best.json and reads
-# the checkpoint next to it (results/train/{task}/{model}/{run}/, the command's default).
-# Threads, memory, wall time and the GPUs of one node come from the config's per-size resources.evaluate table.
-# An API baseline whose requests failed for some rows runs again on the next invocation (failed_rows).
+# Evaluation stage, two jobs per evaluated run (task × model × baseline[-VARIANT] or METHOD[-TAG]).
+# generate: the model's outputs on the test split (generations.jsonl, generation.json). A prompted baseline
+# needs only the data; a fine-tuned run also waits for its best.json and reads the checkpoint next to it
+# (results/train/{task}/{model}/{run}/, the command's default). Threads, memory, wall time and the GPUs of
+# one node come from the config's per-size resources.evaluate table. An API baseline whose requests failed
+# for some rows runs again on the next invocation (failed_rows).
+# score: verdicts and metrics from those outputs (predictions.jsonl, metrics.json). It takes seconds and no
+# model, so it runs in the main process; a scorer's settings or code re-run it alone, never the generation.
 from tunebench.stages import api as tb_api
 
 
-rule evaluate:
+localrules:
+    score,
+
+
+rule generate:
     input:
-        unpack(eval_inputs),
+        unpack(generate_inputs),
     output:
-        predictions="results/eval/{task}/{model}/{run}/predictions.jsonl",
-        metrics="results/eval/{task}/{model}/{run}/metrics.json",
+        generations="results/eval/{task}/{model}/{run}/generations.jsonl",
+        facts="results/eval/{task}/{model}/{run}/generation.json",
     log:
         "results/logs/eval/{task}/{model}/{run}.log",
     benchmark:
@@ -25,9 +32,29 @@ rule evaluate:
         gpus=job_slurm("evaluate", "gpus"),
     params:
         configfiles=CONFIGFILES,
-        settings=eval_settings_hash,
+        settings=generate_settings_hash,
         failed_rows=tb_api.retry_param,
     shell:
-        "tunebench evaluate --config {params.configfiles} --task {wildcards.task} --model {wildcards.model}"
-        " --run {wildcards.run} --data-dir $(dirname {input.data[0]})"
-        " --out-dir $(dirname {output.metrics}) --threads {threads} --api-cache results/api_cache > {log} 2>&1"
+        "tunebench evaluate --generate-only --config {params.configfiles} --task {wildcards.task}"
+        " --model {wildcards.model} --run {wildcards.run} --data-dir $(dirname {input.data[0]})"
+        " --out-dir $(dirname {output.facts}) --threads {threads} --api-cache results/api_cache > {log} 2>&1"
+
+
+rule score:
+    input:
+        generations="results/eval/{task}/{model}/{run}/generations.jsonl",
+        facts="results/eval/{task}/{model}/{run}/generation.json",
+        test="results/data/{task}/test.jsonl",
+        settings=score_stamp,
+    output:
+        predictions="results/eval/{task}/{model}/{run}/predictions.jsonl",
+        metrics="results/eval/{task}/{model}/{run}/metrics.json",
+    log:
+        "results/logs/score/{task}/{model}/{run}.log",
+    threads: 1
+    params:
+        configfiles=CONFIGFILES,
+        settings=score_settings_hash,
+    shell:
+        "tunebench score {wildcards.task} --generations $(dirname {input.facts}) --config {params.configfiles}"
+        " --data-dir $(dirname {input.test}) > {log} 2>&1"

@@ -10,7 +10,8 @@
 localrules:
     settings_data,
     settings_train,
-    settings_eval,
+    settings_generate,
+    settings_score,
     settings_results,
 
 
@@ -36,13 +37,24 @@ rule settings_train:
         STAMP_COMMAND
 
 
-rule settings_eval:
+rule settings_generate:
     output:
-        "results/settings/eval/{task}/{model}/{run}/{digest}.json",
+        "results/settings/generate/{task}/{model}/{run}/{digest}.json",
     log:
-        "results/logs/settings/eval/{task}/{model}/{run}/{digest}.log",
+        "results/logs/settings/generate/{task}/{model}/{run}/{digest}.log",
     params:
-        stamp=stamp_text(tb_digests.eval_settings),
+        stamp=stamp_text(tb_digests.generate_settings),
+    shell:
+        STAMP_COMMAND
+
+
+rule settings_score:
+    output:
+        "results/settings/score/{task}/{model}/{run}/{digest}.json",
+    log:
+        "results/logs/settings/score/{task}/{model}/{run}/{digest}.log",
+    params:
+        stamp=stamp_text(tb_digests.score_settings),
     shell:
         STAMP_COMMAND
 

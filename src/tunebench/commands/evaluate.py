@@ -1,4 +1,4 @@
-"""``tunebench evaluate``: generate for one run on a task's test split and score the outputs."""
+"""``tunebench evaluate``: generate for one run on a task's test split and score the outputs (or only generate)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="generate on a task's test split and score it",
         description=(
             "Evaluate one run of the config: a prompted baseline (--run baseline or baseline-VARIANT) or a "
-            "fine-tuned run (--run METHOD[-TAG]). Writes predictions.jsonl and metrics.json into the output directory."
+            "fine-tuned run (--run METHOD[-TAG]). Writes generations.jsonl and generation.json into the output "
+            "directory, then scores them there into predictions.jsonl and metrics.json; with --generate-only, "
+            "tunebench score --generations DIR scores them later (the workflow runs the halves as two jobs)."
         ),
     )
     add_run_arguments(parser, "eval", run_help="baseline[-VARIANT] or METHOD[-TAG]", task_help="task to evaluate on")
@@ -33,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="DIR",
         help="cache of an api model's answers, reused by reruns (default: results/api_cache)",
+    )
+    parser.add_argument(
+        "--generate-only", action="store_true", help="write the generations and leave the scoring to tunebench score"
     )
     parser.set_defaults(func=run)
 
@@ -56,7 +61,14 @@ def run(args: argparse.Namespace) -> int:
         train_dir=args.train_dir or Path("results", "train", *parts),
         progress=lambda message: print(message, file=sys.stderr, flush=True),
         api_cache=args.api_cache,
+        score=not args.generate_only,
     )
+    if args.generate_only:
+        print(
+            f"{args.task}/{args.model}/{args.run}: generated in {metrics['wall_time_s']:.1f} s, "
+            f"{metrics['tokens_per_s']:.1f} tokens/s"
+        )
+        return 0
     values = ", ".join(
         f"{name} {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m["value"] is not None else f"{name} n/a"
         for name, m in metrics["metrics"].items()

@@ -7,6 +7,11 @@ scored or written, so no row is ever dropped silently. The command prints one JS
 ``{"task", "n", "metrics": {name: value}}`` where a value is the share of scorable rows judged
 correct; ``--per-example`` also writes every input object, in order, with a ``verdict`` added
 (``null`` marks an unscorable row, counted on stderr).
+
+With ``--generations DIR`` (instead of FILE) the command scores a run of the config that ``tunebench evaluate
+--generate-only`` wrote into DIR (generations.jsonl, generation.json) against the task's test split, with the
+config's scorer settings, and writes predictions.jsonl and metrics.json into DIR (or --out-dir): the workflow's
+scoring job.
 """
 
 from __future__ import annotations
@@ -42,8 +47,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "task", help=f"task whose scorer is used: {', '.join(tasks.scored())}, or one a --config file declares"
     )
     parser.add_argument(
-        "file", type=Path, metavar="FILE.jsonl", help="one JSON object per line with prediction and answer"
+        "file", type=Path, nargs="?", metavar="FILE.jsonl", help="one JSON object per line with prediction and answer"
     )
+    run = parser.add_argument_group("a run's generations (instead of FILE)")
+    run.add_argument(
+        "--generations", type=Path, metavar="DIR", help="evaluation directory written by tunebench evaluate"
+    )
+    run.add_argument("--data-dir", type=Path, metavar="DIR", help="prepared splits (default: results/data/TASK)")
+    run.add_argument("--out-dir", type=Path, metavar="DIR", help="where predictions and metrics go (default: DIR)")
     parser.add_argument(
         "--per-example", type=Path, metavar="OUT.jsonl", help="also write each input line with its verdict"
     )
@@ -144,7 +155,54 @@ def score_file(task: str, rows: list[dict], **options) -> tuple[list[dict], dict
     return verdicts, {"task": task, "n": len(rows), "metrics": metrics}
 
 
+def score_generations(args: argparse.Namespace) -> int:
+    """A run's generations scored into predictions.jsonl and metrics.json (the workflow's scoring job)."""
+    from ..stages import score as scoring
+
+    if args.file is not None or not args.config:
+        raise UserError("--generations scores a run of the config: pass --config and no FILE.")
+    if any(value is not None for value in (args.databases, args.timeout, args.executor)):
+        raise UserError(
+            "--generations scores with the config's evaluation settings; drop --databases, --timeout and --executor."
+        )
+    config = tb_config.load(args.config)
+    facts_path = args.generations / scoring.FACTS
+    try:
+        facts = json.loads(facts_path.read_text(encoding="utf-8"))
+        model, run_name = facts["model"], facts["run"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(
+            f"{facts_path} is missing or not a generation.json of tunebench evaluate; generate the run first."
+        ) from None
+    metrics = scoring.score_run(
+        config,
+        args.task,
+        model,
+        run_name,
+        data_dir=args.data_dir or Path("results", "data", args.task),
+        gen_dir=args.generations,
+        out_dir=args.out_dir or args.generations,
+    )
+    print(
+        json.dumps(
+            {
+                "task": args.task,
+                "n": metrics["n"],
+                "unscorable": metrics["unscorable"],
+                "metrics": {name: m["value"] for name, m in metrics["metrics"].items()},
+            }
+        )
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.generations is not None:
+        return score_generations(args)
+    if args.file is None:
+        raise UserError("name a FILE.jsonl of predictions and answers, or a run's --generations DIR.")
+    if args.data_dir is not None or args.out_dir is not None:
+        raise UserError("--data-dir and --out-dir go with --generations only.")
     if args.config:
         tb_config.load(args.config)  # its declared tasks join the registry
     if args.task not in tasks.scored():

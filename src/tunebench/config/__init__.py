@@ -34,15 +34,49 @@ def _schema() -> dict:
     """The schema file with each method's own section (from its module) in place of the open one."""
     with open(SCHEMA_PATH) as handle:
         schema = yaml.safe_load(handle)
-    schema["properties"]["tasks"]["properties"] = {
-        name: copy.deepcopy(tasks.get(name).schema) for name in tasks.built_in()
-    }
+    schema["properties"]["tasks"]["properties"] = {name: _task_schema(tasks.get(name)) for name in tasks.built_in()}
     section = schema["properties"]["methods"]
     section["properties"] = {name: copy.deepcopy(method.schema) for name, method in methods.REGISTRY.items()}
     section["additionalProperties"] = False
     finetune = schema["properties"]["experiments"]["properties"]["finetune"]["items"]
     finetune["properties"]["methods"]["items"]["enum"] = list(methods.REGISTRY)
     return schema
+
+
+def _task_schema(task) -> dict:
+    """A built-in task's section, with the generation limit every task has (its module's value by default)."""
+    section = copy.deepcopy(task.schema)
+    section["properties"]["max_new_tokens"] = {
+        "type": "integer",
+        "minimum": 1,
+        "default": task.max_new_tokens,
+        "description": "Generation limit of this task's evaluations (tokens).",
+    }
+    return section
+
+
+#: Keys that moved into each task's own section: ``evaluation.KEY`` is refused, naming ``tasks.<task>.KEY``.
+MOVED_TO_TASKS = ("max_new_tokens", "few_shot")
+
+
+def _refuse_moved(config: Mapping) -> None:
+    evaluation = config.get("evaluation")
+    for key in MOVED_TO_TASKS:
+        if isinstance(evaluation, Mapping) and key in evaluation:
+            raise ConfigError(
+                f"evaluation.{key} is no longer read; set tasks.<task>.{key} for each task instead (e.g. "
+                f"tasks.gsm8k.{key})."
+            )
+
+
+def max_new_tokens(config: Mapping, task: str) -> int:
+    """The generation limit of ``task``'s evaluations: ``tasks.<task>.max_new_tokens``."""
+    return (config["tasks"].get(task) or {}).get("max_new_tokens", tasks.get(task).max_new_tokens)
+
+
+def few_shot(config: Mapping, task: str) -> int | None:
+    """Worked examples in ``task``'s baseline prompt (``tasks.<task>.few_shot``); None where it shows none."""
+    return (config["tasks"].get(task) or {}).get("few_shot")
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -100,6 +134,7 @@ def _with_defaults(validator_class):
 
 def validate(config: dict) -> dict:
     """Validate ``config`` in place against the schema (filling defaults) and check cross-key rules."""
+    _refuse_moved(config)
     schema = _schema()
     given = config.get("lora_presets")
     if isinstance(given, dict):  # a config's presets join the built-in ones (its own win on a shared name)

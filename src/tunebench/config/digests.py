@@ -7,8 +7,15 @@ stamp file ``results/settings/<stage>/<job>/<digest>.json``, which a rule of its
 default target names. A changed digest names a stamp that does not exist yet, so its rule runs and
 everything downstream is older than its input: a results/ directory copied without ``.snakemake/``
 metadata still re-runs what a config edit affected when the default target is built. The commands
-record the same digest in their outputs (manifest.json, config.json/run.json, metrics.json), and the
-results stage refuses to mix outputs made under settings other than the current config's.
+record the same digest in their outputs (manifest.json, config.json/run.json, generation.json, metrics.json),
+and the results stage refuses to mix outputs made under settings other than the current config's.
+
+Each stage's digest also holds a hash of the source files that stage runs (:mod:`tunebench.config.code`):
+data, training, generation (decoder, model loading, prompting) and scoring (the task's scorer) each re-run
+when their own code changes, and metrics.json records the hashes (with the version and ``git describe``)
+so that the results stage refuses outputs made by other code too. A task's ``max_new_tokens`` and
+``few_shot`` reach its generations only, a scorer's settings its scoring only, ``models.*.params_b`` the
+results stage only.
 
 Nothing here imports torch: the workflow computes every digest while it parses.
 """
@@ -23,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import config as tb_config
+from .. import tasks as tb_tasks
+from . import code as tb_code
 
 #: Key under which outputs record their digest.
 KEY = "settings_hash"
@@ -35,18 +44,36 @@ def digest(settings: Any) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
 
 
+#: Keys of a task's section that only generation reads (the data stage never sees them).
+GENERATION_KEYS = ("max_new_tokens", "few_shot")
+#: Keys of a declared task's section that only its scorer reads.
+SCORER_KEYS = ("scorer", "pattern", "choices")
+
+
+def _task_module(task: str) -> str:
+    return tb_code.module_path(type(tb_tasks.get(task)).__module__)
+
+
 def data_settings(config: Mapping[str, Any], task: str) -> dict:
     """What a data rule's splits depend on. The mirror's location is left out on purpose: it is a
     copy of the hub's files (the manifest records each file's sha256), and where it is mounted differs
     between machines that should share results."""
+    options = copy.deepcopy(config["tasks"][task])
+    for key in GENERATION_KEYS:
+        options.pop(key, None)
     return {
         "stage": "data",
         "task": task,
-        "options": copy.deepcopy(config["tasks"][task]),
+        "options": options,
         "seed": config["seed"],
         "max_bad_fraction": config["data"]["max_bad_fraction"],
         "overlap": config["data"]["overlap"],
+        "code": data_code(task),
     }
+
+
+def data_code(task: str) -> str:
+    return tb_code.source_hash((*tb_code.DATA, _task_module(task)))
 
 
 def data_hash(config: Mapping[str, Any], task: str) -> str:
@@ -56,6 +83,7 @@ def data_hash(config: Mapping[str, Any], task: str) -> str:
 def _model_entry(config: Mapping[str, Any], model: str) -> dict:
     entry = copy.deepcopy((config.get("models") or {}).get(model) or {})
     entry.pop("resources_size", None)  # chooses a row of resources only; outputs do not depend on it
+    entry.pop("params_b", None)  # read by the cost table alone, which the results digest covers
     return entry
 
 
@@ -78,34 +106,81 @@ def train_settings(config: Mapping[str, Any], task: str, model: str, run: str) -
         # The number of processes multiplies the global batch, so it shapes the result.
         "processes": tb_config.resources(config, "train", model, item.method)["processes"],
         "upstream": upstream,
+        "code": train_code(task),
     }
+
+
+def train_code(task: str) -> str:
+    return tb_code.source_hash((*tb_code.TRAIN, _task_module(task)))
 
 
 def train_hash(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
     return digest(train_settings(config, task, model, run))
 
 
-def eval_settings(config: Mapping[str, Any], task: str, model: str, run: str) -> dict:
-    """What an evaluation's predictions and metrics depend on: the evaluation section, the model,
-    the seed and the digest of the data (baseline) or of the trained run (fine-tuned)."""
+def generate_settings(config: Mapping[str, Any], task: str, model: str, run: str) -> dict:
+    """What a run's generations depend on: the model, the task's prompts and decoding settings (its own
+    section but for its scorer's keys; the evaluation section's decoding keys), the seed, the digest of
+    the data (baseline) or of the trained run (fine-tuned) and the code that prompts and decodes."""
     if tb_config.is_baseline(run):
         upstream = {"data": data_hash(config, task)}
     else:
         upstream = {"data": data_hash(config, task), "train": train_hash(config, task, model, run)}
+    evaluation = config["evaluation"]
+    section = {key: value for key, value in config["tasks"][task].items() if key not in SCORER_KEYS}
+    size = ((config.get("models") or {}).get(model) or {}).get("size")
     return {
-        "stage": "evaluate",
+        "stage": "generate",
         "task": task,
         "model": _model_entry(config, model),
         "run": run,
-        "evaluation": copy.deepcopy(config.get("evaluation") or {}),
+        "task_settings": copy.deepcopy(section),
+        "max_new_tokens": tb_config.max_new_tokens(config, task),
+        "few_shot": tb_config.few_shot(config, task),
+        "decoder": evaluation["decoder"],
+        # Under the batch-invariant decoder the batch size changes no output; under generate it may.
+        "batch_size": evaluation["batch_sizes"].get(size, evaluation["batch_size"]),
         "training_dtype": (config.get("training") or {}).get("dtype"),  # the inference dtype follows it
         "seed": config["seed"],
         "upstream": upstream,
+        "code": generate_code(task),
     }
 
 
-def eval_hash(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
-    return digest(eval_settings(config, task, model, run))
+def generate_code(task: str) -> str:
+    return tb_code.source_hash((*tb_code.GENERATE, _task_module(task)))
+
+
+def generate_hash(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
+    return digest(generate_settings(config, task, model, run))
+
+
+def score_settings(config: Mapping[str, Any], task: str, model: str, run: str) -> dict:
+    """What a run's verdicts and metrics depend on: its generations' digest, the scorer's own settings
+    (a declared task's scorer keys, the evaluation keys that scorer reads), the bootstrap's, and the
+    scorer's code."""
+    evaluation = config["evaluation"]
+    scorer = tb_tasks.get(task)
+    section = config["tasks"][task]
+    return {
+        "stage": "score",
+        "task": task,
+        "scorer_settings": {key: copy.deepcopy(section[key]) for key in SCORER_KEYS if key in section},
+        "scorer_options": {key: evaluation[key] for key in scorer.scorer_options},
+        "bootstrap_samples": evaluation["bootstrap_samples"],
+        "confidence": evaluation["confidence"],
+        "seed": config["seed"],
+        "upstream": {"generate": generate_hash(config, task, model, run)},
+        "code": score_code(task),
+    }
+
+
+def score_code(task: str) -> str:
+    return tb_code.source_hash((*tb_code.SCORE, *tb_tasks.get(task).scorer_sources()))
+
+
+def score_hash(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
+    return digest(score_settings(config, task, model, run))
 
 
 def results_settings(config: Mapping[str, Any]) -> dict:
@@ -138,8 +213,12 @@ def train_stamp(config: Mapping[str, Any], task: str, model: str, run: str) -> s
     return str(STAMP_DIR / "train" / task / model / run / f"{train_hash(config, task, model, run)}.json")
 
 
-def eval_stamp(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
-    return str(STAMP_DIR / "eval" / task / model / run / f"{eval_hash(config, task, model, run)}.json")
+def generate_stamp(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
+    return str(STAMP_DIR / "generate" / task / model / run / f"{generate_hash(config, task, model, run)}.json")
+
+
+def score_stamp(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
+    return str(STAMP_DIR / "score" / task / model / run / f"{score_hash(config, task, model, run)}.json")
 
 
 def results_stamp(config: Mapping[str, Any]) -> str:
@@ -156,4 +235,24 @@ def check_recorded(doc: Mapping[str, Any], expected: str, path: Path | str, reme
         raise DataError(
             f"{path} was made {made}, but the current config gives {expected}; "
             f"{remedy} so that every result comes from the same settings."
+        )
+
+
+def check_code(doc: Mapping[str, Any], expected: Mapping[str, str], path: Path | str, remedy: str) -> None:
+    """Refuse an output made by other code than the installed package's (its recorded source hashes), in one
+    sentence: a table must not mix verdicts of an old scorer with those of a new one."""
+    from ..util.errors import DataError
+
+    recorded = doc.get("code") if isinstance(doc, Mapping) else None
+    recorded = recorded if isinstance(recorded, Mapping) else {}
+    changed = [stage for stage, value in expected.items() if recorded.get(stage) != value]
+    if changed:
+        made = (
+            f"version {recorded.get('version')}, {recorded.get('git_describe') or 'no git checkout'}"
+            if recorded
+            else "no code record"
+        )
+        raise DataError(
+            f"{path} was made by other {' and '.join(changed)} code than the installed tunebench's ({made}); "
+            f"{remedy} so that every result comes from the same code."
         )

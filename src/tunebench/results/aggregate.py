@@ -149,10 +149,16 @@ def _eval_rows(config: Mapping, run, results: Path) -> list[dict]:
     path = results / "eval" / run.task / run.model / run.run / "metrics.json"
     doc = read_json(path, "evaluate")
     _check_identity(doc, path, task=run.task, model=run.model, run=run.run)
-    # Made under other settings (an edited config, a results/ copied from elsewhere): refuse to mix.
+    # Made by other code or under other settings (an edited config, a results/ copied from elsewhere): refuse to mix.
+    tb_digests.check_code(
+        doc,
+        {"generate": tb_digests.generate_code(run.task), "score": tb_digests.score_code(run.task)},
+        path,
+        "re-run its evaluation (snakemake re-runs it when the code changed)",
+    )
     tb_digests.check_recorded(
         doc,
-        tb_digests.eval_hash(config, run.task, run.model, run.run),
+        tb_digests.score_hash(config, run.task, run.model, run.run),
         path,
         "re-run its evaluation (snakemake re-runs it when the config changed) or restore the config",
     )

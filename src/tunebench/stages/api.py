@@ -219,11 +219,11 @@ class Cache:
 
 
 def retry_param(wildcards) -> str:
-    """The evaluation rule's ``failed_rows`` param: empty, unless the run's metrics.json counts rows whose requests
+    """The generation rule's ``failed_rows`` param: empty, unless the run's generation.json counts rows whose requests
     failed; then a digest of that file, which differs from the value the failing run was started with, so that
     Snakemake runs the job again. Answered rows come from the cache; only the failed ones are requested again.
     The first run after the endpoint recovers runs once more, from the cache alone, to record that it did."""
-    path = Path("results", "eval", wildcards.task, wildcards.model, wildcards.run, "metrics.json")
+    path = Path("results", "eval", wildcards.task, wildcards.model, wildcards.run, "generation.json")
     try:
         text = path.read_bytes()
         failed = (json.loads(text).get("api") or {}).get("failed_rows")

@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import config as tb_config
 from .. import tasks
+from ..config import code as tb_code
 from ..config import digests as tb_digests
 from ..tasks import data, overlap
 from ..tasks.data import Prepared
@@ -133,6 +134,7 @@ def prepare(
         "manifest_version": MANIFEST_VERSION,
         "task": task_name,
         tb_digests.KEY: tb_digests.data_hash(effective, task_name),
+        "code": tb_code.provenance(data=tb_digests.data_code(task_name)),
         "seed": seed,
         "source": prepared.source,
         "options": {key: value for key, value in sorted(options.items()) if key not in ("hub", "limit")},

@@ -1,66 +1,34 @@
-"""The evaluation stage: generate for one run on a task's test split and score every output.
+"""The evaluation stage: generate for one run on a task's test split, then score the outputs.
 
 A run is either a prompted baseline (``baseline`` or ``baseline-VARIANT``: the model's chat source,
 prompted through its chat template with the task's baseline messages) or a fine-tuned run
 (``METHOD[-TAG]``: the selected checkpoint, prompted in the run's format exactly as in training).
-:func:`evaluate` writes ``predictions.jsonl`` (one line per test row, in test-split order) and then
-``metrics.json`` (every metric with a seeded bootstrap interval). Rows the scorer cannot judge
-(``None`` verdicts) stay in the predictions with their ``null`` verdicts and are counted as
-``unscorable``; they are left out of that metric's ``n``.
+:func:`evaluate` writes ``generations.jsonl`` and ``generation.json`` (the expensive half), then scores
+them with :func:`tunebench.stages.score.score_run` into ``predictions.jsonl`` and ``metrics.json``
+unless asked to generate only; the workflow runs the two halves as separate jobs.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import config as tb_config
 from .. import tasks
+from ..config import code as tb_code
 from ..config import digests as tb_digests
 from ..tasks import data
-from ..util import fileio, hardware, stats
+from ..util import fileio, hardware
 from ..util.errors import ConfigError, DataError, UserError
 from . import formats
+from . import score as scoring
 from .generate import Generation, generate
+from .score import resolve, test_rows
 
-
-def resolve(config: Mapping[str, Any], task: str, model: str, run: str) -> tb_config.Run:
-    """The run named by (task, model, run) in the config's experiments, if it is evaluated."""
-    found = tb_config.find_run(config, task, model, run)
-    if found.is_baseline:
-        if found.variant not in tasks.get(task).baseline_variants:
-            known = ", ".join(tasks.get(task).baseline_variants)
-            raise ConfigError(
-                f"experiments.baselines asks for {task} variant {found.variant!r}, which the task does not offer "
-                f"({known})."
-            )
-    elif not found.evaluate:
-        raise ConfigError(
-            f"experiments.finetune sets evaluate: false for {task}/{model}/{run}, so it has nothing to evaluate."
-        )
-    return found
-
-
-def test_rows(config: Mapping[str, Any], task: str, data_dir: Path) -> list[dict]:
-    """The test split, cut to ``tasks.<task>.limit.test`` when the data stage wrote more rows.
-
-    The cut draws the same rows the data stage would have drawn, so a test split prepared without a
-    limit and one prepared with it give the same subset.
-    """
-    rows = data.read_split(data_dir, "test")
-    limit = (config["tasks"][task].get("limit") or {}).get("test")  # an absent limit keeps every row
-    rows = data.limit_rows(rows, limit, config["seed"], task, "test")
-    if not rows:
-        raise DataError(f"{Path(data_dir) / 'test.jsonl'} has no rows; rebuild it with tunebench data {task}.")
-    return rows
-
-
-def max_new_tokens(config: Mapping[str, Any], task: str) -> int:
-    return config["evaluation"]["max_new_tokens"].get(task, tasks.get(task).max_new_tokens)
+__all__ = ["evaluate", "resolve", "test_rows"]
 
 
 def prompt_texts(
@@ -119,80 +87,6 @@ def _context_length(model) -> int | None:
     return getattr(inner.config, "max_position_embeddings", None)
 
 
-def score_rows(
-    spec: tb_config.Run,
-    rows: Sequence[Mapping[str, Any]],
-    generations: Sequence[Generation],
-    options: Mapping[str, Any],
-) -> list[dict]:
-    """One predictions.jsonl record per row: the output, what the scorer extracted and its verdicts."""
-    task = tasks.get(spec.task)
-    records = []
-    for row, gen in zip(rows, generations):
-        verdict = task.score(gen.text, row, **options)
-        records.append(
-            {
-                "id": row["id"],
-                "prompt": row["prompt"],
-                "output": gen.text,
-                "extracted": task.extract(gen.text),
-                "answer": row["answer"],
-                "verdict": {metric: verdict[metric] for metric in task.metrics},
-                "prompt_tokens": gen.prompt_tokens,
-                "generated_tokens": gen.generated_tokens,
-                "stopped": gen.stopped,
-            }
-        )
-    return records
-
-
-def summary(
-    spec: tb_config.Run,
-    records: Sequence[Mapping[str, Any]],
-    config: Mapping[str, Any],
-    *,
-    wall_time_s: float,
-    tokens_per_s: float,
-    batch_size: int,
-    limit: int,
-    device: str,
-) -> dict:
-    """The metrics.json document of a run."""
-    task = tasks.get(spec.task)
-    evaluation = config["evaluation"]
-    verdicts = [record["verdict"] for record in records]
-    n = len(records)
-    return {
-        "task": spec.task,
-        "model": spec.model,
-        "run": spec.run,
-        "method": spec.method,
-        "stage": spec.stage,
-        "format": spec.format,
-        "variant": spec.variant,
-        "n": n,
-        "unscorable": sum(any(v is None for v in verdict.values()) for verdict in verdicts),
-        # Why, where the scorer says (a declared pattern past its time limit).
-        "unscorable_reasons": dict(Counter(v["unscorable"] for v in verdicts if "unscorable" in v)),
-        "metrics": stats.summarize(
-            verdicts,
-            task.metrics,
-            samples=evaluation["bootstrap_samples"],
-            confidence=evaluation["confidence"],
-            seed=config["seed"],
-        ),
-        "prompt_tokens_mean": sum(r["prompt_tokens"] for r in records) / n,
-        "generated_tokens_mean": sum(r["generated_tokens"] for r in records) / n,
-        "wall_time_s": round(wall_time_s, 3),
-        "tokens_per_s": round(tokens_per_s, 2),
-        "batch_size": batch_size,
-        "max_new_tokens": limit,
-        "truncated": sum(r["stopped"] == "length" for r in records),
-        "device": device,
-        tb_digests.KEY: tb_digests.eval_hash(config, spec.task, spec.model, spec.run),
-    }
-
-
 def load_run_model(config: Mapping[str, Any], spec: tb_config.Run, train_dir: Path | None):
     """``(model, tokenizer)`` of the run: the chat source for a baseline, the selected checkpoint otherwise."""
     from . import models
@@ -225,32 +119,31 @@ def evaluate(
     train_dir: Path | None = None,
     loaded: tuple[Any, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    score: bool = True,
 ) -> dict:
-    """Generate and score one run; write predictions.jsonl and metrics.json into ``out_dir``; return the metrics.
+    """Generate for one run into ``out_dir`` (generations.jsonl, generation.json), then score them there
+    (predictions.jsonl, metrics.json) unless ``score`` is false; return the metrics, or the generation's facts.
 
     ``loaded`` is an already loaded ``(model, tokenizer)`` to use instead of loading the run's model.
     An API model's baseline goes through :func:`tunebench.stages.evaluate_api.evaluate_any` instead.
     """
-    if task not in tasks.scored():
-        raise ConfigError(f"task {task!r} has no scorer; scored tasks are {', '.join(tasks.scored())}.")
     spec = resolve(config, task, model_name, run)
     if loaded is None:
         gpus = tb_config.resources(config, "evaluate", model_name)["gpu"]
         hardware.require_gpus(gpus, tb_config.resources_key(config, "evaluate", model_name))
-    options = config["evaluation"]
     rows = test_rows(config, task, data_dir)
     train = data.read_split(data_dir, "train") if spec.is_baseline else []
     model, tokenizer = loaded if loaded is not None else load_run_model(config, spec, train_dir)
 
-    texts = prompt_texts(spec, rows, tokenizer, train, options)
+    texts = prompt_texts(spec, rows, tokenizer, train, config["tasks"][task])
     prompts = [formats.encode_prompt(tokenizer, text) for text in texts]
-    limit = max_new_tokens(config, task)
+    limit = tb_config.max_new_tokens(config, task)
     context = _context_length(model)
     too_long = sum(len(p) + limit > context for p in prompts) if context else 0
     if too_long:
         raise ConfigError(
-            f"{too_long} of {len(prompts)} {task} prompts plus evaluation.max_new_tokens ({limit}) exceed the model's "
-            f"context of {context} tokens; lower evaluation.max_new_tokens or evaluation.few_shot."
+            f"{too_long} of {len(prompts)} {task} prompts plus tasks.{task}.max_new_tokens ({limit}) exceed the "
+            f"model's context of {context} tokens; lower tasks.{task}.max_new_tokens or tasks.{task}.few_shot."
         )
     batch_size = eval_batch_size(config, model_name)
     path = decoder(config)
@@ -269,31 +162,72 @@ def evaluate(
         progress=lambda done: report(f"generated {done}/{len(rows)}"),
         decoder=path,
     )
+    weights = str(next(model.parameters()).dtype).removeprefix("torch.")
     report(
-        f"generated {throughput.generated_tokens} tokens in {throughput.wall_time_s:.1f} s, weights in "
-        f"{str(next(model.parameters()).dtype).removeprefix('torch.')} "
+        f"generated {throughput.generated_tokens} tokens in {throughput.wall_time_s:.1f} s, weights in {weights} "
         f"({throughput.prompt_tokens_computed} of {throughput.prompt_tokens} prompt tokens computed, the rest shared)"
     )
-    began = time.perf_counter()
-    records = score_rows(spec, rows, generations, options)
-    report(f"scored {len(records)} rows in {time.perf_counter() - began:.1f} s")
-    device = devices(model)
-    metrics = summary(
-        spec,
-        records,
+    facts = generation_facts(
         config,
+        spec,
         wall_time_s=throughput.wall_time_s,
         tokens_per_s=throughput.tokens_per_s,
         batch_size=throughput.batch_size,
         limit=limit,
-        device=device,
+        device=devices(model),
     )
-    metrics["hardware"] = hardware.describe_run(model)
-    metrics["hardware"]["weights_dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+    facts["hardware"] = hardware.describe_run(model)
+    facts["hardware"]["weights_dtype"] = weights
+    records = [generation_record(row, gen) for row, gen in zip(rows, generations)]
+    write_generations(out_dir, records, facts)
+    if not score:
+        return facts
+    began = time.perf_counter()
+    metrics = scoring.score_run(config, task, model_name, run, data_dir=data_dir, gen_dir=out_dir, out_dir=out_dir)
+    report(f"scored {len(rows)} rows in {time.perf_counter() - began:.1f} s")
+    return metrics
 
+
+def generation_record(row: Mapping[str, Any], gen: Generation) -> dict:
+    """One generations.jsonl line: the row's id, the raw output and its token counts."""
+    return {
+        "id": row["id"],
+        "output": gen.text,
+        "prompt_tokens": gen.prompt_tokens,
+        "generated_tokens": gen.generated_tokens,
+        "stopped": gen.stopped,
+    }
+
+
+def generation_facts(
+    config: Mapping[str, Any],
+    spec: tb_config.Run,
+    *,
+    wall_time_s: float,
+    tokens_per_s: float,
+    batch_size: int,
+    limit: int,
+    device: str,
+) -> dict:
+    """The generation.json document: which run, how fast, where, under which settings and code."""
+    return {
+        "task": spec.task,
+        "model": spec.model,
+        "run": spec.run,
+        "wall_time_s": round(wall_time_s, 3),
+        "tokens_per_s": round(tokens_per_s, 2),
+        "batch_size": batch_size,
+        "max_new_tokens": limit,
+        "device": device,
+        "hardware": None,
+        tb_digests.KEY: tb_digests.generate_hash(config, spec.task, spec.model, spec.run),
+        "code": tb_code.provenance(generate=tb_digests.generate_code(spec.task)),
+    }
+
+
+def write_generations(out_dir: Path, records: Sequence[Mapping[str, Any]], facts: Mapping[str, Any]) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fileio.write_jsonl(out_dir / "predictions.jsonl", records)
-    # metrics.json last: it is the file downstream rules wait for.
-    fileio.write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    fileio.write_jsonl(out_dir / scoring.GENERATIONS, records)
+    # generation.json last: it is the file the scoring job waits for.
+    fileio.write_atomic(out_dir / scoring.FACTS, json.dumps(facts, indent=2) + "\n")

@@ -1,24 +1,24 @@
 """The evaluation of a prompted baseline whose model is an OpenAI-compatible endpoint (``models.NAME.api``).
 
-The same test rows, baseline messages, scorer and metrics.json as a local baseline (:mod:`tunebench.stages.evaluate`);
-generation goes through :mod:`tunebench.stages.api`. A row whose request failed keeps ``error`` in its record, has
-``null`` verdicts (unscorable, out of every metric's ``n``) and is counted in ``metrics.json`` under ``api``.
+The same test rows, baseline messages, generation files and scoring as a local baseline
+(:mod:`tunebench.stages.evaluate`); generation goes through :mod:`tunebench.stages.api`. A row whose request failed
+keeps ``error`` in its generation, has ``null`` verdicts (unscorable, out of every metric's ``n``) and is counted in
+``generation.json`` and ``metrics.json`` under ``api``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import config as tb_config
 from .. import tasks
 from ..tasks import data
-from ..util import fileio
-from ..util.errors import ConfigError
 from . import api
 from . import evaluate as local
+from . import score as scoring
 from .generate import Generation
 
 
@@ -34,16 +34,25 @@ def evaluate_any(
     ``data_dir``, ``out_dir`` and ``progress``, and for a local model ``train_dir`` and ``loaded``."""
     if not is_api_model(config, model_name):
         return local.evaluate(config, task, model_name, run, **options)
-    if task not in tasks.scored():
-        raise ConfigError(f"task {task!r} has no scorer; scored tasks are {', '.join(tasks.scored())}.")
     spec = local.resolve(config, task, model_name, run)
-    return evaluate(
+    facts = evaluate(
         config,
         spec,
         data_dir=options["data_dir"],
         out_dir=options["out_dir"],
         cache_dir=api_cache,
         progress=options.get("progress"),
+    )
+    if not options.get("score", True):
+        return facts
+    return scoring.score_run(
+        config,
+        task,
+        model_name,
+        run,
+        data_dir=options["data_dir"],
+        gen_dir=options["out_dir"],
+        out_dir=options["out_dir"],
     )
 
 
@@ -58,11 +67,10 @@ def evaluate(
 ) -> dict:
     task = tasks.get(spec.task)
     endpoint = api.Endpoint.from_config(config, spec.model)
-    options = config["evaluation"]
     rows = local.test_rows(config, spec.task, data_dir)
     train = data.read_split(data_dir, "train")
-    conversations = [task.baseline_messages(row, train, spec.variant, options) for row in rows]
-    limit = local.max_new_tokens(config, spec.task)
+    conversations = [task.baseline_messages(row, train, spec.variant, config["tasks"][spec.task]) for row in rows]
+    limit = tb_config.max_new_tokens(config, spec.task)
     report = progress or (lambda message: None)
     report(
         f"{spec.task}/{spec.model}/{spec.run}: {len(rows)} rows through {endpoint.base_url} ({endpoint.model}), "
@@ -89,21 +97,19 @@ def evaluate(
         f"{counts['requests']} requests sent ({counts['retries']} retries), {counts['cache_hits']} answers from the "
         f"cache, {counts['failed_rows']} rows failed {counts['failures'] or ''}".rstrip()
     )
-    generations = [Generation(a.text, a.prompt_tokens, a.generated_tokens, a.stopped) for a in answers]
-    records = local.score_rows(spec, rows, generations, options)
-    for record, answer, messages in zip(records, answers, conversations):
-        if answer.error is not None:
-            # Unscorable, not wrong: the endpoint gave no answer to judge.
-            record["verdict"] = dict.fromkeys(record["verdict"])
-            record["extracted"] = None
-        record["error"] = answer.error
-        record["latency_s"] = answer.latency_s
-        record["messages"] = list(messages)  # what was sent, rendered, for auditing a prediction
+    records = [
+        {
+            **local.generation_record(row, Generation(a.text, a.prompt_tokens, a.generated_tokens, a.stopped)),
+            "error": a.error,
+            "latency_s": a.latency_s,
+            "messages": list(messages),  # what was sent, rendered, for auditing a prediction
+        }
+        for row, a, messages in zip(rows, answers, conversations)
+    ]
     generated = sum(a.generated_tokens for a in answers)
-    metrics = local.summary(
-        spec,
-        records,
+    facts = local.generation_facts(
         config,
+        spec,
         wall_time_s=wall,
         tokens_per_s=generated / wall if wall else 0.0,
         batch_size=endpoint.max_concurrency,
@@ -111,7 +117,7 @@ def evaluate(
         device=f"api:{endpoint.model}",
     )
     answered = [a for a in answers if a.error is None]
-    metrics["api"] = {
+    facts["api"] = {
         "base_url": endpoint.base_url,
         "model": endpoint.model,
         "server": server,
@@ -127,9 +133,5 @@ def evaluate(
             sum(a.generated_tokens for a in answered) / max(1, len(answered)),
         ),
     }
-    metrics["hardware"] = None
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fileio.write_jsonl(out_dir / "predictions.jsonl", records)
-    fileio.write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    local.write_generations(out_dir, records, facts)
+    return facts

@@ -80,6 +80,17 @@ class Task:
     def scorer_module(self) -> ModuleType:
         return import_module(self.scorer, package="tunebench.tasks.scoring")
 
+    def scorer_sources(self) -> tuple[str, ...]:
+        """The scorer's source files (paths inside the package) that the scoring stage's digest hashes."""
+        if not self.scorer:
+            return ()
+        return ("tasks/scoring/__init__.py", f"tasks/scoring/{self.scorer.lstrip('.')}.py") + self.scorer_helpers
+
+    #: Further scoring modules the scorer runs (package paths), e.g. SQL's test-suite builder.
+    scorer_helpers: tuple[str, ...] = ()
+    #: The ``evaluation`` keys the scorer reads (its keywords); only they reach the task's scoring digest.
+    scorer_options: tuple[str, ...] = ()
+
     @property
     def metrics(self) -> tuple[str, ...]:
         """Metric names in display order: the scorer's, declared there only."""

@@ -162,6 +162,8 @@ class CustomTask(Task):
         self.generic = generic.build(section["scorer"], section)
         self.primary_metric = self.metrics[0]
         self.max_new_tokens = section["max_new_tokens"]
+        if section["scorer"] == "sql_execution":
+            self.scorer_options = ("sql_databases", "sql_timeout_s", "sql_executor")
         self.baseline_variants = ("default",)
 
     # -- data ---------------------------------------------------------------------------------
@@ -255,6 +257,12 @@ class CustomTask(Task):
     @property
     def metrics(self) -> tuple[str, ...]:
         return self.generic.metrics
+
+    def scorer_sources(self) -> tuple[str, ...]:
+        sources = ("tasks/scoring/__init__.py", "tasks/scoring/generic.py", "tasks/custom.py")
+        if self.section["scorer"] == "sql_execution":
+            sources += ("tasks/scoring/sql.py", "tasks/scoring/sqlsuite.py")
+        return sources
 
     def score(self, prediction: str, gold: Mapping[str, Any], **options: Any) -> dict[str, bool | None]:
         return self.generic.score(prediction, gold, **options)

@@ -63,6 +63,12 @@ class Gsm8k(Task):
             "default": 500,
             "description": "Rows carved from train for validation.",
         },
+        few_shot={
+            "type": "integer",
+            "minimum": 0,
+            "default": 8,
+            "description": "Worked solutions from the training split in the baseline prompt.",
+        },
     )
     scorer = ".gsm8k"
     label = "GSM8K"

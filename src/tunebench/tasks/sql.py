@@ -120,6 +120,8 @@ class Sql(Task):
         test_fraction=fraction(0.05, "Share of rows held out for testing."),
     )
     scorer = ".sql"
+    scorer_helpers = ("tasks/scoring/sqlsuite.py",)
+    scorer_options = ("sql_databases", "sql_timeout_s", "sql_executor")
     label = "SQL"
     instruction = (
         "Write one SQL query that answers the question, using only the tables given by the CREATE TABLE statements."

@@ -25,6 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ... import tasks
+from ...config import code as tb_code
+from ...config import digests as tb_digests
 from ...tasks import data
 from ...util import fileio, hardware
 from . import backend, batching, wrap
@@ -413,6 +415,7 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
         "hardware": hardware.describe_run(trainer.built.model),
         "optimizer": optimizer_name(trainer.optimizer),
         "settings_hash": job.settings_hash,
+        "code": tb_code.provenance(train=tb_digests.train_code(job.task)),
     }
     if trainer.main:
         out_dir.mkdir(parents=True, exist_ok=True)
