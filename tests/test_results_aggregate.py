@@ -17,6 +17,7 @@ import pytest
 from tunebench import config as tb_config
 from tunebench import tasks as tb_tasks
 from tunebench.config import digests as tb_digests
+from tunebench.stages import score as scoring
 from tunebench.results import aggregate, plan
 from tunebench.util.errors import DataError
 
@@ -62,7 +63,8 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
         baseline_values.setdefault((run.task, run.model), values)
         n = (config["tasks"].get(run.task, {}).get("limit") or {}).get("test") or 100
         doc = _metrics_doc(run, "baseline", values, n, rng.uniform(600, 1200), "chat", run.variant)
-        doc[tb_digests.KEY] = tb_digests.eval_hash(config, run.task, run.model, run.run)
+        doc[tb_digests.KEY] = tb_digests.score_hash(config, run.task, run.model, run.run)
+        doc["code"] = scoring.code_record(run.task)
         folder = results / "eval" / run.task / run.model / run.run
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(doc))
@@ -138,7 +140,8 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
         finetuned_values.setdefault((run.task, run.model, run.method), values)
         n = (config["tasks"].get(run.task, {}).get("limit") or {}).get("test") or 100
         doc = _metrics_doc(run, run.stage, values, n, rng.uniform(40, 120), run.format, None)
-        doc[tb_digests.KEY] = tb_digests.eval_hash(config, run.task, run.model, run.run)
+        doc[tb_digests.KEY] = tb_digests.score_hash(config, run.task, run.model, run.run)
+        doc["code"] = scoring.code_record(run.task)
         folder = results / "eval" / run.task / run.model / run.run
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(doc))
@@ -281,6 +284,20 @@ def test_outputs_made_under_other_settings_are_not_mixed(demo_config, tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(DataError, match="was made without a settings record"):
         aggregate.collect_metrics(demo_config, tmp_path)
+
+
+def test_outputs_of_other_code_are_refused(demo_config, tmp_path):
+    """A metrics.json scored by another scorer's source (its recorded hash) is refused in one sentence, as
+    one made under other settings is: a table never mixes verdicts of old and new code."""
+    write_synthetic(demo_config, tmp_path)
+    path = tmp_path / "eval/viggo/smollm2-135m/baseline/metrics.json"
+    doc = json.loads(path.read_text())
+    doc["code"]["score"] = "0123456789abcdef"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError) as caught:
+        aggregate.collect_metrics(demo_config, tmp_path)
+    message = str(caught.value)
+    assert str(path) in message and "was made by other score code" in message and "\n" not in message
 
 
 def test_an_integer_over_the_digit_limit_is_named_not_a_traceback(demo_config, tmp_path):
