@@ -247,7 +247,7 @@ def test_the_workflow_runs_an_api_baseline_that_matches_in_process_and_reruns_fr
 def test_a_server_restarted_mid_run_costs_retries_not_rows(server, workdir, data_dir, key):
     # Another generation limit, so that nothing comes from the first test's cache.
     config = tiny_config(server.base_url, max_concurrency=1, max_retries=8)
-    config["evaluation"]["max_new_tokens"][TASK] = 12
+    config["tasks"][TASK]["max_new_tokens"] = 12
     restarted = threading.Event()
 
     def restart() -> None:
@@ -271,7 +271,7 @@ def test_a_server_restarted_mid_run_costs_retries_not_rows(server, workdir, data
 def test_failed_requests_are_counted_per_row_never_scored_wrong(workdir, data_dir, key):
     closed = _free_port()  # nothing listens there: every request is refused at once
     config = tiny_config(f"http://127.0.0.1:{closed}/v1", max_retries=1, backoff_s=0)
-    config["evaluation"]["max_new_tokens"][TASK] = 5
+    config["tasks"][TASK]["max_new_tokens"] = 5
     metrics = run_baseline(config, "smollm2-api", workdir, data_dir, name="refused")
     assert metrics["api"]["failed_rows"] == metrics["n"] == metrics["unscorable"] == 8
     assert metrics["api"]["failures"] == {"connection": 8}
@@ -290,7 +290,7 @@ def test_failed_requests_are_counted_per_row_never_scored_wrong(workdir, data_di
 def test_a_missing_key_is_one_sentence_naming_the_variable(workdir, data_dir, monkeypatch, tmp_path):
     monkeypatch.delenv(KEY_ENV, raising=False)
     config = tiny_config(f"http://127.0.0.1:{_free_port()}/v1")
-    config["evaluation"]["max_new_tokens"][TASK] = 7  # not cached: a request would need the key
+    config["tasks"][TASK]["max_new_tokens"] = 7  # not cached: a request would need the key
     with pytest.raises(ConfigError, match=f"models.smollm2-api.api.key_env names the environment variable {KEY_ENV}"):
         run_baseline(config, "smollm2-api", workdir, data_dir, name="nokey")
     # The command says the same in one line, without a traceback.

@@ -246,7 +246,6 @@ def test_a_declared_task_runs_through_the_workflow(repo_root, tmp_path):
         "tickets": declared(Path("tickets.jsonl"), max_new_tokens=12)
     }  # relative to the working directory
     config["data"]["max_bad_fraction"] = 0.1
-    config["evaluation"]["max_new_tokens"] = {}
     config["experiments"] = {
         "finetune": [{"task": "tickets", "models": ["tiny-llama"], "methods": ["lora"]}],
         "baselines": [{"task": "tickets", "models": ["tiny-llama"]}],

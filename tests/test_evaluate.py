@@ -59,19 +59,19 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def eval_config(tokenizer_dir, mirror, **evaluation) -> dict:  # noqa: F811
+def eval_config(tokenizer_dir, mirror, max_new_tokens=(), **evaluation) -> dict:  # noqa: F811
+    max_new_tokens = dict(max_new_tokens)
     config = tiny_config(tokenizer_dir, methods=["lora"])
     config["models"]["tiny"]["base"]["random_llama"]["max_position_embeddings"] = 2048  # the few-shot prompts are long
     config["data"] = {"mirror": str(mirror)}
-    config["tasks"] = {task: {"limit": {"train": 40, "validation": 4, "test": 5}} for task in SCORED}
-    config["tasks"]["multiplication"]["rows"] = 400
-    config["evaluation"] = {
-        "batch_size": 2,
-        "few_shot": 2,
-        "bootstrap_samples": 200,
-        "max_new_tokens": {task: 6 for task in SCORED},
-        **evaluation,
+    config["tasks"] = {
+        task: {"limit": {"train": 40, "validation": 4, "test": 5}, "max_new_tokens": 6} for task in SCORED
     }
+    config["tasks"]["multiplication"]["rows"] = 400
+    config["tasks"]["gsm8k"]["few_shot"] = 2
+    for task, limit in max_new_tokens.items():
+        config["tasks"][task]["max_new_tokens"] = limit
+    config["evaluation"] = {"batch_size": 2, "bootstrap_samples": 200, **evaluation}
     config["experiments"]["baselines"] = [
         {
             "task": task,
@@ -117,7 +117,12 @@ def test_a_baseline_writes_every_test_row_and_metrics_by_the_contract(config, pr
     model, tokenizer = loaded
     metrics = tb_evaluate.evaluate(config, task, "tiny", run, data_dir=prepared / task, out_dir=tmp_path, loaded=loaded)
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
-    assert metrics["settings_hash"] == tb_digests.eval_hash(config, task, "tiny", run)  # what aggregate checks
+    assert metrics["settings_hash"] == tb_digests.score_hash(config, task, "tiny", run)  # what aggregate checks
+    generated = json.loads((tmp_path / "generation.json").read_text())
+    assert (
+        generated["settings_hash"] == metrics["generation_hash"] == tb_digests.generate_hash(config, task, "tiny", run)
+    )
+    assert metrics["code"]["score"] == tb_digests.score_code(task) and metrics["code"]["version"]
     rows = data.read_split(prepared / task, "test")
     train = data.read_split(prepared / task, "train")
     predictions = read_predictions(tmp_path)
@@ -171,7 +176,9 @@ def test_predictions_are_the_same_at_any_batch_size(config, prepared, loaded, tm
     outputs = []
     for batch_size in (1, 5):
         settings = dict(
-            config, evaluation=dict(config["evaluation"], batch_size=batch_size, max_new_tokens={"multiplication": 12})
+            config,
+            evaluation=dict(config["evaluation"], batch_size=batch_size),
+            tasks=dict(config["tasks"], multiplication=dict(config["tasks"]["multiplication"], max_new_tokens=12)),
         )
         out = tmp_path / str(batch_size)
         tb_evaluate.evaluate(
@@ -287,7 +294,10 @@ def test_user_errors_end_in_one_sentence(config, prepared, loaded, tmp_path, cap
         tb_evaluate.evaluate(
             config, "multiplication", "tiny", "baseline", data_dir=tmp_path / "nowhere", out_dir=tmp_path, loaded=loaded
         )
-    too_long = dict(config, evaluation=dict(config["evaluation"], max_new_tokens={"multiplication": 100_000}))
+    too_long = dict(
+        config,
+        tasks=dict(config["tasks"], multiplication=dict(config["tasks"]["multiplication"], max_new_tokens=100_000)),
+    )
     with pytest.raises(ConfigError, match="context of 2048 tokens"):
         tb_evaluate.evaluate(
             too_long,

@@ -17,8 +17,8 @@ import pytest
 from tunebench import config as tb_config
 from tunebench import tasks as tb_tasks
 from tunebench.config import digests as tb_digests
-from tunebench.stages import score as scoring
 from tunebench.results import aggregate, plan
+from tunebench.stages import score as scoring
 from tunebench.util.errors import DataError
 
 REPO = tb_config.ROOT

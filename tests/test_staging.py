@@ -99,7 +99,7 @@ def _config(path: Path, **changes) -> Path:
         "methods": {"lora": {"learning_rate": 1.0e-3, "lora": "tiny"}, "qlora": {"lora": "tiny"}},
         "lora_presets": {"tiny": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}},
         "training": {"epochs": 1, "batch_size": 4, "warmup_steps_per_device": 0, "max_length": 128, "dtype": "float32"},
-        "evaluation": {"batch_size": 4, "bootstrap_samples": 100, "max_new_tokens": {"viggo": 8}},
+        "evaluation": {"batch_size": 4, "bootstrap_samples": 100},
         "experiments": {
             "finetune": [{"task": "viggo", "models": ["tiny-llama"], "methods": ["lora"]}],
             "baselines": [{"task": "viggo", "models": ["smollm2-135m"]}],
