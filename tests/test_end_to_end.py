@@ -58,7 +58,7 @@ def test_tiny_workflow_end_to_end(tiny_run_outside):
     )
     assert with_tex.returncode == 0, with_tex.stderr[-4000:]
     assert re.search(r"^paper\s+1$", with_tex.stdout + with_tex.stderr, re.M)  # only the paper was left to do
-    assert not re.search(r"^(train|evaluate)\s+\d+$", with_tex.stdout + with_tex.stderr, re.M)
+    assert not re.search(r"^(train|generate|score)\s+\d+$", with_tex.stdout + with_tex.stderr, re.M)
     report = subprocess.run(
         [str(BIN / "snakemake"), *common, "--report", "results/report.html"],
         capture_output=True,

@@ -133,9 +133,10 @@ def test_the_workflow_on_a_two_host_slurm_cluster(repo_root, with_mirror, small_
         output = run.stdout + run.stderr
         submitted = set(re.findall(r"has been submitted with SLURM jobid (\d+)", output))
         counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", output, flags=re.MULTILINE)}
-        # The settings stamps are the workflow's local rules (workflow/rules/settings.smk): written on the host.
-        local = sum(n for rule, n in counts.items() if rule.startswith("settings_"))
-        assert local and len(submitted) == counts["total"] - local  # every other job went through sbatch
+        # The workflow's local rules run on the host: the settings stamps (workflow/rules/settings.smk) and the
+        # scoring jobs (workflow/rules/evaluate.smk), which take seconds and no model.
+        local = sum(n for rule, n in counts.items() if rule.startswith("settings_") or rule == "score")
+        assert counts["score"] and len(submitted) == counts["total"] - local  # every other job went through sbatch
         slurm_logs = {path.stem: path.read_text() for path in (work / ".snakemake" / "slurm_logs").rglob("*.log")}
         assert submitted <= set(slurm_logs)
         for job in submitted:  # every job ran in the image, on one of the hosts

@@ -70,7 +70,7 @@ def test_dry_run_lists_the_paper_matrix(repo_root, tmp_path):
     counts = _job_counts(result.stdout)
     # 3 tasks × 3 sizes × 3 methods + multiplication (7B × 3) + MathQA stage + two-stage + ablation
     assert counts["train"] == 27 + 3 + 1 + 1 + 1
-    assert counts["evaluate"] == (27 + 3 + 1 + 1) + 3 * 3 + 3 * 2
+    assert counts["generate"] == counts["score"] == (27 + 3 + 1 + 1) + 3 * 3 + 3 * 2
     assert sum(v for k, v in counts.items() if k.startswith("data_")) == 5
 
 
@@ -79,7 +79,9 @@ def test_dry_run_of_the_demo(repo_root, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     counts = _job_counts(result.stdout)
     assert counts["train"] == 11 + 2  # eleven runs, and ViGGO LoRA twice more with other seeds
-    assert counts["evaluate"] == 12 + 5  # every trained run but the MathQA first stage, and five baselines
+    assert (
+        counts["generate"] == counts["score"] == 12 + 5
+    )  # every trained run but the MathQA first stage, five baselines
 
 
 def test_lint_is_clean(repo_root, tmp_path):
@@ -205,14 +207,25 @@ def test_editing_one_key_reruns_that_task_and_its_descendants(repo_root, with_mi
     expected = {"results/data/viggo/train.jsonl", "all", "results/metrics.csv"}
     for where in (workdir, copied):
         jobs = _dry_run(repo_root, where, config)
-        assert set(jobs.values()) >= {"data_viggo", "train", "evaluate", "aggregate", "tables", "figures", "paper"}
+        assert set(jobs.values()) >= {
+            "data_viggo",
+            "train",
+            "generate",
+            "score",
+            "aggregate",
+            "tables",
+            "figures",
+            "paper",
+        }
         assert expected <= set(jobs), where
         assert all(_viggo_and_descendants(job) for job in jobs), f"{where}: {sorted(jobs)}"
         assert not any(rule.startswith("data_") and rule != "data_viggo" for rule in jobs.values())
         # every viggo job of the demo (data, training, evaluation) is scheduled, not just some
         viggo_jobs = {name for name in outputs if "/viggo/" in name}
         for name in viggo_jobs:
-            if name.endswith(("/train.jsonl", "/best.json", "/predictions.jsonl")):  # first outputs
+            if name.endswith(
+                ("/train.jsonl", "/best.json", "/generations.jsonl", "/predictions.jsonl")
+            ):  # first outputs
                 assert name in jobs, f"{where}: {name} not re-run"
 
     # The probe that found the bug: the paper matrix's config over the demo's copied results/ must not
@@ -260,7 +273,7 @@ def test_a_job_runs_without_the_venv_on_path_and_records_the_stamps_digest(repo_
         assert stamp["settings"]["task"] == task and stamp["settings"]["seed"] == manifest["seed"]
 
 
-STAMP_RULES = ("settings_data", "settings_train", "settings_eval", "settings_results")
+STAMP_RULES = ("settings_data", "settings_train", "settings_generate", "settings_score", "settings_results")
 
 
 def test_every_stamp_matches_what_the_commands_compute(repo_root, tmp_path):
@@ -284,7 +297,7 @@ def test_every_stamp_matches_what_the_commands_compute(repo_root, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     cfg = tb_config.load(repo_root / "config" / "demo.yaml")
     stamps = sorted((tmp_path / "results" / "settings").rglob("*.json"))
-    assert len(stamps) == 5 + 13 + 17 + 1  # data, train, eval, results
+    assert len(stamps) == 5 + 13 + 17 + 17 + 1  # data, train, generate, score, results
     for path in stamps:
         *parts, name = path.relative_to(tmp_path / "results" / "settings").with_suffix("").parts
         recorded = json.loads(path.read_text())["settings_hash"]
@@ -293,8 +306,10 @@ def test_every_stamp_matches_what_the_commands_compute(repo_root, tmp_path):
             assert recorded == tb_digests.data_hash(cfg, parts[1])
         elif parts[0] == "train":
             assert recorded == tb_digests.train_hash(cfg, *parts[1:])
-        elif parts[0] == "eval":
-            assert recorded == tb_digests.eval_hash(cfg, *parts[1:])
+        elif parts[0] == "generate":
+            assert recorded == tb_digests.generate_hash(cfg, *parts[1:])
+        elif parts[0] == "score":
+            assert recorded == tb_digests.score_hash(cfg, *parts[1:])
         else:
             assert parts == ["results"] and recorded == tb_digests.results_hash(cfg)
 
