@@ -68,7 +68,7 @@ def test_viggo_baseline_prompt_has_one_example_per_function(paper):
     prepared, _ = dataset.prepare("viggo", paper)
     task = viggo.TASK
     row = prepared.splits["test"][0]
-    messages = task.baseline_messages(row, prepared.splits["train"], "default", paper["evaluation"])
+    messages = task.baseline_messages(row, prepared.splits["train"], "default", paper["tasks"][task.name])
     text = messages[0]["content"] + messages[1]["content"]
     for name in viggo.FUNCTIONS + viggo.ATTRIBUTES:
         assert name in text

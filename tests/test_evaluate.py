@@ -24,6 +24,7 @@ from tunebench.commands import cli
 from tunebench.config import digests as tb_digests
 from tunebench.stages import dataset, formats, models
 from tunebench.stages import evaluate as tb_evaluate
+from tunebench.stages import score as scoring
 from tunebench.stages.formats import encode_prompt
 from tunebench.stages.generate import Generation
 from tunebench.tasks import data
@@ -134,7 +135,7 @@ def test_a_baseline_writes_every_test_row_and_metrics_by_the_contract(config, pr
         assert PREDICTION_KEYS <= set(prediction)
         assert list(prediction["verdict"]) == list(definition.metrics)
         assert "<|im_end|>" not in prediction["output"]
-        messages = definition.baseline_messages(row, train, variant, config["evaluation"])
+        messages = definition.baseline_messages(row, train, variant, config["tasks"][task])
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         assert prediction["prompt_tokens"] == len(encode_prompt(tokenizer, text))
         assert prediction["generated_tokens"] <= 6
@@ -161,11 +162,10 @@ def test_gold_completions_score_perfectly_through_the_same_plumbing(config, prep
     for task in SCORED:
         spec = tb_evaluate.resolve(config, task, "tiny", "baseline")
         rows = data.read_split(prepared / task, "test")
-        gold = [Generation(row["completion"], 10, 5, "end_token") for row in rows]
-        records = tb_evaluate.score_rows(spec, rows, gold, config["evaluation"])
-        summary = tb_evaluate.summary(
-            spec, records, config, wall_time_s=1.0, tokens_per_s=5.0, batch_size=2, limit=6, device="cpu"
-        )
+        gold = [tb_evaluate.generation_record(row, Generation(row["completion"], 10, 5, "end_token")) for row in rows]
+        records = scoring.predictions(task, rows, gold, scoring.scorer_options(config, task))
+        facts = {"max_new_tokens": 6, "settings_hash": tb_digests.generate_hash(config, task, "tiny", "baseline")}
+        summary = scoring.summary(spec, records, config, facts)
         scorable = [r for r in records if None not in r["verdict"].values()]
         assert len(scorable) >= len(rows) - 1, task
         assert all(all(r["verdict"].values()) for r in scorable), task

@@ -326,21 +326,17 @@ def evaluation(config: Mapping, data_dirs: Mapping[str, Path], size: PeerSize, w
     from ..stages import evaluate, models
     from ..tasks.scoring import gsm8k as gsm8k_scoring
 
+    gsm8k = {**config["tasks"]["gsm8k"], "limit": {"test": size.eval_rows}, "few_shot": 0}
     config = {
         **config,
-        "evaluation": {
-            **config["evaluation"],
-            "few_shot": 0,
-            "batch_size": size.eval_batch,
-            "max_new_tokens": {**config["evaluation"]["max_new_tokens"], "gsm8k": size.new_tokens},
-        },
-        "tasks": {**config["tasks"], "gsm8k": {**config["tasks"]["gsm8k"], "limit": {"test": size.eval_rows}}},
+        "evaluation": {**config["evaluation"], "batch_size": size.eval_batch},
+        "tasks": {**config["tasks"], "gsm8k": {**gsm8k, "max_new_tokens": size.new_tokens}},
     }
     model, tokenizer = models.load_for_inference(config, bench.MODEL, role="chat")
     rows = evaluate.test_rows(config, "gsm8k", data_dirs["gsm8k"])
     spec = evaluate.resolve(config, "gsm8k", bench.MODEL, "baseline")
-    ours_texts = evaluate.prompt_texts(spec, rows, tokenizer, [], config["evaluation"])
-    system = tasks.get("gsm8k").baseline_messages(rows[0], [], "default", config["evaluation"])[0]["content"]
+    ours_texts = evaluate.prompt_texts(spec, rows, tokenizer, [], config["tasks"]["gsm8k"])
+    system = tasks.get("gsm8k").baseline_messages(rows[0], [], "default", config["tasks"]["gsm8k"])[0]["content"]
     until = formats.stop_strings(spec.format, tokenizer)
     task = _harness_task(rows, work, system, until, size.new_tokens)
     harness = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=size.eval_batch, device="cpu")

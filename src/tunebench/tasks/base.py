@@ -113,6 +113,6 @@ class Task:
         """Chat messages (``role``/``content``) of the prompted baseline for ``row``.
 
         ``train`` is the task's training split, from which few-shot examples are picked
-        deterministically; ``options`` is the ``evaluation`` config section.
+        deterministically; ``options`` is the task's own config section (``few_shot``, ...).
         """
         raise NotImplementedError
