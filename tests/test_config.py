@@ -40,6 +40,23 @@ def test_defaults_are_filled(demo):
     assert cfg["tasks"]["gsm8k"]["strip_calculator_notes"] is False
 
 
+def test_each_task_has_its_own_generation_limit_and_few_shot(demo):
+    cfg = tb_config.validate(copy.deepcopy(demo))
+    assert tb_config.max_new_tokens(cfg, "viggo") == 64  # the demo's own
+    assert tb_config.max_new_tokens(cfg, "mathqa") == 256  # unset: the task module's value
+    assert tb_config.few_shot(cfg, "gsm8k") == 2 and tb_config.few_shot(cfg, "viggo") is None
+
+
+@pytest.mark.parametrize("key, value", [("max_new_tokens", {"viggo": 32}), ("few_shot", 4)])
+def test_the_former_evaluation_keys_are_refused_naming_the_new_one(demo, key, value):
+    cfg = copy.deepcopy(demo)
+    cfg["evaluation"][key] = value
+    with pytest.raises(ConfigError) as caught:
+        tb_config.validate(cfg)
+    message = str(caught.value)
+    assert f"evaluation.{key} is no longer read" in message and f"tasks.<task>.{key}" in message and "\n" not in message
+
+
 def _set(cfg, path, value):
     keys = path.split(".")
     node = cfg

@@ -49,12 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "file", type=Path, nargs="?", metavar="FILE.jsonl", help="one JSON object per line with prediction and answer"
     )
-    run = parser.add_argument_group("a run's generations (instead of FILE)")
-    run.add_argument(
+    generated = parser.add_argument_group("a run's generations (instead of FILE)")
+    generated.add_argument(
         "--generations", type=Path, metavar="DIR", help="evaluation directory written by tunebench evaluate"
     )
-    run.add_argument("--data-dir", type=Path, metavar="DIR", help="prepared splits (default: results/data/TASK)")
-    run.add_argument("--out-dir", type=Path, metavar="DIR", help="where predictions and metrics go (default: DIR)")
+    generated.add_argument("--data-dir", type=Path, metavar="DIR", help="prepared splits (default: results/data/TASK)")
+    generated.add_argument("--out-dir", type=Path, metavar="DIR", help="where predictions and metrics go (default: DIR)")
     parser.add_argument(
         "--per-example", type=Path, metavar="OUT.jsonl", help="also write each input line with its verdict"
     )
