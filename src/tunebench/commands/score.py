@@ -54,7 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--generations", type=Path, metavar="DIR", help="evaluation directory written by tunebench evaluate"
     )
     generated.add_argument("--data-dir", type=Path, metavar="DIR", help="prepared splits (default: results/data/TASK)")
-    generated.add_argument("--out-dir", type=Path, metavar="DIR", help="where predictions and metrics go (default: DIR)")
+    generated.add_argument(
+        "--out-dir", type=Path, metavar="DIR", help="where predictions and metrics go (default: DIR)"
+    )
     parser.add_argument(
         "--per-example", type=Path, metavar="OUT.jsonl", help="also write each input line with its verdict"
     )
