@@ -488,7 +488,7 @@ def generate(
                             f"one prompt of {len(rows[0])} tokens plus {max_new_tokens} new tokens does not fit the "
                             "memory of "
                             f"{_device(model)}; give the evaluation job more GPUs (resources.evaluate) or lower "
-                            "evaluation.max_new_tokens."
+                            "the task's max_new_tokens (tasks.<task>.max_new_tokens)."
                         ) from None
                     batch_size = max(1, batch_size // 2)
                     log.warning("out of memory at a batch of %d rows; retrying at %d", len(rows), batch_size)
