@@ -107,3 +107,35 @@ def test_editing_the_decoder_regenerates_every_run(repo_root, tmp_path, complete
     jobs = _planned(repo_root, tmp_path, completed, env=env)
     assert set(jobs.values()) - RESULTS_RULES == {"generate", "settings_generate", "score", "settings_score"}
     assert len([rule for rule in jobs.values() if rule == "generate"]) == 14  # every evaluated run, no training
+
+
+def test_a_declared_tasks_scorer_keys_reach_its_scoring_digest_only(repo_root, tmp_path):
+    """A declared task's pattern is its scorer's: it changes the scoring digest, not the data or generation one;
+    its max_new_tokens changes the generation digest, not the data one."""
+    from tunebench import config as tb_config
+    from tunebench.config import digests as tb_digests
+
+    def digests(**section):
+        cfg = yaml.safe_load((repo_root / ".test" / "config.yaml").read_text())
+        cfg["tasks"]["tickets"] = {
+            "kind": "custom",
+            "source": {"jsonl": str(tmp_path / "tickets.jsonl")},
+            "input": "text",
+            "target": "label",
+            "scorer": "regex",
+            **section,
+        }
+        cfg["experiments"] = {"finetune": [], "baselines": [{"task": "tickets", "models": ["tiny-llama"]}]}
+        cfg = tb_config.validate(cfg)
+        job = ("tickets", "tiny-llama", "baseline")
+        return (
+            tb_digests.data_hash(cfg, "tickets"),
+            tb_digests.generate_hash(cfg, *job),
+            tb_digests.score_hash(cfg, *job),
+        )
+
+    data, generate, score = digests(pattern="^(yes|no)")
+    other_pattern = digests(pattern="(yes|no)$")
+    assert other_pattern[:2] == (data, generate) and other_pattern[2] != score
+    longer = digests(pattern="^(yes|no)", max_new_tokens=9)
+    assert longer[0] == data and longer[1] != generate and longer[2] != score

@@ -44,9 +44,9 @@ def digest(settings: Any) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
 
 
-#: Keys of a task's section that only generation reads (the data stage never sees them).
+#: Keys of a task's section that only generation reads.
 GENERATION_KEYS = ("max_new_tokens", "few_shot")
-#: Keys of a declared task's section that only its scorer reads.
+#: Keys of a declared task's section that only its scorer reads. Neither kind reaches the data digest.
 SCORER_KEYS = ("scorer", "pattern", "choices")
 
 
@@ -59,7 +59,7 @@ def data_settings(config: Mapping[str, Any], task: str) -> dict:
     copy of the hub's files (the manifest records each file's sha256), and where it is mounted differs
     between machines that should share results."""
     options = copy.deepcopy(config["tasks"][task])
-    for key in GENERATION_KEYS:
+    for key in (*GENERATION_KEYS, *SCORER_KEYS):
         options.pop(key, None)
     return {
         "stage": "data",
