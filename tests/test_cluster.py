@@ -154,6 +154,7 @@ def test_the_profile_runs_jobs_in_the_image(dry_run):
 def test_cpu_stages_go_to_the_cpu_partition(dry_run):
     assert _job_resources(dry_run[1], "results/logs/data/viggo.log")["slurm_partition"] == "cpu"
     assert _job_resources(dry_run[1], "results/logs/train/viggo/llama2-7b/full.log")["slurm_partition"] == "gpu"
+    assert _job_resources(dry_run[1], "results/logs/eval/viggo/llama2-7b/full.log")["slurm_partition"] == "gpu"
 
 
 def test_a_two_node_cpu_job_has_one_task_per_node():
