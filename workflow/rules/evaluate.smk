@@ -5,7 +5,8 @@
 # one node come from the config's per-size resources.evaluate table. An API baseline whose requests failed
 # for some rows runs again on the next invocation (failed_rows).
 # score: verdicts and metrics from those outputs (predictions.jsonl, metrics.json). It takes seconds and no
-# model, so it runs in the main process; a scorer's settings or code re-run it alone, never the generation.
+# model, so it is a local rule (run where Snakemake runs, never queued on a cluster); a scorer's settings or
+# code re-run it alone, never the generation.
 from tunebench.stages import api as tb_api
 
 
