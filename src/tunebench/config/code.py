@@ -16,6 +16,7 @@ import functools
 import hashlib
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import tunebench
@@ -42,11 +43,12 @@ def root() -> Path:
 
 
 def module_path(module: str) -> str:
-    """``tunebench.tasks.viggo`` as a path inside the package: ``tasks/viggo.py``."""
+    """``tunebench.tasks.viggo`` as a path inside the package (``tasks/viggo.py``); a module outside the package
+    (a task registered by a plugin) as its file's absolute path, which no code root replaces."""
     parts = module.split(".")
-    if parts[0] != "tunebench":
-        raise ValueError(f"{module} is not a module of tunebench")
-    return "/".join(parts[1:]) + ".py"
+    if parts[0] == "tunebench":
+        return "/".join(parts[1:]) + ".py"
+    return str(Path(sys.modules[module].__file__).resolve())
 
 
 @functools.cache
@@ -56,7 +58,7 @@ def _hash(base: Path, paths: tuple[str, ...]) -> str:
         where = base / name
         files = sorted(where.rglob("*.py")) if where.is_dir() else [where]
         for path in files:
-            digest.update(str(path.relative_to(base)).encode() + b"\0")
+            digest.update(str(path.relative_to(base) if path.is_relative_to(base) else path).encode() + b"\0")
             try:
                 digest.update(path.read_bytes())
             except OSError:
