@@ -191,6 +191,12 @@ def build(job: Job, device: torch.device) -> Built:
     return Built(model, tokenizer, new_ids, *_count(model))
 
 
+#: Largest per-token loss difference of a training step between compiled and eager layers that still counts as
+#: the same computation: inductor fuses the norms' and activations' float32 arithmetic in another order, so sums
+#: round differently (1e-6 on SmolLM2's first ViGGO steps, tunebench bench).
+COMPILED_LOSS_TOLERANCE = 1e-4
+
+
 def compile_layers(model) -> int:
     """Compile each decoder layer of ``model`` in place with torch.compile (inductor); returns how many.
 
