@@ -206,8 +206,12 @@ def compile_layers(model) -> int:
     shape). ``dynamic=True`` because packed rows differ in length from batch to batch. Compiling in
     place keeps the module tree, so state dicts, checkpoints and exports carry the same keys as eager.
     """
+    import torch._inductor.config
     from transformers.modeling_layers import GradientCheckpointingLayer
 
+    # Inductor would draw dropout masks from its own generator; eager's keeps a LoRA run with dropout on the
+    # eager run's masks, and the generator state saved for resume then covers them.
+    torch._inductor.config.fallback_random = True
     layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
     for layer in layers:
         layer.compile(dynamic=True)
