@@ -115,8 +115,8 @@ def test_compile_auto_is_on_only_in_one_cpu_process_with_float_weights_and_a_com
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(hardware, "cpp_compiler", lambda: "/usr/bin/g++")
     assert hardware.training_compile("auto", quantized=False, deepspeed=False)[0] is True
-    assert hardware.training_compile("auto", quantized=True, deepspeed=False) == (False, "auto: 4-bit layers")
-    assert hardware.training_compile("auto", quantized=False, deepspeed=True) == (False, "auto: not under DeepSpeed")
+    assert hardware.training_compile("auto", quantized=True, deepspeed=False) == (False, "4-bit layers")
+    assert hardware.training_compile("auto", quantized=False, deepspeed=True) == (False, "not under DeepSpeed")
     assert hardware.training_compile(False, quantized=False, deepspeed=False)[0] is False
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert hardware.training_compile("auto", quantized=False, deepspeed=False)[0] is False

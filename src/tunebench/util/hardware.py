@@ -190,14 +190,14 @@ def training_compile(requested: bool | str, *, quantized: bool, deepspeed: bool)
     if requested is False:
         return False, "asked for"
     if torch.cuda.is_available():
-        return False, "auto: not measured on GPUs"
+        return False, "not measured on GPUs"
     if deepspeed:
-        return False, "auto: not under DeepSpeed"
+        return False, "not under DeepSpeed"
     if quantized:
-        return False, "auto: 4-bit layers"
+        return False, "4-bit layers"
     if compiler is None:
-        return False, "auto: no C++ compiler (CXX or g++) for inductor"
-    return True, "auto: one CPU process"
+        return False, "no C++ compiler (CXX or g++) for inductor"
+    return True, "one CPU process with float weights"
 
 
 # The oldest Linux driver branch each CUDA release of a torch build runs on (NVIDIA's CUDA toolkit

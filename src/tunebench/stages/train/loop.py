@@ -284,8 +284,8 @@ class Trainer:
             f" on {self.accelerator.device.type})"
         )
         self.say(
-            f"compile: {'decoder layers' if self.compiled else 'off'} (training.compile {training['compile']}: "
-            f"{self.compile_why})"
+            f"compile: {'decoder layers' if self.compiled else 'off'} "
+            f"(training.compile {str(training['compile']).lower()}: {self.compile_why})"
         )
         resume = ResumeDir(resume_path, self.accelerator, fingerprint(self.job), layout(self.job))
         message = resume.prepare()
