@@ -8,6 +8,7 @@ import pytest
 from tunebench.commands import cli
 from tunebench.machinery import bench_peers
 from tunebench.machinery.bench import REFERENCES, ratios
+from tunebench.stages.train import wrap
 
 
 def test_each_metric_of_a_case_is_set_against_the_reference_in_that_metric():
@@ -46,6 +47,7 @@ def test_quick_bench_writes_every_comparison(with_mirror, tmp_path, capsys):
         "training",
         "precision",
         "optimizer",
+        "compile",
         "generation",
         "sql",
         "data",
@@ -65,6 +67,9 @@ def test_quick_bench_writes_every_comparison(with_mirror, tmp_path, capsys):
     optimizer = ratios[ratios["comparison"] == "optimizer"]
     assert set(optimizer["variant"]) == {"AdamW fused", "AdamW per-tensor"}
     assert (optimizer["max_weight_difference"] < 1e-5).all()  # the fused kernel updates the weights as the loop does
+    compiled = ratios[ratios["comparison"] == "compile"]
+    assert set(compiled["variant"]) == {"eager", "compiled layers"} and len(compiled) == 4  # full and LoRA
+    assert (compiled["max_loss_difference"] < wrap.COMPILED_LOSS_TOLERANCE).all()
     printed = capsys.readouterr().out
     assert "decoding precision" in printed and f"written to {tmp_path}" in printed
 

@@ -109,3 +109,24 @@ def test_decoding_holds_weights_in_bfloat16_exactly_where_the_cpu_computes_in_it
     has_bf16 = bool({"avx512_bf16", "amx_bf16"} & flags)
     assert models.inference_dtype({"training": {"dtype": "auto"}}) == (torch.bfloat16 if has_bf16 else torch.float32)
     assert models.inference_dtype({"training": {"dtype": "float32"}}) == torch.float32  # always a choice
+
+
+def test_compile_auto_is_on_only_in_one_cpu_process_with_float_weights_and_a_compiler(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpp_compiler", lambda: "/usr/bin/g++")
+    assert hardware.training_compile("auto", quantized=False, deepspeed=False)[0] is True
+    assert hardware.training_compile("auto", quantized=True, deepspeed=False) == (False, "4-bit layers")
+    assert hardware.training_compile("auto", quantized=False, deepspeed=True) == (False, "not under DeepSpeed")
+    assert hardware.training_compile(False, quantized=False, deepspeed=False)[0] is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert hardware.training_compile("auto", quantized=False, deepspeed=False)[0] is False
+
+
+def test_compile_without_a_cpp_compiler_falls_back_under_auto_and_is_one_sentence_when_asked_for(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    assert hardware.cpp_compiler() is None
+    compiled, why = hardware.training_compile("auto", quantized=False, deepspeed=False)
+    assert not compiled and "no C++ compiler" in why
+    with pytest.raises(ConfigError, match=r"^training\.compile is true but no C\+\+ compiler .*\.$"):
+        hardware.training_compile(True, quantized=False, deepspeed=False)

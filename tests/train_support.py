@@ -100,6 +100,7 @@ def tiny_config(tokenizer_dir: Path, training: dict | None = None, **entry) -> d
                 "batching": "pad_to_longest",
                 "loss_on": "completion",
                 "dtype": "float32",
+                "compile": False,  # a tiny model trains in less time than compiling its layers takes
                 **(training or {}),
             },
             "experiments": {"finetune": [finetune]},

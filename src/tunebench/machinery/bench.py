@@ -16,6 +16,8 @@ Comparisons (every one uses the code the workflow runs):
                validation perplexity with the weights in float32 and in bfloat16
 ``sql``        the SQLite test-suite scorer against sqlglot's Python executor: examples/s, agreement
 ``optimizer``  AdamW's fused kernel against its per-tensor loop, LoRA and full: tokens/s, weights compared
+``compile``    eager decoder layers against compiled ones (training.compile), full and LoRA: useful tokens
+               per CPU second, compile seconds, losses compared
 ``data``       generated multiplication rows/s and the prepare time of every task
 ``ceiling``    this CPU's matmul rate in float32 and bfloat16, which the training rates are set against
 """
@@ -44,6 +46,9 @@ from ..tasks import data
 from ..util import hardware
 
 MODEL = "smollm2-135m"
+#: Rates per second of this process's CPU time: steadier than wall time on a machine other jobs share.
+CPU_RATE = "useful tokens per CPU second"
+CPU_CEILING = "GFLOP per CPU second"
 LAYOUTS = ("packing", "pad_to", "pad_to_longest")
 
 
@@ -119,14 +124,14 @@ def _trainer(
     config: Mapping, task: str, method: str, data_dir: Path, out: Path, fmt: str = "special_tokens", **training: Any
 ):
     """The workflow's own training loop object for one run in prompt format ``fmt``, with ``training`` keys
-    overridden."""
+    overridden; eager layers unless ``compile`` is given, so each comparison but ``compile`` varies one thing."""
     from accelerate.state import AcceleratorState
 
     from ..stages.train import job as tb_job
     from ..stages.train import loop
 
     settings = copy.deepcopy(dict(config))
-    settings["training"] = {**settings["training"], **training}
+    settings["training"] = {**settings["training"], "compile": False, **training}
     run = {"task": task, "models": [MODEL], "methods": [method], "format": fmt}
     settings["experiments"] = {"finetune": [run], "baselines": []}
     settings = tb_config.validate(settings)
@@ -283,6 +288,45 @@ def optimizer(config: Mapping, data_dirs: Mapping[str, Path], size: Size, work: 
             )
         difference = max(float((a - b).abs().max()) for a, b in zip(weights[False], weights[True]))
         rows[-1]["max_weight_difference"] = rows[-2]["max_weight_difference"] = difference
+    return rows
+
+
+def compiling(config: Mapping, data_dirs: Mapping[str, Path], size: Size, work: Path) -> list[dict]:
+    """Eager decoder layers against compiled ones (``training.compile``), full and LoRA, ViGGO packed as the
+    demo trains it: useful tokens per CPU second of the steps after the first, the first repeat's first step's
+    extra wall seconds (compiling, for the compiled variant), and the per-token losses of the same steps compared."""
+    rows = []
+    for method in ("full", "lora"):
+        losses = {}
+        for compiled in (False, True):
+            rates, first = [], []
+            for repeat in range(size.repeats):
+                out = work / f"c-{method}-{compiled}-{repeat}"
+                trainer = _trainer(config, "viggo", method, data_dirs["viggo"], out, compile=compiled, dtype="float32")
+                plan = trainer.plans[1]
+                steps = []
+                for step in range(min(size.train_steps + 1, len(plan))):
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    done = trainer.step(plan, step)
+                    steps.append((time.perf_counter() - wall, time.process_time() - cpu, done))
+                later = steps[1:] or steps
+                rates.append(sum(d["tokens"] for _, _, d in later) / sum(c for _, c, _ in later))
+                first.append(steps[0][0] - statistics.median(w for w, _, _ in later))
+                losses[compiled] = [d["nll"] / d["targets"] for _, _, d in steps]
+            rows.append(
+                {
+                    "comparison": "compile",
+                    "case": f"viggo {method} float32",
+                    "variant": "compiled layers" if compiled else "eager",
+                    "metric": CPU_RATE,
+                    **_summary(rates),
+                    # Compiled code is kept for the process, so only the first repeat compiles.
+                    "first_step_extra_s": first[0],
+                    "params": sum(p.numel() for p in trainer.built.model.parameters()),
+                }
+            )
+        difference = max(abs(a - b) for a, b in zip(losses[False], losses[True]))
+        rows[-1]["max_loss_difference"] = rows[-2]["max_loss_difference"] = difference
     return rows
 
 
@@ -458,24 +502,29 @@ def data_preparation(config: Mapping, size: Size) -> list[dict]:
 
 
 def matmul_ceiling(size: Size) -> list[dict]:
+    """GFLOP per second of wall time and per second of this process's CPU time (the measure that the
+    per-CPU-second training rates are set against)."""
     rows = []
     for dtype in ("float32", "bfloat16"):
         a = torch.randn(size.matmul, size.matmul, dtype=models.DTYPES[dtype])
         b = torch.randn(size.matmul, size.matmul, dtype=models.DTYPES[dtype])
         torch.matmul(a, b)  # first call picks the kernel
-        rates = []
+        rates: dict[str, list[float]] = {"GFLOP/s": [], CPU_CEILING: []}
         for _ in range(max(3, size.repeats)):
+            cpu = time.process_time()
             seconds, _ = _timed(lambda: [torch.matmul(a, b) for _ in range(5)])
-            rates.append(5 * 2 * size.matmul**3 / seconds / 1e9)
-        rows.append(
-            {
-                "comparison": "ceiling",
-                "case": f"matmul {size.matmul}",
-                "variant": dtype,
-                "metric": "GFLOP/s",
-                **_summary(rates),
-            }
-        )
+            rates["GFLOP/s"].append(5 * 2 * size.matmul**3 / seconds / 1e9)
+            rates[CPU_CEILING].append(5 * 2 * size.matmul**3 / (time.process_time() - cpu) / 1e9)
+        for metric, values in rates.items():
+            rows.append(
+                {
+                    "comparison": "ceiling",
+                    "case": f"matmul {size.matmul}",
+                    "variant": dtype,
+                    "metric": metric,
+                    **_summary(values),
+                }
+            )
     return rows
 
 
@@ -487,6 +536,7 @@ REFERENCES = {
     "generation": "batch 1",
     "decoding precision": "float32",
     "decoder": "batch_invariant",
+    "compile": "eager",
 }
 
 
@@ -496,6 +546,7 @@ EXTRA = (
     "first_losses_ours",
     "first_losses_peer",
     "max_weight_difference",
+    "first_step_extra_s",
     "validation_perplexity",
     "identical_to_reference",
     "agreement",
@@ -535,18 +586,29 @@ def ratios(frame: pd.DataFrame, references: Mapping[str, str] = REFERENCES) -> p
 
 
 def ceiling_share(frame: pd.DataFrame) -> pd.DataFrame:
-    """Training throughput as a share of the CPU's bfloat16 matmul rate (6 FLOPs per parameter and token)."""
-    ceiling = frame[(frame["comparison"] == "ceiling") & (frame["variant"] == "bfloat16")]["median"]
-    if ceiling.empty:
+    """Training throughput as a share of the CPU's bfloat16 matmul rate (6 FLOPs per parameter and token),
+    per wall second or per CPU second as the training rate was measured."""
+    ceilings = frame[frame["comparison"] == "ceiling"].set_index(["variant", "metric"])["median"]
+    if ceilings.empty:
         return pd.DataFrame()
-    float32 = frame[(frame["comparison"] == "ceiling") & (frame["variant"] == "float32")]["median"]
-    rows = frame[frame["comparison"].isin(["precision", "optimizer"])].copy()
+    rows = frame[frame["comparison"].isin(["precision", "optimizer", "compile"])].copy()
+    per_cpu = rows["metric"] == CPU_RATE
     rows["gflops"] = rows["median"] * 6 * rows["params"] / 1e9
-    rows["share_of_bf16_ceiling"] = rows["gflops"] / float(ceiling.iloc[0])
     # Where bfloat16 matmuls are emulated (no AVX512_BF16 or AMX), float32 is the rate training can reach.
-    rows["share_of_float32_ceiling"] = rows["gflops"] / float(float32.iloc[0])
+    for dtype in ("bfloat16", "float32"):
+        ceiling = per_cpu.map({True: ceilings[(dtype, CPU_CEILING)], False: ceilings[(dtype, "GFLOP/s")]})
+        rows[f"share_of_{'bf16' if dtype == 'bfloat16' else dtype}_ceiling"] = rows["gflops"] / ceiling
     return rows[
-        ["comparison", "case", "variant", "median", "gflops", "share_of_bf16_ceiling", "share_of_float32_ceiling"]
+        [
+            "comparison",
+            "case",
+            "variant",
+            "metric",
+            "median",
+            "gflops",
+            "share_of_bf16_ceiling",
+            "share_of_float32_ceiling",
+        ]
     ]
 
 
@@ -597,6 +659,7 @@ def run(
             ("training", lambda: training(config, data_dirs, size, work)),
             ("precision", lambda: precision(config, data_dirs, size, work)),
             ("optimizer", lambda: optimizer(config, data_dirs, size, work)),
+            ("compile", lambda: compiling(config, data_dirs, size, work)),
             ("generation", lambda: generation(config, data_dirs, size) + decoding_perplexity(config, data_dirs, work)),
             ("sql", lambda: sql_scoring(config, data_dirs, size)),
             ("data", lambda: data_preparation(config, size)),

@@ -4,7 +4,8 @@ Both sides run in one process, one after the other, on the same rows, the same m
 threads and the same precision (the one ``training.dtype: auto`` picks on this machine):
 
 ``peer training``    TRL's ``SFTTrainer`` with its own best-fit packing (padding-free rows) against
-                     ``tunebench train``'s loop with its packing, LoRA (the same PEFT preset) and full
+                     ``tunebench train``'s loop with its packing (and the decoder layers compiled where
+                     ``training.compile: auto`` compiles them), LoRA (the same PEFT preset) and full
                      fine-tuning: useful tokens/s of the steps after the first; then both train the same
                      examples in the same order, batch by batch, and their per-token losses are compared
 ``peer evaluation``  lm-evaluation-harness's ``hf`` model (transformers' ``generate``) on the same GSM8K
@@ -47,7 +48,7 @@ LOSS_TOLERANCE = 1e-4
 
 #: The two training measures (see :func:`_rates`).
 WALL = "useful tokens/s"
-CPU = "useful tokens per CPU second"
+CPU = bench.CPU_RATE
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def _ours_rate(trainer, steps: int) -> dict[str, float]:
 
 
 def _trl_rate(config, task, method, data_dir, work: Path, size: PeerSize, tag: str) -> dict[str, float]:
-    ours = bench._trainer(config, task, method, data_dir, work / f"ours-{tag}", FORMAT)
+    ours = bench._trainer(config, task, method, data_dir, work / f"ours-{tag}", FORMAT, compile="auto")
     trainer, record = _trl_trainer(
         ours,
         ours.examples["train"],
@@ -230,7 +231,7 @@ def _loss_agreement(config, task, method, data_dir, work: Path, size: PeerSize) 
     """Both sides train the same examples in the same order, twice ``batch_size`` examples a step in one row."""
     from ..stages.train import loop
 
-    ours = bench._trainer(config, task, method, data_dir, work / "agree-ours", FORMAT, max_length=2048)
+    ours = bench._trainer(config, task, method, data_dir, work / "agree-ours", FORMAT, max_length=2048, compile="auto")
     per_step = ours.training["batch_size"] * 2
     order = [example for batch in ours.plans[1] for row in batch for example in row]
     examples = order[: per_step * size.agreement_steps]
@@ -266,7 +267,9 @@ def training(config: Mapping, data_dirs: Mapping[str, Path], size: PeerSize, wor
     for method in ("lora", "full"):
         rates: dict[tuple[str, str], list[float]] = {}
         for repeat in range(size.repeats):
-            ours = bench._trainer(config, "viggo", method, data_dirs["viggo"], work / f"ours-{method}-{repeat}", FORMAT)
+            ours = bench._trainer(
+                config, "viggo", method, data_dirs["viggo"], work / f"ours-{method}-{repeat}", FORMAT, compile="auto"
+            )
             measured = {
                 "tunebench": _ours_rate(ours, size.train_steps),
                 "trl": _trl_rate(config, "viggo", method, data_dirs["viggo"], work, size, f"{method}-{repeat}"),

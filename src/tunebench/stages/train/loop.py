@@ -29,7 +29,7 @@ from ...config import code as tb_code
 from ...config import digests as tb_digests
 from ...tasks import data
 from ...util import fileio, hardware
-from . import backend, batching, wrap
+from . import backend, batching, methods, wrap
 from .checkpoint import ResumeDir
 from .job import Job, fingerprint, layout
 
@@ -146,6 +146,11 @@ class Trainer:
         self.deepspeed = backend.fill_deepspeed(self.accelerator, training)
 
         self.built = wrap.build(job, self.accelerator.device)
+        self.compiled, self.compile_why = hardware.training_compile(
+            training["compile"], quantized=methods.get(job.method).quantized, deepspeed=self.deepspeed
+        )
+        if self.compiled:
+            wrap.compile_layers(self.built.model)
         self.tokenizer = self.built.tokenizer
         task = tasks.get(job.task)
         self.examples = {}
@@ -279,6 +284,10 @@ class Trainer:
         self.say(
             f"precision: {training['dtype']} (training.dtype {training['dtype_requested']}"
             f" on {self.accelerator.device.type})"
+        )
+        self.say(
+            f"compile: {'decoder layers' if self.compiled else 'off'} "
+            f"(training.compile {str(training['compile']).lower()}: {self.compile_why})"
         )
         resume = ResumeDir(resume_path, self.accelerator, fingerprint(self.job), layout(self.job))
         message = resume.prepare()
@@ -414,6 +423,11 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
         "skipped_examples": {split: stats[split].skipped for split in stats},
         "hardware": hardware.describe_run(trainer.built.model),
         "optimizer": optimizer_name(trainer.optimizer),
+        "compile": {
+            "requested": trainer.training["compile"],
+            "compiled": "decoder layers" if trainer.compiled else "none",
+            "why": trainer.compile_why,
+        },
         "settings_hash": job.settings_hash,
         "code": tb_code.provenance(train=tb_digests.train_code(job.task)),
     }

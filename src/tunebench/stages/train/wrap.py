@@ -191,6 +191,33 @@ def build(job: Job, device: torch.device) -> Built:
     return Built(model, tokenizer, new_ids, *_count(model))
 
 
+#: Largest per-token loss difference of a training step between compiled and eager layers that still counts as
+#: the same computation: inductor fuses the norms' and activations' float32 arithmetic in another order, so sums
+#: round differently (1e-6 on SmolLM2's first ViGGO steps, tunebench bench).
+COMPILED_LOSS_TOLERANCE = 1e-4
+
+
+def compile_layers(model) -> int:
+    """Compile each decoder layer of ``model`` in place with torch.compile (inductor); returns how many.
+
+    Layer by layer rather than the whole model: the layers share one compiled graph (their weights are
+    its inputs), so compiling takes about a minute on two cores instead of many; and the whole forward
+    breaks its graph anyway where ``logits_to_keep`` selects the target positions (a data-dependent
+    shape). ``dynamic=True`` because packed rows differ in length from batch to batch. Compiling in
+    place keeps the module tree, so state dicts, checkpoints and exports carry the same keys as eager.
+    """
+    import torch._inductor.config
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    # Inductor would draw dropout masks from its own generator; eager's keeps a LoRA run with dropout on the
+    # eager run's masks, and the generator state saved for resume then covers them.
+    torch._inductor.config.fallback_random = True
+    layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
+
+
 def frozen_linears_to(model, dtype: torch.dtype) -> None:
     """Store the frozen weights of the adapted linear layers in ``dtype``, the dtype autocast computes in.
 
