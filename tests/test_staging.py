@@ -89,6 +89,7 @@ def hf_home(tmp_path_factory, mirror) -> tuple[Path, dict[str, str]]:
 def _config(path: Path, **changes) -> Path:
     config = {
         "seed": 42,
+        "data": {"verify_sources": False},  # the cache holds a 100-row cut of GEM/viggo, not the published splits
         "tasks": {
             "viggo": {"hub": {"id": DATASET, "revision": None}, "limit": {"train": 16, "validation": 4, "test": 4}}
         },
@@ -164,6 +165,24 @@ def test_fetch_finds_everything_staged_and_the_workflow_then_runs_offline(hf_hom
         assert metrics["n"] == 4 and metrics["device"] == "cpu"
     log = (work / "results" / "logs" / "fetch.log").read_text()
     assert "0 downloaded" in log
+
+
+def test_a_hub_split_short_of_its_published_records_stops_the_data_rule_in_one_sentence(hf_home, tmp_path):
+    home, _ = hf_home
+    offline = _env(HF_HUB_OFFLINE="1", HF_HOME=str(home))
+    config = _config(tmp_path / "data.yaml", data={"verify_sources": True})
+    data = _tunebench("data", "viggo", "--config", str(config), "--out-dir", str(tmp_path / "data"), env=offline)
+    assert data.returncode == 2 and "Traceback" not in data.stderr
+    last = data.stderr.strip().splitlines()[-1]  # after the datasets library's progress lines
+    assert f"viggo: split train of the hub dataset {DATASET} holds 60 records, not the published 5,103" in last
+    assert last.count(". ") == 0 and last.endswith("as it is."), last
+    assert not (tmp_path / "data" / "train.jsonl").exists()
+
+    unchecked = _config(tmp_path / "unchecked.yaml")  # verify_sources false: the cut is read as it is
+    data = _tunebench("data", "viggo", "--config", str(unchecked), "--out-dir", str(tmp_path / "data"), env=offline)
+    assert data.returncode == 0, data.stderr[-2000:]
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["source"]["splits"] == VIGGO_ROWS
 
 
 def test_an_item_missing_offline_is_named_with_the_fetch_command(hf_home, tmp_path):

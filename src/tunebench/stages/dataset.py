@@ -54,10 +54,28 @@ def _found(files: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
     return {part: (info["records"], info["sha256"]) for part, info in files.items() if "records" in info}
 
 
+def check_hub_splits(task: Any, source: Mapping[str, Any]) -> None:
+    """Refuse a split of a built-in task's default hub dataset that holds other than the published number of
+    records (a download cut short, a revision with rows added or lost)."""
+    if source.get("id") != task.default_hub_id():
+        return
+    for split, records in source["splits"].items():
+        want = task.hub_records.get(split)
+        if want is not None and records != want:
+            raise DataError(
+                f"{task.name}: split {split} of the hub dataset {source['id']} holds {records:,} records, not the "
+                f"published {want:,}; delete its copy from the hub cache and fetch it again, or set "
+                "data.verify_sources to false to read another revision as it is."
+            )
+
+
 def check_sources(task: Any, prepared: Prepared, ledger: Path | None) -> None:
     """Refuse a source file that is not what it should be: for a built-in task's mirror file, the published
     release; for a task's own files, what the ledger recorded when they were first used (recorded now if new)."""
     source = prepared.source
+    if source.get("kind") == "hub":
+        check_hub_splits(task, source)
+        return
     if source.get("kind") == "mirror":
         expected, remedy = (
             dict(task.mirror_files),

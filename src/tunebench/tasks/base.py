@@ -72,6 +72,13 @@ class Task:
     required_splits: tuple[str, ...] = ("train", "validation", "test")
     #: Mirror files of the published release: relative path -> (records, sha256), checked by the data stage.
     mirror_files: Mapping[str, tuple[int, str]] = {}
+    #: Records per split of the default hub dataset (the release the mirror files hold), checked by the data
+    #: stage while the config reads that dataset; a split read short (an interrupted download) stops it.
+    hub_records: Mapping[str, int] = {}
+
+    def default_hub_id(self) -> str | None:
+        """The hub dataset this task reads unless the config names another."""
+        return (self.schema.get("properties", {}).get("hub", {}).get("default") or {}).get("id")
 
     def prepare(self, options: Mapping[str, Any], mirror: Path | None, seed: int) -> Prepared:
         """Load (hub or ``mirror``), validate and format every split."""

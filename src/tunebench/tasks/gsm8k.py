@@ -79,6 +79,7 @@ class Gsm8k(Task):
     primary_metric = "strict_accuracy"
     max_new_tokens = 384  # 99 % of reference solutions are under 300 tokens, the longest about 450
     baseline_variants = ("default",)
+    hub_records = {"train": 7473, "test": 1319}
     mirror_files = {  # records and sha256 of the published files (the mirror's SOURCES.md)
         "gsm8k/train.jsonl": (7473, "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465"),
         "gsm8k/test.jsonl": (1319, "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14"),

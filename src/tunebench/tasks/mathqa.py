@@ -97,6 +97,7 @@ class MathQA(Task):
     primary_metric = ""
     baseline_variants = ()
     required_splits = ("train", "validation")  # a first training stage only: the mirror lacks a usable test split
+    hub_records = {"train": 29837, "validation": 4475, "test": 2985}  # the published split sizes
     mirror_files = {  # records and sha256 of the published files (the mirror's SOURCES.md)
         "mathqa/train.json": (29837, "00e8919347d65dbba9289bf04ed998a6c48dbf451ca909eeb66a35f2419c2bf6"),
         "mathqa/dev.json": (4475, "aeca12424fc8f32d0e35c09b7738986a446c12f110c8071f3cc8913712f04bf3"),

@@ -64,6 +64,7 @@ class Viggo(Task):
     primary_metric = "attributes_ordered_accuracy"
     max_new_tokens = 128  # the longest meaning representations are about 80 tokens (SmolLM2 tokenizer)
     baseline_variants = ("default",)
+    hub_records = {"train": 5103, "validation": 714, "test": 1083}  # GEM/viggo: the same corpus
     mirror_files = {  # records and sha256 of the published files (the mirror's SOURCES.md)
         "viggo/train.csv": (5103, "bff4ce77f71feb6790b4f5b62150027573423ebd8673cc7b2517e0f53c616505"),
         "viggo/valid.csv": (714, "f3b9601448fb886589cb8adf708050f2b2a0654eb8c51ac3e2005eb88768ea14"),
