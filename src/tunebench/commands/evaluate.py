@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .. import config as tb_config
+from ..tracking import Tracking
 from ..util.errors import UserError
 from ._run_args import add_run_arguments
 
@@ -57,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         progress=lambda message: print(message, file=sys.stderr, flush=True),
         api_cache=args.api_cache,
     )
+    tracking = Tracking.from_config(config)
+    if tracking.enabled:
+        tracking.log_evaluation(metrics)
     values = ", ".join(
         f"{name} {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m["value"] is not None else f"{name} n/a"
         for name, m in metrics["metrics"].items()

@@ -21,6 +21,7 @@ from ..machinery import cluster
 from ..stages import models
 from ..stages.train import backend, checkpoint
 from ..stages.train import job as tb_job
+from ..tracking import Tracking
 from ._run_args import add_run_arguments
 
 LAUNCHED_ENV = "TUNEBENCH_LAUNCHED"
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..stages.train import loop
 
-    summary = loop.train(job, out_dir, resume)
+    summary = loop.train(job, out_dir, resume, tracking=Tracking.from_config(config))
     if int(os.environ.get("RANK", "0")) == 0:
         print(
             f"{args.task}/{args.model}/{args.run}: {summary['epochs_run']} epochs, best checkpoint in "

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ... import tasks
+from ...tracking import Tracking, training_history_metrics
 from ...tasks import data
 from ...util import fileio, hardware
 from . import backend, batching, wrap
@@ -35,7 +36,7 @@ from .job import Job, fingerprint, layout
 MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "bfloat16_autocast": "bf16", "float16": "fp16"}
 
 
-def make_accelerator(job: Job):
+def make_accelerator(job: Job, tracking: Tracking | None = None):
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
@@ -44,11 +45,34 @@ def make_accelerator(job: Job):
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Under DeepSpeed accelerate finds no process-group backend on a CPU-only host; gloo is it.
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    trackers = tracking.accelerate_trackers() if tracking else []
     return Accelerator(
         mixed_precision=MIXED_PRECISION[training["dtype"]],
         gradient_accumulation_steps=training["gradient_accumulation"],
         kwargs_handlers=handlers,
+        log_with=trackers or None,
+        # TensorBoard's events of this run go below this folder; nothing else is written there.
+        project_dir=str(tracking.tensorboard_dir / run_name(job)) if "tensorboard" in trackers else None,
     )
+
+
+def run_name(job: Job) -> str:
+    """The run's name in the trackers: its stage and its place under results/."""
+    return f"train/{job.task}/{job.model}/{job.run}"
+
+
+def tracked_params(job: Job) -> dict:
+    """What the trackers record of the run's settings (its digest names all of them)."""
+    return {
+        "task": job.task,
+        "model": job.model,
+        "method": job.method,
+        "run": job.run,
+        "format": job.format,
+        "settings_hash": job.settings_hash,
+        "training": job.training,
+        "method_settings": job.method_settings,
+    }
 
 
 def make_optimizer(params, training: Mapping[str, Any], lr: float, offloaded: bool):
@@ -127,14 +151,15 @@ def _fresh_position() -> dict:
 class Trainer:
     """Everything one run needs, built from the resolved job; :meth:`run` is the loop."""
 
-    def __init__(self, job: Job, log=sys.stderr):
+    def __init__(self, job: Job, log=sys.stderr, tracking: Tracking | None = None):
         from accelerate.utils import set_seed
         from transformers import get_scheduler
 
         self.job = job
         self.log = log
         self.training = training = job.training
-        self.accelerator = make_accelerator(job)
+        self.tracking = tracking if tracking and tracking.enabled else None
+        self.accelerator = make_accelerator(job, self.tracking)
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
         self.accum = training["gradient_accumulation"]
@@ -176,6 +201,12 @@ class Trainer:
     @property
     def main(self) -> bool:
         return self.accelerator.is_main_process
+
+    def record(self, position: dict, entry: dict) -> None:
+        """Append a step's or an epoch's entry to the history, and send a copy to the trackers that are on."""
+        position["history"].append(entry)
+        if self.tracking:
+            self.accelerator.log(training_history_metrics(entry), step=position["global_step"])
 
     def say(self, text: str) -> None:
         if self.main:
@@ -287,6 +318,8 @@ class Trainer:
             position = _fresh_position()
         else:
             self.say(f"resuming at epoch {position['epoch']}, step {position['step']} from {resume.latest()}")
+        if self.tracking:
+            self.tracking.start_training(self.accelerator, run_name(self.job), tracked_params(self.job))
         while not position["done"]:
             epoch = position["epoch"]
             batches = self.plans[epoch]
@@ -312,7 +345,8 @@ class Trainer:
                 loss = done["nll"] / done["targets"]
                 position["global_step"] += 1
                 position["step"] = step + 1
-                position["history"].append(
+                self.record(
+                    position,
                     {
                         "kind": "step",
                         "epoch": epoch,
@@ -320,7 +354,7 @@ class Trainer:
                         "loss": round(loss, 6),
                         "lr": lr,
                         "tokens_per_s": round(done["tokens"] / done["seconds"], 1),
-                    }
+                    },
                 )
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                 bar.update(1)
@@ -343,7 +377,8 @@ class Trainer:
                     "validation_loss": val_loss,
                     "dir": resume.save_best(epoch, self.export),
                 }
-            position["history"].append(
+            self.record(
+                position,
                 {
                     "kind": "epoch",
                     "epoch": epoch,
@@ -353,7 +388,7 @@ class Trainer:
                     "wall_time_s": round(sums["seconds"], 2),
                     "tokens_per_s": round(rate, 1),
                     "peak_memory_mb": round(peak, 1),
-                }
+                },
             )
             position.update(
                 epoch=epoch + 1,
@@ -373,12 +408,14 @@ class Trainer:
 
         summary = _finish(self, out_dir, resume, position)
         resume.remove()
+        if self.tracking:
+            self.accelerator.end_training()
         return summary
 
 
-def train(job: Job, out_dir: Path, resume_path: Path, log=sys.stderr) -> dict:
+def train(job: Job, out_dir: Path, resume_path: Path, log=sys.stderr, tracking: Tracking | None = None) -> dict:
     """Run (or resume) the job; write the outputs into ``out_dir``; return ``run.json``'s content."""
-    return Trainer(job, log).run(Path(out_dir), Path(resume_path))
+    return Trainer(job, log, tracking).run(Path(out_dir), Path(resume_path))
 
 
 def peak_of(position: Mapping[str, Any]) -> float:
