@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from train_support import TINY_LLAMA, step_losses, tiny_config, tokenizer_dir, write_data  # noqa: F401
 
+from train_support import TINY_LLAMA, step_losses, tiny_config, tokenizer_dir, write_data  # noqa: F401
 from tunebench import config as tb_config
 from tunebench import tracking
 
@@ -20,13 +20,13 @@ from tunebench import tracking
 TRACKER_LIBRARIES = ("mlflow", "tensorboardX", "tensorboard")
 
 # Train and evaluate through the CLI in one process; with "blocked", as if no tracker library were installed.
-SCRIPT = """
+SCRIPT = f"""
 import sys
 from tunebench.commands import cli
 
 class Blocked:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {libraries}:
+        if name.split(".")[0] in {TRACKER_LIBRARIES}:
             raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
 
 config, data, blocked = sys.argv[1:]
@@ -35,7 +35,7 @@ if blocked == "blocked":
 common = ["--config", config, "--task", "multiplication", "--model", "tiny", "--run", "lora", "--data-dir", data]
 assert cli.main(["train", *common, "--out-dir", "train"]) == 0
 assert cli.main(["evaluate", *common, "--train-dir", "train", "--out-dir", "eval", "--threads", "1"]) == 0
-""".format(libraries=TRACKER_LIBRARIES)
+"""
 
 
 def train_and_evaluate(folder: Path, tokenizer_dir: Path, tracking_section: dict) -> None:  # noqa: F811

@@ -41,6 +41,7 @@ def _check_outputs(out_dir, method: str, processes: int = 1) -> dict:
     assert best["validation_perplexity"] == pytest.approx(torch.tensor(best["validation_loss"]).exp().item(), rel=1e-6)
     epoch = [h for h in read_history(out_dir) if h["kind"] == "epoch"]
     assert len(epoch) == 1 and epoch[0]["peak_memory_mb"] > 0 and epoch[0]["tokens_per_s"] > 0
+    assert run["cpu_time_s"] > 0  # the processes' CPU time over the steps (a CPU-hour of the cost table)
     settings = json.loads((out_dir / "config.json").read_text())
     assert settings["method"] == method
     # the digest the workflow's stamp and param carry, recorded for the results stage's check

@@ -44,4 +44,3 @@ def install() -> None:
         logging.getLogger(name).addFilter(message_filter)  # a filter already there is not added twice
     for category, start in WARNINGS.items():
         warnings.filterwarnings("ignore", message=re.escape(start), category=category)
-

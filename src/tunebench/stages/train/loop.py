@@ -25,8 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ... import tasks
-from ...tracking import Tracking, training_history_metrics
 from ...tasks import data
+from ...tracking import Tracking, training_history_metrics
 from ...util import fileio, hardware
 from . import backend, batching, wrap
 from .checkpoint import ResumeDir
@@ -125,6 +125,13 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
+def cpu_seconds() -> float:
+    """User and system CPU time of this process (all its threads) and of its finished children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def judge_epoch(best: float | None, stale: int, perplexity: float, patience: int | None) -> tuple[bool, int, bool]:
     """(improved, epochs without improvement, stop early) after an epoch; only a strictly lower
     validation perplexity counts as an improvement."""
@@ -143,6 +150,7 @@ def _fresh_position() -> dict:
         "history": [],
         "train_tokens": 0,
         "wall_time_s": 0.0,
+        "cpu_time_s": 0.0,
         "done": False,
         "partial": None,
     }
@@ -235,7 +243,8 @@ class Trainer:
         return batching.loss_sums(self.model(**inputs, logits_to_keep=targets).logits, labels[targets])
 
     def step(self, batches, step: int) -> dict:
-        """One optimizer step; returns its summed NLL, targets and real tokens over all processes."""
+        """One optimizer step; returns its summed NLL, targets, real tokens and CPU seconds over all processes."""
+        cpu_started = cpu_seconds()
         self.model.train()
         micro = [
             (self.collate(rows), real)
@@ -258,8 +267,8 @@ class Trainer:
                 self.optimizer.zero_grad()
             step_nll += float(nll.detach())
         self.scheduler.step()
-        step_nll, tokens = self.reduce(step_nll, tokens)
-        return {"nll": step_nll, "targets": targets, "tokens": tokens}
+        step_nll, tokens, cpu = self.reduce(step_nll, tokens, cpu_seconds() - cpu_started)
+        return {"nll": step_nll, "targets": targets, "tokens": tokens, "cpu_seconds": cpu}
 
     def validate(self) -> tuple[float, float]:
         """(validation loss, perplexity): token-mean NLL over the whole split, every process a share."""
@@ -324,7 +333,7 @@ class Trainer:
             epoch = position["epoch"]
             batches = self.plans[epoch]
             steps = steps_in(batches, self.world, self.accum)
-            sums = position["partial"] or {"nll": 0.0, "targets": 0.0, "tokens": 0.0, "seconds": 0.0}
+            sums = position["partial"] or dict.fromkeys(("nll", "targets", "tokens", "seconds", "cpu_seconds"), 0.0)
             bar = tqdm(
                 total=steps,
                 initial=position["step"],
@@ -397,6 +406,7 @@ class Trainer:
                 done=stop or epoch == epochs,
                 train_tokens=position["train_tokens"] + int(sums["tokens"]),
                 wall_time_s=position["wall_time_s"] + sums["seconds"],
+                cpu_time_s=position["cpu_time_s"] + sums["cpu_seconds"],
             )
             self.say(
                 f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, validation loss {val_loss:.4f}, perplexity "
@@ -437,6 +447,8 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
         "stage": job.stage,
         "train_tokens": position["train_tokens"],
         "wall_time_s": round(position["wall_time_s"], 2),
+        # The CPU time of every process over the same optimizer steps: what a CPU-hour of the cost table counts.
+        "cpu_time_s": round(position["cpu_time_s"], 2),
         "peak_memory_mb": peak_of(position),
         "device": accelerator.device.type,
         "num_processes": accelerator.num_processes,
