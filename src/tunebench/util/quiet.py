@@ -32,7 +32,7 @@ class _DropMessage(logging.Filter):
         self.start = start
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.start)
+        return not record.getMessage().startswith(self.start)
 
 
 _FILTERS = {name: _DropMessage(start) for name, start in LOG_MESSAGES.items()}
