@@ -37,7 +37,7 @@ def test_each_known_warning_is_ignored_and_others_of_its_category_shown():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         quiet.install()
-        for category, start in quiet.WARNINGS.items():
+        for category, start in quiet.WARNINGS:
             warnings.warn(f"{start} and will be removed", category, stacklevel=1)
             warnings.warn("another deprecation", category, stacklevel=1)
     assert [str(w.message) for w in caught] == ["another deprecation"] * len(quiet.WARNINGS)

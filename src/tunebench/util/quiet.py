@@ -19,11 +19,14 @@ LOG_MESSAGES = {
     "DeepSpeed": "Setting accelerator to CPU.",
 }
 
-#: warning category → the start of the message ignored.
-WARNINGS = {
+#: (category, start of the message) of the warnings ignored.
+WARNINGS = (
     # peft reads the deprecated `is_gradient_checkpointing` property of every model it wraps.
-    FutureWarning: "`is_gradient_checkpointing` is deprecated",
-}
+    (FutureWarning, "`is_gradient_checkpointing` is deprecated"),
+    # DeepSpeed's ZeRO-3 calls torch's old collective names, once for each call site in each process.
+    (FutureWarning, "`torch.distributed.all_gather_into_tensor` is deprecated"),
+    (FutureWarning, "`torch.distributed.reduce_scatter_tensor` is deprecated"),
+)
 
 
 class _DropMessage(logging.Filter):
@@ -42,5 +45,5 @@ def install() -> None:
     """Drop the known messages in this process; call before the libraries are imported (idempotent)."""
     for name, message_filter in _FILTERS.items():
         logging.getLogger(name).addFilter(message_filter)  # a filter already there is not added twice
-    for category, start in WARNINGS.items():
+    for category, start in WARNINGS:
         warnings.filterwarnings("ignore", message=re.escape(start), category=category)
