@@ -14,7 +14,7 @@ import yaml
 
 from train_support import TINY_LLAMA, step_losses, tiny_config, tokenizer_dir, write_data  # noqa: F401
 from tunebench import config as tb_config
-from tunebench import tracking
+from tunebench.stages import tracking
 
 #: The trackers' libraries, which a run with tracking off must not need (DeepSpeed imports mlflow where it can).
 TRACKER_LIBRARIES = ("mlflow", "tensorboardX", "tensorboard")

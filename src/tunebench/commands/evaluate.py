@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .. import config as tb_config
-from ..tracking import Tracking
+from ..stages.tracking import Tracking
 from ..util.errors import UserError
 from ._run_args import add_run_arguments
 

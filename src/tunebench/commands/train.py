@@ -19,9 +19,9 @@ from pathlib import Path
 from .. import config as tb_config
 from ..machinery import cluster
 from ..stages import models
+from ..stages.tracking import Tracking
 from ..stages.train import backend, checkpoint
 from ..stages.train import job as tb_job
-from ..tracking import Tracking
 from ._run_args import add_run_arguments
 
 LAUNCHED_ENV = "TUNEBENCH_LAUNCHED"

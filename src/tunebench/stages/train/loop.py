@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from ... import tasks
 from ...tasks import data
-from ...tracking import Tracking, training_history_metrics
 from ...util import fileio, hardware
+from ..tracking import Tracking, training_history_metrics
 from . import backend, batching, wrap
 from .checkpoint import ResumeDir
 from .job import Job, fingerprint, layout
