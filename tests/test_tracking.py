@@ -12,50 +12,45 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Imported before any test runs a command in this process: a command with MLflow off keeps a process that has
+# not loaded mlflow from loading it later.
+from mlflow.tracking import MlflowClient
+
 from train_support import TINY_LLAMA, step_losses, tiny_config, tokenizer_dir, write_data  # noqa: F401
 from tunebench import config as tb_config
 from tunebench.stages import tracking
 
-#: The trackers' libraries, which a run with tracking off must not need (DeepSpeed imports mlflow where it can).
-TRACKER_LIBRARIES = ("mlflow", "tensorboardX", "tensorboard")
-
-# Train and evaluate through the CLI in one process; with "blocked", as if no tracker library were installed.
-SCRIPT = f"""
-import sys
+# Train and evaluate through the CLI in one process; print the tracker libraries it imported.
+SCRIPT = """
+import json, sys
 from tunebench.commands import cli
 
-class Blocked:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {TRACKER_LIBRARIES}:
-            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-
-config, data, blocked = sys.argv[1:]
-if blocked == "blocked":
-    sys.meta_path.insert(0, Blocked())
+config, data = sys.argv[1:]
 common = ["--config", config, "--task", "multiplication", "--model", "tiny", "--run", "lora", "--data-dir", data]
 assert cli.main(["train", *common, "--out-dir", "train"]) == 0
 assert cli.main(["evaluate", *common, "--train-dir", "train", "--out-dir", "eval", "--threads", "1"]) == 0
+print(json.dumps(sorted(name for name in ("mlflow", "tensorboardX", "deepspeed") if sys.modules.get(name))))
 """
 
 
-def train_and_evaluate(folder: Path, tokenizer_dir: Path, tracking_section: dict) -> None:  # noqa: F811
+def train_and_evaluate(folder: Path, tokenizer_dir: Path, tracking_section: dict) -> list[str]:  # noqa: F811
     """The tiny LoRA run trained and evaluated by the commands with ``folder`` as the workflow's folder; the
-    tracker libraries are blocked when the section turns no tracker on."""
+    tracker libraries (and DeepSpeed) the process imported."""
     config = tiny_config(tokenizer_dir, training={"batch_size": 8}, methods=["lora"])
     config["models"]["tiny"]["base"]["random_llama"] = dict(TINY_LLAMA, max_position_embeddings=2048)
     config["tracking"] = tracking_section
     folder.mkdir()
     (folder / "config.yaml").write_text(yaml.safe_dump(tb_config.validate(config)))
     data = write_data(folder / "data", train=16, validation=4, test=3)
-    blocked = "open" if any(tracking_section.values()) else "blocked"
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, "config.yaml", str(data), blocked],
+        [sys.executable, "-c", SCRIPT, "config.yaml", str(data)],
         cwd=folder,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def tensorboard_scalars(folder: Path) -> dict[str, list[float]]:
@@ -81,15 +76,18 @@ def test_tracked_runs_reach_a_local_mlflow_store_and_tensorboard_and_untracked_o
     tmp_path,
     monkeypatch,
 ):
-    from mlflow.tracking import MlflowClient
-
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads a file store only when told to
 
-    train_and_evaluate(tmp_path / "off", tokenizer_dir, {})  # runs with no tracker library importable
+    # DeepSpeed, which imports mlflow wherever it can, is loaded; mlflow and the TensorBoard writer are not.
+    assert train_and_evaluate(tmp_path / "off", tokenizer_dir, {}) == ["deepspeed"]
     assert not list((tmp_path / "off").rglob("mlruns")) and not list((tmp_path / "off").rglob("*tfevents*"))
 
     on = tmp_path / "on"
-    train_and_evaluate(on, tokenizer_dir, {"mlflow": True, "tensorboard": True})
+    assert train_and_evaluate(on, tokenizer_dir, {"mlflow": True, "tensorboard": True}) == [
+        "deepspeed",
+        "mlflow",
+        "tensorboardX",
+    ]
     # The records are the same with tracking on: the trackers only receive copies.
     assert step_losses(on / "train") == step_losses(tmp_path / "off" / "train") == [10.7822, 10.6949]
     metrics = json.loads((on / "eval" / "metrics.json").read_text())

@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from ..stages import evaluate_api
 
     config = tb_config.load(args.config)
+    tracking = Tracking.from_config(config)
+    tracking.keep_mlflow_out()
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads is {args.threads} but must be at least 1.")
@@ -58,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
         progress=lambda message: print(message, file=sys.stderr, flush=True),
         api_cache=args.api_cache,
     )
-    tracking = Tracking.from_config(config)
     if tracking.enabled:
         tracking.log_evaluation(metrics)
     values = ", ".join(

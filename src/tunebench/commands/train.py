@@ -126,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..stages.train import loop
 
-    summary = loop.train(job, out_dir, resume, tracking=Tracking.from_config(config))
+    tracking = Tracking.from_config(config)
+    tracking.keep_mlflow_out()
+    summary = loop.train(job, out_dir, resume, tracking=tracking)
     if int(os.environ.get("RANK", "0")) == 0:
         print(
             f"{args.task}/{args.model}/{args.run}: {summary['epochs_run']} epochs, best checkpoint in "
