@@ -273,6 +273,8 @@ def test_the_jobs_threads_are_shared_among_its_processes():
     # The venv's bin (DeepSpeed's ninja) is on the workers' PATH even when the job's PATH lacks it.
     assert env["PATH"].split(os.pathsep) == [str(Path(sys.executable).parent), "/bin"]
     assert train_command.launch_env({}, processes=2)["PATH"] == str(Path(sys.executable).parent)
+    # Without a GPU DeepSpeed is told its accelerator rather than left to search for one (and warn).
+    assert env.get("DS_ACCELERATOR") == (None if torch.cuda.is_available() else "cpu")
 
 
 @pytest.mark.slow  # three processes that each import torch and PEFT: about half a minute

@@ -101,6 +101,12 @@ def launch_env(environ, processes: int) -> dict:
     # DeepSpeed compiles its CPU Adam into torch's extension cache; one cache per environment, since
     # environments with other paths rebuild it in turn and wait on each other's lock files.
     env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+    import torch
+
+    if not torch.cuda.is_available():
+        # DeepSpeed chooses its CPU accelerator here anyway; named, the launcher and every worker skip the search
+        # and the warning it prints into each job log.
+        env.setdefault("DS_ACCELERATOR", "cpu")
     if env.get("OMP_NUM_THREADS", "").isdigit():
         env["OMP_NUM_THREADS"] = str(max(1, int(env["OMP_NUM_THREADS"]) // processes))
     return env
