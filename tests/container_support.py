@@ -73,10 +73,12 @@ def run_in_image(image: str, *command: str, options: tuple[str, ...] = (), timeo
 # metrics.csv columns that measure the run (time, speed, memory) rather than its results.
 MEASURED = (
     "train_wall_time_s",
+    "train_cpu_time_s",
     "train_tokens_per_s",
     "peak_memory_mb",
     "device_hours",
     "device_hours_total",
+    "train_wall_time_s_total",
     "eval_wall_time_s",
     "eval_tokens_per_s",
 )

@@ -87,3 +87,20 @@ def test_tiny_workflow_end_to_end(tiny_run_outside):
     assert (results / "paper" / "tunebench.pdf").read_bytes().startswith(b"%PDF")
     assert "metrics.csv" not in report.stderr  # the report was built without missing-file errors
     assert (results / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_the_tiny_workflow_without_tracking_writes_no_tracker_files_and_its_logs_carry_no_known_noise(
+    tiny_run_outside,
+):
+    from tunebench.util import quiet
+
+    assert tiny_run_outside.run.returncode == 0, tiny_run_outside.run.stderr[-4000:]
+    work = tiny_run_outside.work
+    assert not list(work.rglob("mlruns")) and not list(work.rglob("*tfevents*"))
+    logs = list((work / "results" / "logs").rglob("*.log"))
+    assert any("lora" in log.name for log in logs) and any("qlora" in log.name for log in logs)
+    known = [*quiet.LOG_MESSAGES.values(), *(start for _, start in quiet.WARNINGS)]
+    for log in logs:
+        text = log.read_text(errors="replace")
+        assert not [message for message in known if message in text], log

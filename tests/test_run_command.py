@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tunebench import config as tb_config
 
 TINY = tb_config.ROOT / ".test" / "config.yaml"
+MATHQA_EXAMPLE = tb_config.ROOT / "examples" / "mathqa_choice" / "config.yaml"
 
 
 def _tunebench(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
@@ -34,13 +37,15 @@ def test_a_dry_run_lists_the_jobs_of_the_config_in_its_folder(tmp_path, mirror):
     assert not (folder / "results" / "metrics.csv").exists() and not (tmp_path / "results").exists()
 
 
-def test_a_yaml_error_is_one_sentence_with_file_and_line(tmp_path):
+@pytest.mark.parametrize("config, line", [(TINY, 5), (MATHQA_EXAMPLE, 7)], ids=["tiny", "mathqa_example"])
+def test_a_yaml_error_is_one_sentence_with_file_and_line(tmp_path, config, line):
     bad = tmp_path / "config.yaml"
-    bad.write_text(TINY.read_text().replace("seed: 42", "seed: [42"))
+    bad.write_text(config.read_text().replace("seed: 42", "seed: [42"))
     done = _tunebench("run", str(bad), "-n", cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
-        f"tunebench run: error: config file {bad} line 5, column 5 is not valid YAML: expected ',' or ']', but got ':'."
+        f"tunebench run: error: config file {bad} line {line}, column 5 is not valid YAML: expected ',' or ']', "
+        "but got ':'."
     ]
     assert not (tmp_path / "results").exists() and not (tmp_path / ".snakemake").exists()
 

@@ -41,6 +41,7 @@ def _check_outputs(out_dir, method: str, processes: int = 1) -> dict:
     assert best["validation_perplexity"] == pytest.approx(torch.tensor(best["validation_loss"]).exp().item(), rel=1e-6)
     epoch = [h for h in read_history(out_dir) if h["kind"] == "epoch"]
     assert len(epoch) == 1 and epoch[0]["peak_memory_mb"] > 0 and epoch[0]["tokens_per_s"] > 0
+    assert run["cpu_time_s"] > 0  # the processes' CPU time over the steps (a CPU-hour of the cost table)
     settings = json.loads((out_dir / "config.json").read_text())
     assert settings["method"] == method
     # the digest the workflow's stamp and param carry, recorded for the results stage's check
@@ -272,6 +273,8 @@ def test_the_jobs_threads_are_shared_among_its_processes():
     # The venv's bin (DeepSpeed's ninja) is on the workers' PATH even when the job's PATH lacks it.
     assert env["PATH"].split(os.pathsep) == [str(Path(sys.executable).parent), "/bin"]
     assert train_command.launch_env({}, processes=2)["PATH"] == str(Path(sys.executable).parent)
+    # Without a GPU DeepSpeed is told its accelerator rather than left to search for one (and warn).
+    assert env.get("DS_ACCELERATOR") == (None if torch.cuda.is_available() else "cpu")
 
 
 @pytest.mark.slow  # three processes that each import torch and PEFT: about half a minute

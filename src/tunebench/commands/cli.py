@@ -17,6 +17,7 @@ from importlib import import_module, metadata
 # any subcommand imports torch; an explicit setting in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from ..util import quiet
 from ..util.errors import UserError
 from ._run_args import spread_config_files
 
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     parser = build_parser(chosen if chosen in COMMANDS else "")
     args = parser.parse_args(argv)
+    quiet.install()
     try:
         result = args.func(args)
     except UserError as exc:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .. import config as tb_config
+from ..stages.tracking import Tracking
 from ..util.errors import UserError
 from ._run_args import add_run_arguments
 
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from ..stages import evaluate_api
 
     config = tb_config.load(args.config)
+    tracking = Tracking.from_config(config)
+    tracking.keep_mlflow_out()
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads is {args.threads} but must be at least 1.")
@@ -69,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
             f"{metrics['tokens_per_s']:.1f} tokens/s"
         )
         return 0
+    if tracking.enabled:
+        tracking.log_evaluation(metrics)
     values = ", ".join(
         f"{name} {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m["value"] is not None else f"{name} n/a"
         for name, m in metrics["metrics"].items()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .. import config as tb_config
 from .. import tasks
+from ..stages.tracking import Tracking
 from ..tasks.scoring.sqlsuite import EXECUTORS
 from ..util import fileio
 from ..util.errors import UserError
@@ -185,6 +186,9 @@ def score_generations(args: argparse.Namespace) -> int:
         gen_dir=args.generations,
         out_dir=args.out_dir or args.generations,
     )
+    tracking = Tracking.from_config(config)
+    if tracking.enabled:
+        tracking.log_evaluation(metrics)
     print(
         json.dumps(
             {

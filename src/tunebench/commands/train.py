@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import config as tb_config
 from ..machinery import cluster
 from ..stages import models
+from ..stages.tracking import Tracking
 from ..stages.train import backend, checkpoint
 from ..stages.train import job as tb_job
 from ._run_args import add_run_arguments
@@ -100,6 +101,12 @@ def launch_env(environ, processes: int) -> dict:
     # DeepSpeed compiles its CPU Adam into torch's extension cache; one cache per environment, since
     # environments with other paths rebuild it in turn and wait on each other's lock files.
     env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+    import torch
+
+    if not torch.cuda.is_available():
+        # DeepSpeed chooses its CPU accelerator here anyway; named, the launcher and every worker skip the search
+        # and the warning it prints into each job log.
+        env.setdefault("DS_ACCELERATOR", "cpu")
     if env.get("OMP_NUM_THREADS", "").isdigit():
         env["OMP_NUM_THREADS"] = str(max(1, int(env["OMP_NUM_THREADS"]) // processes))
     return env
@@ -125,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..stages.train import loop
 
-    summary = loop.train(job, out_dir, resume)
+    tracking = Tracking.from_config(config)
+    tracking.keep_mlflow_out()
+    summary = loop.train(job, out_dir, resume, tracking=tracking)
     if int(os.environ.get("RANK", "0")) == 0:
         print(
             f"{args.task}/{args.model}/{args.run}: {summary['epochs_run']} epochs, best checkpoint in "

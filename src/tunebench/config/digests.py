@@ -185,9 +185,11 @@ def score_hash(config: Mapping[str, Any], task: str, model: str, run: str) -> st
 
 def results_settings(config: Mapping[str, Any]) -> dict:
     """What the tables, figures and paper depend on: the whole config except where jobs run
-    (resources) and where the mirror is mounted. Their inputs' digests cover everything upstream."""
+    (resources), where the mirror is mounted and which trackers get copies of the records. Their
+    inputs' digests cover everything upstream."""
     settings = copy.deepcopy(dict(config))
     settings.pop("resources", None)
+    settings.pop("tracking", None)
     if isinstance(settings.get("data"), dict):
         settings["data"].pop("mirror", None)
     return {"stage": "results", "config": settings}

@@ -43,6 +43,7 @@ METRIC_COLUMNS = [
     "train_tokens",
     "train_tokens_total",
     "train_wall_time_s",
+    "train_cpu_time_s",
     "train_tokens_per_s",
     "peak_memory_mb",
     "device",
@@ -50,6 +51,7 @@ METRIC_COLUMNS = [
     "num_processes",
     "device_hours",
     "device_hours_total",
+    "train_wall_time_s_total",
     "epochs_run",
     "best_epoch",
     "best_validation_perplexity",
@@ -200,7 +202,7 @@ def _eval_rows(config: Mapping, run, results: Path) -> list[dict]:
     return rows
 
 
-def _train_record(config: Mapping, task: str, model: str, run_name: str, method: str, results: Path) -> dict:
+def _train_record(config: Mapping, task: str, model: str, run_name: str, results: Path) -> dict:
     """Facts of one training run (run.json, best.json, step throughput from history.jsonl)."""
     folder = results / "train" / task / model / run_name
     record = read_json(folder / "run.json", "train")
@@ -215,23 +217,25 @@ def _train_record(config: Mapping, task: str, model: str, run_name: str, method:
     steps = [line for line in read_history(folder / "history.jsonl") if line["kind"] == "step"]
     path = folder / "run.json"
     wall = number(record, "wall_time_s", path)
+    cpu = number(record, "cpu_time_s", path)
     tokens = number(record, "train_tokens", path)
     processes = number(record, "num_processes", path, required=False) or 1
     device = str(record.get("device") or "unknown")
     kind = "CPU" if device.lower().startswith("cpu") else "GPU"
-    # A GPU-hour is one device for an hour (one process per GPU); a CPU-hour is one core for an hour,
-    # and the job's cores are the threads the resources table grants it.
-    devices = processes if kind == "GPU" else tb_config.resources(config, "train", model, method)["threads"]
+    # A CPU-hour is an hour of CPU time the training processes used (a core granted but idle costs nothing); a
+    # GPU-hour is one GPU held for an hour, wall time × the job's GPUs (one process each), busy or waiting.
+    hours = cpu / 3600 if kind == "CPU" else wall / 3600 * processes
     rates = [s["tokens_per_s"] for s in steps if isinstance(s.get("tokens_per_s"), (int, float))]
     return {
         "train_tokens": tokens,
         "train_wall_time_s": wall,
+        "train_cpu_time_s": cpu,
         "train_tokens_per_s": sum(rates) / len(rates) if rates else (tokens / wall if wall else None),
         "peak_memory_mb": number(record, "peak_memory_mb", path, required=False),
         "device": device,
         "device_kind": kind,
         "num_processes": processes,
-        "device_hours": wall / 3600 * devices,
+        "device_hours": hours,
         "epochs_run": number(record, "epochs_run", path, required=False),
         "best_epoch": number(best, "epoch", folder / "best.json"),
         "best_validation_perplexity": number(best, "validation_perplexity", folder / "best.json", required=False),
@@ -264,10 +268,10 @@ def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
     rows: list[dict] = []
     records: dict[tuple[str, str, str], dict] = {}
 
-    def record(task, model, run_name, method):
+    def record(task, model, run_name):
         key = (task, model, run_name)
         if key not in records:
-            records[key] = _train_record(config, task, model, run_name, method, results)
+            records[key] = _train_record(config, task, model, run_name, results)
         return records[key]
 
     for run in tb_config.baseline_runs(config):
@@ -287,14 +291,16 @@ def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
     for run in tb_config.finetune_runs(config):
         if not run.evaluate:
             continue
-        facts = dict(record(run.task, run.model, run.run, run.method))
+        facts = dict(record(run.task, run.model, run.run))
         facts["train_tokens_total"] = facts["train_tokens"]
         facts["device_hours_total"] = facts["device_hours"]
+        facts["train_wall_time_s_total"] = facts["train_wall_time_s"]
         init_from = ""
         if run.init_from:
-            first = record(run.init_from[0], run.model, run.init_from[1], run.method)
+            first = record(run.init_from[0], run.model, run.init_from[1])
             facts["train_tokens_total"] += first["train_tokens"]
             facts["device_hours_total"] += first["device_hours"]
+            facts["train_wall_time_s_total"] += first["train_wall_time_s"]
             init_from = "/".join(run.init_from)
         base = {
             "task": run.task,

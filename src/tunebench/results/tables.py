@@ -280,7 +280,7 @@ def cost_table(metrics: pd.DataFrame) -> Table:
                 "num_processes": run["num_processes"] if trained else math.nan,
                 "device_hours": run["device_hours_total"],
                 "train_tokens": run["train_tokens_total"],
-                "train_wall_time_s": run["train_wall_time_s"],
+                "train_wall_time_s": run["train_wall_time_s_total"],
                 "peak_memory_mb": run["peak_memory_mb"],
                 "prompt_tokens_mean": run["prompt_tokens_mean"],
                 "generated_tokens_mean": run["generated_tokens_mean"],
@@ -340,6 +340,11 @@ def cost_table(metrics: pd.DataFrame) -> Table:
             Column("Run", labels.run),
             Column("Hardware", when_trained(lambda row: f"{row['device_kind']} × {row['num_processes']:.0f}")),
             Column(f"Training ({unit})", when_trained(lambda row: hours(row["device_hours"])), numeric=True),
+            Column(
+                "Training wall time (hours)",
+                when_trained(lambda row: hours(row["train_wall_time_s"] / 3600)),
+                numeric=True,
+            ),
             Column("Tokens trained", when_trained(lambda row: count(row["train_tokens"])), numeric=True),
             Column("Prompt tokens / query", lambda row: plain(row["prompt_tokens_mean"]), numeric=True),
             Column("Generated tokens / query", lambda row: plain(row["generated_tokens_mean"]), numeric=True),
@@ -365,8 +370,9 @@ def cost_table(metrics: pd.DataFrame) -> Table:
         ],
         rounded=("value_pct", "gain_points"),
         note=(
-            "A GPU-hour is one GPU for an hour; a CPU-hour is one CPU core for an hour, counting the cores the "
-            "job was given."
+            "A CPU-hour is an hour of CPU time (user and system) that the training processes used over their "
+            "optimizer steps, however many cores the job was given; a GPU-hour is one GPU held for an hour (wall "
+            "time × the job's GPUs, busy or not). Wall time is the optimizer steps' time, beside it."
             + (
                 " An API model's price is per 1,000 test queries at its configured prices per million "
                 "tokens; a failed request leaves its row unscored."

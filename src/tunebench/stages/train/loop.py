@@ -29,6 +29,7 @@ from ...config import code as tb_code
 from ...config import digests as tb_digests
 from ...tasks import data
 from ...util import fileio, hardware
+from ..tracking import Tracking, training_history_metrics
 from . import backend, batching, methods, wrap
 from .checkpoint import ResumeDir
 from .job import Job, fingerprint, layout
@@ -37,7 +38,7 @@ from .job import Job, fingerprint, layout
 MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "bfloat16_autocast": "bf16", "float16": "fp16"}
 
 
-def make_accelerator(job: Job):
+def make_accelerator(job: Job, tracking: Tracking | None = None):
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
@@ -46,11 +47,34 @@ def make_accelerator(job: Job):
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Under DeepSpeed accelerate finds no process-group backend on a CPU-only host; gloo is it.
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    trackers = tracking.accelerate_trackers() if tracking else []
     return Accelerator(
         mixed_precision=MIXED_PRECISION[training["dtype"]],
         gradient_accumulation_steps=training["gradient_accumulation"],
         kwargs_handlers=handlers,
+        log_with=trackers or None,
+        # TensorBoard's events of this run go below this folder; nothing else is written there.
+        project_dir=str(tracking.tensorboard_dir / run_name(job)) if "tensorboard" in trackers else None,
     )
+
+
+def run_name(job: Job) -> str:
+    """The run's name in the trackers: its stage and its place under results/."""
+    return f"train/{job.task}/{job.model}/{job.run}"
+
+
+def tracked_params(job: Job) -> dict:
+    """What the trackers record of the run's settings (its digest names all of them)."""
+    return {
+        "task": job.task,
+        "model": job.model,
+        "method": job.method,
+        "run": job.run,
+        "format": job.format,
+        "settings_hash": job.settings_hash,
+        "training": job.training,
+        "method_settings": job.method_settings,
+    }
 
 
 def make_optimizer(params, training: Mapping[str, Any], lr: float, offloaded: bool):
@@ -103,6 +127,13 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
+def cpu_seconds() -> float:
+    """User and system CPU time of this process (all its threads) and of its finished children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def judge_epoch(best: float | None, stale: int, perplexity: float, patience: int | None) -> tuple[bool, int, bool]:
     """(improved, epochs without improvement, stop early) after an epoch; only a strictly lower
     validation perplexity counts as an improvement."""
@@ -121,6 +152,7 @@ def _fresh_position() -> dict:
         "history": [],
         "train_tokens": 0,
         "wall_time_s": 0.0,
+        "cpu_time_s": 0.0,
         "done": False,
         "partial": None,
     }
@@ -129,14 +161,15 @@ def _fresh_position() -> dict:
 class Trainer:
     """Everything one run needs, built from the resolved job; :meth:`run` is the loop."""
 
-    def __init__(self, job: Job, log=sys.stderr):
+    def __init__(self, job: Job, log=sys.stderr, tracking: Tracking | None = None):
         from accelerate.utils import set_seed
         from transformers import get_scheduler
 
         self.job = job
         self.log = log
         self.training = training = job.training
-        self.accelerator = make_accelerator(job)
+        self.tracking = tracking if tracking and tracking.enabled else None
+        self.accelerator = make_accelerator(job, self.tracking)
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
         self.accum = training["gradient_accumulation"]
@@ -184,6 +217,12 @@ class Trainer:
     def main(self) -> bool:
         return self.accelerator.is_main_process
 
+    def record(self, position: dict, entry: dict) -> None:
+        """Append a step's or an epoch's entry to the history, and send a copy to the trackers that are on."""
+        position["history"].append(entry)
+        if self.tracking:
+            self.accelerator.log(training_history_metrics(entry), step=position["global_step"])
+
     def say(self, text: str) -> None:
         if self.main:
             print(text, file=self.log, flush=True)
@@ -211,7 +250,8 @@ class Trainer:
         return batching.loss_sums(self.model(**inputs, logits_to_keep=targets).logits, labels[targets])
 
     def step(self, batches, step: int) -> dict:
-        """One optimizer step; returns its summed NLL, targets and real tokens over all processes."""
+        """One optimizer step; returns its summed NLL, targets, real tokens and CPU seconds over all processes."""
+        cpu_started = cpu_seconds()
         self.model.train()
         micro = [
             (self.collate(rows), real)
@@ -234,8 +274,8 @@ class Trainer:
                 self.optimizer.zero_grad()
             step_nll += float(nll.detach())
         self.scheduler.step()
-        step_nll, tokens = self.reduce(step_nll, tokens)
-        return {"nll": step_nll, "targets": targets, "tokens": tokens}
+        step_nll, tokens, cpu = self.reduce(step_nll, tokens, cpu_seconds() - cpu_started)
+        return {"nll": step_nll, "targets": targets, "tokens": tokens, "cpu_seconds": cpu}
 
     def validate(self) -> tuple[float, float]:
         """(validation loss, perplexity): token-mean NLL over the whole split, every process a share."""
@@ -298,11 +338,13 @@ class Trainer:
             position = _fresh_position()
         else:
             self.say(f"resuming at epoch {position['epoch']}, step {position['step']} from {resume.latest()}")
+        if self.tracking:
+            self.tracking.start_training(self.accelerator, run_name(self.job), tracked_params(self.job))
         while not position["done"]:
             epoch = position["epoch"]
             batches = self.plans[epoch]
             steps = steps_in(batches, self.world, self.accum)
-            sums = position["partial"] or {"nll": 0.0, "targets": 0.0, "tokens": 0.0, "seconds": 0.0}
+            sums = position["partial"] or dict.fromkeys(("nll", "targets", "tokens", "seconds", "cpu_seconds"), 0.0)
             bar = tqdm(
                 total=steps,
                 initial=position["step"],
@@ -323,7 +365,8 @@ class Trainer:
                 loss = done["nll"] / done["targets"]
                 position["global_step"] += 1
                 position["step"] = step + 1
-                position["history"].append(
+                self.record(
+                    position,
                     {
                         "kind": "step",
                         "epoch": epoch,
@@ -331,7 +374,7 @@ class Trainer:
                         "loss": round(loss, 6),
                         "lr": lr,
                         "tokens_per_s": round(done["tokens"] / done["seconds"], 1),
-                    }
+                    },
                 )
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                 bar.update(1)
@@ -354,7 +397,8 @@ class Trainer:
                     "validation_loss": val_loss,
                     "dir": resume.save_best(epoch, self.export),
                 }
-            position["history"].append(
+            self.record(
+                position,
                 {
                     "kind": "epoch",
                     "epoch": epoch,
@@ -364,7 +408,7 @@ class Trainer:
                     "wall_time_s": round(sums["seconds"], 2),
                     "tokens_per_s": round(rate, 1),
                     "peak_memory_mb": round(peak, 1),
-                }
+                },
             )
             position.update(
                 epoch=epoch + 1,
@@ -373,6 +417,7 @@ class Trainer:
                 done=stop or epoch == epochs,
                 train_tokens=position["train_tokens"] + int(sums["tokens"]),
                 wall_time_s=position["wall_time_s"] + sums["seconds"],
+                cpu_time_s=position["cpu_time_s"] + sums["cpu_seconds"],
             )
             self.say(
                 f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, validation loss {val_loss:.4f}, perplexity "
@@ -384,12 +429,14 @@ class Trainer:
 
         summary = _finish(self, out_dir, resume, position)
         resume.remove()
+        if self.tracking:
+            self.accelerator.end_training()
         return summary
 
 
-def train(job: Job, out_dir: Path, resume_path: Path, log=sys.stderr) -> dict:
+def train(job: Job, out_dir: Path, resume_path: Path, log=sys.stderr, tracking: Tracking | None = None) -> dict:
     """Run (or resume) the job; write the outputs into ``out_dir``; return ``run.json``'s content."""
-    return Trainer(job, log).run(Path(out_dir), Path(resume_path))
+    return Trainer(job, log, tracking).run(Path(out_dir), Path(resume_path))
 
 
 def peak_of(position: Mapping[str, Any]) -> float:
@@ -411,6 +458,8 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
         "stage": job.stage,
         "train_tokens": position["train_tokens"],
         "wall_time_s": round(position["wall_time_s"], 2),
+        # The CPU time of every process over the same optimizer steps: what a CPU-hour of the cost table counts.
+        "cpu_time_s": round(position["cpu_time_s"], 2),
         "peak_memory_mb": peak_of(position),
         "device": accelerator.device.type,
         "num_processes": accelerator.num_processes,
