@@ -20,7 +20,8 @@ from train_support import TINY_LLAMA, step_losses, tiny_config, tokenizer_dir, w
 from tunebench import config as tb_config
 from tunebench.stages import tracking
 
-# Train and evaluate through the CLI in one process; print the tracker libraries it imported.
+# Train, generate and score through the CLI in one process, as the workflow's three jobs do (the scoring job
+# logs the evaluation); print the tracker libraries it imported.
 SCRIPT = """
 import json, sys
 from tunebench.commands import cli
@@ -28,7 +29,9 @@ from tunebench.commands import cli
 config, data = sys.argv[1:]
 common = ["--config", config, "--task", "multiplication", "--model", "tiny", "--run", "lora", "--data-dir", data]
 assert cli.main(["train", *common, "--out-dir", "train"]) == 0
-assert cli.main(["evaluate", *common, "--train-dir", "train", "--out-dir", "eval", "--threads", "1"]) == 0
+generate = ["evaluate", *common, "--train-dir", "train", "--out-dir", "eval", "--threads", "1", "--generate-only"]
+assert cli.main(generate) == 0
+assert cli.main(["score", "multiplication", "--generations", "eval", "--config", config, "--data-dir", data]) == 0
 print(json.dumps(sorted(name for name in ("mlflow", "tensorboardX", "deepspeed") if sys.modules.get(name))))
 """
 
