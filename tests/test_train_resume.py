@@ -11,6 +11,7 @@ from train_support import (  # noqa: F401
     cli_command,
     kill_when_saved,
     read_history,
+    resolved,
     run_cli,
     tiny_config,
     tokenizer_dir,
@@ -72,3 +73,14 @@ def test_resume_state_of_other_settings_is_discarded(tokenizer_dir, tmp_path):
     assert message and "other settings" in message
     assert [p.name for p in directory.iterdir()] == [FINGERPRINT]
     assert ResumeDir(directory, Accelerator(), "new").prepare() is None
+
+
+def test_a_resume_state_belongs_to_the_training_code_that_saved_it(tokenizer_dir, tmp_path, monkeypatch):
+    from tunebench.stages.train import job as tb_job
+
+    job = resolved(tiny_config(tokenizer_dir), "lora", tmp_path / "lora", write_data(tmp_path / "data"))
+    before = tb_job.fingerprint(job)
+    assert tb_job.fingerprint(job) == before
+    # An edit to the training loop changes its code hash; a state saved before the edit is then discarded.
+    monkeypatch.setattr(tb_job.tb_digests, "train_code", lambda task: "0" * 16)
+    assert tb_job.fingerprint(job) != before

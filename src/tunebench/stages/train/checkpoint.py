@@ -4,7 +4,7 @@
 job is re-run Snakemake's clean-up of incomplete outputs leaves it alone and the new job continues
 from it. Layout::
 
-    fingerprint.json   hash of the resolved settings and data; a mismatch discards the state
+    fingerprint.json   hash of the resolved settings, data and training code; a mismatch discards the state
     LATEST             name of the newest complete state directory (replaced atomically)
     state-0000120/     weights being trained (or the DeepSpeed engine), optimizer, scheduler,
                        RNG of every process, and position.json (epoch, step, history, best so far)
@@ -100,7 +100,7 @@ class ResumeDir:
                 not stored.is_file() or json.loads(stored.read_text()).get("fingerprint") != self.fingerprint
             ):
                 shutil.rmtree(self.path)
-                message = f"discarded resume state in {self.path}: it was made with other settings or data"
+                message = f"discarded resume state in {self.path}: other settings, data or training code made it"
             self.path.mkdir(parents=True, exist_ok=True)
             stored.write_text(json.dumps({"fingerprint": self.fingerprint, "layout": self.layout}) + "\n")
         self._barrier()

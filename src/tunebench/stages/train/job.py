@@ -156,7 +156,10 @@ LAYOUT = ("nodes", "processes", "threads_per_node")
 
 
 def fingerprint(job: Job) -> str:
+    """The settings and the training code a resume state belongs to: a state saved by other code (whose
+    saved fields may differ) is discarded like one saved under other settings."""
     settings = {key: value for key, value in job.to_dict().items() if key not in LAYOUT}
+    settings["code"] = tb_digests.train_code(job.task)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
