@@ -54,6 +54,11 @@ def _task_module(task: str) -> str:
     return tb_code.module_path(type(tb_tasks.get(task)).__module__)
 
 
+def _stage_code(paths: tuple[str, ...], task: str) -> str:
+    """The hash of a stage's own modules (``paths``) and the task's module."""
+    return tb_code.source_hash((*paths, _task_module(task)))
+
+
 def data_settings(config: Mapping[str, Any], task: str) -> dict:
     """What a data rule's splits depend on. The mirror's location is left out on purpose: it is a
     copy of the hub's files (the manifest records each file's sha256), and where it is mounted differs
@@ -73,7 +78,7 @@ def data_settings(config: Mapping[str, Any], task: str) -> dict:
 
 
 def data_code(task: str) -> str:
-    return tb_code.source_hash((*tb_code.DATA, _task_module(task)))
+    return _stage_code(tb_code.DATA, task)
 
 
 def data_hash(config: Mapping[str, Any], task: str) -> str:
@@ -111,7 +116,7 @@ def train_settings(config: Mapping[str, Any], task: str, model: str, run: str) -
 
 
 def train_code(task: str) -> str:
-    return tb_code.source_hash((*tb_code.TRAIN, _task_module(task)))
+    return _stage_code(tb_code.TRAIN, task)
 
 
 def train_hash(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
@@ -148,7 +153,7 @@ def generate_settings(config: Mapping[str, Any], task: str, model: str, run: str
 
 
 def generate_code(task: str) -> str:
-    return tb_code.source_hash((*tb_code.GENERATE, _task_module(task)))
+    return _stage_code(tb_code.GENERATE, task)
 
 
 def generate_hash(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
