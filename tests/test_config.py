@@ -20,12 +20,12 @@ def demo(repo_root):
 def test_shipped_configs_validate(repo_root, name):
     cfg = tb_config.load(repo_root / "config" / name)
     assert cfg["training"]["epochs"] >= 1
-    assert tb_config.finetune_runs(cfg) and tb_config.baseline_runs(cfg)
+    assert cfg.finetune and cfg.baselines
 
 
 def test_paper_config_holds_the_matrix(repo_root):
     cfg = tb_config.load(repo_root / "config" / "config.yaml")
-    runs = {(r.task, r.model, r.run) for r in tb_config.finetune_runs(cfg)}
+    runs = {(r.task, r.model, r.run) for r in cfg.finetune}
     for task in ("viggo", "sql", "gsm8k"):
         for size in ("7b", "13b", "70b"):
             for method in ("full", "lora", "qlora"):
@@ -149,7 +149,7 @@ def test_extra_seeds_add_runs_that_differ_only_in_their_seed(demo):
     cfg["experiments"]["finetune"] = [
         {"task": "viggo", "models": ["smollm2-135m"], "methods": ["lora"], "seeds": [1, 2]}
     ]
-    runs = tb_config.finetune_runs(tb_config.validate(cfg))
+    runs = tb_config.validate(cfg).finetune
     assert [(run.run, run.training["seed"], run.replicate_of) for run in runs] == [
         ("lora", cfg["seed"], None),
         ("lora-seed1", 1, "lora"),
@@ -171,12 +171,12 @@ def test_an_extra_seed_equal_to_the_runs_own_is_refused(demo):
 
 def test_resources_by_size_and_method(repo_root):
     cfg = tb_config.load(repo_root / "config" / "config.yaml")
-    full70 = tb_config.resources(cfg, "train", "llama2-70b", "full")
+    full70 = cfg.resources("train", "llama2-70b", "full")
     # Study A's 32 A10G are 4 nodes of 8; the process count is derived, never typed.
     assert (full70["nodes"], full70["gpu"], full70["gpu_model"]) == (4, 8, "a10g")
     assert (full70["processes_per_node"], full70["processes"], full70["gpus"]) == (8, 32, 32)
-    assert tb_config.resources(cfg, "evaluate", "llama2-7b")["gpu"] == 1
-    tiny = tb_config.resources(tb_config.load(repo_root / ".test" / "config.yaml"), "train", "tiny-llama", "full")
+    assert cfg.resources("evaluate", "llama2-7b")["gpu"] == 1
+    tiny = tb_config.load(repo_root / ".test" / "config.yaml").resources("train", "tiny-llama", "full")
     assert (tiny["nodes"], tiny["processes_per_node"], tiny["processes"]) == (1, 2, 2)
 
 
@@ -221,12 +221,12 @@ def test_mirror_env_wins_and_bad_path_is_one_sentence(monkeypatch, tmp_path):
 
 def test_experiment_overrides_only_what_they_name(repo_root):
     cfg = tb_config.load(repo_root / "config" / "demo.yaml")
-    run = tb_config.find_finetune(cfg, "viggo", "smollm2-135m", "qlora")
+    run = cfg.run("viggo", "smollm2-135m", "qlora", finetuned=True)
     assert run.training["epochs"] == 1  # the override
     assert cfg["training"]["epochs"] == 2 != 10  # the top level differs from the schema default ...
     assert run.training["batch_size"] == cfg["training"]["batch_size"] == 2  # ... and is kept where not overridden
     assert run.training["batching"] == "packing"
-    assert tb_config.find_finetune(cfg, "viggo", "smollm2-135m", "lora").training["epochs"] == 2
+    assert cfg.run("viggo", "smollm2-135m", "lora", finetuned=True).training["epochs"] == 2
 
 
 YAML_ERRORS = [

@@ -123,7 +123,7 @@ def test_a_baseline_writes_every_test_row_and_metrics_by_the_contract(config, pr
     assert (
         generated["settings_hash"] == metrics["generation_hash"] == tb_digests.generate_hash(config, task, "tiny", run)
     )
-    assert metrics["code"]["score"] == tb_digests.score_code(task) and metrics["code"]["version"]
+    assert metrics["code"]["score"] == tb_digests.score_code(config.tasks.get(task)) and metrics["code"]["version"]
     rows = data.read_split(prepared / task, "test")
     train = data.read_split(prepared / task, "train")
     predictions = read_predictions(tmp_path)
@@ -346,7 +346,7 @@ def test_a_qlora_checkpoint_decodes_the_same_at_any_batch_size(kernel, tokenizer
 def test_an_unreachable_hub_model_is_one_sentence_naming_the_key(config, prepared, tmp_path):
     """The baseline's chat source names a hub model that cannot be fetched (offline here, as on a cluster
     node without network): exit status 2 and one sentence, not transformers' 90-line traceback."""
-    broken = json.loads(json.dumps(config))
+    broken = json.loads(json.dumps(config.config))
     broken["models"]["tiny"]["chat"] = {"hub": "no-such-org/no-such-model", "revision": None}
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(broken))

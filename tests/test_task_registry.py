@@ -97,7 +97,7 @@ def test_a_task_defined_in_one_module_is_configured_prepared_scored_and_labelled
     assert echo.score("  ", {"answer": "w1"}) == {"echoed": None, "same_length": None}
     prepared, manifest = dataset.prepare("echo", config)
     assert [len(prepared.splits[split]) for split in ("train", "validation", "test")] == [3, 4, 4]
-    assert [run.run for run in tb_config.finetune_runs(config)] == ["lora"]
+    assert [run.run for run in config.finetune] == ["lora"]
 
 
 def test_a_tasks_own_section_is_checked_by_the_schema(echo):

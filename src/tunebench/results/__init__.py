@@ -9,7 +9,7 @@ all read these entries; none takes a name apart again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .. import config as tb_config
@@ -52,7 +52,7 @@ class Output:
 class Plan:
     """The tables and figures a configuration produces, in the order the report and paper list them."""
 
-    tasks: tuple[str, ...]  # evaluated tasks, in the order of tunebench.tasks.scored()
+    tasks: tuple[str, ...]  # evaluated tasks, in the order of the experiment's scored tasks
     outputs: tuple[Output, ...]
     ablations: tuple[str, ...]  # tasks with a prompt-format ablation
     two_stage: tuple[str, ...]  # tasks with a two-stage run
@@ -131,16 +131,16 @@ def format_ablation_tasks(finetune_runs) -> list[str]:
     return sorted({key[0] for key, found in formats.items() if len(found) > 1})
 
 
-def plan(config: Mapping) -> Plan:
-    finetune = tb_config.finetune_runs(config)
-    baselines = tb_config.baseline_runs(config)
-    evaluated = [run for run in finetune if run.evaluate] + baselines
-    tasks = tuple(task for task in tb_tasks.scored() if any(run.task == task for run in evaluated))
+def plan(config: tb_config.Experiment) -> Plan:
+    finetune = config.finetune
+    baselines = config.baselines
+    evaluated = config.evaluated
+    tasks = tuple(task for task in config.tasks.scored() if any(run.task == task for run in evaluated))
     ablations = tuple(format_ablation_tasks(finetune))
     two_stage = tuple(t for t in tasks if any(run.task == t and run.init_from and run.evaluate for run in finetune))
     has_finetuned = any(run.evaluate for run in finetune)
     runs = tb_claims.evaluated_runs(config)
-    has_claims = any(tb_claims.pairs(claim, runs) for claim in tb_claims.load_claims())
+    has_claims = any(tb_claims.pairs(claim, runs, config.tasks) for claim in tb_claims.load_claims())
 
     tables = [Output("main", "table", "main")] if tasks else []
     tables += [Output(task, "table", "task", task) for task in tasks]

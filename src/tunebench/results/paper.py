@@ -101,7 +101,7 @@ def numbers(config: Mapping, config_files: Iterable[str], metrics: pd.DataFrame)
         if row["model"]:
             values[f"pubmodel-{row['id']}"] = tex(row["model"])
     evaluation = config["evaluation"]
-    finetune = tb_config.finetune_runs(config)
+    finetune = config.finetune
     values |= {
         "config": tex(", ".join(str(Path(f)) for f in config_files)),
         "seed": str(config["seed"]),
@@ -438,11 +438,11 @@ def setup_tex(config: Mapping, metrics: pd.DataFrame) -> str:
         ]
         for name in used
     ]
-    finetune = tb_config.finetune_runs(config)
+    finetune = config.finetune
     methods = [m for m in METHODS if any(run.method == m for run in finetune)]
     method_rows = []
     for method in methods:
-        settings = tb_config.method_settings(config, next(run for run in finetune if run.method == method))
+        settings = config.method_settings(next(run for run in finetune if run.method == method))
         lora = settings.get("lora")
         quant = (
             (f"4-bit {settings['quant_type']}" + (", double" if settings.get("double_quant") else ""))

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import config as tb_config
-from .. import tasks
 from ..tasks import data
 from . import api
 from . import evaluate as local
@@ -65,7 +64,7 @@ def evaluate(
     cache_dir: Path | None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    task = tasks.get(spec.task)
+    task = config.tasks.get(spec.task)
     endpoint = api.Endpoint.from_config(config, spec.model)
     rows = local.test_rows(config, spec.task, data_dir)
     train = data.read_split(data_dir, "train")
