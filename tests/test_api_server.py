@@ -201,7 +201,7 @@ def test_the_workflow_runs_an_api_baseline_that_matches_in_process_and_reruns_fr
     beside a tiny fine-tuned run so that the cost table is built; then the API evaluation again from its cache."""
     work = workdir / "flow"
     work.mkdir()
-    config = tiny_config(server.base_url)
+    config = tiny_config(server.base_url).config  # the mapping, edited and written out
     config["models"]["tiny-llama"] = tb_config.read_yaml(tb_config.ROOT / ".test" / "config.yaml")["models"][
         "tiny-llama"
     ]

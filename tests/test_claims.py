@@ -91,10 +91,12 @@ def test_seed_replicates_widen_their_runs_row_and_are_not_paired_themselves(demo
     assert frame["better_run"].tolist() == ["lora"]  # the replicates add no rows of their own
     row = frame.iloc[0]
     assert (row["difference"], row["seeds"], row["seed_low"], row["seed_high"]) == (0.6, 3, 0.3, 0.8)
-    table = tables.claims_table(frame)
+    table = tables.claims_table(frame, known=tasks.BUILT_IN)
     assert table.text()["Over seeds"].tolist() == ["3: +30.0 to +80.0"]
     assert table.csv_frame()[["seeds", "seed_low", "seed_high"]].values.tolist() == [[3, 30.0, 80.0]]
-    assert "trained with 3 seeds: its difference ranges from 30.0 to 80.0 points over seeds" in paper.seeds_tex(frame)
+    assert "trained with 3 seeds: its difference ranges from 30.0 to 80.0 points over seeds" in paper.seeds_tex(
+        frame, tasks.BUILT_IN
+    )
 
 
 def test_rows_either_run_could_not_score_are_left_out(demo_config, tmp_path):
@@ -120,7 +122,8 @@ def test_a_claim_without_its_runs_is_not_run_not_undecided(demo_config, tmp_path
 def test_the_demo_decides_every_claim_with_the_runs_it_makes(demo_config):
     runs = claims.evaluated_runs(demo_config)
     compared = {
-        c["id"]: [(b["run"], t["run"], b["task"]) for b, t, _ in claims.pairs(c, runs, demo_config.tasks)] for c in claims.load_claims()
+        c["id"]: [(b["run"], t["run"], b["task"]) for b, t, _ in claims.pairs(c, runs, demo_config.tasks)]
+        for c in claims.load_claims()
     }
     assert compared["multiplication_finetuned_beats_prompted"] == [
         (method, baseline, "multiplication")
@@ -170,7 +173,7 @@ def test_claims_command_and_table(demo_config, tmp_path, capsys):
     for _, row in frame.iterrows():
         expected = share_of(runs[(row["task"], row["better_run"])]) - share_of(runs[(row["task"], row["than_run"])])
         assert row["difference"] == pytest.approx(expected)
-    table = tables.claims_table(frame)
+    table = tables.claims_table(frame, known=tasks.BUILT_IN)
     assert len(table.text()) == len(frame)
     assert table.text().iloc[0, 4].startswith(f"+{(frame['difference'].iloc[0] * 100):.1f} [")
     assert list(table.csv_frame().columns[:10]) == [
@@ -205,9 +208,9 @@ def test_a_seed_replicate_is_named_by_its_seed_and_its_first_run_is_not():
     from tunebench.results import labels
 
     lora = {"stage": "finetuned", "method": "lora", "format": "special_tokens", "task": "viggo"}
-    assert labels.run(pd.Series({**lora, "replicate_of": "lora", "seed": 1.0})) == "LoRA, seed 1"
-    assert labels.run(pd.Series({**lora, "replicate_of": float("nan"), "seed": 42.0})) == "LoRA"
-    assert labels.run(lora) == "LoRA"  # configs without replicates have no seed columns at all
+    assert labels.run(pd.Series({**lora, "replicate_of": "lora", "seed": 1.0}), tasks.BUILT_IN) == "LoRA, seed 1"
+    assert labels.run(pd.Series({**lora, "replicate_of": float("nan"), "seed": 42.0}), tasks.BUILT_IN) == "LoRA"
+    assert labels.run(lora, tasks.BUILT_IN) == "LoRA"  # configs without replicates have no seed columns at all
 
 
 def test_a_comparison_the_config_declares_is_decided_and_tabled_like_a_claim(tmp_path, capsys):

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from slurm_support import APPTAINER_STANDIN
-from tunebench import config as tb_config
 from tunebench.machinery import cluster
 from tunebench.stages.train import checkpoint
 from tunebench.util.errors import ConfigError, UserError

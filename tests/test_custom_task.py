@@ -126,6 +126,22 @@ def base_config(section: dict, name: str = "tickets") -> dict:
     }
 
 
+def test_a_declared_tasks_own_label_names_it_in_the_outputs_of_its_experiment_only(tmp_path):
+    from tunebench.results import labels, plan
+
+    path = tmp_path / "tickets.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in ticket_rows(20)))
+    first = tb_config.validate(base_config(declared(path, label="Support tickets")))
+    second = tb_config.validate(base_config(declared(path, label="Helpdesk"), name="tickets"))
+    # Validating a second config leaves the first experiment's tasks as they were: no registry is shared.
+    assert (
+        labels.task("tickets", first.tasks) == "Support tickets" and labels.task("tickets", second.tasks) == "Helpdesk"
+    )
+    caption = plan(first).output("figure", "tickets_accuracy").caption
+    assert caption.startswith("Support tickets, one panel per metric.")
+    assert "tickets" not in tasks.names()
+
+
 def test_a_jsonl_task_goes_through_the_manifest(tmp_path):
     path = tmp_path / "tickets.jsonl"
     lines = [json.dumps(row) for row in ticket_rows(60)] + [

@@ -56,6 +56,7 @@ class Plan:
     outputs: tuple[Output, ...]
     ablations: tuple[str, ...]  # tasks with a prompt-format ablation
     two_stage: tuple[str, ...]  # tasks with a two-stage run
+    known: tb_tasks.TaskSet  # the experiment's tasks, which label the outputs
 
     def of(self, kind: str) -> tuple[Output, ...]:
         return tuple(output for output in self.outputs if output.kind == kind)
@@ -117,8 +118,8 @@ FIGURE_CAPTIONS = {
 }
 
 
-def _figure(name: str, draws: str, task: str | None = None) -> Output:
-    caption = FIGURE_CAPTIONS[draws].format(task=labels.task(task) if task else "")
+def _figure(name: str, draws: str, known: tb_tasks.TaskSet, task: str | None = None) -> Output:
+    caption = FIGURE_CAPTIONS[draws].format(task=labels.task(task, known) if task else "")
     return Output(name, "figure", draws, task, caption)
 
 
@@ -154,13 +155,14 @@ def plan(config: tb_config.Experiment) -> Plan:
     if config["comparisons"]:
         tables.append(Output("comparisons", "table", "comparisons"))
 
-    figures = [_figure(f"{task}_accuracy", "task", task) for task in tasks]
+    known = config.tasks
+    figures = [_figure(f"{task}_accuracy", "task", known, task) for task in tasks]
     if finetune:
-        figures.append(_figure("learning_curves", "learning_curves"))
-    figures += [_figure(f"two_stage_{task}", "two_stage", task) for task in two_stage]
+        figures.append(_figure("learning_curves", "learning_curves", known))
+    figures += [_figure(f"two_stage_{task}", "two_stage", known, task) for task in two_stage]
     if has_finetuned and baselines:
-        figures.append(_figure("gain_vs_cost", "gain_vs_cost"))
-    figures += [_figure(f"ablation_format_{task}", "ablation_format", task) for task in ablations]
+        figures.append(_figure("gain_vs_cost", "gain_vs_cost", known))
+    figures += [_figure(f"ablation_format_{task}", "ablation_format", known, task) for task in ablations]
     if has_claims:
-        figures.append(_figure("claims", "claims"))
-    return Plan(tasks=tasks, outputs=tuple(tables + figures), ablations=ablations, two_stage=two_stage)
+        figures.append(_figure("claims", "claims", known))
+    return Plan(tasks=tasks, outputs=tuple(tables + figures), ablations=ablations, two_stage=two_stage, known=known)
