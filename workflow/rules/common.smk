@@ -21,6 +21,7 @@ from tunebench.util.errors import ConfigError
 # enter), names a wrong key in one sentence and checks the rules a schema cannot state.
 # The config files are read once more by tunebench's loader, which Snakemake's does not replace: it
 # refuses duplicate keys (Snakemake's keeps the last silently) and names file and line of an error.
+# Validation returns the experiment (runs, tasks, resources) that every helper below reads.
 try:
     for _path in workflow.overwrite_configfiles or workflow.configfiles:
         tb_config.read_yaml(Path(_path))
@@ -86,7 +87,9 @@ shell.prefix(SHELL_PREFIX)
 
 
 def train_settings_hash(wildcards):
-    return tb_digests.train_hash(EXPERIMENT, wildcards.task, wildcards.model, wildcards.run)
+    return tb_digests.train_hash(
+        EXPERIMENT, wildcards.task, wildcards.model, wildcards.run
+    )
 
 
 def generate_settings_hash(wildcards):
@@ -96,7 +99,9 @@ def generate_settings_hash(wildcards):
 
 
 def score_settings_hash(wildcards):
-    return tb_digests.score_hash(EXPERIMENT, wildcards.task, wildcards.model, wildcards.run)
+    return tb_digests.score_hash(
+        EXPERIMENT, wildcards.task, wildcards.model, wildcards.run
+    )
 
 
 def score_stamp(wildcards):
@@ -146,9 +151,7 @@ def check_fit():
         if EXPERIMENT.resources("train", run.model, run.method)["gpu"]
     ]
     gpu_jobs += [
-        run
-        for run in EVALUATED
-        if EXPERIMENT.resources("evaluate", run.model)["gpu"]
+        run for run in EVALUATED if EXPERIMENT.resources("evaluate", run.model)["gpu"]
     ]
     if not gpu_jobs:
         return
