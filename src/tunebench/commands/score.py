@@ -134,7 +134,7 @@ def read_lines(path: Path, task: tasks.Task) -> list[dict]:
     return rows
 
 
-def _problem(row: object, task: str) -> str | None:
+def _problem(row: object, task: tasks.Task) -> str | None:
     if not isinstance(row, dict):
         return f"is a JSON {type(row).__name__}, not an object"
     if not isinstance(row.get("prediction"), str):

@@ -106,9 +106,9 @@ def _refuse_moved(config: Mapping) -> None:
             )
 
 
-def max_new_tokens(config: Mapping, task: str) -> int:
-    """The generation limit of ``task``'s evaluations: ``tasks.<task>.max_new_tokens``."""
-    return (config["tasks"].get(task) or {}).get("max_new_tokens", tasks.get(task).max_new_tokens)
+def max_new_tokens(config: Experiment, task: str) -> int:
+    """The generation limit of ``task``'s evaluations: ``tasks.<task>.max_new_tokens``, else its module's."""
+    return (config["tasks"].get(task) or {}).get("max_new_tokens", config.tasks.get(task).max_new_tokens)
 
 
 def few_shot(config: Mapping, task: str) -> int | None:

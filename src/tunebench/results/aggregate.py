@@ -386,7 +386,9 @@ def sort_runs(frame: pd.DataFrame, known: tb_tasks.TaskSet) -> pd.DataFrame:
     return frame.loc[order].reset_index(drop=True)
 
 
-def write(config: Mapping, results: Path, metrics_out: Path, curves_out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def write(
+    config: tb_config.Experiment, results: Path, metrics_out: Path, curves_out: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     metrics = collect_metrics(config, results)
     curves = collect_curves(config, results)
     for frame, out in ((metrics, metrics_out), (curves, curves_out)):

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from .. import config as tb_config
 from .. import tasks as tb_tasks
 from ..util import fileio, stats
 from ..util.errors import DataError
@@ -74,7 +75,7 @@ def all_claims(config: Mapping) -> list[dict]:
     return load_claims() + declared(config)
 
 
-def evaluated_runs(config: Mapping) -> list[dict]:
+def evaluated_runs(config: tb_config.Experiment) -> list[dict]:
     """Every evaluated run of the config with the attributes a claim selects on."""
     runs = [
         {
@@ -160,7 +161,7 @@ def label(low: float | None, high: float | None) -> str:
     return "undecided"
 
 
-def decide(config: Mapping, results: Path, claims: Iterable[Mapping] | None = None) -> pd.DataFrame:
+def decide(config: tb_config.Experiment, results: Path, claims: Iterable[Mapping] | None = None) -> pd.DataFrame:
     """One row per claim and pair of runs (or per claim not run), in the order of the claims file."""
     evaluation = config["evaluation"]
     runs = evaluated_runs(config)
@@ -236,7 +237,7 @@ def counts(claims: pd.DataFrame) -> dict[str, int]:
     return {name: int(found.get(name, 0)) for name in LABELS}
 
 
-def prediction_files(config: Mapping) -> list[str]:
+def prediction_files(config: tb_config.Experiment) -> list[str]:
     """The predictions every claim of the config reads, relative to the workflow's directory."""
     runs = evaluated_runs(config)
     needed: set[tuple[str, str, str]] = set()
@@ -267,7 +268,7 @@ def comparisons(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["source"] == DECLARED].reset_index(drop=True)
 
 
-def write(config: Mapping, results: Path, out: Path) -> pd.DataFrame:
+def write(config: tb_config.Experiment, results: Path, out: Path) -> pd.DataFrame:
     frame = decide(config, Path(results))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

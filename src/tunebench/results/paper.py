@@ -93,7 +93,7 @@ def _comparisons(metrics: pd.DataFrame) -> pd.DataFrame:
     return pairs
 
 
-def numbers(config: Mapping, config_files: Iterable[str], metrics: pd.DataFrame) -> dict[str, str]:
+def numbers(config: tb_config.Experiment, config_files: Iterable[str], metrics: pd.DataFrame) -> dict[str, str]:
     values: dict[str, str] = {}
     published = tb_published.load()
     for _, row in published.iterrows():
@@ -421,7 +421,7 @@ def read_manifests(data_dir: Path, task_names: Iterable[str]) -> dict[str, dict]
     return found
 
 
-def setup_tex(config: Mapping, metrics: pd.DataFrame) -> str:
+def setup_tex(config: tb_config.Experiment, metrics: pd.DataFrame) -> str:
     used = list(dict.fromkeys(metrics["model"]))
     model_rows = [
         [
@@ -600,7 +600,7 @@ def comparisons_tex(claims: pd.DataFrame | None, chosen: Plan) -> str:
 
 
 def write_sources(
-    config: Mapping,
+    config: tb_config.Experiment,
     config_files: Iterable[str],
     metrics: pd.DataFrame,
     curves: pd.DataFrame,

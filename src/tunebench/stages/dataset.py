@@ -109,7 +109,7 @@ def check_sources(task: Any, prepared: Prepared, ledger: Path | None) -> None:
 
 def prepare(
     task_name: str,
-    config: Mapping[str, Any],
+    config: tb_config.Experiment,
     seed: int | None = None,
     ledger: Path | None = None,
     **overrides: Any,

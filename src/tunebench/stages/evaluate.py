@@ -108,7 +108,7 @@ def load_run_model(config: Mapping[str, Any], spec: tb_config.Run, train_dir: Pa
 
 
 def evaluate(
-    config: Mapping[str, Any],
+    config: tb_config.Experiment,
     task: str,
     model_name: str,
     run: str,

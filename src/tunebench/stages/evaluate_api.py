@@ -26,7 +26,13 @@ def is_api_model(config: Mapping[str, Any], model_name: str) -> bool:
 
 
 def evaluate_any(
-    config: Mapping[str, Any], task: str, model_name: str, run: str, *, api_cache: Path | None = None, **options: Any
+    config: tb_config.Experiment,
+    task: str,
+    model_name: str,
+    run: str,
+    *,
+    api_cache: Path | None = None,
+    **options: Any,
 ) -> dict:
     """One run of any model: an API model's baseline through its endpoint (answers cached in ``api_cache``),
     every other run in this process. ``options`` are :func:`tunebench.stages.evaluate.evaluate`'s keywords:
@@ -56,7 +62,7 @@ def evaluate_any(
 
 
 def evaluate(
-    config: Mapping[str, Any],
+    config: tb_config.Experiment,
     spec,
     *,
     data_dir: Path,
