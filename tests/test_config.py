@@ -219,6 +219,43 @@ def test_mirror_env_wins_and_bad_path_is_one_sentence(monkeypatch, tmp_path):
     assert tb_config.data_mirror({"data": {"mirror": None}}) is None
 
 
+def test_validation_returns_a_frozen_experiment_over_the_dict_it_filled(demo):
+    cfg = copy.deepcopy(demo)
+    experiment = tb_config.validate(cfg)
+    assert experiment.config is cfg and isinstance(cfg, dict)  # Snakemake's config stays the dict it filled
+    assert experiment["training"] is cfg["training"] and set(experiment) == set(cfg)
+    with pytest.raises(TypeError):
+        experiment["seed"] = 1  # read like the mapping, never written through
+    with pytest.raises(AttributeError):
+        experiment.finetune = ()
+    lora = experiment.run("viggo", "smollm2-135m", "lora")
+    assert lora in experiment.finetune and experiment.run("viggo", "smollm2-135m", "baseline").is_baseline
+    assert experiment.evaluated == tuple(r for r in experiment.finetune if r.evaluate) + experiment.baselines
+
+
+@pytest.mark.parametrize(
+    ("run", "finetuned", "message"),
+    [
+        ("dora", False, "no finetune experiment trains viggo/smollm2-135m/dora; add it to experiments.finetune."),
+        (
+            "baseline",
+            True,
+            "no finetune experiment trains viggo/smollm2-135m/baseline; add it to experiments.finetune.",
+        ),
+        (
+            "baseline-stepwise",
+            False,
+            "no baseline experiment evaluates viggo/smollm2-135m/baseline-stepwise; add it to experiments.baselines.",
+        ),
+    ],
+)
+def test_a_run_the_experiment_lacks_is_one_sentence_naming_the_list_to_add_it_to(demo, run, finetuned, message):
+    experiment = tb_config.validate(copy.deepcopy(demo))
+    with pytest.raises(ConfigError) as info:
+        experiment.run("viggo", "smollm2-135m", run, finetuned=finetuned)
+    assert str(info.value) == message
+
+
 def test_experiment_overrides_only_what_they_name(repo_root):
     cfg = tb_config.load(repo_root / "config" / "demo.yaml")
     run = cfg.run("viggo", "smollm2-135m", "qlora", finetuned=True)
