@@ -136,21 +136,6 @@ def _baseline_runs(config: Mapping) -> tuple[Run, ...]:
     )
 
 
-def _resources(config: Mapping, kind: str, model: str, method: str | None, task: str | None) -> dict:
-    table = config["resources"]
-    merged = dict(table["default"])
-    size = config["models"][model].get("resources_size") or config["models"][model]["size"]
-    row = table.get(kind, {}).get(size, {})
-    if kind == "train":
-        row = row.get(method, {}) if method else {}
-    merged.update(row)
-    merged["runtime"] = (merged.pop("runtime_by_task", None) or {}).get(task, merged["runtime"])
-    merged["processes_per_node"] = merged.get("processes") or max(1, merged["gpu"])
-    merged["processes"] = merged["nodes"] * merged["processes_per_node"]
-    merged["gpus"] = merged["nodes"] * merged["gpu"]
-    return merged
-
-
 @dataclass(frozen=True, eq=False, repr=False)
 class Experiment(Mapping):
     """A validated config resolved once: its run matrix, its tasks, and its sections read like a mapping."""
@@ -215,8 +200,7 @@ class Experiment(Mapping):
 
     def resources_key(self, kind: str, model: str, method: str | None = None) -> str:
         """The config key of a job's row of the resources table, for messages."""
-        size = self.config["models"][model].get("resources_size") or self.config["models"][model]["size"]
-        return f"resources.{kind}.{size}" + (f".{method}" if kind == "train" and method else "")
+        return f"resources.{kind}.{self._size(model)}" + (f".{method}" if kind == "train" and method else "")
 
     def resources(self, kind: str, model: str, method: str | None = None, task: str | None = None) -> dict:
         """Scheduler resources of a job: the per-size (and per-method) row over the defaults.
@@ -226,4 +210,18 @@ class Experiment(Mapping):
         row's ``processes``, else one per GPU, else 1) and ``processes`` (all nodes together). A row's
         ``runtime_by_task`` gives ``task``'s job its own wall time.
         """
-        return _resources(self.config, kind, model, method, task)
+        table = self.config["resources"]
+        merged = dict(table["default"])
+        row = table.get(kind, {}).get(self._size(model), {})
+        if kind == "train":
+            row = row.get(method, {}) if method else {}
+        merged.update(row)
+        merged["runtime"] = (merged.pop("runtime_by_task", None) or {}).get(task, merged["runtime"])
+        merged["processes_per_node"] = merged.get("processes") or max(1, merged["gpu"])
+        merged["processes"] = merged["nodes"] * merged["processes_per_node"]
+        merged["gpus"] = merged["nodes"] * merged["gpu"]
+        return merged
+
+    def _size(self, model: str) -> str:
+        """The size that chooses a model's rows of the resources table."""
+        return self.config["models"][model].get("resources_size") or self.config["models"][model]["size"]
