@@ -201,7 +201,7 @@ def test_the_workflow_runs_an_api_baseline_that_matches_in_process_and_reruns_fr
     beside a tiny fine-tuned run so that the cost table is built; then the API evaluation again from its cache."""
     work = workdir / "flow"
     work.mkdir()
-    config = tiny_config(server.base_url)
+    config = tiny_config(server.base_url).config  # the mapping, edited and written out
     config["models"]["tiny-llama"] = tb_config.read_yaml(tb_config.ROOT / ".test" / "config.yaml")["models"][
         "tiny-llama"
     ]
@@ -297,7 +297,7 @@ def test_a_missing_key_is_one_sentence_naming_the_variable(workdir, data_dir, mo
         run_baseline(config, "smollm2-api", workdir, data_dir, name="nokey")
     # The command says the same in one line, without a traceback.
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(copy.deepcopy(config)))
+    path.write_text(yaml.safe_dump(copy.deepcopy(config.config)))
     done = subprocess.run(
         [
             sys.executable,
@@ -492,9 +492,9 @@ def test_generation_parameters_and_extra_body_reach_the_server_and_key_the_cache
 
         # Each of these asks again: another knob, another declared revision, other weights behind the same name.
         for change in ({"extra_body": {**knobs, "top_k": 2}}, {"revision": "r2"}):
-            changed = copy.deepcopy(config)
+            changed = copy.deepcopy(config.config)
             changed["models"]["smollm2-api"]["api"].update(change)
-            assert run_baseline(changed, "smollm2-api", tmp_path, data_dir)["api"]["requests"] == 8
+            assert run_baseline(tb_config.validate(changed), "smollm2-api", tmp_path, data_dir)["api"]["requests"] == 8
         served.weights = "weights-b"
         assert run_baseline(config, "smollm2-api", tmp_path, data_dir)["api"]["requests"] == 8
         assert len(served.bodies) == 32
@@ -522,10 +522,10 @@ def test_a_server_with_other_default_sampling_agrees_once_extra_body_resets_it(w
         config["models"]["smollm2-api"]["api"]["model"] = str(served_dir)
         local = run_baseline(config, "smollm2", tmp_path, data_dir)
         penalised = run_baseline(config, "smollm2-api", tmp_path, data_dir, name="penalised")
-        reset = copy.deepcopy(config)
+        reset = copy.deepcopy(config.config)
         settings = {**defaults, "do_sample": False, "repetition_penalty": 1.0}
         reset["models"]["smollm2-api"]["api"]["extra_body"] = {"generation_config": json.dumps(settings)}
-        agreed = run_baseline(reset, "smollm2-api", tmp_path, data_dir, name="reset")
+        agreed = run_baseline(tb_config.validate(reset), "smollm2-api", tmp_path, data_dir, name="reset")
     finally:
         served.stop()
 

@@ -67,7 +67,7 @@ def test_pairing_is_narrower_than_two_marginal_intervals():
 def test_a_claim_is_labelled_from_its_paired_interval(demo_config, tmp_path, fine_tuned, prompted, verdict):
     write_predictions(tmp_path, "viggo", "lora", fine_tuned)
     write_predictions(tmp_path, "viggo", "baseline", prompted)
-    config = copy.deepcopy(demo_config)
+    config = copy.deepcopy(demo_config.config)
     config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"]}]
     config = tb_config.validate(config)
     frame = claims.decide(config, tmp_path, [claim("viggo_finetuned_beats_prompted")])
@@ -84,23 +84,25 @@ def test_seed_replicates_widen_their_runs_row_and_are_not_paired_themselves(demo
     write_predictions(tmp_path, "viggo", "lora", [True] * 6 + [False] * 4)
     write_predictions(tmp_path, "viggo", "lora-seed1", [True] * 3 + [False] * 7)
     write_predictions(tmp_path, "viggo", "lora-seed2", [True] * 8 + [False] * 2)
-    config = copy.deepcopy(demo_config)
+    config = copy.deepcopy(demo_config.config)
     config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"], "seeds": [1, 2]}]
     config = tb_config.validate(config)
     frame = claims.decide(config, tmp_path, [claim("viggo_finetuned_beats_prompted")])
     assert frame["better_run"].tolist() == ["lora"]  # the replicates add no rows of their own
     row = frame.iloc[0]
     assert (row["difference"], row["seeds"], row["seed_low"], row["seed_high"]) == (0.6, 3, 0.3, 0.8)
-    table = tables.claims_table(frame)
+    table = tables.claims_table(frame, known=tasks.BUILT_IN)
     assert table.text()["Over seeds"].tolist() == ["3: +30.0 to +80.0"]
     assert table.csv_frame()[["seeds", "seed_low", "seed_high"]].values.tolist() == [[3, 30.0, 80.0]]
-    assert "trained with 3 seeds: its difference ranges from 30.0 to 80.0 points over seeds" in paper.seeds_tex(frame)
+    assert "trained with 3 seeds: its difference ranges from 30.0 to 80.0 points over seeds" in paper.seeds_tex(
+        frame, tasks.BUILT_IN
+    )
 
 
 def test_rows_either_run_could_not_score_are_left_out(demo_config, tmp_path):
     write_predictions(tmp_path, "viggo", "lora", [True, True, None, True])
     write_predictions(tmp_path, "viggo", "baseline", [False, None, False, False])
-    config = copy.deepcopy(demo_config)
+    config = copy.deepcopy(demo_config.config)
     config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"]}]
     config = tb_config.validate(config)
     row = claims.decide(config, tmp_path, [claim("viggo_finetuned_beats_prompted")]).iloc[0]
@@ -108,11 +110,11 @@ def test_rows_either_run_could_not_score_are_left_out(demo_config, tmp_path):
 
 
 def test_a_claim_without_its_runs_is_not_run_not_undecided(demo_config, tmp_path):
-    config = copy.deepcopy(demo_config)
+    config = copy.deepcopy(demo_config.config)
     config["experiments"]["finetune"] = [
         entry for entry in config["experiments"]["finetune"] if entry.get("format") != "instruction"
     ]
-    frame = claims.decide(config, tmp_path, [claim("special_tokens_beat_instruction")])
+    frame = claims.decide(tb_config.validate(config), tmp_path, [claim("special_tokens_beat_instruction")])
     assert frame["label"].tolist() == ["not run"] and frame["n"].isna().all()
     assert claims.counts(frame) == {"reproduced": 0, "contradicted": 0, "undecided": 0, "not run": 1}
 
@@ -120,7 +122,8 @@ def test_a_claim_without_its_runs_is_not_run_not_undecided(demo_config, tmp_path
 def test_the_demo_decides_every_claim_with_the_runs_it_makes(demo_config):
     runs = claims.evaluated_runs(demo_config)
     compared = {
-        c["id"]: [(b["run"], t["run"], b["task"]) for b, t, _ in claims.pairs(c, runs)] for c in claims.load_claims()
+        c["id"]: [(b["run"], t["run"], b["task"]) for b, t, _ in claims.pairs(c, runs, demo_config.tasks)]
+        for c in claims.load_claims()
     }
     assert compared["multiplication_finetuned_beats_prompted"] == [
         (method, baseline, "multiplication")
@@ -170,7 +173,7 @@ def test_claims_command_and_table(demo_config, tmp_path, capsys):
     for _, row in frame.iterrows():
         expected = share_of(runs[(row["task"], row["better_run"])]) - share_of(runs[(row["task"], row["than_run"])])
         assert row["difference"] == pytest.approx(expected)
-    table = tables.claims_table(frame)
+    table = tables.claims_table(frame, known=tasks.BUILT_IN)
     assert len(table.text()) == len(frame)
     assert table.text().iloc[0, 4].startswith(f"+{(frame['difference'].iloc[0] * 100):.1f} [")
     assert list(table.csv_frame().columns[:10]) == [
@@ -192,7 +195,7 @@ def test_a_broken_prediction_line_is_one_sentence(demo_config, tmp_path):
     path = tmp_path / "eval" / "viggo" / MODEL / "baseline" / "predictions.jsonl"
     path.parent.mkdir(parents=True)
     path.write_text('{"id": "viggo-test-00000", "verdict": {}}\n')
-    config = copy.deepcopy(demo_config)
+    config = copy.deepcopy(demo_config.config)
     config["experiments"]["finetune"] = [{"task": "viggo", "models": [MODEL], "methods": ["lora"]}]
     config = tb_config.validate(config)
     with pytest.raises(
@@ -205,9 +208,9 @@ def test_a_seed_replicate_is_named_by_its_seed_and_its_first_run_is_not():
     from tunebench.results import labels
 
     lora = {"stage": "finetuned", "method": "lora", "format": "special_tokens", "task": "viggo"}
-    assert labels.run(pd.Series({**lora, "replicate_of": "lora", "seed": 1.0})) == "LoRA, seed 1"
-    assert labels.run(pd.Series({**lora, "replicate_of": float("nan"), "seed": 42.0})) == "LoRA"
-    assert labels.run(lora) == "LoRA"  # configs without replicates have no seed columns at all
+    assert labels.run(pd.Series({**lora, "replicate_of": "lora", "seed": 1.0}), tasks.BUILT_IN) == "LoRA, seed 1"
+    assert labels.run(pd.Series({**lora, "replicate_of": float("nan"), "seed": 42.0}), tasks.BUILT_IN) == "LoRA"
+    assert labels.run(lora, tasks.BUILT_IN) == "LoRA"  # configs without replicates have no seed columns at all
 
 
 def test_a_comparison_the_config_declares_is_decided_and_tabled_like_a_claim(tmp_path, capsys):

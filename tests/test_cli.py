@@ -65,7 +65,7 @@ def test_an_api_model_is_never_told_to_join_the_finetune_experiments():
         }
     )
     with pytest.raises(ConfigError) as info:
-        tb_config.find_run(config, "gsm8k", "remote", "lora")
+        config.run("gsm8k", "remote", "lora")
     message = str(info.value)
     assert "served through an API" in message and "--run baseline" in message
     assert "add it to experiments.finetune" not in message

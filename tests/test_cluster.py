@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from slurm_support import APPTAINER_STANDIN
-from tunebench import config as tb_config
 from tunebench.machinery import cluster
 from tunebench.stages.train import checkpoint
 from tunebench.util.errors import ConfigError, UserError
@@ -88,8 +87,8 @@ def _job_resources(output: str, log: str) -> dict:
 def test_the_profiles_dry_run_lists_the_whole_matrix_quickly_without_slurm(dry_run, paper_config):
     seconds, output = dry_run
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", output, flags=re.MULTILINE))
-    finetune = tb_config.finetune_runs(paper_config)
-    evaluated = [run for run in finetune if run.evaluate] + tb_config.baseline_runs(paper_config)
+    finetune = paper_config.finetune
+    evaluated = paper_config.evaluated
     assert int(counts["train"]) == len(finetune) == 33
     assert int(counts["generate"]) == int(counts["score"]) == len(evaluated)
     wall, cpu = seconds

@@ -20,12 +20,12 @@ def demo(repo_root):
 def test_shipped_configs_validate(repo_root, name):
     cfg = tb_config.load(repo_root / "config" / name)
     assert cfg["training"]["epochs"] >= 1
-    assert tb_config.finetune_runs(cfg) and tb_config.baseline_runs(cfg)
+    assert cfg.finetune and cfg.baselines
 
 
 def test_paper_config_holds_the_matrix(repo_root):
     cfg = tb_config.load(repo_root / "config" / "config.yaml")
-    runs = {(r.task, r.model, r.run) for r in tb_config.finetune_runs(cfg)}
+    runs = {(r.task, r.model, r.run) for r in cfg.finetune}
     for task in ("viggo", "sql", "gsm8k"):
         for size in ("7b", "13b", "70b"):
             for method in ("full", "lora", "qlora"):
@@ -149,7 +149,7 @@ def test_extra_seeds_add_runs_that_differ_only_in_their_seed(demo):
     cfg["experiments"]["finetune"] = [
         {"task": "viggo", "models": ["smollm2-135m"], "methods": ["lora"], "seeds": [1, 2]}
     ]
-    runs = tb_config.finetune_runs(tb_config.validate(cfg))
+    runs = tb_config.validate(cfg).finetune
     assert [(run.run, run.training["seed"], run.replicate_of) for run in runs] == [
         ("lora", cfg["seed"], None),
         ("lora-seed1", 1, "lora"),
@@ -171,12 +171,12 @@ def test_an_extra_seed_equal_to_the_runs_own_is_refused(demo):
 
 def test_resources_by_size_and_method(repo_root):
     cfg = tb_config.load(repo_root / "config" / "config.yaml")
-    full70 = tb_config.resources(cfg, "train", "llama2-70b", "full")
+    full70 = cfg.resources("train", "llama2-70b", "full")
     # Study A's 32 A10G are 4 nodes of 8; the process count is derived, never typed.
     assert (full70["nodes"], full70["gpu"], full70["gpu_model"]) == (4, 8, "a10g")
     assert (full70["processes_per_node"], full70["processes"], full70["gpus"]) == (8, 32, 32)
-    assert tb_config.resources(cfg, "evaluate", "llama2-7b")["gpu"] == 1
-    tiny = tb_config.resources(tb_config.load(repo_root / ".test" / "config.yaml"), "train", "tiny-llama", "full")
+    assert cfg.resources("evaluate", "llama2-7b")["gpu"] == 1
+    tiny = tb_config.load(repo_root / ".test" / "config.yaml").resources("train", "tiny-llama", "full")
     assert (tiny["nodes"], tiny["processes_per_node"], tiny["processes"]) == (1, 2, 2)
 
 
@@ -219,14 +219,51 @@ def test_mirror_env_wins_and_bad_path_is_one_sentence(monkeypatch, tmp_path):
     assert tb_config.data_mirror({"data": {"mirror": None}}) is None
 
 
+def test_validation_returns_a_frozen_experiment_over_the_dict_it_filled(demo):
+    cfg = copy.deepcopy(demo)
+    experiment = tb_config.validate(cfg)
+    assert experiment.config is cfg and isinstance(cfg, dict)  # Snakemake's config stays the dict it filled
+    assert experiment["training"] is cfg["training"] and set(experiment) == set(cfg)
+    with pytest.raises(TypeError):
+        experiment["seed"] = 1  # read like the mapping, never written through
+    with pytest.raises(AttributeError):
+        experiment.finetune = ()
+    lora = experiment.run("viggo", "smollm2-135m", "lora")
+    assert lora in experiment.finetune and experiment.run("viggo", "smollm2-135m", "baseline").is_baseline
+    assert experiment.evaluated == tuple(r for r in experiment.finetune if r.evaluate) + experiment.baselines
+
+
+@pytest.mark.parametrize(
+    ("run", "finetuned", "message"),
+    [
+        ("dora", False, "no finetune experiment trains viggo/smollm2-135m/dora; add it to experiments.finetune."),
+        (
+            "baseline",
+            True,
+            "no finetune experiment trains viggo/smollm2-135m/baseline; add it to experiments.finetune.",
+        ),
+        (
+            "baseline-stepwise",
+            False,
+            "no baseline experiment evaluates viggo/smollm2-135m/baseline-stepwise; add it to experiments.baselines.",
+        ),
+    ],
+)
+def test_a_run_the_experiment_lacks_is_one_sentence_naming_the_list_to_add_it_to(demo, run, finetuned, message):
+    experiment = tb_config.validate(copy.deepcopy(demo))
+    with pytest.raises(ConfigError) as info:
+        experiment.run("viggo", "smollm2-135m", run, finetuned=finetuned)
+    assert str(info.value) == message
+
+
 def test_experiment_overrides_only_what_they_name(repo_root):
     cfg = tb_config.load(repo_root / "config" / "demo.yaml")
-    run = tb_config.find_finetune(cfg, "viggo", "smollm2-135m", "qlora")
+    run = cfg.run("viggo", "smollm2-135m", "qlora", finetuned=True)
     assert run.training["epochs"] == 1  # the override
     assert cfg["training"]["epochs"] == 2 != 10  # the top level differs from the schema default ...
     assert run.training["batch_size"] == cfg["training"]["batch_size"] == 2  # ... and is kept where not overridden
     assert run.training["batching"] == "packing"
-    assert tb_config.find_finetune(cfg, "viggo", "smollm2-135m", "lora").training["epochs"] == 2
+    assert cfg.run("viggo", "smollm2-135m", "lora", finetuned=True).training["epochs"] == 2
 
 
 YAML_ERRORS = [

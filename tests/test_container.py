@@ -180,7 +180,7 @@ def test_the_container_key_takes_a_versioned_image_or_a_sif_file(demo_config, im
     from tunebench import config as tb_config
     from tunebench.util.errors import ConfigError
 
-    config = copy.deepcopy(demo_config)
+    config = copy.deepcopy(demo_config.config)
     config["container"] = image
     if accepted:
         assert tb_config.validate(config)["container"] == image

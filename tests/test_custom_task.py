@@ -126,6 +126,22 @@ def base_config(section: dict, name: str = "tickets") -> dict:
     }
 
 
+def test_a_declared_tasks_own_label_names_it_in_the_outputs_of_its_experiment_only(tmp_path):
+    from tunebench.results import labels, plan
+
+    path = tmp_path / "tickets.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in ticket_rows(20)))
+    first = tb_config.validate(base_config(declared(path, label="Support tickets")))
+    second = tb_config.validate(base_config(declared(path, label="Helpdesk"), name="tickets"))
+    # Validating a second config leaves the first experiment's tasks as they were: no registry is shared.
+    assert (
+        labels.task("tickets", first.tasks) == "Support tickets" and labels.task("tickets", second.tasks) == "Helpdesk"
+    )
+    caption = plan(first).output("figure", "tickets_accuracy").caption
+    assert caption.startswith("Support tickets, one panel per metric.")
+    assert "tickets" not in tasks.names()
+
+
 def test_a_jsonl_task_goes_through_the_manifest(tmp_path):
     path = tmp_path / "tickets.jsonl"
     lines = [json.dumps(row) for row in ticket_rows(60)] + [
@@ -135,7 +151,9 @@ def test_a_jsonl_task_goes_through_the_manifest(tmp_path):
     ]
     path.write_text("\n".join(lines) + "\n")
     config = tb_config.validate(base_config(declared(path)))
-    assert "tickets" in tasks.names() and "tickets" in tasks.scored() and tasks.label("tickets") == "Tickets"
+    known = config.tasks
+    assert "tickets" in known.names() and "tickets" in known.scored() and known.label("tickets") == "Tickets"
+    assert "tickets" not in tasks.names()  # the experiment holds the declared task; no registry is filled
     prepared, manifest = dataset.prepare("tickets", config)
     written = dataset.write(tmp_path / "out", prepared, manifest)
     assert written["bad_rows"] == {str(path): {"line is not valid JSON": 1, "missing fields": 1, "missing text": 1}}
@@ -144,7 +162,7 @@ def test_a_jsonl_task_goes_through_the_manifest(tmp_path):
     row = prepared.splits["train"][0]
     assert row["prompt"].startswith("Ticket: Order ") and json.loads(row["answer"])["order"] >= 100
     assert "carved" in written["notes"][0]
-    task = tasks.get("tickets")
+    task = known.get("tickets")
     messages = task.baseline_messages(prepared.splits["test"][0], prepared.splits["train"], "default", {})
     assert messages[0] == {"role": "system", "content": "Extract the ticket's fields as JSON."}
     assert [m["role"] for m in messages[1:]] == ["user", "assistant", "user", "assistant", "user"]
@@ -350,6 +368,6 @@ def test_data_export_and_score_take_a_declared_task_like_a_built_in_one(tmp_path
     assert scored["task"] == "tickets" and scored["n"] == 3
     assert scored["metrics"]["fields_exact"] == pytest.approx(2 / 3) and scored["metrics"]["key_set"] == 1.0
 
-    tasks.configure({})  # a process that never read the config does not know the task
+    # Without the config that declares it, the task is unknown: nothing of the run above is left behind.
     assert cli.main(["score", "tickets", str(predictions)]) == 2
     assert "unknown task 'tickets'" in capsys.readouterr().err

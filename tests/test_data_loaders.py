@@ -94,9 +94,9 @@ def test_gsm8k_from_the_mirror(paper):
 
 
 def test_gsm8k_calculator_notes_can_be_stripped(paper):
-    cfg = json.loads(json.dumps(paper))
+    cfg = json.loads(json.dumps(paper.config))
     cfg["tasks"]["gsm8k"]["strip_calculator_notes"] = True
-    prepared, manifest = dataset.prepare("gsm8k", cfg)
+    prepared, manifest = dataset.prepare("gsm8k", config.validate(cfg))
     assert not any(
         "<<" in row["completion"] or ">>" in row["completion"] for rows in prepared.splits.values() for row in rows
     )
@@ -129,9 +129,9 @@ def test_sql_from_the_mirror_sample(paper):
             assert row["question"] in row["prompt"] and row["context"] in row["prompt"]
             assert not sql.compares_varchar_with_number(row["answer"], sql.schema_of(row["context"]))
     # The switch keeps them.
-    cfg = json.loads(json.dumps(paper))
+    cfg = json.loads(json.dumps(paper.config))
     cfg["tasks"]["sql"]["drop_varchar_numeric"] = False
-    _, kept = dataset.prepare("sql", cfg)
+    _, kept = dataset.prepare("sql", config.validate(cfg))
     assert sum(kept["rows"].values()) == 2410
     assert [f["name"] for f in kept["filters"]] == ["duplicate"]
 

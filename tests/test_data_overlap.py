@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tunebench import config
+from tunebench import config, tasks
 from tunebench.commands import cli
 from tunebench.results import paper
 from tunebench.stages import dataset
@@ -121,7 +121,7 @@ def test_the_papers_data_table_shows_the_counts(mirror, tmp_path, monkeypatch):
     leaky, _ = _leaky_mirror(mirror, tmp_path)
     _run(tmp_path, leaky, "drop")
     manifests = paper.read_manifests(tmp_path, ["drop"])
-    text = paper.data_tex({"viggo": manifests["drop"]})
+    text = paper.data_tex({"viggo": manifests["drop"]}, tasks.BUILT_IN)
     row = next(line for line in text.splitlines() if line.startswith("ViGGO &"))
     # Rows train / validation / test, malformed, repeats, inputs in test, dropped.
     assert row == r"ViGGO & 5,096 & 714 & 1,083 & 0 & 10 & 20 & 30 \\"

@@ -123,7 +123,7 @@ def test_a_baseline_writes_every_test_row_and_metrics_by_the_contract(config, pr
     assert (
         generated["settings_hash"] == metrics["generation_hash"] == tb_digests.generate_hash(config, task, "tiny", run)
     )
-    assert metrics["code"]["score"] == tb_digests.score_code(task) and metrics["code"]["version"]
+    assert metrics["code"]["score"] == tb_digests.score_code(config.tasks.get(task)) and metrics["code"]["version"]
     rows = data.read_split(prepared / task, "test")
     train = data.read_split(prepared / task, "train")
     predictions = read_predictions(tmp_path)
@@ -163,7 +163,7 @@ def test_gold_completions_score_perfectly_through_the_same_plumbing(config, prep
         spec = tb_evaluate.resolve(config, task, "tiny", "baseline")
         rows = data.read_split(prepared / task, "test")
         gold = [tb_evaluate.generation_record(row, Generation(row["completion"], 10, 5, "end_token")) for row in rows]
-        records = scoring.predictions(task, rows, gold, scoring.scorer_options(config, task))
+        records = scoring.predictions(config.tasks.get(task), rows, gold, scoring.scorer_options(config, task))
         facts = {"max_new_tokens": 6, "settings_hash": tb_digests.generate_hash(config, task, "tiny", "baseline")}
         summary = scoring.summary(spec, records, config, facts)
         scorable = [r for r in records if None not in r["verdict"].values()]
@@ -175,10 +175,12 @@ def test_gold_completions_score_perfectly_through_the_same_plumbing(config, prep
 def test_predictions_are_the_same_at_any_batch_size(config, prepared, loaded, tmp_path):
     outputs = []
     for batch_size in (1, 5):
-        settings = dict(
-            config,
-            evaluation=dict(config["evaluation"], batch_size=batch_size),
-            tasks=dict(config["tasks"], multiplication=dict(config["tasks"]["multiplication"], max_new_tokens=12)),
+        settings = tb_config.validate(
+            dict(
+                config,
+                evaluation=dict(config["evaluation"], batch_size=batch_size),
+                tasks=dict(config["tasks"], multiplication=dict(config["tasks"]["multiplication"], max_new_tokens=12)),
+            )
         )
         out = tmp_path / str(batch_size)
         tb_evaluate.evaluate(
@@ -198,9 +200,9 @@ def test_the_command_evaluates_a_fine_tuned_lora_checkpoint(tokenizer_dir, mirro
     settings = eval_config(tokenizer_dir, mirror)
     data_dir = write_data(tmp_path / "data", train=8, validation=4, test=3)
     train_dir = tmp_path / "train" / "lora"
-    train_in_process(settings, "lora", train_dir, data_dir)
+    train_in_process(settings.config, "lora", train_dir, data_dir)
     config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(settings))
+    config_file.write_text(yaml.safe_dump(settings.config))
     out = tmp_path / "eval"
     result = subprocess.run(
         [
@@ -267,7 +269,7 @@ def test_the_test_split_is_cut_to_the_configured_limit(config, tmp_path):
 
 def test_user_errors_end_in_one_sentence(config, prepared, loaded, tmp_path, capsys):
     config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config))
+    config_file.write_text(yaml.safe_dump(config.config))
     common = [
         "evaluate",
         "--config",
@@ -294,9 +296,11 @@ def test_user_errors_end_in_one_sentence(config, prepared, loaded, tmp_path, cap
         tb_evaluate.evaluate(
             config, "multiplication", "tiny", "baseline", data_dir=tmp_path / "nowhere", out_dir=tmp_path, loaded=loaded
         )
-    too_long = dict(
-        config,
-        tasks=dict(config["tasks"], multiplication=dict(config["tasks"]["multiplication"], max_new_tokens=100_000)),
+    too_long = tb_config.validate(
+        dict(
+            config,
+            tasks=dict(config["tasks"], multiplication=dict(config["tasks"]["multiplication"], max_new_tokens=100_000)),
+        )
     )
     with pytest.raises(ConfigError, match="context of 2048 tokens"):
         tb_evaluate.evaluate(
@@ -346,7 +350,7 @@ def test_a_qlora_checkpoint_decodes_the_same_at_any_batch_size(kernel, tokenizer
 def test_an_unreachable_hub_model_is_one_sentence_naming_the_key(config, prepared, tmp_path):
     """The baseline's chat source names a hub model that cannot be fetched (offline here, as on a cluster
     node without network): exit status 2 and one sentence, not transformers' 90-line traceback."""
-    broken = json.loads(json.dumps(config))
+    broken = json.loads(json.dumps(config.config))
     broken["models"]["tiny"]["chat"] = {"hub": "no-such-org/no-such-model", "revision": None}
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(broken))

@@ -180,7 +180,7 @@ def test_decoder_and_batch_size_come_from_the_config(tokenizer_dir):  # noqa: F8
     config = tb_config.validate(config)
     assert evaluate.decoder(config) == ("generate" if torch.cuda.is_available() else "batch_invariant")
     assert evaluate.eval_batch_size(config, "tiny") == 3
-    other = copy.deepcopy(config)
+    other = copy.deepcopy(config.config)
     other["evaluation"].update(decoder="generate", batch_sizes={})
     assert evaluate.decoder(other) == "generate" and evaluate.eval_batch_size(other, "tiny") == 8
     assert models.max_memory(_config(tokenizer_dir, config["models"]["tiny"]["base"], {"0": "70GiB", "cpu": 10})) == {

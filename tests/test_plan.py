@@ -48,7 +48,7 @@ def test_the_fit_of_a_training_job_is_its_methods_own_estimate(paper_config, mon
     """fit builds the model and the backend's layout and asks the method; it decides nothing by method."""
     from tunebench.stages.train import methods
 
-    lora = next(run for run in tb_config.finetune_runs(paper_config) if run.method == "lora")
+    lora = next(run for run in paper_config.finetune if run.method == "lora")
     run = dataclasses.replace(lora, method=method, run=method)
     asked = []
 
@@ -57,7 +57,7 @@ def test_the_fit_of_a_training_job_is_its_methods_own_estimate(paper_config, mon
         return 1.0, 2.0, f"{self.name}'s estimate"
 
     monkeypatch.setattr(type(methods.get(method)), "memory", memory)
-    rows = tb_config.resources(paper_config, "train", run.model, method)
+    rows = paper_config.resources("train", run.model, method)
     assert tb_plan.train_estimate(paper_config, run, rows) == (1.0, 2.0, f"{method}'s estimate")
     ((name, layout),) = asked
     assert name == method and (layout.processes_per_node, layout.nodes) == (rows["processes_per_node"], rows["nodes"])
@@ -73,9 +73,9 @@ def _plan(config_path: Path) -> subprocess.CompletedProcess:
 def test_the_paper_matrix_fits_its_declared_hardware(repo_root, paper_config):
     result = _plan(repo_root / "config" / "config.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
-    finetune = tb_config.finetune_runs(paper_config)
+    finetune = paper_config.finetune
     evaluated = {(r.task, r.model, r.run) for r in finetune if r.evaluate} | {
-        (r.task, r.model, r.run) for r in tb_config.baseline_runs(paper_config)
+        (r.task, r.model, r.run) for r in paper_config.baselines
     }
     rows = [line for line in result.stdout.splitlines() if line.startswith(("train ", "evaluate "))]
     assert len(rows) == len(finetune) + len(evaluated)
@@ -111,7 +111,7 @@ def test_70b_full_on_one_node_is_refused_one_sentence_per_job(repo_root, tmp_pat
 
 
 def test_an_evaluation_that_spills_off_its_gpus_is_refused(paper_config):
-    edited = yaml.safe_load(yaml.safe_dump(paper_config))
+    edited = yaml.safe_load(yaml.safe_dump(paper_config.config))
     edited["experiments"] = {"finetune": [], "baselines": [{"task": "viggo", "models": ["llama2-70b"]}]}
     config = tb_config.validate(edited)
     config["resources"]["evaluate"]["70B"].update(gpu=2, gpu_model="a10g")

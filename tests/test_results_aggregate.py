@@ -53,24 +53,24 @@ def _metrics_doc(run, stage, values: dict, n: int, prompt_tokens: float, fmt: st
     }
 
 
-def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
+def write_synthetic(config: tb_config.Experiment, results: Path, seed: int = 0) -> None:
     """Contract-shaped metrics.json, run.json, best.json and history.jsonl for every run of ``config``."""
     rng = random.Random(seed)
     baseline_values = {}
-    for run in tb_config.baseline_runs(config):
-        task = tb_tasks.get(run.task)
+    for run in config.baselines:
+        task = config.tasks.get(run.task)
         values = {m: round(rng.uniform(0.05, 0.45), 4) for m in task.metrics}
         baseline_values.setdefault((run.task, run.model), values)
         n = (config["tasks"].get(run.task, {}).get("limit") or {}).get("test") or 100
         doc = _metrics_doc(run, "baseline", values, n, rng.uniform(600, 1200), "chat", run.variant)
         doc[tb_digests.KEY] = tb_digests.score_hash(config, run.task, run.model, run.run)
-        doc["code"] = scoring.code_record(run.task)
+        doc["code"] = scoring.code_record(config.tasks.get(run.task))
         folder = results / "eval" / run.task / run.model / run.run
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(doc))
         write_predictions(folder, run.task, values, n)
     finetuned_values = {}
-    for run in tb_config.finetune_runs(config):
+    for run in config.finetune:
         epochs = run.training["epochs"]
         folder = results / "train" / run.task / run.model / run.run
         folder.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
                 }
             )
         )
-        processes = tb_config.resources(config, "train", run.model, run.method)["processes"]
+        processes = config.resources("train", run.model, run.method)["processes"]
         (folder / "run.json").write_text(
             json.dumps(
                 {
@@ -131,7 +131,7 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
         )
         if not run.evaluate:
             continue
-        task = tb_tasks.get(run.task)
+        task = config.tasks.get(run.task)
         base = baseline_values.get((run.task, run.model), {m: 0.1 for m in task.metrics})
         values = {m: round(min(0.98, v + rng.uniform(0.2, 0.5)), 4) for m, v in base.items()}
         if run.init_from:
@@ -142,7 +142,7 @@ def write_synthetic(config: dict, results: Path, seed: int = 0) -> None:
         n = (config["tasks"].get(run.task, {}).get("limit") or {}).get("test") or 100
         doc = _metrics_doc(run, run.stage, values, n, rng.uniform(40, 120), run.format, None)
         doc[tb_digests.KEY] = tb_digests.score_hash(config, run.task, run.model, run.run)
-        doc["code"] = scoring.code_record(run.task)
+        doc["code"] = scoring.code_record(config.tasks.get(run.task))
         folder = results / "eval" / run.task / run.model / run.run
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(doc))
@@ -160,8 +160,8 @@ def write_predictions(folder: Path, task: str, values: dict, n: int) -> None:
 def test_one_row_per_run_and_metric_with_run_facts(demo_config, tmp_path):
     write_synthetic(demo_config, tmp_path)
     metrics, curves = aggregate.write(demo_config, tmp_path, tmp_path / "metrics.csv", tmp_path / "curves.csv")
-    expected = sum(len(tb_tasks.get(r.task).metrics) for r in tb_config.baseline_runs(demo_config))
-    expected += sum(len(tb_tasks.get(r.task).metrics) for r in tb_config.finetune_runs(demo_config) if r.evaluate)
+    expected = sum(len(tb_tasks.get(r.task).metrics) for r in demo_config.baselines)
+    expected += sum(len(tb_tasks.get(r.task).metrics) for r in demo_config.finetune if r.evaluate)
     assert len(metrics) == expected
     assert not metrics.duplicated(["task", "model", "size", "method", "stage", "run", "metric"]).any()
     assert set(metrics["stage"]) == {"baseline", "finetuned", "two_stage"}
@@ -199,7 +199,7 @@ def test_one_row_per_run_and_metric_with_run_facts(demo_config, tmp_path):
         check_dtype=False,
     )
 
-    runs = {(r.task, r.run) for r in tb_config.finetune_runs(demo_config)}
+    runs = {(r.task, r.run) for r in demo_config.finetune}
     assert set(zip(curves["task"], curves["run"])) == runs
     selected = curves[curves["selected"]]
     assert len(selected) == len(runs)
@@ -270,7 +270,7 @@ def test_outputs_made_under_other_settings_are_not_mixed(demo_config, tmp_path):
     results stage refuses them in one sentence instead of tabulating them next to current ones."""
     write_synthetic(demo_config, tmp_path)
     aggregate.collect_metrics(demo_config, tmp_path)  # consistent: accepted
-    edited = tb_config.validate(json.loads(json.dumps(demo_config)))
+    edited = tb_config.validate(json.loads(json.dumps(demo_config.config)))
     edited["tasks"]["viggo"]["limit"]["train"] -= 1
     with pytest.raises(DataError) as caught:
         aggregate.collect_metrics(edited, tmp_path)

@@ -35,8 +35,9 @@ def decided(root: Path) -> pd.DataFrame:
 def demo_results(demo_config, tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     metrics, curves = build_results(demo_config, root)
-    tables.write_all(plan(demo_config).of("table"), metrics, root / "tables", decided(root))
-    figures.write_all(plan(demo_config).of("figure"), metrics, curves, root / "figures", decided(root))
+    known = demo_config.tasks
+    tables.write_all(plan(demo_config).of("table"), metrics, root / "tables", decided(root), known=known)
+    figures.write_all(plan(demo_config).of("figure"), metrics, curves, root / "figures", decided(root), known=known)
     return root, metrics, curves
 
 
@@ -132,7 +133,8 @@ def test_figures_are_written_and_reproducible(demo_config, demo_results, tmp_pat
     for name in plan(demo_config).figures:
         for ext in ("png", "pdf"):
             assert (root / "figures" / f"{name}.{ext}").stat().st_size > 10_000, (name, ext)
-    again = figures.write_all([plan(demo_config).output("figure", "viggo_accuracy")], metrics, curves, tmp_path)
+    chosen = [plan(demo_config).output("figure", "viggo_accuracy")]
+    again = figures.write_all(chosen, metrics, curves, tmp_path, known=demo_config.tasks)
     assert [p.read_bytes() for p in again] == [(root / "figures" / p.name).read_bytes() for p in again]
 
 
@@ -140,9 +142,9 @@ def test_learning_curve_panels_show_whole_epochs_and_colour_each_star(demo_confi
     _, _, curves = demo_results
     # Some runs stop after one epoch: their panels must still show epochs 1..N, not fractions of one.
     assert (curves.groupby(["task", "run"])["epoch"].max() == 1).any()
-    fig = figures.learning_curves(curves)
+    fig = figures.learning_curves(curves, demo_config.tasks)
     last = int(curves["epoch"].max())
-    task_of = {labels.task(t): t for t in curves["task"].unique()}
+    task_of = {labels.task(t, demo_config.tasks): t for t in curves["task"].unique()}
     panels = [ax for ax in fig.axes if ax.get_title() in task_of]
     assert len(panels) == len(task_of)
     for ax in panels:
@@ -160,7 +162,12 @@ def test_learning_curve_panels_show_whole_epochs_and_colour_each_star(demo_confi
 def test_figures_of_the_paper_matrix(paper_config, tmp_path):
     metrics, curves = build_results(paper_config, tmp_path, seed=5)
     written = figures.write_all(
-        plan(paper_config).of("figure"), metrics, curves, tmp_path / "figures", decided(tmp_path)
+        plan(paper_config).of("figure"),
+        metrics,
+        curves,
+        tmp_path / "figures",
+        decided(tmp_path),
+        known=paper_config.tasks,
     )
     assert len(written) == 2 * len(plan(paper_config).figures)
 
@@ -193,7 +200,11 @@ def test_a_changed_metric_changes_the_table_and_the_paper_text(demo_config, demo
     path.write_text(json.dumps(doc))
     metrics, _ = aggregate.write(demo_config, root, root / "metrics.csv", root / "learning_curves.csv")
     tables.write_all(
-        plan(demo_config).of("table"), aggregate.read_metrics(root / "metrics.csv"), root / "tables", decided(root)
+        plan(demo_config).of("table"),
+        aggregate.read_metrics(root / "metrics.csv"),
+        root / "tables",
+        decided(root),
+        known=demo_config.tasks,
     )
     after_table = (root / "tables" / "viggo.md").read_text()
     after_paper = _paper_text(demo_config, root, tmp_path / "build")
@@ -311,8 +322,8 @@ def test_awkward_results_still_give_every_output(tmp_path):
     metrics = aggregate.read_metrics(tmp_path / "metrics.csv")
     curves = aggregate.read_curves(tmp_path / "learning_curves.csv")
     chosen = plan(config)
-    tables.write_all(chosen.of("table"), metrics, tmp_path / "tables", decided(tmp_path))
-    figures.write_all(chosen.of("figure"), metrics, curves, tmp_path / "figures", decided(tmp_path))
+    tables.write_all(chosen.of("table"), metrics, tmp_path / "tables", decided(tmp_path), known=config.tasks)
+    figures.write_all(chosen.of("figure"), metrics, curves, tmp_path / "figures", decided(tmp_path), known=config.tasks)
     assert "| tiny-llama | LoRA | 8 | 8 | – | – | – |" in (tmp_path / "tables" / "sql.md").read_text()
     text = _paper_text(config, tmp_path, tmp_path / "build")
     assert "Full reaches 0.0\\,\\%" in text
@@ -323,7 +334,7 @@ def test_the_csv_holds_the_numbers_the_markdown_shows(paper_config, tmp_path):
     metrics, _ = build_results(paper_config, tmp_path, seed=5)
     chosen = plan(paper_config)
     for output in [chosen.output("table", task) for task in chosen.tasks] + [chosen.output("table", "main")]:
-        table = tables.build(output, metrics)
+        table = tables.build(output, metrics, known=paper_config.tasks)
         csv, text = table.csv_frame(), table.text()
         for column in table.columns:
             if column.best or column.header == "Value (%)":

@@ -91,13 +91,13 @@ def test_a_task_defined_in_one_module_is_configured_prepared_scored_and_labelled
     config = _config({"limit": {"train": 3}})
     assert config["tasks"]["echo"]["rows"] == 12 and config["tasks"]["echo"]["limit"]["train"] == 3  # defaults filled
     assert tasks.built_in()[-1] == "echo" and "echo" in tasks.scored()
-    assert echo.metrics == METRICS and labels.task("echo") == "Echo"
+    assert echo.metrics == METRICS and labels.task("echo", tasks.BUILT_IN) == "Echo"
     assert echo.score(" w1 ", {"answer": "w1"}) == {"echoed": True, "same_length": True}
     assert echo.score("w22", {"answer": "w1"}) == {"echoed": False, "same_length": False}
     assert echo.score("  ", {"answer": "w1"}) == {"echoed": None, "same_length": None}
     prepared, manifest = dataset.prepare("echo", config)
     assert [len(prepared.splits[split]) for split in ("train", "validation", "test")] == [3, 4, 4]
-    assert [run.run for run in tb_config.finetune_runs(config)] == ["lora"]
+    assert [run.run for run in config.finetune] == ["lora"]
 
 
 def test_a_tasks_own_section_is_checked_by_the_schema(echo):

@@ -43,7 +43,7 @@ def train_and_evaluate(folder: Path, tokenizer_dir: Path, tracking_section: dict
     config["models"]["tiny"]["base"]["random_llama"] = dict(TINY_LLAMA, max_position_embeddings=2048)
     config["tracking"] = tracking_section
     folder.mkdir()
-    (folder / "config.yaml").write_text(yaml.safe_dump(tb_config.validate(config)))
+    (folder / "config.yaml").write_text(yaml.safe_dump(tb_config.validate(config).config))
     data = write_data(folder / "data", train=16, validation=4, test=3)
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, "config.yaml", str(data)],

@@ -84,3 +84,52 @@ def test_a_resume_state_belongs_to_the_training_code_that_saved_it(tokenizer_dir
     # An edit to the training loop changes its code hash; a state saved before the edit is then discarded.
     monkeypatch.setattr(tb_job.tb_digests, "train_code", lambda task: "0" * 16)
     assert tb_job.fingerprint(job) != before
+
+
+#: config.json's keys in their order: the settings hash and the resume fingerprint are taken over them.
+CONFIG_JSON = (
+    "task",
+    "model",
+    "method",
+    "run",
+    "format",
+    "stage",
+    "seed",
+    "base_source",
+    "training",
+    "method_settings",
+    "init_from",
+    "init_checkpoint",
+    "nodes",
+    "processes",
+    "threads_per_node",
+    "accelerate_config",
+    "launch",
+    "data",
+    "settings_hash",
+)
+
+
+@pytest.mark.parametrize("run", ["lora-seed7", "full"])
+def test_a_jobs_config_json_reads_the_run_and_rebuilds_the_same_job(tokenizer_dir, tmp_path, run):
+    from tunebench.stages.train import job as tb_job
+
+    config = tiny_config(tokenizer_dir, seeds=[7])
+    job = resolved(config, run, tmp_path / run, write_data(tmp_path / "data"))
+    written = json.loads(json.dumps(job.to_dict()))
+    launched = ("launcher",) if run == "full" else ()  # full fine-tuning always runs under its launcher
+    assert tuple(written) == CONFIG_JSON + launched
+    spec = job.spec
+    assert [written[key] for key in ("task", "model", "method", "run", "format", "stage")] == [
+        spec.task,
+        spec.model,
+        spec.method,
+        spec.run,
+        spec.format,
+        spec.stage,
+    ]
+    assert written["seed"] == spec.training["seed"] == (7 if run == "lora-seed7" else 42)
+    assert written["training"]["dtype_requested"] == "float32" and written["init_from"] is None
+    # The job's own fields, read back from config.json beside its run, give the same document.
+    own = {key: written[key] for key in written if key not in (*CONFIG_JSON[:7], "init_from")}
+    assert tb_job.Job(spec=spec, definition=job.definition, **own).to_dict() == written

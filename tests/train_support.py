@@ -69,7 +69,8 @@ def write_data(directory: Path, train: int = 8, validation: int = 4, test: int =
 
 
 def tiny_config(tokenizer_dir: Path, training: dict | None = None, **entry) -> dict:
-    """A validated config with the tiny model and one finetune entry (all three methods unless given)."""
+    """A validated config (the mapping, to edit or write out) with the tiny model and one finetune entry (all three
+    methods unless given)."""
     from tunebench import config as tb_config
 
     finetune = {"task": "multiplication", "models": ["tiny"], "methods": ["full", "lora", "qlora"]}
@@ -106,7 +107,7 @@ def tiny_config(tokenizer_dir: Path, training: dict | None = None, **entry) -> d
             "experiments": {"finetune": [finetune]},
             "resources": {"train": {"tiny": {"full": {"processes": 2}}}},
         }
-    )
+    ).config
 
 
 def write_config(path: Path, config: dict) -> Path:
@@ -114,11 +115,13 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
-def resolved(config: dict, run: str, out_dir: Path, data_dir: Path, task: str = "multiplication") -> dict:
+def resolved(config, run: str, out_dir: Path, data_dir: Path, task: str = "multiplication"):
+    """The run's training job under ``config``: an experiment, or a mapping validated here."""
     from tunebench import config as tb_config
     from tunebench.stages.train import job
 
-    return job.resolve(tb_config.validate(config), task, "tiny", run, out_dir, data_dir)
+    experiment = config if isinstance(config, tb_config.Experiment) else tb_config.validate(config)
+    return job.resolve(experiment, task, "tiny", run, out_dir, data_dir)
 
 
 def train_in_process(config: dict, run: str, out_dir: Path, data_dir: Path, task: str = "multiplication") -> dict:

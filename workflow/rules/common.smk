@@ -10,7 +10,6 @@ from tunebench.machinery import cluster as tb_cluster
 from tunebench import config as tb_config
 from tunebench.config import digests as tb_digests
 from tunebench.machinery import fit as tb_fit
-from tunebench import tasks as tb_tasks
 from tunebench.tasks import custom as tb_custom_tasks
 from tunebench.results import claims as tb_claims
 from tunebench.results import paper as tb_paper
@@ -22,10 +21,11 @@ from tunebench.util.errors import ConfigError
 # enter), names a wrong key in one sentence and checks the rules a schema cannot state.
 # The config files are read once more by tunebench's loader, which Snakemake's does not replace: it
 # refuses duplicate keys (Snakemake's keeps the last silently) and names file and line of an error.
+# Validation returns the experiment (runs, tasks, resources) that every helper below reads.
 try:
     for _path in workflow.overwrite_configfiles or workflow.configfiles:
         tb_config.read_yaml(Path(_path))
-    tb_config.validate(config)
+    EXPERIMENT = tb_config.validate(config)
 except ConfigError as error:
     sys.exit(f"tunebench: {error}")
 
@@ -87,38 +87,42 @@ shell.prefix(SHELL_PREFIX)
 
 
 def train_settings_hash(wildcards):
-    return tb_digests.train_hash(config, wildcards.task, wildcards.model, wildcards.run)
+    return tb_digests.train_hash(
+        EXPERIMENT, wildcards.task, wildcards.model, wildcards.run
+    )
 
 
 def generate_settings_hash(wildcards):
     return tb_digests.generate_hash(
-        config, wildcards.task, wildcards.model, wildcards.run
+        EXPERIMENT, wildcards.task, wildcards.model, wildcards.run
     )
 
 
 def score_settings_hash(wildcards):
-    return tb_digests.score_hash(config, wildcards.task, wildcards.model, wildcards.run)
+    return tb_digests.score_hash(
+        EXPERIMENT, wildcards.task, wildcards.model, wildcards.run
+    )
 
 
 def score_stamp(wildcards):
     return tb_digests.score_stamp(
-        config, wildcards.task, wildcards.model, wildcards.run
+        EXPERIMENT, wildcards.task, wildcards.model, wildcards.run
     )
 
 
-FINETUNE = tb_config.finetune_runs(config)
-BASELINES = tb_config.baseline_runs(config)
+FINETUNE = EXPERIMENT.finetune
+BASELINES = EXPERIMENT.baselines
 DATA_TASKS = sorted(
     {run.task for run in FINETUNE}
     | {run.task for run in BASELINES}
     | {run.init_from[0] for run in FINETUNE if run.init_from}
 )
-EVALUATED = [run for run in FINETUNE if run.evaluate] + BASELINES
+EVALUATED = EXPERIMENT.evaluated
 
 
 # Settings stamps (workflow/rules/settings.smk): one per job, named after its digest, and an input of it.
 # The same digest is also each rule's param (Snakemake's params trigger) and is recorded in the outputs.
-RESULTS_STAMP = tb_digests.results_stamp(config)
+RESULTS_STAMP = tb_digests.results_stamp(EXPERIMENT)
 STAMP_COMMAND = (
     "rm -f $(dirname {output})/*.json $(dirname {log})/*.log;"
     " printf '%s\\n' {params.stamp:q} > {output};"
@@ -127,11 +131,11 @@ STAMP_COMMAND = (
 
 
 def stamp_text(settings):
-    """A params function: the stamp's text, from ``settings(config, *the job's wildcards)``, the digest last."""
+    """A params function: the stamp's text, from ``settings(EXPERIMENT, *the job's wildcards)``, the digest last."""
 
     def text(wildcards):
         *job, name = wildcards
-        return tb_digests.stamp_text(settings(config, *job), name)
+        return tb_digests.stamp_text(settings(EXPERIMENT, *job), name)
 
     text.__name__ = f"{settings.__name__}_stamp"
     return text
@@ -144,16 +148,14 @@ def check_fit():
     gpu_jobs = [
         run
         for run in FINETUNE
-        if tb_config.resources(config, "train", run.model, run.method)["gpu"]
+        if EXPERIMENT.resources("train", run.model, run.method)["gpu"]
     ]
     gpu_jobs += [
-        run
-        for run in EVALUATED
-        if tb_config.resources(config, "evaluate", run.model)["gpu"]
+        run for run in EVALUATED if EXPERIMENT.resources("evaluate", run.model)["gpu"]
     ]
     if not gpu_jobs:
         return
-    refused = [fit.refusal() for fit in tb_fit.plan(config) if fit.problems]
+    refused = [fit.refusal() for fit in tb_fit.plan(EXPERIMENT) if fit.problems]
     if refused:
         sys.exit("tunebench: " + " ".join(refused))
 
@@ -163,7 +165,7 @@ onstart:
 
 
 wildcard_constraints:
-    task="|".join(tb_tasks.names()),
+    task="|".join(EXPERIMENT.tasks.names()),
     model="[a-z0-9][a-z0-9._-]*",
     run="[a-z0-9_]+(-[a-z0-9_]+)?",
     split="train|validation|test",
@@ -187,8 +189,8 @@ def eval_dir(run):
 
 
 def finetune_run(wildcards):
-    return tb_config.find_finetune(
-        config, wildcards.task, wildcards.model, wildcards.run
+    return EXPERIMENT.run(
+        wildcards.task, wildcards.model, wildcards.run, finetuned=True
     )
 
 
@@ -197,7 +199,7 @@ def train_inputs(wildcards):
     run = finetune_run(wildcards)
     inputs = {
         "data": data_files(run.task),
-        "settings": tb_digests.train_stamp(config, run.task, run.model, run.run),
+        "settings": tb_digests.train_stamp(EXPERIMENT, run.task, run.model, run.run),
     }
     if run.init_from:
         first_task, first_run = run.init_from
@@ -208,7 +210,7 @@ def train_inputs(wildcards):
 def job_rows(kind, wildcards):
     """The job's row of resources.train (per method) or resources.evaluate."""
     method = finetune_run(wildcards).method if kind == "train" else None
-    return tb_config.resources(config, kind, wildcards.model, method, wildcards.task)
+    return EXPERIMENT.resources(kind, wildcards.model, method, wildcards.task)
 
 
 def job_resource(kind, name, unset):
@@ -250,7 +252,7 @@ def generate_inputs(wildcards):
     inputs = {
         "data": data_files(wildcards.task),
         "settings": tb_digests.generate_stamp(
-            config, wildcards.task, wildcards.model, wildcards.run
+            EXPERIMENT, wildcards.task, wildcards.model, wildcards.run
         ),
     }
     if not tb_config.is_baseline(wildcards.run):
@@ -269,7 +271,7 @@ def train_summaries():
 
 
 # Tables and figures this config produces (tunebench.results.Output entries), known before any run has finished.
-RESULTS = results_plan(config)
+RESULTS = results_plan(EXPERIMENT)
 
 
 def train_records():
@@ -328,7 +330,7 @@ def report_figures():
 
 def claims_predictions():
     """The predictions every claim of the studies compares (see tunebench.results.claims)."""
-    return tb_claims.prediction_files(config)
+    return tb_claims.prediction_files(EXPERIMENT)
 
 
 def claims_input(wildcards):
@@ -372,13 +374,13 @@ def settings_stamps():
     alone), a missing stamp re-runs its job only where something asks for the stamp itself.
     """
     return (
-        [tb_digests.data_stamp(config, task) for task in DATA_TASKS]
+        [tb_digests.data_stamp(EXPERIMENT, task) for task in DATA_TASKS]
         + [
-            tb_digests.train_stamp(config, run.task, run.model, run.run)
+            tb_digests.train_stamp(EXPERIMENT, run.task, run.model, run.run)
             for run in FINETUNE
         ]
         + [
-            stamp(config, run.task, run.model, run.run)
+            stamp(EXPERIMENT, run.task, run.model, run.run)
             for run in EVALUATED
             for stamp in (tb_digests.generate_stamp, tb_digests.score_stamp)
         ]

@@ -22,7 +22,7 @@ rule paper:
         "results/logs/paper/paper.log",
     params:
         configfiles=CONFIGFILES,
-        settings=tb_digests.results_hash(config),
+        settings=tb_digests.results_hash(EXPERIMENT),
     shell:
         "tunebench paper --config {params.configfiles} --metrics {input.metrics} --curves {input.curves}"
         " --tables-dir results/tables --figures-dir results/figures --data-dir results/data"

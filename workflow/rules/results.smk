@@ -15,7 +15,7 @@ rule aggregate:
         "results/logs/results/aggregate.log",
     params:
         configfiles=CONFIGFILES,
-        settings=tb_digests.results_hash(config),
+        settings=tb_digests.results_hash(EXPERIMENT),
     shell:
         "tunebench aggregate --config {params.configfiles} --results results"
         " --out {output.metrics} --curves {output.curves} > {log} 2>&1"
@@ -31,7 +31,7 @@ rule claims:
         "results/logs/results/claims.log",
     params:
         configfiles=CONFIGFILES,
-        settings=tb_digests.results_hash(config),
+        settings=tb_digests.results_hash(EXPERIMENT),
     shell:
         "tunebench claims --config {params.configfiles} --results results --out {output} > {log} 2>&1"
 
@@ -47,7 +47,7 @@ rule tables:
         "results/logs/results/tables.log",
     params:
         configfiles=CONFIGFILES,
-        settings=tb_digests.results_hash(config),
+        settings=tb_digests.results_hash(EXPERIMENT),
     shell:
         "tunebench tables --config {params.configfiles} --metrics {input.metrics}"
         " --out-dir results/tables > {log} 2>&1"
@@ -65,7 +65,7 @@ rule figures:
         "results/logs/results/figures.log",
     params:
         configfiles=CONFIGFILES,
-        settings=tb_digests.results_hash(config),
+        settings=tb_digests.results_hash(EXPERIMENT),
     shell:
         "tunebench figures --config {params.configfiles} --metrics {input.metrics}"
         " --curves {input.curves} --out-dir results/figures > {log} 2>&1"

@@ -51,9 +51,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = tb_config.load(args.config) if args.config else tb_config.defaults()
-    if args.task not in tasks.names():
+    if args.task not in config.tasks.names():
         raise UserError(
-            f"unknown task {args.task!r}; name one of {', '.join(tasks.names())} or declare it under tasks in --config."
+            f"unknown task {args.task!r}; name one of {', '.join(config.tasks.names())} or declare it under tasks in "
+            "--config."
         )
     overrides = {}
     if args.rows is not None:

@@ -48,14 +48,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def task_of(split_file: Path) -> str:
+def task_of(split_file: Path, known: tasks.TaskSet) -> str:
     """The task named by the manifest that the data stage wrote beside ``split_file``."""
     manifest = split_file.parent / "manifest.json"
     try:
         task = json.loads(manifest.read_text(encoding="utf-8"))["task"]
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"cannot read the task from {manifest}; pass --task.") from None
-    if task not in tasks.names():
+    if task not in known.names():
         raise UserError(
             f"{manifest} names the task {task!r}, which is neither built in nor declared; pass its --config."
         )
@@ -63,11 +63,12 @@ def task_of(split_file: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = tb_config.load(args.config) if args.config else None  # its declared tasks join the registry
-    task = args.task or task_of(args.split_file)
-    if task not in tasks.names():
+    config = tb_config.load(args.config) if args.config else None
+    known = config.tasks if config else tasks.BUILT_IN
+    task = args.task or task_of(args.split_file, known)
+    if task not in known.names():
         raise UserError(
-            f"unknown task {task!r}; name one of {', '.join(tasks.names())} or declare it under tasks in a --config "
+            f"unknown task {task!r}; name one of {', '.join(known.names())} or declare it under tasks in a --config "
             "file."
         )
     tokenizer = None
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
         tokenizer = models.load_tokenizer(models.model_source(config, args.model, args.role))
     rows = data.read_rows(args.split_file)
-    exported = formats.export_openai(tasks.get(task), rows, args.format, tokenizer)
+    exported = formats.export_openai(known.get(task), rows, args.format, tokenizer)
     data.write_rows(args.out, exported)
     print(f"{task}: {len(exported)} rows of {args.split_file} in the {args.format} format written to {args.out}")
     return 0

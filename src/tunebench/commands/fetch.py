@@ -33,9 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = tb_config.load(args.config)
     hf_home = args.hf_home or config.get("hf_home")
-    needed = staging.items(
-        config, tb_config.finetune_runs(config), tb_config.baseline_runs(config), tb_config.data_mirror(config)
-    )
+    needed = staging.items(config, config.finetune, config.baselines, tb_config.data_mirror(config))
     done = staging.fetch(needed, hf_home)
     print(
         f"staged {len(done['cached']) + len(done['downloaded'])} items in {staging.hub_cache(hf_home)}: "

@@ -32,11 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    chosen = plan(tb_config.load(args.config)).named("figure", args.names)
+    experiment = tb_config.load(args.config)
+    chosen = plan(experiment).named("figure", args.names)
     draws = {output.draws for output in chosen}
     metrics = aggregate.read_metrics(args.metrics)
     curves = aggregate.read_curves(args.curves) if "learning_curves" in draws else None
     decided = claims.studies(claims.read(args.claims)) if "claims" in draws else None
-    written = figures.write_all(chosen, metrics, curves, args.out_dir, decided)
+    written = figures.write_all(chosen, metrics, curves, args.out_dir, decided, known=experiment.tasks)
     print(f"{len(written)} files in {args.out_dir}")
     return 0

@@ -84,15 +84,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def is_sql(task: str) -> bool:
+def is_sql(task: tasks.Task) -> bool:
     """Whether a task is scored by running SQL: the sql task, or a declared one with the sql_execution scorer."""
-    return task == "sql" or getattr(tasks.get(task), "section", {}).get("scorer") == "sql_execution"
+    return task.name == "sql" or getattr(task, "section", {}).get("scorer") == "sql_execution"
 
 
-def sql_options(args: argparse.Namespace) -> dict:
+def sql_options(args: argparse.Namespace, task: tasks.Task) -> dict:
     given = {"sql_databases": args.databases, "sql_timeout_s": args.timeout, "sql_executor": args.executor}
     given = {key: value for key, value in given.items() if value is not None}
-    if not is_sql(args.task):
+    if not is_sql(task):
         if given:
             raise UserError(f"--databases, --timeout and --executor apply to the sql task only, not to {args.task}.")
         return {}
@@ -103,7 +103,7 @@ def sql_options(args: argparse.Namespace) -> dict:
     return {**sql_defaults(), **given}
 
 
-def read_lines(path: Path, task: str) -> list[dict]:
+def read_lines(path: Path, task: tasks.Task) -> list[dict]:
     """The input objects, checked; a :class:`UserError` naming the first line that does not fit."""
     if not path.is_file():
         raise UserError(f"input file {path} does not exist; pass a JSON Lines file of predictions and answers.")
@@ -134,7 +134,7 @@ def read_lines(path: Path, task: str) -> list[dict]:
     return rows
 
 
-def _problem(row: object, task: str) -> str | None:
+def _problem(row: object, task: tasks.Task) -> str | None:
     if not isinstance(row, dict):
         return f"is a JSON {type(row).__name__}, not an object"
     if not isinstance(row.get("prediction"), str):
@@ -147,15 +147,14 @@ def _problem(row: object, task: str) -> str | None:
     return None
 
 
-def score_file(task: str, rows: list[dict], **options) -> tuple[list[dict], dict]:
+def score_file(task: tasks.Task, rows: list[dict], **options) -> tuple[list[dict], dict]:
     """Verdicts of every row and the summary object the command prints."""
-    scorer = tasks.get(task)
-    verdicts = [scorer.score(row["prediction"], row, **options) for row in rows]
+    verdicts = [task.score(row["prediction"], row, **options) for row in rows]
     metrics = {}
-    for name in scorer.metrics:
+    for name in task.metrics:
         values = [v[name] for v in verdicts if v[name] is not None]
         metrics[name] = sum(values) / len(values) if values else None
-    return verdicts, {"task": task, "n": len(rows), "metrics": metrics}
+    return verdicts, {"task": task.name, "n": len(rows), "metrics": metrics}
 
 
 def score_generations(args: argparse.Namespace) -> int:
@@ -209,18 +208,18 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("name a FILE.jsonl of predictions and answers, or a run's --generations DIR.")
     if args.data_dir is not None or args.out_dir is not None:
         raise UserError("--data-dir and --out-dir go with --generations only.")
-    if args.config:
-        tb_config.load(args.config)  # its declared tasks join the registry
-    if args.task not in tasks.scored():
+    known = tb_config.load(args.config).tasks if args.config else tasks.BUILT_IN
+    if args.task not in known.scored():
         raise UserError(
-            f"unknown task {args.task!r}; name one of {', '.join(tasks.scored())} or declare it under tasks in a "
+            f"unknown task {args.task!r}; name one of {', '.join(known.scored())} or declare it under tasks in a "
             "--config file."
         )
-    options = sql_options(args)
+    task = known.get(args.task)
+    options = sql_options(args, task)
     if args.per_example is not None and args.per_example.resolve() == args.file.resolve():
         raise UserError(f"--per-example {args.per_example} is the input file; choose another path.")
-    rows = read_lines(args.file, args.task)
-    verdicts, summary = score_file(args.task, rows, **options)
+    rows = read_lines(args.file, task)
+    verdicts, summary = score_file(task, rows, **options)
     if args.per_example is not None:
         # ASCII-escaped, so that lone surrogates survive.
         text = "".join(json.dumps({**row, "verdict": verdict}) + "\n" for row, verdict in zip(rows, verdicts))

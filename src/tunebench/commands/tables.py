@@ -29,8 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    chosen = plan(tb_config.load(args.config)).named("table", args.names)
+    experiment = tb_config.load(args.config)
+    chosen = plan(experiment).named("table", args.names)
     decided = claims.read(args.claims) if {"claims", "comparisons"} & {o.draws for o in chosen} else None
-    written = tables.write_all(chosen, aggregate.read_metrics(args.metrics), args.out_dir, decided)
+    written = tables.write_all(
+        chosen, aggregate.read_metrics(args.metrics), args.out_dir, decided, known=experiment.tasks
+    )
     print(f"{len(written)} files in {args.out_dir}")
     return 0

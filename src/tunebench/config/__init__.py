@@ -4,7 +4,8 @@ The JSON schema in ``workflow/schemas/config.schema.yaml`` is the single descrip
 the workflow validates with ``snakemake.utils.validate`` and the CLI with :func:`load`, both against
 that file. What a schema cannot express (a model named in an experiment must exist, a LoRA preset
 must be defined, ...) is checked by :func:`check`. Every failure is a :class:`ConfigError` whose
-message is one sentence naming the key.
+message is one sentence naming the key. Validation returns the resolved :class:`Experiment`
+(:mod:`tunebench.config.experiment`): the run matrix, the config's tasks, method settings and resources.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import copy
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,43 @@ from .. import tasks
 from ..stages.train import methods
 from ..util.errors import ConfigError
 from ..util.staging import MIRROR_ENV
+from .experiment import (
+    BASELINE,
+    BASELINE_FORMAT,
+    PROMPTED,
+    Experiment,
+    Run,
+    entry_training,
+    is_baseline,
+    merge,
+    run_name,
+    seed_run_name,
+)
+
+__all__ = [
+    "ACCELERATE_DIR",
+    "BASELINE",
+    "BASELINE_FORMAT",
+    "MIRROR_ENV",
+    "MOVED_TO_TASKS",
+    "PROMPTED",
+    "ROOT",
+    "SCHEMA_PATH",
+    "Experiment",
+    "Run",
+    "check",
+    "data_mirror",
+    "defaults",
+    "entry_training",
+    "few_shot",
+    "is_baseline",
+    "load",
+    "max_new_tokens",
+    "read_yaml",
+    "run_name",
+    "seed_run_name",
+    "validate",
+]
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -69,9 +106,9 @@ def _refuse_moved(config: Mapping) -> None:
             )
 
 
-def max_new_tokens(config: Mapping, task: str) -> int:
-    """The generation limit of ``task``'s evaluations: ``tasks.<task>.max_new_tokens``."""
-    return (config["tasks"].get(task) or {}).get("max_new_tokens", tasks.get(task).max_new_tokens)
+def max_new_tokens(config: Experiment, task: str) -> int:
+    """The generation limit of ``task``'s evaluations: ``tasks.<task>.max_new_tokens``, else its module's."""
+    return (config["tasks"].get(task) or {}).get("max_new_tokens", config.tasks.get(task).max_new_tokens)
 
 
 def few_shot(config: Mapping, task: str) -> int | None:
@@ -132,8 +169,9 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-def validate(config: dict) -> dict:
-    """Validate ``config`` in place against the schema (filling defaults) and check cross-key rules."""
+def validate(config: dict) -> Experiment:
+    """Validate ``config`` in place against the schema (filling defaults), check cross-key rules and return
+    the resolved :class:`Experiment` (the mapping stays a dict: Snakemake's ``config`` is one)."""
     _refuse_moved(config)
     schema = _schema()
     given = config.get("lora_presets")
@@ -153,8 +191,7 @@ def validate(config: dict) -> dict:
         raise ConfigError(f"invalid configuration: {_describe(best)}.")
     _label_sizes(config)
     check(config)
-    tasks.configure(config)  # the config's own tasks join the registry every stage reads
-    return config
+    return Experiment.of(config)
 
 
 def _label_sizes(config: dict) -> None:
@@ -172,23 +209,14 @@ def _label_sizes(config: dict) -> None:
             model["size"] = name
 
 
-def defaults() -> dict:
-    """Every key at its schema default: the settings a command uses when it is given no config file."""
+def defaults() -> Experiment:
+    """Every key at its schema default, as an experiment without runs or declared tasks: the settings a command
+    uses when it is given no config file."""
     config: dict = {}
     validator = _with_defaults(jsonschema.Draft202012Validator)(_schema())
     for _ in validator.iter_errors(config):  # filling happens while validating; only `models` is missing
         pass
-    return config
-
-
-def _merge(base: dict, override: Mapping) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+    return Experiment.of(config)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -226,8 +254,8 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"config file {path}{where} is not valid YAML: {problem}.") from None
 
 
-def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> dict:
-    """Read one or more YAML files (later ones override earlier ones), validate, return the config."""
+def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Experiment:
+    """Read one or more YAML files (later ones override earlier ones), validate, return the experiment."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     config: dict = {}
@@ -242,7 +270,7 @@ def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> dict:
             raise ConfigError(f"config file {path} is empty; give it the keys to set, or leave it out.")
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys at the top level.")
-        config = _merge(config, loaded)
+        config = merge(config, loaded)
     return validate(config)
 
 
@@ -389,29 +417,12 @@ def _check_comparisons(config: Mapping) -> None:
 
 
 def _task(config: Mapping, name: str):
-    """The task ``name`` of ``config``, built-in or declared there (before the registry knows it)."""
+    """The task ``name`` of ``config``, built-in or declared there (before its experiment exists)."""
     from ..tasks.custom import CustomTask
 
     if name in tasks.built_in():
         return tasks.get(name)
     return CustomTask(name, config["tasks"][name])
-
-
-def entry_training(config: Mapping, entry: Mapping) -> dict:
-    """The training settings of a finetune entry: its own keys over the section's, the seed settled
-    (the training seed, else the config's)."""
-    training = _merge(config["training"], entry.get("training") or {})
-    if training["seed"] is None:
-        training["seed"] = config["seed"]
-    return training
-
-
-def run_name(method: str, tag: str | None) -> str:
-    return f"{method}-{tag}" if tag else method
-
-
-def seed_run_name(run: str, seed: int) -> str:
-    return f"{run}-seed{seed}"
 
 
 def data_mirror(config: Mapping) -> Path | None:
@@ -427,154 +438,6 @@ def data_mirror(config: Mapping) -> Path | None:
             "hub."
         )
     return path.resolve()
-
-
-#: The ``method`` of prompted baselines in metrics.json and results/metrics.csv.
-PROMPTED = "prompted"
-
-#: The run name and stage of a prompted baseline: ``baseline``, or ``baseline-VARIANT`` for another prompt variant.
-BASELINE = "baseline"
-
-#: Prompt format of the baselines: the chat model's own template.
-BASELINE_FORMAT = "chat"
-
-
-def is_baseline(run: str) -> bool:
-    """Whether a run name is a prompted baseline's (the one place that decides it from the name)."""
-    return run == BASELINE or run.startswith(f"{BASELINE}-")
-
-
-@dataclass(frozen=True)
-class Run:
-    """One run of the experiment matrix: a model fine-tuned with a method on a task, or a chat model
-    prompted on it (method ``prompted``, stage ``baseline``). A training job and an evaluation read it."""
-
-    task: str
-    model: str
-    run: str  # directory name: METHOD[-TAG][-seedN], or baseline[-VARIANT]
-    method: str
-    stage: str  # baseline, finetuned or two_stage
-    format: str
-    variant: str | None = None  # baseline prompt variant; None for fine-tuned runs
-    training: dict = field(default_factory=dict)  # fine-tuned runs: merged settings, seed settled
-    evaluate: bool = True
-    init_from: tuple[str, str] | None = None  # (task, run) of the first stage, same model
-    replicate_of: str | None = None  # the run this one repeats with another training seed
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.stage == BASELINE
-
-
-def finetune_runs(config: Mapping) -> list[Run]:
-    """Every run of ``experiments.finetune``; an entry's extra ``seeds`` follow its own runs."""
-    runs = []
-    for entry in config["experiments"]["finetune"]:
-        training = entry_training(config, entry)
-        init = entry["init_from"]
-        for model in entry["models"]:
-            for method in entry["methods"]:
-                run = Run(
-                    task=entry["task"],
-                    model=model,
-                    run=run_name(method, entry["tag"]),
-                    method=method,
-                    stage="two_stage" if init else "finetuned",
-                    format=entry["format"],
-                    training=training,
-                    evaluate=entry["evaluate"],
-                    init_from=(init["task"], run_name(method, init.get("tag"))) if init else None,
-                )
-                runs.append(run)
-                for seed in entry["seeds"]:
-                    runs.append(
-                        replace(
-                            run,
-                            run=seed_run_name(run.run, seed),
-                            training={**training, "seed": seed},
-                            replicate_of=run.run,
-                        )
-                    )
-    return runs
-
-
-def baseline_runs(config: Mapping) -> list[Run]:
-    return [
-        Run(
-            task=entry["task"],
-            model=model,
-            run=BASELINE if variant == "default" else f"{BASELINE}-{variant}",
-            method=PROMPTED,
-            stage=BASELINE,
-            format=BASELINE_FORMAT,
-            variant=variant,
-        )
-        for entry in config["experiments"]["baselines"]
-        for model in entry["models"]
-        for variant in entry["variants"]
-    ]
-
-
-def find_finetune(config: Mapping, task: str, model: str, run: str) -> Run:
-    for item in finetune_runs(config):
-        if (item.task, item.model, item.run) == (task, model, run):
-            return item
-    if config["models"].get(model, {}).get("api"):
-        raise ConfigError(
-            f"model {model} is served through an API and cannot be fine-tuned, so {task}/{model}/{run} does not "
-            "exist; evaluate it as a prompted baseline (--run baseline) listed under experiments.baselines."
-        )
-    raise ConfigError(f"no finetune experiment trains {task}/{model}/{run}; add it to experiments.finetune.")
-
-
-def find_baseline(config: Mapping, task: str, model: str, run: str) -> Run:
-    for item in baseline_runs(config):
-        if (item.task, item.model, item.run) == (task, model, run):
-            return item
-    raise ConfigError(f"no baseline experiment evaluates {task}/{model}/{run}; add it to experiments.baselines.")
-
-
-def find_run(config: Mapping, task: str, model: str, run: str) -> Run:
-    """The run named by (task, model, run), a baseline or a fine-tuned one."""
-    return (find_baseline if is_baseline(run) else find_finetune)(config, task, model, run)
-
-
-def method_settings(config: Mapping, run: Run) -> dict:
-    """The method's settings with its LoRA preset expanded and the learning rate resolved."""
-    settings = copy.deepcopy(config["methods"][run.method])
-    if "lora" in settings:
-        settings["lora"] = copy.deepcopy(config["lora_presets"][settings["lora"]])
-    if run.training.get("learning_rate") is not None:
-        settings["learning_rate"] = run.training["learning_rate"]
-    return settings
-
-
-def resources_key(config: Mapping, kind: str, model: str, method: str | None = None) -> str:
-    """The config key of a job's row of the resources table, for messages."""
-    size = config["models"][model].get("resources_size") or config["models"][model]["size"]
-    return f"resources.{kind}.{size}" + (f".{method}" if kind == "train" and method else "")
-
-
-def resources(config: Mapping, kind: str, model: str, method: str | None = None, task: str | None = None) -> dict:
-    """Scheduler resources of a job: the per-size (and per-method) row over the defaults.
-
-    A row describes the nodes a job runs on: ``nodes``, ``gpu`` and ``mem_mb`` per node, ``threads``
-    per node. The process counts are derived here and nowhere else: ``processes_per_node`` (the
-    row's ``processes``, else one per GPU, else 1) and ``processes`` (all nodes together). A row's
-    ``runtime_by_task`` gives ``task``'s job its own wall time.
-    """
-    table = config["resources"]
-    merged = dict(table["default"])
-    size = config["models"][model].get("resources_size") or config["models"][model]["size"]
-    row = table.get(kind, {}).get(size, {})
-    if kind == "train":
-        row = row.get(method, {}) if method else {}
-    merged.update(row)
-    merged["runtime"] = (merged.pop("runtime_by_task", None) or {}).get(task, merged["runtime"])
-    merged["processes_per_node"] = merged.get("processes") or max(1, merged["gpu"])
-    merged["processes"] = merged["nodes"] * merged["processes_per_node"]
-    merged["gpus"] = merged["nodes"] * merged["gpu"]
-    return merged
 
 
 def _check_resources(config: Mapping) -> None:

@@ -17,7 +17,8 @@ so that the results stage refuses outputs made by other code too. A task's ``max
 ``few_shot`` reach its generations only, a scorer's settings its scoring only, ``models.*.params_b`` the
 results stage only.
 
-Nothing here imports torch: the workflow computes every digest while it parses.
+Each function takes the :class:`tunebench.config.Experiment`: runs and tasks come from it. Nothing here imports
+torch: the workflow computes every digest while it parses.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config as tb_config
-from .. import tasks as tb_tasks
+from ..tasks import Task
 from . import code as tb_code
 
 #: Key under which outputs record their digest.
@@ -50,16 +51,16 @@ GENERATION_KEYS = ("max_new_tokens", "few_shot")
 SCORER_KEYS = ("scorer", "pattern", "choices")
 
 
-def _task_module(task: str) -> str:
-    return tb_code.module_path(type(tb_tasks.get(task)).__module__)
+def _task_module(task: Task) -> str:
+    return tb_code.module_path(type(task).__module__)
 
 
-def _stage_code(paths: tuple[str, ...], task: str) -> str:
+def _stage_code(paths: tuple[str, ...], task: Task) -> str:
     """The hash of a stage's own modules (``paths``) and the task's module."""
     return tb_code.source_hash((*paths, _task_module(task)))
 
 
-def data_settings(config: Mapping[str, Any], task: str) -> dict:
+def data_settings(config: tb_config.Experiment, task: str) -> dict:
     """What a data rule's splits depend on. The mirror's location is left out on purpose: it is a
     copy of the hub's files (the manifest records each file's sha256), and where it is mounted differs
     between machines that should share results."""
@@ -73,28 +74,28 @@ def data_settings(config: Mapping[str, Any], task: str) -> dict:
         "seed": config["seed"],
         "max_bad_fraction": config["data"]["max_bad_fraction"],
         "overlap": config["data"]["overlap"],
-        "code": data_code(task),
+        "code": data_code(config.tasks.get(task)),
     }
 
 
-def data_code(task: str) -> str:
+def data_code(task: Task) -> str:
     return _stage_code(tb_code.DATA, task)
 
 
-def data_hash(config: Mapping[str, Any], task: str) -> str:
+def data_hash(config: tb_config.Experiment, task: str) -> str:
     return digest(data_settings(config, task))
 
 
-def _model_entry(config: Mapping[str, Any], model: str) -> dict:
+def _model_entry(config: tb_config.Experiment, model: str) -> dict:
     entry = copy.deepcopy((config.get("models") or {}).get(model) or {})
     entry.pop("resources_size", None)  # chooses a row of resources only; outputs do not depend on it
     entry.pop("params_b", None)  # read by the cost table alone, which the results digest covers
     return entry
 
 
-def train_settings(config: Mapping[str, Any], task: str, model: str, run: str) -> dict:
+def train_settings(config: tb_config.Experiment, task: str, model: str, run: str) -> dict:
     """What a training run's checkpoint and records depend on, the first stage's digest included."""
-    item = tb_config.find_finetune(config, task, model, run)
+    item = config.run(task, model, run, finetuned=True)
     training = dict(item.training)
     upstream = {"data": data_hash(config, task)}
     if item.init_from:
@@ -107,23 +108,23 @@ def train_settings(config: Mapping[str, Any], task: str, model: str, run: str) -
         "run": run,
         "format": item.format,
         "training": training,
-        "method_settings": tb_config.method_settings(config, item),
+        "method_settings": config.method_settings(item),
         # The number of processes multiplies the global batch, so it shapes the result.
-        "processes": tb_config.resources(config, "train", model, item.method)["processes"],
+        "processes": config.resources("train", model, item.method)["processes"],
         "upstream": upstream,
-        "code": train_code(task),
+        "code": train_code(config.tasks.get(task)),
     }
 
 
-def train_code(task: str) -> str:
+def train_code(task: Task) -> str:
     return _stage_code(tb_code.TRAIN, task)
 
 
-def train_hash(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
+def train_hash(config: tb_config.Experiment, task: str, model: str, run: str) -> str:
     return digest(train_settings(config, task, model, run))
 
 
-def generate_settings(config: Mapping[str, Any], task: str, model: str, run: str) -> dict:
+def generate_settings(config: tb_config.Experiment, task: str, model: str, run: str) -> dict:
     """What a run's generations depend on: the model, the task's prompts and decoding settings (its own
     section but for its scorer's keys; the evaluation section's decoding keys), the seed, the digest of
     the data (baseline) or of the trained run (fine-tuned) and the code that prompts and decodes."""
@@ -148,24 +149,24 @@ def generate_settings(config: Mapping[str, Any], task: str, model: str, run: str
         "training_dtype": (config.get("training") or {}).get("dtype"),  # the inference dtype follows it
         "seed": config["seed"],
         "upstream": upstream,
-        "code": generate_code(task),
+        "code": generate_code(config.tasks.get(task)),
     }
 
 
-def generate_code(task: str) -> str:
+def generate_code(task: Task) -> str:
     return _stage_code(tb_code.GENERATE, task)
 
 
-def generate_hash(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
+def generate_hash(config: tb_config.Experiment, task: str, model: str, run: str) -> str:
     return digest(generate_settings(config, task, model, run))
 
 
-def score_settings(config: Mapping[str, Any], task: str, model: str, run: str) -> dict:
+def score_settings(config: tb_config.Experiment, task: str, model: str, run: str) -> dict:
     """What a run's verdicts and metrics depend on: its generations' digest, the scorer's own settings
     (a declared task's scorer keys, the evaluation keys that scorer reads), the bootstrap's, and the
     scorer's code."""
     evaluation = config["evaluation"]
-    scorer = tb_tasks.get(task)
+    scorer = config.tasks.get(task)
     section = config["tasks"][task]
     return {
         "stage": "score",
@@ -176,19 +177,19 @@ def score_settings(config: Mapping[str, Any], task: str, model: str, run: str) -
         "confidence": evaluation["confidence"],
         "seed": config["seed"],
         "upstream": {"generate": generate_hash(config, task, model, run)},
-        "code": score_code(task),
+        "code": score_code(scorer),
     }
 
 
-def score_code(task: str) -> str:
-    return tb_code.source_hash((*tb_code.SCORE, *tb_tasks.get(task).scorer_sources()))
+def score_code(task: Task) -> str:
+    return tb_code.source_hash((*tb_code.SCORE, *task.scorer_sources()))
 
 
-def score_hash(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
+def score_hash(config: tb_config.Experiment, task: str, model: str, run: str) -> str:
     return digest(score_settings(config, task, model, run))
 
 
-def results_settings(config: Mapping[str, Any]) -> dict:
+def results_settings(config: tb_config.Experiment) -> dict:
     """What the tables, figures and paper depend on: the whole config except where jobs run
     (resources), where the mirror is mounted and which trackers get copies of the records. Their
     inputs' digests cover everything upstream."""
@@ -200,7 +201,7 @@ def results_settings(config: Mapping[str, Any]) -> dict:
     return {"stage": "results", "config": settings}
 
 
-def results_hash(config: Mapping[str, Any]) -> str:
+def results_hash(config: tb_config.Experiment) -> str:
     return digest(results_settings(config))
 
 
@@ -212,23 +213,23 @@ def stamp_text(settings: Mapping[str, Any], name: str) -> str:
     return json.dumps({KEY: value, "settings": settings}, indent=2, sort_keys=True, default=str)
 
 
-def data_stamp(config: Mapping[str, Any], task: str) -> str:
+def data_stamp(config: tb_config.Experiment, task: str) -> str:
     return str(STAMP_DIR / "data" / task / f"{data_hash(config, task)}.json")
 
 
-def train_stamp(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
+def train_stamp(config: tb_config.Experiment, task: str, model: str, run: str) -> str:
     return str(STAMP_DIR / "train" / task / model / run / f"{train_hash(config, task, model, run)}.json")
 
 
-def generate_stamp(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
+def generate_stamp(config: tb_config.Experiment, task: str, model: str, run: str) -> str:
     return str(STAMP_DIR / "generate" / task / model / run / f"{generate_hash(config, task, model, run)}.json")
 
 
-def score_stamp(config: Mapping[str, Any], task: str, model: str, run: str) -> str:
+def score_stamp(config: tb_config.Experiment, task: str, model: str, run: str) -> str:
     return str(STAMP_DIR / "score" / task / model / run / f"{score_hash(config, task, model, run)}.json")
 
 
-def results_stamp(config: Mapping[str, Any]) -> str:
+def results_stamp(config: tb_config.Experiment) -> str:
     return str(STAMP_DIR / "results" / f"{results_hash(config)}.json")
 
 

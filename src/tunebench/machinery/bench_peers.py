@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from .. import config as tb_config
 from ..stages import formats
 from ..util import fileio
 from ..util.errors import UserError
@@ -330,15 +331,17 @@ def evaluation(config: Mapping, data_dirs: Mapping[str, Path], size: PeerSize, w
     from ..tasks.scoring import gsm8k as gsm8k_scoring
 
     gsm8k = {**config["tasks"]["gsm8k"], "limit": {"test": size.eval_rows}, "few_shot": 0}
-    config = {
-        **config,
-        "evaluation": {**config["evaluation"], "batch_size": size.eval_batch},
-        "tasks": {**config["tasks"], "gsm8k": {**gsm8k, "max_new_tokens": size.new_tokens}},
-    }
+    config = tb_config.Experiment.of(
+        {
+            **config,
+            "evaluation": {**config["evaluation"], "batch_size": size.eval_batch},
+            "tasks": {**config["tasks"], "gsm8k": {**gsm8k, "max_new_tokens": size.new_tokens}},
+        }
+    )
     model, tokenizer = models.load_for_inference(config, bench.MODEL, role="chat")
     rows = evaluate.test_rows(config, "gsm8k", data_dirs["gsm8k"])
     spec = evaluate.resolve(config, "gsm8k", bench.MODEL, "baseline")
-    ours_texts = evaluate.prompt_texts(spec, rows, tokenizer, [], config["tasks"]["gsm8k"])
+    ours_texts = evaluate.prompt_texts(config.tasks.get("gsm8k"), spec, rows, tokenizer, [], config["tasks"]["gsm8k"])
     system = tasks.get("gsm8k").baseline_messages(rows[0], [], "default", config["tasks"]["gsm8k"])[0]["content"]
     until = formats.stop_strings(spec.format, tokenizer)
     task = _harness_task(rows, work, system, until, size.new_tokens)
@@ -350,7 +353,7 @@ def evaluation(config: Mapping, data_dirs: Mapping[str, Path], size: PeerSize, w
     rates: dict[str, list[float]] = {variant: [] for variant in [*decoders, "lm-eval"]}
     for repeat in range(size.repeats):
         for variant, path in decoders.items():
-            chosen = {**config, "evaluation": {**config["evaluation"], "decoder": path}}
+            chosen = tb_config.Experiment.of({**config, "evaluation": {**config["evaluation"], "decoder": path}})
             seconds, _ = bench._timed(
                 lambda: evaluate.evaluate(
                     chosen,

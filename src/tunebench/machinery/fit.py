@@ -137,10 +137,12 @@ def empty_model(source: Mapping[str, Any], lora: Mapping[str, Any] | None = None
     return model
 
 
-def train_estimate(config: Mapping, run: tb_config.Run, rows: Mapping[str, Any]) -> tuple[float, float, str]:
+def train_estimate(
+    config: tb_config.Experiment, run: tb_config.Run, rows: Mapping[str, Any]
+) -> tuple[float, float, str]:
     """(GPU bytes per device, host bytes per node, what was estimated) of one training job: its method's
     estimate over the job's layout."""
-    settings = tb_config.method_settings(config, run)
+    settings = config.method_settings(run)
     method = methods.get(run.method)
     model = empty_model(config["models"][run.model]["base"], settings["lora"] if method.adapter else None)
     multi = method.launches_always or rows["processes"] > 1
@@ -180,22 +182,16 @@ def eval_estimate(
     )
 
 
-def plan(config: Mapping) -> list[Fit]:
+def plan(config: tb_config.Experiment) -> list[Fit]:
     """The fit of every training and evaluation job of a validated config."""
     table = config["resources"]
     fits = []
-    jobs = [
-        ("train", run, tb_config.resources(config, "train", run.model, run.method))
-        for run in tb_config.finetune_runs(config)
-    ]
-    evaluated = {(run.task, run.model, run.run) for run in tb_config.finetune_runs(config) if run.evaluate}
+    jobs = [("train", run, config.resources("train", run.model, run.method)) for run in config.finetune]
     # An API model's baseline loads no weights: nothing to fit.
-    evaluated |= {
-        (run.task, run.model, run.run)
-        for run in tb_config.baseline_runs(config)
-        if not config["models"][run.model].get("api")
+    evaluated = {
+        (run.task, run.model, run.run) for run in config.evaluated if not config["models"][run.model].get("api")
     }
-    jobs += [("evaluate", key, tb_config.resources(config, "evaluate", key[1])) for key in sorted(evaluated)]
+    jobs += [("evaluate", key, config.resources("evaluate", key[1])) for key in sorted(evaluated)]
     cache: dict = {}
     for kind, item, rows in jobs:
         gpu_model = rows.get("gpu_model")

@@ -76,9 +76,8 @@ def computed_tokens(lengths: list[int], training: Mapping[str, Any], batch_size:
     return computed, len(rows)
 
 
-def counted(config: Mapping, run: tb_config.Run, training: Mapping, data_root: Path) -> EpochTokens | None:
+def counted(config: tb_config.Experiment, run: tb_config.Run, training: Mapping, data_root: Path) -> EpochTokens | None:
     """The epoch counted from ``data_root/TASK``'s prepared splits with the model's tokenizer, or None."""
-    from .. import tasks
     from ..stages import formats, models
     from ..stages.train import batching
     from ..stages.train.loop import epoch_batches
@@ -93,15 +92,14 @@ def counted(config: Mapping, run: tb_config.Run, training: Mapping, data_root: P
     except (UserError, OSError, ValueError):
         return None  # no tokenizer offline: the estimate stands in
     tokenizer.add_tokens(formats.added_tokens(run.format), special_tokens=True)
-    task = tasks.get(run.task)
+    task = config.tasks.get(run.task)
     split = {}
     for name in ("train", "validation"):
         path = directory / f"{name}.jsonl"
         split[name], _ = batching.encode_rows(
             tokenizer, run.format, task, data.read_rows(path), training["loss_on"], training["max_length"], str(path)
         )
-    seeded = {**training, "seed": config["seed"] if training["seed"] is None else training["seed"]}
-    order = [example for batch in epoch_batches(split["train"], 1, seeded) for row in batch for example in row]
+    order = [example for batch in epoch_batches(split["train"], 1, training) for row in batch for example in row]
     lengths = [len(example.input_ids) for example in order]
     computed, layout_rows = computed_tokens(lengths, training, training["batch_size"])
     validation, _ = computed_tokens([len(e.input_ids) for e in split["validation"]], training, training["batch_size"])
@@ -220,7 +218,7 @@ def rate_of(gpu_model: str | None, method: str, size: str) -> tuple[float | None
 
 
 def timings(
-    config: Mapping,
+    config: tb_config.Experiment,
     attempts: int,
     max_resume_min: float,
     data_root: Path,
@@ -229,9 +227,9 @@ def timings(
     """The time of every training job; ``layout`` overrides the runs' batching keys (study A's, for comparison)."""
     found = []
     epochs_of: dict = {}
-    for run in tb_config.finetune_runs(config):
+    for run in config.finetune:
         training = {**run.training, **(layout or {})}
-        rows = tb_config.resources(config, "train", run.model, run.method, run.task)
+        rows = config.resources("train", run.model, run.method, run.task)
         key = (run.task, run.format, run.model, tuple(sorted(training.items(), key=str)))
         if key not in epochs_of:
             epochs_of[key] = counted(config, run, training, data_root) or estimated(run, training)
@@ -243,7 +241,7 @@ def timings(
             Timing(
                 job=f"{run.task}/{run.model}/{run.run}",
                 task=run.task,
-                key=tb_config.resources_key(config, "train", run.model, run.method),
+                key=config.resources_key("train", run.model, run.method),
                 tokens=tokens,
                 epochs=training["epochs"],
                 gpus=max(1, rows["gpus"]),

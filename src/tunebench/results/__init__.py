@@ -9,7 +9,7 @@ all read these entries; none takes a name apart again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .. import config as tb_config
@@ -52,10 +52,11 @@ class Output:
 class Plan:
     """The tables and figures a configuration produces, in the order the report and paper list them."""
 
-    tasks: tuple[str, ...]  # evaluated tasks, in the order of tunebench.tasks.scored()
+    tasks: tuple[str, ...]  # evaluated tasks, in the order of the experiment's scored tasks
     outputs: tuple[Output, ...]
     ablations: tuple[str, ...]  # tasks with a prompt-format ablation
     two_stage: tuple[str, ...]  # tasks with a two-stage run
+    known: tb_tasks.TaskSet  # the experiment's tasks, which label the outputs
 
     def of(self, kind: str) -> tuple[Output, ...]:
         return tuple(output for output in self.outputs if output.kind == kind)
@@ -117,8 +118,8 @@ FIGURE_CAPTIONS = {
 }
 
 
-def _figure(name: str, draws: str, task: str | None = None) -> Output:
-    caption = FIGURE_CAPTIONS[draws].format(task=labels.task(task) if task else "")
+def _figure(name: str, draws: str, known: tb_tasks.TaskSet, task: str | None = None) -> Output:
+    caption = FIGURE_CAPTIONS[draws].format(task=labels.task(task, known) if task else "")
     return Output(name, "figure", draws, task, caption)
 
 
@@ -131,16 +132,16 @@ def format_ablation_tasks(finetune_runs) -> list[str]:
     return sorted({key[0] for key, found in formats.items() if len(found) > 1})
 
 
-def plan(config: Mapping) -> Plan:
-    finetune = tb_config.finetune_runs(config)
-    baselines = tb_config.baseline_runs(config)
-    evaluated = [run for run in finetune if run.evaluate] + baselines
-    tasks = tuple(task for task in tb_tasks.scored() if any(run.task == task for run in evaluated))
+def plan(config: tb_config.Experiment) -> Plan:
+    finetune = config.finetune
+    baselines = config.baselines
+    evaluated = config.evaluated
+    tasks = tuple(task for task in config.tasks.scored() if any(run.task == task for run in evaluated))
     ablations = tuple(format_ablation_tasks(finetune))
     two_stage = tuple(t for t in tasks if any(run.task == t and run.init_from and run.evaluate for run in finetune))
     has_finetuned = any(run.evaluate for run in finetune)
     runs = tb_claims.evaluated_runs(config)
-    has_claims = any(tb_claims.pairs(claim, runs) for claim in tb_claims.load_claims())
+    has_claims = any(tb_claims.pairs(claim, runs, config.tasks) for claim in tb_claims.load_claims())
 
     tables = [Output("main", "table", "main")] if tasks else []
     tables += [Output(task, "table", "task", task) for task in tasks]
@@ -154,13 +155,14 @@ def plan(config: Mapping) -> Plan:
     if config["comparisons"]:
         tables.append(Output("comparisons", "table", "comparisons"))
 
-    figures = [_figure(f"{task}_accuracy", "task", task) for task in tasks]
+    known = config.tasks
+    figures = [_figure(f"{task}_accuracy", "task", known, task) for task in tasks]
     if finetune:
-        figures.append(_figure("learning_curves", "learning_curves"))
-    figures += [_figure(f"two_stage_{task}", "two_stage", task) for task in two_stage]
+        figures.append(_figure("learning_curves", "learning_curves", known))
+    figures += [_figure(f"two_stage_{task}", "two_stage", known, task) for task in two_stage]
     if has_finetuned and baselines:
-        figures.append(_figure("gain_vs_cost", "gain_vs_cost"))
-    figures += [_figure(f"ablation_format_{task}", "ablation_format", task) for task in ablations]
+        figures.append(_figure("gain_vs_cost", "gain_vs_cost", known))
+    figures += [_figure(f"ablation_format_{task}", "ablation_format", known, task) for task in ablations]
     if has_claims:
-        figures.append(_figure("claims", "claims"))
-    return Plan(tasks=tasks, outputs=tuple(tables + figures), ablations=ablations, two_stage=two_stage)
+        figures.append(_figure("claims", "claims", known))
+    return Plan(tasks=tasks, outputs=tuple(tables + figures), ablations=ablations, two_stage=two_stage, known=known)

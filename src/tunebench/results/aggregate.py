@@ -147,14 +147,15 @@ def size_value(model: Mapping) -> float:
         return math.nan
 
 
-def _eval_rows(config: Mapping, run, results: Path) -> list[dict]:
+def _eval_rows(config: tb_config.Experiment, run, results: Path) -> list[dict]:
     path = results / "eval" / run.task / run.model / run.run / "metrics.json"
+    task = config.tasks.get(run.task)
     doc = read_json(path, "evaluate")
     _check_identity(doc, path, task=run.task, model=run.model, run=run.run)
     # Made by other code or under other settings (an edited config, a results/ copied from elsewhere): refuse to mix.
     tb_digests.check_code(
         doc,
-        {"generate": tb_digests.generate_code(run.task), "score": tb_digests.score_code(run.task)},
+        {"generate": tb_digests.generate_code(task), "score": tb_digests.score_code(task)},
         path,
         "re-run its evaluation (snakemake re-runs it when the code changed)",
     )
@@ -167,7 +168,6 @@ def _eval_rows(config: Mapping, run, results: Path) -> list[dict]:
     metrics = doc.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
         raise DataError(f"{path} has no metrics object; delete it and {_RERUN}.")
-    task = tb_tasks.get(run.task)
     order = list(task.metrics) + [m for m in metrics if m not in task.metrics]
     facts = {
         "n_examples": number(doc, "n", path),
@@ -202,7 +202,7 @@ def _eval_rows(config: Mapping, run, results: Path) -> list[dict]:
     return rows
 
 
-def _train_record(config: Mapping, task: str, model: str, run_name: str, results: Path) -> dict:
+def _train_record(config: tb_config.Experiment, task: str, model: str, run_name: str, results: Path) -> dict:
     """Facts of one training run (run.json, best.json, step throughput from history.jsonl)."""
     folder = results / "train" / task / model / run_name
     record = read_json(folder / "run.json", "train")
@@ -263,7 +263,7 @@ def _model_columns(config: Mapping, model: str) -> dict:
     return {"model": model, "size": entry["size"], "params_b": size_value(entry)}
 
 
-def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
+def collect_metrics(config: tb_config.Experiment, results: Path) -> pd.DataFrame:
     results = Path(results)
     rows: list[dict] = []
     records: dict[tuple[str, str, str], dict] = {}
@@ -274,7 +274,7 @@ def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
             records[key] = _train_record(config, task, model, run_name, results)
         return records[key]
 
-    for run in tb_config.baseline_runs(config):
+    for run in config.baselines:
         base = {
             "task": run.task,
             **_model_columns(config, run.model),
@@ -288,7 +288,7 @@ def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
         if config["models"][run.model].get("api"):
             base.update(_api_facts(results / "eval" / run.task / run.model / run.run / "metrics.json"))
         rows += [{**base, **row} for row in _eval_rows(config, run, results)]
-    for run in tb_config.finetune_runs(config):
+    for run in config.finetune:
         if not run.evaluate:
             continue
         facts = dict(record(run.task, run.model, run.run))
@@ -315,11 +315,11 @@ def collect_metrics(config: Mapping, results: Path) -> pd.DataFrame:
             "seed": run.training["seed"],
         }
         rows += [{**base, **facts, **row} for row in _eval_rows(config, run, results)]
-    api_models = any(config["models"][run.model].get("api") for run in tb_config.baseline_runs(config))
-    replicated = any(run.replicate_of for run in tb_config.finetune_runs(config))
+    api_models = any(config["models"][run.model].get("api") for run in config.baselines)
+    replicated = any(run.replicate_of for run in config.finetune)
     columns = METRIC_COLUMNS + (API_COLUMNS if api_models else []) + (SEED_COLUMNS if replicated else [])
     frame = pd.DataFrame(rows, columns=columns)
-    return sort_runs(frame)
+    return sort_runs(frame, config.tasks)
 
 
 def _api_facts(path: Path) -> dict:
@@ -335,10 +335,10 @@ def _api_facts(path: Path) -> dict:
     }
 
 
-def collect_curves(config: Mapping, results: Path) -> pd.DataFrame:
+def collect_curves(config: tb_config.Experiment, results: Path) -> pd.DataFrame:
     results = Path(results)
     rows = []
-    for run in tb_config.finetune_runs(config):
+    for run in config.finetune:
         folder = results / "train" / run.task / run.model / run.run
         best = read_json(folder / "best.json", "train")
         best_epoch = number(best, "epoch", folder / "best.json")
@@ -368,13 +368,13 @@ def collect_curves(config: Mapping, results: Path) -> pd.DataFrame:
     return frame.sort_values(["task", "params_b", "model", "run", "epoch"], kind="stable").reset_index(drop=True)
 
 
-def sort_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    """Tasks in the suite's order, then model size, stage, method and run; metrics keep their order."""
+def sort_runs(frame: pd.DataFrame, known: tb_tasks.TaskSet) -> pd.DataFrame:
+    """Tasks in the experiment's order, then model size, stage, method and run; metrics keep their order."""
     if frame.empty:
         return frame.reset_index(drop=True)
     keys = pd.DataFrame(
         {
-            "task": frame["task"].map({t: i for i, t in enumerate(tb_tasks.scored())}),
+            "task": frame["task"].map({t: i for i, t in enumerate(known.scored())}),
             "params_b": frame["params_b"],
             "stage": frame["stage"].map({s: i for i, s in enumerate(STAGES)}),
             "method": frame["method"].map({m: i for i, m in enumerate((tb_config.PROMPTED, *METHODS))}),
@@ -386,7 +386,9 @@ def sort_runs(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[order].reset_index(drop=True)
 
 
-def write(config: Mapping, results: Path, metrics_out: Path, curves_out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def write(
+    config: tb_config.Experiment, results: Path, metrics_out: Path, curves_out: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     metrics = collect_metrics(config, results)
     curves = collect_curves(config, results)
     for frame, out in ((metrics, metrics_out), (curves, curves_out)):

@@ -75,7 +75,7 @@ def all_claims(config: Mapping) -> list[dict]:
     return load_claims() + declared(config)
 
 
-def evaluated_runs(config: Mapping) -> list[dict]:
+def evaluated_runs(config: tb_config.Experiment) -> list[dict]:
     """Every evaluated run of the config with the attributes a claim selects on."""
     runs = [
         {
@@ -88,7 +88,7 @@ def evaluated_runs(config: Mapping) -> list[dict]:
             "variant": None,
             "replicate_of": run.replicate_of,
         }
-        for run in tb_config.finetune_runs(config)
+        for run in config.finetune
         if run.evaluate
     ]
     runs += [
@@ -102,7 +102,7 @@ def evaluated_runs(config: Mapping) -> list[dict]:
             "variant": run.variant,
             "replicate_of": None,
         }
-        for run in tb_config.baseline_runs(config)
+        for run in config.baselines
     ]
     return runs
 
@@ -111,15 +111,15 @@ def _matches(run: Mapping, selector: Mapping) -> bool:
     return all(run[key] == selector[key] for key in SELECTOR_KEYS if selector.get(key) is not None)
 
 
-def pairs(claim: Mapping, runs: list[dict]) -> list[tuple[dict, dict, str]]:
+def pairs(claim: Mapping, runs: list[dict], known: tb_tasks.TaskSet) -> list[tuple[dict, dict, str]]:
     """``(better, than, metric)`` for every pair of runs the claim compares, in config order (seed
     replicates are not paired themselves: they widen their primary run's row)."""
     found = []
     runs = [run for run in runs if not run["replicate_of"]]
-    claim_tasks = tb_tasks.scored() if claim["task"] == "any" else (claim["task"],)
+    claim_tasks = known.scored() if claim["task"] == "any" else (claim["task"],)
     across_models = any(claim[side].get("model") for side in ("better", "than"))
     for task in claim_tasks:
-        metric = tb_tasks.get(task).primary_metric if claim["metric"] == "primary" else claim["metric"]
+        metric = known.get(task).primary_metric if claim["metric"] == "primary" else claim["metric"]
         of_task = [run for run in runs if run["task"] == task]
         for better in (run for run in of_task if _matches(run, claim["better"])):
             for than in of_task:
@@ -161,14 +161,14 @@ def label(low: float | None, high: float | None) -> str:
     return "undecided"
 
 
-def decide(config: Mapping, results: Path, claims: Iterable[Mapping] | None = None) -> pd.DataFrame:
+def decide(config: tb_config.Experiment, results: Path, claims: Iterable[Mapping] | None = None) -> pd.DataFrame:
     """One row per claim and pair of runs (or per claim not run), in the order of the claims file."""
     evaluation = config["evaluation"]
     runs = evaluated_runs(config)
     rows = []
     for claim in claims if claims is not None else all_claims(config):
         about = {key: claim[key] for key in ("statement", "source", "published")}
-        compared = pairs(claim, runs)
+        compared = pairs(claim, runs, config.tasks)
         if not compared:
             rows.append({"claim": claim["id"], **about, "task": claim["task"], "label": "not run"})
             continue
@@ -237,12 +237,12 @@ def counts(claims: pd.DataFrame) -> dict[str, int]:
     return {name: int(found.get(name, 0)) for name in LABELS}
 
 
-def prediction_files(config: Mapping) -> list[str]:
+def prediction_files(config: tb_config.Experiment) -> list[str]:
     """The predictions every claim of the config reads, relative to the workflow's directory."""
     runs = evaluated_runs(config)
     needed: set[tuple[str, str, str]] = set()
     for claim in all_claims(config):
-        for better, than, _ in pairs(claim, runs):
+        for better, than, _ in pairs(claim, runs, config.tasks):
             needed |= {(run["task"], run["model"], run["run"]) for run in (better, than, *replicates(better, runs))}
     return [f"results/eval/{task}/{model}/{run}/predictions.jsonl" for task, model, run in sorted(needed)]
 
@@ -268,7 +268,7 @@ def comparisons(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["source"] == DECLARED].reset_index(drop=True)
 
 
-def write(config: Mapping, results: Path, out: Path) -> pd.DataFrame:
+def write(config: tb_config.Experiment, results: Path, out: Path) -> pd.DataFrame:
     frame = decide(config, Path(results))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

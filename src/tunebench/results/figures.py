@@ -32,8 +32,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from .. import tasks as tb_tasks  # noqa: E402
 from ..stages.train import methods as tb_methods  # noqa: E402
+from ..tasks import TaskSet  # noqa: E402
 from ..util import fileio  # noqa: E402
 from ..util.errors import UserError  # noqa: E402
 from . import METHODS, Output, labels  # noqa: E402
@@ -128,7 +128,7 @@ def _errorbar(ax, x, row, color, width) -> None:
     )
 
 
-def task_accuracy(metrics: pd.DataFrame, published: pd.DataFrame, task: str) -> plt.Figure:
+def task_accuracy(metrics: pd.DataFrame, published: pd.DataFrame, task: str, known: TaskSet) -> plt.Figure:
     frame = metrics[metrics["task"] == task]
     if frame.empty:
         raise UserError(
@@ -252,7 +252,7 @@ def task_accuracy(metrics: pd.DataFrame, published: pd.DataFrame, task: str) -> 
             texts.append(f"{name}, published")
     handles.append(plt.Line2D([], [], color="black", marker="|", linestyle="none", markersize=8))
     texts.append("Bootstrap confidence interval")
-    fig.suptitle(f"{labels.task(task)}: prompted baseline and fine-tuning gain", fontweight="bold")
+    fig.suptitle(f"{labels.task(task, known)}: prompted baseline and fine-tuning gain", fontweight="bold")
     fig.legend(
         handles,
         texts,
@@ -264,22 +264,22 @@ def task_accuracy(metrics: pd.DataFrame, published: pd.DataFrame, task: str) -> 
     return fig
 
 
-def _curve_label(row: pd.Series) -> str:
+def _curve_label(row: pd.Series, known: TaskSet) -> str:
     text = labels.method(row["method"])
     if row["format"] != "special_tokens":
         text += f", {labels.fmt(row['format'])}"
     if row["stage"] == "two_stage":
-        text += f", after {labels.task(row['init_from'].split('/')[0])}"
+        text += f", after {labels.task(row['init_from'].split('/')[0], known)}"
     return text
 
 
-def learning_curves(curves: pd.DataFrame) -> plt.Figure:
+def learning_curves(curves: pd.DataFrame, known: TaskSet) -> plt.Figure:
     if curves.empty:
         raise UserError("results/learning_curves.csv has no epochs; train a model and run `tunebench aggregate` first.")
-    order = [t for t in (*tb_tasks.scored(), *sorted(curves["task"].unique())) if t in set(curves["task"])]
+    order = [t for t in (*known.scored(), *sorted(curves["task"].unique())) if t in set(curves["task"])]
     order = list(dict.fromkeys(order))
     curves = curves.copy()
-    curves["Run"] = curves.apply(_curve_label, axis=1)
+    curves["Run"] = curves.apply(_curve_label, axis=1, known=known)
     # Runs that differ only in what a label does not say (their training seed) are named by their run too.
     shared = curves.groupby("Run")["run"].transform("nunique") > 1
     curves.loc[shared, "Run"] = curves.loc[shared, "Run"] + " (" + curves.loc[shared, "run"] + ")"
@@ -331,7 +331,7 @@ def learning_curves(curves: pd.DataFrame) -> plt.Figure:
         # Every panel shows the same whole epochs, also when all its runs stopped after the first.
         ax.set_xticks(range(1, last_epoch + 1))
         ax.set_xlim(0.6, last_epoch + 0.4)
-        ax.set_title(labels.task(task))
+        ax.set_title(labels.task(task, known))
         ax.set_xlabel("Epoch")
         ax.set_ylabel("Validation perplexity")
     handles, texts = axes[0].get_legend_handles_labels()
@@ -359,7 +359,7 @@ def learning_curves(curves: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def two_stage(metrics: pd.DataFrame, task: str) -> plt.Figure:
+def two_stage(metrics: pd.DataFrame, task: str, known: TaskSet) -> plt.Figure:
     primary = metrics[(metrics["task"] == task) & metrics["primary"]]
     staged = primary[primary["stage"] == "two_stage"]
     if staged.empty:
@@ -367,7 +367,7 @@ def two_stage(metrics: pd.DataFrame, task: str) -> plt.Figure:
             f"results/metrics.csv has no two-stage run on {task}; add a finetune entry with init_from to the config."
         )
     metric = staged["metric"].iloc[0]
-    first = labels.task(staged["init_from"].iloc[0].split("/")[0])
+    first = labels.task(staged["init_from"].iloc[0].split("/")[0], known)
     colors = method_colors()
     groups = []
     for _, run in staged.sort_values("params_b", kind="stable").iterrows():
@@ -381,8 +381,12 @@ def two_stage(metrics: pd.DataFrame, task: str) -> plt.Figure:
                 f"{run['size']}, {labels.method(run['method'])}",
                 [
                     ("Prompted", base, PROMPTED_COLOR),
-                    (f"Fine-tuned on {labels.task(task)}", single, shade(colors.get(run["method"], "grey"), 1.35)),
-                    (f"{first}, then {labels.task(task)}", run, shade(colors.get(run["method"], "grey"), 0.8)),
+                    (
+                        f"Fine-tuned on {labels.task(task, known)}",
+                        single,
+                        shade(colors.get(run["method"], "grey"), 1.35),
+                    ),
+                    (f"{first}, then {labels.task(task, known)}", run, shade(colors.get(run["method"], "grey"), 0.8)),
                 ],
             )
         )
@@ -403,12 +407,12 @@ def two_stage(metrics: pd.DataFrame, task: str) -> plt.Figure:
     ax.set_yticks(range(0, 101, 20))
     ax.set_xlabel("Model size, method")
     ax.set_ylabel(f"{labels.metric(metric)} ({PERCENT})")
-    ax.set_title(f"{labels.task(task)}: one stage or two", fontweight="bold")
+    ax.set_title(f"{labels.task(task, known)}: one stage or two", fontweight="bold")
     fig.legend(loc="outside lower center", ncol=3, fontsize=8.5)
     return fig
 
 
-def gain_vs_cost(metrics: pd.DataFrame) -> plt.Figure:
+def gain_vs_cost(metrics: pd.DataFrame, known: TaskSet) -> plt.Figure:
     primary = metrics[metrics["primary"]]
     base = primary[(primary["stage"] == "baseline") & (primary["variant"] == "default")][["task", "model", "value"]]
     tuned = primary[primary["stage"] != "baseline"].merge(base, on=["task", "model"], suffixes=("", "_base"))
@@ -419,7 +423,7 @@ def gain_vs_cost(metrics: pd.DataFrame) -> plt.Figure:
             "add baselines for the fine-tuned models to the config."
         )
     tuned["gain"] = (tuned["value"] - tuned["value_base"]) * 100
-    tuned["Task"] = tuned["task"].map(labels.task)
+    tuned["Task"] = tuned["task"].map(lambda name: labels.task(name, known))
     tuned["Method"] = tuned["method"].map(labels.method)
     tuned["Model size"] = tuned["size"]
     sizes = list(dict.fromkeys(tuned.sort_values("params_b", kind="stable")["Model size"]))
@@ -460,7 +464,7 @@ def gain_vs_cost(metrics: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def ablation(metrics: pd.DataFrame, task: str) -> plt.Figure:
+def ablation(metrics: pd.DataFrame, task: str, known: TaskSet) -> plt.Figure:
     frame = metrics[(metrics["task"] == task) & (metrics["stage"] == "finetuned")]
     pairs = [key for key, part in frame.groupby(["model", "method"], sort=False) if part["format"].nunique() > 1]
     if not pairs:
@@ -491,7 +495,7 @@ def ablation(metrics: pd.DataFrame, task: str) -> plt.Figure:
                 )
                 _errorbar(ax, x, row, "black", width)
         size = part["size"].iloc[0]
-        ax.set_title(f"{labels.task(task)}, {size} ({model}), {labels.method(method)}")
+        ax.set_title(f"{labels.task(task, known)}, {size} ({model}), {labels.method(method)}")
         ax.set_xticks(range(len(names)), [labels.metric(m).replace(" ", "\n", 1) for m in names])
         ax.set_ylim(0, 105)
         ax.set_xlabel("Metric")
@@ -507,7 +511,7 @@ def ablation(metrics: pd.DataFrame, task: str) -> plt.Figure:
 VERDICT_COLORS = {"reproduced": "#1b7837", "contradicted": "#b2182b", "undecided": "#8c8c8c"}
 
 
-def claims(frame: pd.DataFrame) -> plt.Figure:
+def claims(frame: pd.DataFrame, known: TaskSet) -> plt.Figure:
     """Each decided claim's paired difference with its interval, coloured by verdict; zero marked."""
     ran = frame[frame["label"] != "not run"].dropna(subset=["difference"]).reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(WIDTH, 0.9 + 0.32 * max(1, len(ran))))
@@ -518,7 +522,10 @@ def claims(frame: pd.DataFrame) -> plt.Figure:
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(ran)))
     ax.set_yticklabels(
-        [f"{labels.task(r['task'])} {r['size']}: {r['better_run']} vs {r['than_run']}" for _, r in ran.iterrows()]
+        [
+            f"{labels.task(r['task'], known)} {r['size']}: {r['better_run']} vs {r['than_run']}"
+            for _, r in ran.iterrows()
+        ]
     )
     ax.invert_yaxis()
     ax.set_xlabel("Paired difference on the same test rows (points)")
@@ -533,7 +540,7 @@ def claims(frame: pd.DataFrame) -> plt.Figure:
 
 #: What draws each kind of figure (see :class:`tunebench.results.Output`); per-task ones take the task.
 BUILDERS = {
-    "task": lambda metrics, task: task_accuracy(metrics, tb_published.load(), task),
+    "task": lambda metrics, task, known: task_accuracy(metrics, tb_published.load(), task, known),
     "two_stage": two_stage,
     "gain_vs_cost": gain_vs_cost,
     "ablation_format": ablation,
@@ -541,18 +548,24 @@ BUILDERS = {
 
 
 def build(
-    output: Output, metrics: pd.DataFrame, curves: pd.DataFrame, claims_frame: pd.DataFrame | None = None
+    output: Output,
+    metrics: pd.DataFrame,
+    curves: pd.DataFrame,
+    claims_frame: pd.DataFrame | None = None,
+    *,
+    known: TaskSet,
 ) -> plt.Figure:
+    """The figure ``output`` names; ``known`` (the experiment's tasks) labels and orders them."""
     _theme()
     if output.draws == "claims":
         if claims_frame is None:
             raise UserError("the claims figure needs results/claims.csv; run `tunebench claims` first.")
-        return claims(claims_frame)
+        return claims(claims_frame, known)
     if output.draws == "learning_curves":
-        return learning_curves(curves)
+        return learning_curves(curves, known)
     if output.task:
-        return BUILDERS[output.draws](metrics, output.task)
-    return BUILDERS[output.draws](metrics)
+        return BUILDERS[output.draws](metrics, output.task, known)
+    return BUILDERS[output.draws](metrics, known)
 
 
 def write_all(
@@ -561,9 +574,11 @@ def write_all(
     curves: pd.DataFrame,
     out_dir: Path,
     claims_frame: pd.DataFrame | None = None,
+    *,
+    known: TaskSet,
 ) -> list[Path]:
     return [
         path
         for output in outputs
-        for path in save(build(output, metrics, curves, claims_frame), Path(out_dir) / output.name)
+        for path in save(build(output, metrics, curves, claims_frame, known=known), Path(out_dir) / output.name)
     ]

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .. import tasks
 from ..stages.train import methods
+from ..tasks import TaskSet
 
 METHOD_LABELS = {**{name: method.label for name, method in methods.REGISTRY.items()}, "prompted": "Prompted"}
 FORMAT_LABELS = {"special_tokens": "special tokens", "instruction": "instruction", "chat": "chat template"}
 
 
-def task(name: str) -> str:
-    return tasks.label(name)
+def task(name: str, known: TaskSet) -> str:
+    """The task's label among ``known``, the experiment's tasks (a declared task may name its own)."""
+    return known.label(name)
 
 
 def method(name: str) -> str:
@@ -28,7 +29,7 @@ def fmt(name: str) -> str:
     return FORMAT_LABELS.get(name, name.replace("_", " "))
 
 
-def run(row: Mapping) -> str:
+def run(row: Mapping, known: TaskSet) -> str:
     """A run as a reader names it: ``Prompted (stepwise)``, ``LoRA``, ``LoRA, two-stage (MathQA → GSM8K)``."""
     if row["stage"] == "baseline":
         variant = row.get("variant") or "default"
@@ -38,7 +39,7 @@ def run(row: Mapping) -> str:
         label += f", {fmt(row['format'])} format"
     if row["stage"] == "two_stage":
         first = str(row.get("init_from") or "").split("/")[0]
-        label += f", two-stage ({task(first)} → {task(row['task'])})"
+        label += f", two-stage ({task(first, known)} → {task(row['task'], known)})"
     replicate_of = row.get("replicate_of")
     if isinstance(replicate_of, str) and replicate_of:  # a run repeated with another training seed
         label += f", seed {int(row['seed'])}"

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .. import config as tb_config
 from ..stages.train import methods as tb_methods
+from ..tasks import TaskSet
 from ..util import fileio
 from ..util.errors import UserError
 from . import METHODS, Output, Plan, labels, plan
@@ -92,7 +93,7 @@ def _comparisons(metrics: pd.DataFrame) -> pd.DataFrame:
     return pairs
 
 
-def numbers(config: Mapping, config_files: Iterable[str], metrics: pd.DataFrame) -> dict[str, str]:
+def numbers(config: tb_config.Experiment, config_files: Iterable[str], metrics: pd.DataFrame) -> dict[str, str]:
     values: dict[str, str] = {}
     published = tb_published.load()
     for _, row in published.iterrows():
@@ -101,7 +102,7 @@ def numbers(config: Mapping, config_files: Iterable[str], metrics: pd.DataFrame)
         if row["model"]:
             values[f"pubmodel-{row['id']}"] = tex(row["model"])
     evaluation = config["evaluation"]
-    finetune = tb_config.finetune_runs(config)
+    finetune = config.finetune
     values |= {
         "config": tex(", ".join(str(Path(f)) for f in config_files)),
         "seed": str(config["seed"]),
@@ -135,7 +136,7 @@ def numbers_tex(values: Mapping[str, str]) -> str:
 # -- generated prose -----------------------------------------------------------------------------
 
 
-def headline(metrics: pd.DataFrame) -> str:
+def headline(metrics: pd.DataFrame, known: TaskSet) -> str:
     pairs = _comparisons(metrics).dropna(subset=["gain"])
     if pairs.empty:
         return "No fine-tuned model in these results has a prompted baseline of the same model to compare with."
@@ -151,15 +152,15 @@ def headline(metrics: pd.DataFrame) -> str:
         f"Over {len(pairs)} pairs of a fine-tuned model and the same model prompted, fine-tuning raised the "
         f"task's primary metric in {better}, with intervals that do not overlap in {clear}; the median change was "
         f"{points(pairs['gain'].median())} points, and the largest, {points(best['gain'])} points, came from "
-        f"{tex(labels.method(best['method']))} on {tex(labels.task(best['task']))} "
+        f"{tex(labels.method(best['method']))} on {tex(labels.task(best['task'], known))} "
         f"({pct(best['value_base'])} to {pct(best['value'])})."
     )
 
 
-def task_findings(metrics: pd.DataFrame, task: str) -> str:
+def task_findings(metrics: pd.DataFrame, task: str, known: TaskSet) -> str:
     frame = metrics[(metrics["task"] == task) & metrics["primary"]]
     metric = labels.metric(frame["metric"].iloc[0]).lower()
-    sentences = [f"The primary metric of {tex(labels.task(task))} is {tex(metric)}."]
+    sentences = [f"The primary metric of {tex(labels.task(task, known))} is {tex(metric)}."]
     pairs = _comparisons(metrics)
     pairs = pairs[pairs["task"] == task]
     for model in frame.drop_duplicates("model").sort_values("params_b", kind="stable")["model"]:
@@ -218,13 +219,14 @@ def _table(output: Output, table: tb_tables.Table) -> str:
 
 
 def results_tex(metrics: pd.DataFrame, chosen: Plan) -> str:
+    known = chosen.known
     parts = []
     for task in chosen.tasks:
         output = chosen.drawing("table", "task", task)
-        table = tb_tables.build(output, metrics)
-        name = tex(labels.task(task))
+        table = tb_tables.build(output, metrics, known=chosen.known)
+        name = tex(labels.task(task, known))
         parts.append(
-            f"\\subsection{{{name}}}\\label{{sec:{task}}}\n{task_findings(metrics, task)} "
+            f"\\subsection{{{name}}}\\label{{sec:{task}}}\n{task_findings(metrics, task, known)} "
             f"Figure~\\ref{{fig:{task}}} shows every metric and Table~\\ref{{tab:{task}}} lists the values.\n"
         )
         parts.append(_figure(chosen.drawing("figure", "task", task), label=task))
@@ -234,7 +236,7 @@ def results_tex(metrics: pd.DataFrame, chosen: Plan) -> str:
 
 def published_tex(metrics: pd.DataFrame, chosen: Plan) -> str:
     output = chosen.drawing("table", "published")
-    table = tb_tables.build(output, metrics)
+    table = tb_tables.build(output, metrics, known=chosen.known)
     compared = table.frame
     same = int((compared["match"] == "same setting").sum())
     sizes = _sizes(metrics)
@@ -254,7 +256,7 @@ def published_tex(metrics: pd.DataFrame, chosen: Plan) -> str:
 
 def cost_tex(metrics: pd.DataFrame, chosen: Plan) -> str:
     output = chosen.drawing("table", "cost")
-    table = tb_tables.build(output, metrics)
+    table = tb_tables.build(output, metrics, known=chosen.known)
     pairs = _comparisons(metrics)
     text = "Table~\\ref{tab:cost} lists what each model cost to train and what each query costs to answer. "
     if not pairs.empty and pairs["prompt_tokens_mean"].notna().any():
@@ -275,6 +277,7 @@ def cost_tex(metrics: pd.DataFrame, chosen: Plan) -> str:
 
 
 def extras_tex(metrics: pd.DataFrame, curves: pd.DataFrame, chosen: Plan) -> str:
+    known = chosen.known
     parts = []
     for task in chosen.two_stage:
         primary = metrics[(metrics["task"] == task) & metrics["primary"]]
@@ -287,23 +290,23 @@ def extras_tex(metrics: pd.DataFrame, curves: pd.DataFrame, chosen: Plan) -> str
                 & (primary["method"] == run["method"])
                 & (primary["format"] == run["format"])
             ]
-            first = labels.task(run["init_from"].split("/")[0])
+            first = labels.task(run["init_from"].split("/")[0], known)
             if not single.empty:
                 delta = (run["value"] - single["value"].iloc[0]) * 100
                 sentences.append(
                     f"For {tex(run['model'])} with {tex(labels.method(run['method']))}, training on "
                     f"{tex(first)} first gives {interval(run)} against {interval(single.iloc[0])} "
-                    f"from {tex(labels.task(task))} alone ({points(delta)} points)."
+                    f"from {tex(labels.task(task, known))} alone ({points(delta)} points)."
                 )
         parts.append(
-            f"\\subsection{{Two-stage training on {tex(labels.task(task))}}}\n"
+            f"\\subsection{{Two-stage training on {tex(labels.task(task, known))}}}\n"
             + " ".join(sentences)
             + f" Figure~\\ref{{fig:two_stage_{task}}} shows the three stages side by side.\n"
         )
         parts.append(_figure(chosen.drawing("figure", "two_stage", task)))
     for task in chosen.ablations:
         output = chosen.drawing("table", "ablation_format", task)
-        table = tb_tables.build(output, metrics)
+        table = tb_tables.build(output, metrics, known=chosen.known)
         frame = metrics[(metrics["task"] == task) & (metrics["stage"] == "finetuned") & metrics["primary"]]
         sentences = []
         for (model, method), part in frame.groupby(["model", "method"], sort=False):
@@ -373,7 +376,7 @@ def _tabular(spec, header, rows):
     )
 
 
-def data_tex(manifests: Mapping[str, Mapping]) -> str:
+def data_tex(manifests: Mapping[str, Mapping], known: TaskSet) -> str:
     """The data table: each task's rows per split, what the data stage dropped, and its overlap with the test split."""
     if not manifests:
         return ""
@@ -384,7 +387,7 @@ def data_tex(manifests: Mapping[str, Mapping]) -> str:
         in_test = sum(overlap["test_overlap"][split]["input"]["normalized"] for split in ("train", "validation"))
         repeats = sum(counts["normalized"] for counts in overlap["duplicates"].values())
         rows.append(
-            [tex(labels.task(task))]
+            [tex(labels.task(task, known))]
             + [f"{manifest['rows'][split]:,}" for split in ("train", "validation", "test")]
             + [f"{manifest['bad_rows_total']:,}", f"{repeats:,}", f"{in_test:,}", f"{overlap['dropped_total']:,}"]
         )
@@ -418,7 +421,7 @@ def read_manifests(data_dir: Path, task_names: Iterable[str]) -> dict[str, dict]
     return found
 
 
-def setup_tex(config: Mapping, metrics: pd.DataFrame) -> str:
+def setup_tex(config: tb_config.Experiment, metrics: pd.DataFrame) -> str:
     used = list(dict.fromkeys(metrics["model"]))
     model_rows = [
         [
@@ -438,11 +441,11 @@ def setup_tex(config: Mapping, metrics: pd.DataFrame) -> str:
         ]
         for name in used
     ]
-    finetune = tb_config.finetune_runs(config)
+    finetune = config.finetune
     methods = [m for m in METHODS if any(run.method == m for run in finetune)]
     method_rows = []
     for method in methods:
-        settings = tb_config.method_settings(config, next(run for run in finetune if run.method == method))
+        settings = config.method_settings(next(run for run in finetune if run.method == method))
         lora = settings.get("lora")
         quant = (
             (f"4-bit {settings['quant_type']}" + (", double" if settings.get("double_quant") else ""))
@@ -533,15 +536,15 @@ def claims_headline(claims: pd.DataFrame | None) -> str:
     return text + "."
 
 
-def seeds_tex(claims: pd.DataFrame) -> str:
+def seeds_tex(claims: pd.DataFrame, known: TaskSet) -> str:
     """A sentence per comparison whose fine-tuned run was trained with several seeds: the spread over seeds
     set against the bootstrap interval over test rows."""
     if "seeds" not in claims:
         return ""
     shown = claims[(claims["seeds"].fillna(1) > 1) & claims["seed_low"].notna()]
     sentences = [
-        f"{tex(labels.task(row['task']))} {tex(row['better_run'])} against {tex(row['than_run'])} was trained with "
-        f"{row['seeds']:.0f} seeds: its difference ranges from {row['seed_low'] * 100:.1f} to "
+        f"{tex(labels.task(row['task'], known))} {tex(row['better_run'])} against {tex(row['than_run'])} was "
+        f"trained with {row['seeds']:.0f} seeds: its difference ranges from {row['seed_low'] * 100:.1f} to "
         f"{row['seed_high'] * 100:.1f} points over seeds, against a bootstrap interval of "
         f"[{row['ci_low'] * 100:.1f}, {row['ci_high'] * 100:.1f}] over test rows for the first seed."
         for _, row in shown.drop_duplicates(["task", "model", "better_run", "than_run"]).iterrows()
@@ -573,12 +576,12 @@ def claims_tex(claims: pd.DataFrame | None, chosen: Plan) -> str:
             "the effect too weak at this model size) to tell"
         )
     text += ". Table~\\ref{tab:claims} lists every comparison and Figure~\\ref{fig:claims} draws them.\n"
-    text += seeds_tex(claims)
+    text += seeds_tex(claims, chosen.known)
     output = chosen.drawing("table", "claims")
     return (
         text
         + _figure(chosen.drawing("figure", "claims"))
-        + _table(output, tb_tables.build(output, metrics=None, claims=claims))
+        + _table(output, tb_tables.build(output, metrics=None, claims=claims, known=chosen.known))
     )
 
 
@@ -591,12 +594,13 @@ def comparisons_tex(claims: pd.DataFrame | None, chosen: Plan) -> str:
     return (
         f"\\paragraph{{Comparisons of this configuration.}} Decided the same way: {found['reproduced']} hold, "
         f"{found['contradicted']} are contradicted, {found['undecided']} cannot be decided and {found['not run']} "
-        "have no runs (Table~\\ref{tab:comparisons}).\n" + _table(output, tb_tables.build(output, None, claims))
+        "have no runs (Table~\\ref{tab:comparisons}).\n"
+        + _table(output, tb_tables.build(output, None, claims, known=chosen.known))
     )
 
 
 def write_sources(
-    config: Mapping,
+    config: tb_config.Experiment,
     config_files: Iterable[str],
     metrics: pd.DataFrame,
     curves: pd.DataFrame,
@@ -633,10 +637,12 @@ def write_sources(
         shutil.copyfile(path, generated / "figures" / path.name)
     files = {
         "numbers.tex": numbers_tex(numbers(config, config_files, metrics)),
-        "headline.tex": " ".join(filter(None, [headline(metrics), claims_headline(studies)])) + "\n",
+        "headline.tex": " ".join(filter(None, [headline(metrics, chosen.known), claims_headline(studies)])) + "\n",
         "claims.tex": claims_tex(studies, chosen) + comparisons_tex(claims, chosen),
         "setup.tex": setup_tex(config, metrics),
-        "data.tex": data_tex(read_manifests(data_dir, dict.fromkeys(metrics["task"]))) if data_dir else "",
+        "data.tex": data_tex(read_manifests(data_dir, dict.fromkeys(metrics["task"])), chosen.known)
+        if data_dir
+        else "",
         "results.tex": results_tex(metrics, chosen),
         "published.tex": (
             published_tex(metrics, chosen)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..tasks import TaskSet
 from ..util import fileio
 from ..util.errors import UserError
 from . import Output, labels
@@ -109,7 +110,7 @@ def _label_fields(run: pd.Series) -> dict:
 SEED_FIELDS = ("replicate_of", "seed")
 
 
-def task_table(metrics: pd.DataFrame, task: str) -> Table:
+def task_table(metrics: pd.DataFrame, task: str, known: TaskSet) -> Table:
     """Every metric of every run of one task, with its interval."""
     frame = metrics[metrics["task"] == task]
     if frame.empty:
@@ -137,7 +138,7 @@ def task_table(metrics: pd.DataFrame, task: str) -> Table:
     percents = [f"{name}{suffix}" for name in names for suffix in ("", "_ci_low", "_ci_high")]
     columns = [
         Column("Model", labels.model),
-        Column("Run", labels.run),
+        Column("Run", lambda row: labels.run(row, known)),
         Column("n", lambda row: f"{row['n_examples']:.0f}", numeric=True),
     ]
     if (table["unscorable"].fillna(0) > 0).any():
@@ -147,7 +148,7 @@ def task_table(metrics: pd.DataFrame, task: str) -> Table:
     ]
     return Table(
         caption=(
-            f"{labels.task(task)}: share of test examples scored correct, in percent, with "
+            f"{labels.task(task, known)}: share of test examples scored correct, in percent, with "
             f"bootstrap confidence intervals in brackets; the best value per column is in bold."
         ),
         frame=table,
@@ -157,7 +158,7 @@ def task_table(metrics: pd.DataFrame, task: str) -> Table:
     )
 
 
-def main_table(metrics: pd.DataFrame) -> Table:
+def main_table(metrics: pd.DataFrame, known: TaskSet) -> Table:
     """The headline: every run's primary metric, its gain over the prompted model and its prompt length."""
     primary = metrics[metrics["primary"]]
     records = []
@@ -186,9 +187,9 @@ def main_table(metrics: pd.DataFrame) -> Table:
         ),
         frame=frame,
         columns=[
-            Column("Task", lambda row: labels.task(row["task"])),
+            Column("Task", lambda row: labels.task(row["task"], known)),
             Column("Model", labels.model),
-            Column("Run", labels.run),
+            Column("Run", lambda row: labels.run(row, known)),
             Column("Metric", lambda row: labels.metric(row["metric"])),
             Column(
                 "Value (%)", lambda row: interval(row["value_pct"], row["ci_low_pct"], row["ci_high_pct"]), numeric=True
@@ -228,7 +229,7 @@ def _figure_label(row: pd.Series) -> str:
 PUBLISHED_DIGITS = {"train_hours": 2, "epoch_tokens": 2, "devices": 0}
 
 
-def published_table(metrics: pd.DataFrame) -> Table:
+def published_table(metrics: pd.DataFrame, known: TaskSet) -> Table:
     compared = tb_published.compare(tb_published.load(), metrics)
 
     def relation(row):
@@ -246,7 +247,7 @@ def published_table(metrics: pd.DataFrame) -> Table:
         frame=compared,
         columns=[
             Column("Study", lambda row: row["study"]),
-            Column("Task", lambda row: labels.task(row["task"]) if row["task"] else "all"),
+            Column("Task", lambda row: labels.task(row["task"], known) if row["task"] else "all"),
             Column("Figure", _figure_label),
             Column("Published model", lambda row: row["published_model"]),
             Column("Published", relation, numeric=True),
@@ -260,12 +261,12 @@ def published_table(metrics: pd.DataFrame) -> Table:
     )
 
 
-def cost_table(metrics: pd.DataFrame) -> Table:
+def cost_table(metrics: pd.DataFrame, known: TaskSet) -> Table:
     primary = metrics[metrics["primary"]]
     runs = primary[(primary["stage"] != "baseline") | (primary["variant"] == "default")]
     unit = cost_unit(runs.loc[runs["stage"] != "baseline", "device_kind"])
     primaries = "; ".join(
-        f"{labels.task(t)}: {labels.metric(m).lower()}"
+        f"{labels.task(t, known)}: {labels.metric(m).lower()}"
         for t, m in runs[["task", "metric"]].drop_duplicates().itertuples(index=False)
     )
     # API baselines add their price and their failed requests; a config without one keeps the columns above.
@@ -335,9 +336,9 @@ def cost_table(metrics: pd.DataFrame) -> Table:
         ),
         frame=frame,
         columns=[
-            Column("Task", lambda row: labels.task(row["task"])),
+            Column("Task", lambda row: labels.task(row["task"], known)),
             Column("Model", labels.model),
-            Column("Run", labels.run),
+            Column("Run", lambda row: labels.run(row, known)),
             Column("Hardware", when_trained(lambda row: f"{row['device_kind']} × {row['num_processes']:.0f}")),
             Column(f"Training ({unit})", when_trained(lambda row: hours(row["device_hours"])), numeric=True),
             Column(
@@ -383,7 +384,7 @@ def cost_table(metrics: pd.DataFrame) -> Table:
     )
 
 
-def ablation_table(metrics: pd.DataFrame, task: str) -> Table:
+def ablation_table(metrics: pd.DataFrame, task: str, known: TaskSet) -> Table:
     frame = metrics[(metrics["task"] == task) & (metrics["stage"] == "finetuned")]
     pairs = frame.groupby(["model", "method"])["format"].nunique()
     pairs = pairs[pairs > 1].index
@@ -410,7 +411,7 @@ def ablation_table(metrics: pd.DataFrame, task: str) -> Table:
     percents = [f"{name}{suffix}" for name in names for suffix in ("", "_ci_low", "_ci_high")]
     return Table(
         caption=(
-            f"{labels.task(task)}: the same model and method fine-tuned with the special-token format and "
+            f"{labels.task(task, known)}: the same model and method fine-tuned with the special-token format and "
             "with a natural-language instruction format (percent, with bootstrap intervals)."
         ),
         frame=table,
@@ -426,7 +427,7 @@ def ablation_table(metrics: pd.DataFrame, task: str) -> Table:
     )
 
 
-def claims_table(claims: pd.DataFrame, declared: bool = False) -> Table:
+def claims_table(claims: pd.DataFrame, declared: bool = False, *, known: TaskSet) -> Table:
     """Each claim of the studies (or with ``declared`` each comparison of the config), per pair of runs: the
     paired difference, its interval and the verdict.
 
@@ -477,10 +478,10 @@ def claims_table(claims: pd.DataFrame, declared: bool = False) -> Table:
                 "Compared on",
                 when_ran(
                     lambda row: (
-                        f"{labels.task(row['task'])}: {row['model']} {row['better_run']} vs "
+                        f"{labels.task(row['task'], known)}: {row['model']} {row['better_run']} vs "
                         f"{row['than_model']} {row['than_run']}"
                         if declared
-                        else f"{labels.task(row['task'])}: {row['better_run']} vs {row['than_run']}"
+                        else f"{labels.task(row['task'], known)}: {row['better_run']} vs {row['than_run']}"
                     )
                 ),
             ),
@@ -512,15 +513,16 @@ BUILDERS = {
 }
 
 
-def build(output: Output, metrics: pd.DataFrame, claims: pd.DataFrame | None = None) -> Table:
+def build(output: Output, metrics: pd.DataFrame, claims: pd.DataFrame | None = None, *, known: TaskSet) -> Table:
+    """The table ``output`` names; ``known`` (the experiment's tasks) labels them."""
     if output.draws in ("claims", "comparisons"):
         if claims is None:
             raise UserError(f"the {output.draws} table needs results/claims.csv; run `tunebench claims` first.")
-        table = claims_table(claims, declared=output.draws == "comparisons")
+        table = claims_table(claims, declared=output.draws == "comparisons", known=known)
     elif output.task:
-        table = BUILDERS[output.draws](metrics, output.task)
+        table = BUILDERS[output.draws](metrics, output.task, known)
     else:
-        table = BUILDERS[output.draws](metrics)
+        table = BUILDERS[output.draws](metrics, known)
     table.name = output.name
     return table
 
@@ -579,6 +581,11 @@ def write(table: Table, out_dir: Path) -> list[Path]:
 
 
 def write_all(
-    outputs: Iterable[Output], metrics: pd.DataFrame, out_dir: Path, claims: pd.DataFrame | None = None
+    outputs: Iterable[Output],
+    metrics: pd.DataFrame,
+    out_dir: Path,
+    claims: pd.DataFrame | None = None,
+    *,
+    known: TaskSet,
 ) -> list[Path]:
-    return [path for output in outputs for path in write(build(output, metrics, claims), out_dir)]
+    return [path for output in outputs for path in write(build(output, metrics, claims, known=known), out_dir)]

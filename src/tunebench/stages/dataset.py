@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import config as tb_config
-from .. import tasks
 from ..config import code as tb_code
 from ..config import digests as tb_digests
 from ..tasks import data, overlap
@@ -110,7 +109,7 @@ def check_sources(task: Any, prepared: Prepared, ledger: Path | None) -> None:
 
 def prepare(
     task_name: str,
-    config: Mapping[str, Any],
+    config: tb_config.Experiment,
     seed: int | None = None,
     ledger: Path | None = None,
     **overrides: Any,
@@ -120,7 +119,7 @@ def prepare(
     ``overrides`` replace keys of ``tasks.<task_name>`` (the CLI's ``--rows``/``--digits``). ``ledger`` is the
     file that records a declared task's source files on first use (none: not recorded, not checked).
     """
-    task = tasks.get(task_name)
+    task = config.tasks.get(task_name)
     seed = config["seed"] if seed is None else seed
     options = dict(config["tasks"][task_name], **overrides)
     mirror = tb_config.data_mirror(config)
@@ -147,12 +146,12 @@ def prepare(
             raise DataError(f"{task_name}: the {split} split repeats row ids; this is a bug in the task module.")
     # The digest of the settings actually used (command-line overrides included), as the workflow
     # computes it from the config: the data rule's stamp and param carry the same value.
-    effective = dict(config, seed=seed, tasks=dict(config["tasks"], **{task_name: options}))
+    effective = tb_config.Experiment.of(dict(config, seed=seed, tasks=dict(config["tasks"], **{task_name: options})))
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "task": task_name,
         tb_digests.KEY: tb_digests.data_hash(effective, task_name),
-        "code": tb_code.provenance(data=tb_digests.data_code(task_name)),
+        "code": tb_code.provenance(data=tb_digests.data_code(task)),
         "seed": seed,
         "source": prepared.source,
         "options": {key: value for key, value in sorted(options.items()) if key not in ("hub", "limit")},

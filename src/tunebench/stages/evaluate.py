@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import config as tb_config
-from .. import tasks
 from ..config import code as tb_code
 from ..config import digests as tb_digests
-from ..tasks import data
+from ..tasks import Task, data
 from ..util import fileio, hardware
 from ..util.errors import ConfigError, DataError, UserError
 from . import formats
@@ -32,6 +31,7 @@ __all__ = ["evaluate", "resolve", "test_rows"]
 
 
 def prompt_texts(
+    task: Task,
     spec: tb_config.Run,
     rows: Sequence[Mapping[str, Any]],
     tokenizer,
@@ -39,7 +39,6 @@ def prompt_texts(
     options: Mapping[str, Any],
 ) -> list[str]:
     """The text each row's generation continues: baseline messages through the chat template, or the run's format."""
-    task = tasks.get(spec.task)
     if not spec.is_baseline:
         return [formats.render_prompt(spec.format, task, row, tokenizer) for row in rows]
     if not getattr(tokenizer, "chat_template", None):
@@ -109,7 +108,7 @@ def load_run_model(config: Mapping[str, Any], spec: tb_config.Run, train_dir: Pa
 
 
 def evaluate(
-    config: Mapping[str, Any],
+    config: tb_config.Experiment,
     task: str,
     model_name: str,
     run: str,
@@ -129,13 +128,13 @@ def evaluate(
     """
     spec = resolve(config, task, model_name, run)
     if loaded is None:
-        gpus = tb_config.resources(config, "evaluate", model_name)["gpu"]
-        hardware.require_gpus(gpus, tb_config.resources_key(config, "evaluate", model_name))
+        gpus = config.resources("evaluate", model_name)["gpu"]
+        hardware.require_gpus(gpus, config.resources_key("evaluate", model_name))
     rows = test_rows(config, task, data_dir)
     train = data.read_split(data_dir, "train") if spec.is_baseline else []
     model, tokenizer = loaded if loaded is not None else load_run_model(config, spec, train_dir)
 
-    texts = prompt_texts(spec, rows, tokenizer, train, config["tasks"][task])
+    texts = prompt_texts(config.tasks.get(task), spec, rows, tokenizer, train, config["tasks"][task])
     prompts = [formats.encode_prompt(tokenizer, text) for text in texts]
     limit = tb_config.max_new_tokens(config, task)
     context = _context_length(model)
@@ -221,7 +220,7 @@ def generation_facts(
         "device": device,
         "hardware": None,
         tb_digests.KEY: tb_digests.generate_hash(config, spec.task, spec.model, spec.run),
-        "code": tb_code.provenance(generate=tb_digests.generate_code(spec.task)),
+        "code": tb_code.provenance(generate=tb_digests.generate_code(config.tasks.get(spec.task))),
     }
 
 

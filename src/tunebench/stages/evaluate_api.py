@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import config as tb_config
-from .. import tasks
 from ..tasks import data
 from . import api
 from . import evaluate as local
@@ -27,7 +26,13 @@ def is_api_model(config: Mapping[str, Any], model_name: str) -> bool:
 
 
 def evaluate_any(
-    config: Mapping[str, Any], task: str, model_name: str, run: str, *, api_cache: Path | None = None, **options: Any
+    config: tb_config.Experiment,
+    task: str,
+    model_name: str,
+    run: str,
+    *,
+    api_cache: Path | None = None,
+    **options: Any,
 ) -> dict:
     """One run of any model: an API model's baseline through its endpoint (answers cached in ``api_cache``),
     every other run in this process. ``options`` are :func:`tunebench.stages.evaluate.evaluate`'s keywords:
@@ -57,7 +62,7 @@ def evaluate_any(
 
 
 def evaluate(
-    config: Mapping[str, Any],
+    config: tb_config.Experiment,
     spec,
     *,
     data_dir: Path,
@@ -65,7 +70,7 @@ def evaluate(
     cache_dir: Path | None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    task = tasks.get(spec.task)
+    task = config.tasks.get(spec.task)
     endpoint = api.Endpoint.from_config(config, spec.model)
     rows = local.test_rows(config, spec.task, data_dir)
     train = data.read_split(data_dir, "train")

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import config as tb_config
-from .. import tasks
 from ..config import code as tb_code
 from ..config import digests as tb_digests
-from ..tasks import data
+from ..tasks import Task, data
 from ..util import fileio, stats
 from ..util.errors import ConfigError, DataError
 
@@ -32,14 +31,16 @@ FACTS = "generation.json"
 _CARRIED = ("prompt_tokens", "generated_tokens", "stopped", "error", "latency_s", "messages")
 
 
-def resolve(config: Mapping[str, Any], task: str, model: str, run: str) -> tb_config.Run:
+def resolve(config: tb_config.Experiment, task: str, model: str, run: str) -> tb_config.Run:
     """The run named by (task, model, run) in the config's experiments, if it is evaluated."""
-    if task not in tasks.scored():
-        raise ConfigError(f"task {task!r} has no scorer; scored tasks are {', '.join(tasks.scored())}.")
-    found = tb_config.find_run(config, task, model, run)
+    scored = config.tasks.scored()
+    if task not in scored:
+        raise ConfigError(f"task {task!r} has no scorer; scored tasks are {', '.join(scored)}.")
+    found = config.run(task, model, run)
     if found.is_baseline:
-        if found.variant not in tasks.get(task).baseline_variants:
-            known = ", ".join(tasks.get(task).baseline_variants)
+        variants = config.tasks.get(task).baseline_variants
+        if found.variant not in variants:
+            known = ", ".join(variants)
             raise ConfigError(
                 f"experiments.baselines asks for {task} variant {found.variant!r}, which the task does not offer "
                 f"({known})."
@@ -65,16 +66,15 @@ def test_rows(config: Mapping[str, Any], task: str, data_dir: Path) -> list[dict
     return rows
 
 
-def scorer_options(config: Mapping[str, Any], task: str) -> dict:
+def scorer_options(config: tb_config.Experiment, task: str) -> dict:
     """The ``evaluation`` keys the task's scorer reads, and only those."""
-    return {key: config["evaluation"][key] for key in tasks.get(task).scorer_options}
+    return {key: config["evaluation"][key] for key in config.tasks.get(task).scorer_options}
 
 
 def predictions(
-    task_name: str, rows: Sequence[Mapping[str, Any]], generations: Sequence[Mapping[str, Any]], options: Mapping
+    task: Task, rows: Sequence[Mapping[str, Any]], generations: Sequence[Mapping[str, Any]], options: Mapping
 ) -> list[dict]:
     """One predictions.jsonl record per row: the output, what the scorer extracted and its verdicts."""
-    task = tasks.get(task_name)
     records = []
     for row, generated in zip(rows, generations, strict=True):
         text = generated["output"]
@@ -99,10 +99,10 @@ def predictions(
 
 
 def summary(
-    spec: tb_config.Run, records: Sequence[Mapping[str, Any]], config: Mapping[str, Any], facts: Mapping[str, Any]
+    spec: tb_config.Run, records: Sequence[Mapping[str, Any]], config: tb_config.Experiment, facts: Mapping[str, Any]
 ) -> dict:
     """The metrics.json document of a run: the scores, and the generation's facts it was scored from."""
-    task = tasks.get(spec.task)
+    task = config.tasks.get(spec.task)
     evaluation = config["evaluation"]
     verdicts = [record["verdict"] for record in records]
     n = len(records)
@@ -134,11 +134,11 @@ def summary(
         **({"api": facts["api"]} if "api" in facts else {}),
         tb_digests.KEY: tb_digests.score_hash(config, spec.task, spec.model, spec.run),
         "generation_hash": facts[tb_digests.KEY],
-        "code": code_record(spec.task),
+        "code": code_record(task),
     }
 
 
-def code_record(task: str) -> dict:
+def code_record(task: Task) -> dict:
     """Which code made a run's metrics: the generation's and the scorer's source hashes, version, git describe."""
     return tb_code.provenance(generate=tb_digests.generate_code(task), score=tb_digests.score_code(task))
 
@@ -163,13 +163,13 @@ def read_generations(gen_dir: Path, rows: Sequence[Mapping[str, Any]], expected:
 
 
 def score_run(
-    config: Mapping[str, Any], task: str, model: str, run: str, *, data_dir: Path, gen_dir: Path, out_dir: Path
+    config: tb_config.Experiment, task: str, model: str, run: str, *, data_dir: Path, gen_dir: Path, out_dir: Path
 ) -> dict:
     """Score one run's generations; write predictions.jsonl and metrics.json into ``out_dir``; return the metrics."""
     spec = resolve(config, task, model, run)
     rows = test_rows(config, task, data_dir)
     facts, generations = read_generations(gen_dir, rows, tb_digests.generate_hash(config, task, model, run))
-    records = predictions(task, rows, generations, scorer_options(config, task))
+    records = predictions(config.tasks.get(task), rows, generations, scorer_options(config, task))
     metrics = summary(spec, records, config, facts)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,23 +1,24 @@
-"""Resolve one training run from the config: every setting the run uses, checked before any work.
+"""Resolve one training run of the experiment: every setting the run uses, checked before any work.
 
-The result is a frozen :class:`Job`, written as the run's ``config.json``; its hash (with the data
-files') decides whether an existing resume state belongs to this run.
+The result is a frozen :class:`Job`, a view of the experiment's :class:`~tunebench.config.Run` with what
+is resolved for this machine (data files, dtype, nodes and processes, launcher, settings hash). It is
+written as the run's ``config.json``; its hash (with the data files') decides whether an existing resume
+state belongs to this run.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import hashlib
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ... import config as tb_config
 from ...config import digests as tb_digests
+from ...tasks import Task
 from ...tasks.data import sha256_file
 from ...util import hardware
 from ...util.errors import ConfigError, DataError
@@ -27,21 +28,21 @@ from . import backend, methods
 SPLITS = ("train", "validation")
 
 
+def _of_run(name: str) -> property:
+    """A field of the job's run, read through the job."""
+    return property(lambda job: getattr(job.spec, name), doc=f"The run's {name}.")
+
+
 @dataclass(frozen=True)
 class Job:
-    """One resolved training run. The nested settings stay plain dicts: they are written as they are."""
+    """One training run of the experiment (``spec``) with what is resolved for this machine. The nested
+    settings stay plain dicts: they are written as they are."""
 
-    task: str
-    model: str
-    method: str
-    run: str
-    format: str
-    stage: str  # finetuned or two_stage
-    seed: int
+    spec: tb_config.Run
+    definition: Task  # the run's task, built in or declared by the config
     base_source: dict
-    training: dict  # the config's training section merged with the entry's, dtype resolved for this machine
+    training: dict  # the run's training settings, dtype resolved for this machine
     method_settings: dict
-    init_from: dict | None  # {"task", "run"} of the first stage of a two-stage run
     init_checkpoint: str | None
     nodes: int
     processes: int
@@ -52,12 +53,49 @@ class Job:
     settings_hash: str  # what the workflow's stamp and param for this run hold; run.json repeats it
     launcher: dict | None = None  # the accelerate and DeepSpeed files of a launched job
 
+    task = _of_run("task")
+    model = _of_run("model")
+    method = _of_run("method")
+    run = _of_run("run")
+    format = _of_run("format")
+    stage = _of_run("stage")  # finetuned or two_stage
+
+    @property
+    def seed(self) -> int:
+        return self.spec.training["seed"]
+
+    @property
+    def init_from(self) -> dict | None:
+        """``{"task", "run"}`` of the first stage of a two-stage run."""
+        return dict(zip(("task", "run"), self.spec.init_from, strict=True)) if self.spec.init_from else None
+
     def to_dict(self) -> dict:
-        """The job as config.json holds it (``launcher`` only for a launched job)."""
-        fields = dataclasses.asdict(self)
-        if fields["launcher"] is None:
-            del fields["launcher"]
-        return fields
+        """The job as config.json holds it, keys in this order (``launcher`` only for a launched job): the
+        settings hash and resume fingerprint are taken over it."""
+        fields = {
+            "task": self.task,
+            "model": self.model,
+            "method": self.method,
+            "run": self.run,
+            "format": self.format,
+            "stage": self.stage,
+            "seed": self.seed,
+            "base_source": self.base_source,
+            "training": self.training,
+            "method_settings": self.method_settings,
+            "init_from": self.init_from,
+            "init_checkpoint": self.init_checkpoint,
+            "nodes": self.nodes,
+            "processes": self.processes,
+            "threads_per_node": self.threads_per_node,
+            "accelerate_config": self.accelerate_config,
+            "launch": self.launch,
+            "data": self.data,
+            "settings_hash": self.settings_hash,
+        }
+        if self.launcher is not None:
+            fields["launcher"] = self.launcher
+        return copy.deepcopy(fields)
 
 
 def _check_hardware(job: Job) -> None:
@@ -90,19 +128,19 @@ def _check_hardware(job: Job) -> None:
             )
 
 
-def resolve(config: Mapping[str, Any], task: str, model: str, run: str, out_dir: Path, data_dir: Path) -> Job:
-    item = tb_config.find_finetune(config, task, model, run)
+def resolve(config: tb_config.Experiment, task: str, model: str, run: str, out_dir: Path, data_dir: Path) -> Job:
+    item = config.run(task, model, run, finetuned=True)
     training = dict(item.training)
     training["dtype_requested"] = training["dtype"]
     training["dtype"] = hardware.training_dtype(training["dtype"])
-    settings = tb_config.method_settings(config, item)
+    settings = config.method_settings(item)
     if training["batching"] == "pad_to" and training["pad_to"] < training["max_length"]:
         raise ConfigError(
             f"training.pad_to is {training['pad_to']} but max_length is {training['max_length']}; "
             "rows cannot be padded to less than the longest example, so raise pad_to or lower max_length."
         )
-    rows = tb_config.resources(config, "train", model, item.method)
-    hardware.require_gpus(rows["gpu"], tb_config.resources_key(config, "train", model, item.method))
+    rows = config.resources("train", model, item.method)
+    hardware.require_gpus(rows["gpu"], config.resources_key("train", model, item.method))
     processes = rows["processes"]
     out_dir = Path(out_dir)
     init_checkpoint = None
@@ -125,17 +163,11 @@ def resolve(config: Mapping[str, Any], task: str, model: str, run: str, out_dir:
         data[split] = {"path": str(path), "sha256": sha256_file(path)}
     launch = methods.get(item.method).launches_always or processes > 1
     job = Job(
-        task=task,
-        model=model,
-        method=item.method,
-        run=run,
-        format=item.format,
-        stage=item.stage,
-        seed=training["seed"],
+        spec=item,
+        definition=config.tasks.get(task),
         base_source=models.model_source(config, model, "base"),
         training=training,
         method_settings=settings,
-        init_from={"task": item.init_from[0], "run": item.init_from[1]} if item.init_from else None,
         init_checkpoint=init_checkpoint,
         nodes=rows["nodes"],
         processes=processes,
@@ -159,7 +191,7 @@ def fingerprint(job: Job) -> str:
     """The settings and the training code a resume state belongs to: a state saved by other code (whose
     saved fields may differ) is discarded like one saved under other settings."""
     settings = {key: value for key, value in job.to_dict().items() if key not in LAYOUT}
-    settings["code"] = tb_digests.train_code(job.task)
+    settings["code"] = tb_digests.train_code(job.definition)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 

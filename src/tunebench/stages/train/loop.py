@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ... import tasks
 from ...config import code as tb_code
 from ...config import digests as tb_digests
 from ...tasks import data
@@ -185,7 +184,7 @@ class Trainer:
         if self.compiled:
             wrap.compile_layers(self.built.model)
         self.tokenizer = self.built.tokenizer
-        task = tasks.get(job.task)
+        task = job.definition
         self.examples = {}
         self.stats = {}
         for split in ("train", "validation"):
@@ -478,7 +477,7 @@ def _finish(trainer: Trainer, out_dir: Path, resume: ResumeDir, position: dict) 
             "why": trainer.compile_why,
         },
         "settings_hash": job.settings_hash,
-        "code": tb_code.provenance(train=tb_digests.train_code(job.task)),
+        "code": tb_code.provenance(train=tb_digests.train_code(job.definition)),
     }
     if trainer.main:
         out_dir.mkdir(parents=True, exist_ok=True)
