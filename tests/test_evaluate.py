@@ -8,6 +8,7 @@ that the gold completions pushed through the same plumbing score perfectly.
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -329,8 +330,9 @@ def test_user_errors_end_in_one_sentence(config, prepared, loaded, tmp_path, cap
 def test_a_qlora_checkpoint_decodes_the_same_at_any_batch_size(kernel, tokenizer_dir, mirror, tmp_path, monkeypatch):  # noqa: F811
     """On each of bitsandbytes' CPU 4-bit paths, and metrics.json says which one ran."""
     monkeypatch.setenv(hardware.BNB_CPU_KERNEL_ENV, "portable" if kernel == "portable" else "auto")
-    settings = eval_config(tokenizer_dir, mirror, max_new_tokens={"multiplication": 10})
-    settings["experiments"]["finetune"][0]["methods"] = ["qlora"]
+    raw = copy.deepcopy(eval_config(tokenizer_dir, mirror, max_new_tokens={"multiplication": 10}).config)
+    raw["experiments"]["finetune"][0]["methods"] = ["qlora"]
+    settings = tb_config.validate(raw)  # the run matrix is resolved by validation, so the edit is validated again
     data_dir = write_data(tmp_path / "data", train=8, validation=4, test=5)
     train_dir = tmp_path / "train" / "qlora"
     train_in_process(settings, "qlora", train_dir, data_dir)
