@@ -347,6 +347,7 @@ def check(config: Mapping) -> None:
     from ..tasks import custom
 
     custom.check(config, tasks.built_in())
+    task_set = tasks.TaskSet.of(config)
     for i, entry in enumerate(experiments["finetune"]):
         for model in entry["models"]:
             if models[model].get("api"):
@@ -355,7 +356,7 @@ def check(config: Mapping) -> None:
                     "list it under experiments.baselines."
                 )
     for i, entry in enumerate(experiments["baselines"]):
-        if not _task(config, entry["task"]).metrics:
+        if not task_set.get(entry["task"]).metrics:
             raise ConfigError(f"experiments.baselines[{i}] evaluates {entry['task']}, which has no scorer; remove it.")
     for i, entry in enumerate(experiments["finetune"]):
         own_seed = entry_training(config, entry)["seed"]
@@ -375,7 +376,7 @@ def check(config: Mapping) -> None:
                             "give one of them a tag."
                         )
                     seen.add(key)
-        if entry["evaluate"] and not _task(config, entry["task"]).metrics:
+        if entry["evaluate"] and not task_set.get(entry["task"]).metrics:
             raise ConfigError(
                 f"experiments.finetune[{i}] evaluates {entry['task']}, which has no scorer; set evaluate: false."
             )
@@ -390,10 +391,10 @@ def check(config: Mapping) -> None:
                             f"experiments.finetune[{i}].init_from needs the run {'/'.join(first)}, which no finetune "
                             "entry trains."
                         )
-    _check_comparisons(config)
+    _check_comparisons(config, task_set)
 
 
-def _check_comparisons(config: Mapping) -> None:
+def _check_comparisons(config: Mapping, task_set: tasks.TaskSet) -> None:
     """Each comparison names a task with a scorer and models that exist, under an id of its own."""
     ids: set[str] = set()
     for i, comparison in enumerate(config["comparisons"]):
@@ -402,9 +403,9 @@ def _check_comparisons(config: Mapping) -> None:
             raise ConfigError(f"{where}.id {comparison['id']!r} repeats an earlier comparison's; give it another.")
         ids.add(comparison["id"])
         task = comparison["task"]
-        if task not in tasks.built_in() and task not in (config.get("tasks") or {}):
+        if task not in task_set.names():
             raise ConfigError(f"{where}.task {task!r} is neither built in nor declared under tasks.")
-        metrics = _task(config, task).metrics
+        metrics = task_set.get(task).metrics
         if comparison["metric"] != "primary" and comparison["metric"] not in metrics:
             raise ConfigError(
                 f"{where}.metric {comparison['metric']!r} is not a metric of {task}; use primary or one of "
@@ -414,15 +415,6 @@ def _check_comparisons(config: Mapping) -> None:
             model = comparison[side].get("model")
             if model is not None and model not in config["models"]:
                 raise ConfigError(f"{where}.{side}.model {model!r} is not defined under models.")
-
-
-def _task(config: Mapping, name: str):
-    """The task ``name`` of ``config``, built-in or declared there (before its experiment exists)."""
-    from ..tasks.custom import CustomTask
-
-    if name in tasks.built_in():
-        return tasks.get(name)
-    return CustomTask(name, config["tasks"][name])
 
 
 def data_mirror(config: Mapping) -> Path | None:
