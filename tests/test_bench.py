@@ -7,7 +7,7 @@ import pytest
 
 from tunebench.commands import cli
 from tunebench.machinery import bench_peers
-from tunebench.machinery.bench import REFERENCES, ratios
+from tunebench.machinery.bench import CPU_CEILING, REFERENCES, ceiling_share, ratios
 from tunebench.stages.train import wrap
 
 
@@ -37,6 +37,30 @@ def test_each_metric_of_a_case_is_set_against_the_reference_in_that_metric():
     assert table.loc[("tunebench", bench_peers.CPU), "ratio"] == 2.0
     assert table.loc[("tunebench", bench_peers.CPU), "ratio_low"] == 11.0 / 6.5  # its low over the peer's high
     assert (table.xs("trl", level="variant")["ratio"] == 1.0).all()
+
+
+def test_a_training_rate_is_set_against_the_matmul_rate_measured_the_same_way():
+    ceiling = [
+        ("float32", "GFLOP/s", 120.0),
+        ("float32", CPU_CEILING, 60.0),
+        ("bfloat16", "GFLOP/s", 2.0),
+        ("bfloat16", CPU_CEILING, 1.0),
+    ]
+    rows = [{"comparison": "ceiling", "case": "matmul", "variant": v, "metric": m, "median": x} for v, m, x in ceiling]
+    rows += [
+        # 10 tokens/s of a 1e9-parameter model at 6 FLOPs per parameter and token: 60 GFLOP/s.
+        {"comparison": "peer training", "case": "c", "variant": "tunebench", "metric": bench_peers.WALL,
+         "median": 10.0, "params": 1e9},
+        {"comparison": "peer training", "case": "c", "variant": "tunebench", "metric": bench_peers.CPU,
+         "median": 5.0, "params": 1e9},
+        {"comparison": "compile", "case": "c", "variant": "eager", "metric": bench_peers.CPU, "median": 1.0,
+         "params": 1e9},
+    ]  # fmt: skip
+    share = ceiling_share(pd.DataFrame(rows), ("peer training",)).set_index("metric")
+    assert list(share["comparison"].unique()) == ["peer training"]  # only the comparisons asked for
+    assert share.loc[bench_peers.WALL, "share_of_float32_ceiling"] == 0.5  # per wall second against per wall second
+    assert share.loc[bench_peers.CPU, "share_of_float32_ceiling"] == 0.5  # 30 against 60 per CPU second
+    assert share.loc[bench_peers.CPU, "share_of_bf16_ceiling"] == 30.0
 
 
 @pytest.mark.slow
@@ -104,4 +128,7 @@ def test_quick_peer_bench_sets_both_peers_beside_ours(with_mirror, tmp_path, cap
     assert set(evaluation["variant"]) == {"tunebench", "tunebench generate", "lm-eval"}
     assert (evaluation["identical_prompts"] == 1.0).all()  # the harness saw our chat prompt, token for token
     assert (ratios.loc[ratios["variant"] == ratios["reference"], "ratio"] == 1.0).all()
-    assert "peer evaluation" in capsys.readouterr().out
+    share = pd.read_csv(tmp_path / "peers_ceiling_share.csv")
+    assert len(share) == 8 and (share["share_of_float32_ceiling"] > 0).all()  # each side, method and measure
+    printed = capsys.readouterr().out
+    assert "peer evaluation" in printed and "of the float32 and" in printed

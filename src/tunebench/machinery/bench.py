@@ -585,13 +585,17 @@ def ratios(frame: pd.DataFrame, references: Mapping[str, str] = REFERENCES) -> p
     return pd.DataFrame(out)
 
 
-def ceiling_share(frame: pd.DataFrame) -> pd.DataFrame:
+#: The comparisons whose rows are training rates with the model's parameter count (``params``).
+TRAINING_RATES = ("precision", "optimizer", "compile")
+
+
+def ceiling_share(frame: pd.DataFrame, comparisons: tuple[str, ...] = TRAINING_RATES) -> pd.DataFrame:
     """Training throughput as a share of the CPU's bfloat16 matmul rate (6 FLOPs per parameter and token),
     per wall second or per CPU second as the training rate was measured."""
     ceilings = frame[frame["comparison"] == "ceiling"].set_index(["variant", "metric"])["median"]
     if ceilings.empty:
         return pd.DataFrame()
-    rows = frame[frame["comparison"].isin(["precision", "optimizer", "compile"])].copy()
+    rows = frame[frame["comparison"].isin(comparisons)].copy()
     per_cpu = rows["metric"] == CPU_RATE
     rows["gflops"] = rows["median"] * 6 * rows["params"] / 1e9
     # Where bfloat16 matmuls are emulated (no AVX512_BF16 or AMX), float32 is the rate training can reach.

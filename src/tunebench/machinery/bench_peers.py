@@ -13,6 +13,8 @@ threads and the same precision (the one ``training.dtype: auto`` picks on this m
                      (the batch-invariant decoder): examples/s, the share of identical prompts, outputs
                      and extracted answers, and of equal verdicts (its ``strict-match`` filter against
                      our strict scorer)
+``ceiling``          this CPU's matmul rate in float32 and bfloat16, which each side's training rate is set
+                     against (6 FLOPs per parameter and token) in ``peers_ceiling_share.csv``
 
 The peers are optional extras of the bench (``pip install -e .[bench]``, pinned in the lock); the
 stages never import them.
@@ -288,6 +290,7 @@ def training(config: Mapping, data_dirs: Mapping[str, Path], size: PeerSize, wor
                     "metric": metric,
                     **bench._summary(values),
                     **agreement,
+                    "params": sum(p.numel() for p in ours.built.model.parameters()),
                 }
             )
     return rows
@@ -437,7 +440,8 @@ REFERENCES = {"peer training": "trl", "peer evaluation": "lm-eval"}
 def run(
     out_dir: Path, quick: bool = False, threads: int | None = None, report: Callable[[str], None] = print
 ) -> pd.DataFrame:
-    """Both peer comparisons and this CPU's matmul rate; writes peers.csv and peers_ratios.csv under ``out_dir``."""
+    """Both peer comparisons and this CPU's matmul rate; writes peers.csv, peers_ratios.csv and
+    peers_ceiling_share.csv (each side's training rate against that rate) under ``out_dir``."""
     require_peers()
     size = QUICK if quick else FULL
     threads = threads or torch.get_num_threads()
@@ -463,4 +467,12 @@ def run(
     frame = pd.DataFrame(found)
     table = bench.ratios(frame, REFERENCES)
     table.to_csv(out_dir / "peers_ratios.csv", index=False)
+    share = bench.ceiling_share(frame, ("peer training",))
+    share.to_csv(out_dir / "peers_ceiling_share.csv", index=False)
+    for _, row in share.iterrows():
+        report(
+            f"bench --peers: {row['variant']}, {row['case']}: {row['gflops']:.1f} GFLOP per "
+            f"{'CPU second' if row['metric'] == CPU else 'second'}, {row['share_of_float32_ceiling']:.0%} of the "
+            f"float32 and {row['share_of_bf16_ceiling']:.0%} of the bfloat16 matmul rate"
+        )
     return table
