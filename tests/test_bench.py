@@ -131,4 +131,4 @@ def test_quick_peer_bench_sets_both_peers_beside_ours(with_mirror, tmp_path, cap
     share = pd.read_csv(tmp_path / "peers_ceiling_share.csv")
     assert len(share) == 8 and (share["share_of_float32_ceiling"] > 0).all()  # each side, method and measure
     printed = capsys.readouterr().out
-    assert "peer evaluation" in printed and "of the float32 and" in printed
+    assert "peer evaluation" in printed and "of the float32 matmul rate" in printed
