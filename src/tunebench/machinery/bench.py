@@ -590,8 +590,8 @@ TRAINING_RATES = ("precision", "optimizer", "compile")
 
 
 def ceiling_share(frame: pd.DataFrame, comparisons: tuple[str, ...] = TRAINING_RATES) -> pd.DataFrame:
-    """Training throughput as a share of the CPU's bfloat16 matmul rate (6 FLOPs per parameter and token),
-    per wall second or per CPU second as the training rate was measured."""
+    """Training throughput of ``comparisons`` as a share of the CPU's float32 and bfloat16 matmul rates (6 FLOPs
+    per parameter and token), per wall second or per CPU second as the training rate was measured."""
     ceilings = frame[frame["comparison"] == "ceiling"].set_index(["variant", "metric"])["median"]
     if ceilings.empty:
         return pd.DataFrame()

@@ -281,6 +281,7 @@ def training(config: Mapping, data_dirs: Mapping[str, Path], size: PeerSize, wor
                 for metric, value in by_metric.items():
                     rates.setdefault((metric, variant), []).append(value)
         agreement = _loss_agreement(config, "viggo", method, data_dirs["viggo"], work / f"agree-{method}", size)
+        params = sum(p.numel() for p in ours.built.model.parameters())  # what the FLOP count of the rate uses
         for (metric, variant), values in rates.items():
             rows.append(
                 {
@@ -290,7 +291,7 @@ def training(config: Mapping, data_dirs: Mapping[str, Path], size: PeerSize, wor
                     "metric": metric,
                     **bench._summary(values),
                     **agreement,
-                    "params": sum(p.numel() for p in ours.built.model.parameters()),
+                    "params": params,
                 }
             )
     return rows
